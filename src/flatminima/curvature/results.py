@@ -1,0 +1,129 @@
+"""Result records of the curvature algorithms: values, error estimates, and what they cost."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..objective import Cost
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().tolist()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, (np.floating, np.integer, np.bool_)):
+        return x.item()
+    if isinstance(x, Cost):
+        return x.as_dict()
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
+
+
+@dataclass
+class EigenResult:
+    """Eigenpairs of the curvature operator.
+
+    ``residuals[i] = ‖M v_i − λ_i v_i‖`` (v_i unit-norm), so by Bauer-Fike each λ_i is within
+    ``residuals[i]`` of a true eigenvalue, and within ``error_bounds[i] = r_i²/gap_i`` once the gap to the
+    rest of the spectrum is resolved. ``converged[i]`` says whether ``r_i <= tol·|λ_i|``.
+    """
+
+    values: torch.Tensor
+    residuals: torch.Tensor
+    converged: torch.Tensor
+    error_bounds: torch.Tensor
+    vectors: torch.Tensor | None
+    iterations: int
+    method: str
+    operator: str
+    which: str
+    tol: float
+    seed: int
+    mode: str
+    cost: Cost = field(default_factory=Cost)
+
+    @property
+    def all_converged(self) -> bool:
+        return bool(self.converged.all())
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self) | {"cost": self.cost.as_dict()}
+        d.pop("vectors")
+        return _plain(d)
+
+
+@dataclass
+class TraceResult:
+    """tr(M) estimated from Hessian-vector products; ``stderr`` is the Monte Carlo standard error."""
+
+    value: float
+    stderr: float
+    probes: int
+    method: str
+    operator: str
+    seed: int
+    mode: str
+    cost: Cost = field(default_factory=Cost)
+
+    def interval(self, z: float = 1.96) -> tuple[float, float]:
+        return self.value - z * self.stderr, self.value + z * self.stderr
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(asdict(self) | {"cost": self.cost.as_dict()})
+
+
+@dataclass
+class DensityResult:
+    """Spectral density by stochastic Lanczos quadrature with Gaussian broadening.
+
+    ``density`` integrates to 1 over ``grid``; ``nodes``/``weights`` are the quadrature (Ritz values and
+    squared first components) of each probe; ``negative_mass`` is the spectral mass below zero with its
+    standard error across probes; ``outliers`` are the Ritz values above the bulk (the 99% quantile).
+    """
+
+    grid: np.ndarray
+    density: np.ndarray
+    nodes: np.ndarray
+    weights: np.ndarray
+    sigma: float
+    negative_mass: float
+    negative_mass_stderr: float
+    bulk_edge: float
+    outliers: list[float]
+    probes: int
+    steps: int
+    operator: str
+    seed: int
+    mode: str
+    cost: Cost = field(default_factory=Cost)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(asdict(self) | {"cost": self.cost.as_dict()})
+
+    def plot(self, path: str, *, log: bool = True, title: str | None = None) -> list[str]:
+        """Save the density as PNG and SVG and the data behind it as CSV; returns the paths written."""
+        from ..plotting import save_figure, save_table
+
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5.5, 3.5))
+        y = np.maximum(self.density, 1e-12) if log else self.density
+        ax.plot(self.grid, y, lw=1.2)
+        if log:
+            ax.set_yscale("log")
+        ax.axvline(0.0, color="grey", lw=0.6, ls=":")
+        ax.set_xlabel(f"eigenvalue of the {self.operator}")
+        ax.set_ylabel("density")
+        ax.set_title(title or f"SLQ spectral density ({self.probes} probes x {self.steps} steps, "
+                              f"sigma={self.sigma:.2g}, {self.mode} mode)", fontsize=8)
+        paths = save_figure(fig, path)
+        paths.append(save_table(path + ".csv", {"eigenvalue": self.grid, "density": self.density}))
+        return paths

@@ -1,0 +1,77 @@
+"""Stochastic trace estimators from matrix-vector products.
+
+Hutchinson (1989): tr(M) = E[zᵀ M z] for Rademacher z; the estimate is the mean of m such products and
+its standard error the sample standard deviation over √m.
+
+Hutch++ (Meyer, Musco, Musco & Woodruff 2021): spend m/3 products on a sketch Y = M S, take an
+orthonormal Q = orth(Y), compute tr(QᵀMQ) exactly (m/3 products) and estimate the rest, tr of the
+deflated (I−QQᵀ)M(I−QQᵀ), by Hutchinson with the remaining m/3 probes. On spectra that decay its error
+falls like 1/m instead of 1/√m. The standard error is that of the Hutchinson part (the rest is exact).
+
+Why hand-written: no maintained PyTorch library provides these over a matrix-free operator with a
+standard error; curvlinops has Hutchinson/Hutch++ but no error bars and no CUDA-agnostic metering.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import FlatminimaError, require_choice, require_positive_int
+from ..objective import Objective
+from .operators import make_operator, random_vector
+from .results import TraceResult
+
+METHODS = ("hutchinson", "hutch++")
+
+
+def trace(
+    obj: Objective,
+    method: str = "hutch++",
+    probes: int = 60,
+    *,
+    operator: str = "hessian",
+    seed: int = 0,
+    theta: torch.Tensor | None = None,
+) -> TraceResult:
+    """tr(H) (or tr(GGN)) with its standard error, spending ``probes`` matrix-vector products."""
+    require_choice("method", method, METHODS)
+    require_positive_int("probes", probes)
+    if method == "hutch++" and probes < 6:
+        raise FlatminimaError(f"hutch++ needs probes >= 6 (a third each for sketch, exact part and rest), got {probes}.")
+    if probes < 2:
+        raise FlatminimaError(f"probes must be >= 2 to estimate a standard error, got {probes}.")
+    matvec = make_operator(obj, operator, theta)
+    gen = torch.Generator().manual_seed(seed)
+    with obj.meter() as cost:
+        if method == "hutchinson":
+            value, stderr = _hutchinson(matvec, obj, gen, probes, basis=None)
+        else:
+            value, stderr = _hutchpp(matvec, obj, gen, probes)
+    return TraceResult(value=value, stderr=stderr, probes=probes, method=method, operator=operator, seed=seed,
+                       mode=obj.mode, cost=cost)
+
+
+def _hutchinson(matvec, obj: Objective, gen: torch.Generator, m: int, basis: torch.Tensor | None):
+    samples = []
+    for _ in range(m):
+        z = random_vector(obj.dim, gen, obj.params, "rademacher")
+        if basis is not None:
+            z = z - basis @ (basis.T @ z)
+        samples.append(float(torch.dot(z, matvec(z))))
+    t = torch.tensor(samples, dtype=torch.float64)
+    return float(t.mean()), float(t.std(unbiased=True) / math.sqrt(m))
+
+
+def _hutchpp(matvec, obj: Objective, gen: torch.Generator, m: int):
+    s = min(m // 3, obj.dim)
+    S = torch.stack([random_vector(obj.dim, gen, obj.params, "rademacher") for _ in range(s)], 1)
+    Y = torch.stack([matvec(S[:, j]) for j in range(s)], 1)
+    Q, _ = torch.linalg.qr(Y)
+    exact = sum(float(torch.dot(Q[:, j], matvec(Q[:, j]))) for j in range(Q.shape[1]))
+    rest = m - 2 * s
+    if rest < 2 or Q.shape[1] >= obj.dim:  # the sketch spans the space: the trace is exact
+        return exact, 0.0
+    value, stderr = _hutchinson(matvec, obj, gen, rest, basis=Q)
+    return exact + value, stderr

@@ -1,0 +1,572 @@
+"""The objective L(θ): the loss as a function of one flat parameter vector, over a fixed data set.
+
+    L(θ) = Σ_b w_b · ℓ_b(θ) / Σ_b w_b
+
+where ℓ_b is the mean loss of batch b and w_b its size (or the number of targets a ``loss_fn`` reports),
+so the value is the exact mean over every sample, the last partial batch included. ``grad`` and ``hvp``
+are the exact derivatives of that same mean. Every measure, plot and probe in flatminima consumes this
+one object (DESIGN.md).
+
+Why hand-written: curvlinops and PyHessian each bundle the operator with their algorithms; we need one
+small object that any algorithm, landscape or measure can call, that counts its own cost, that never
+mutates the user's model, and that sums over shards with ``torch.distributed``. The derivatives
+themselves come from ``torch.autograd`` (double backward) and ``torch.func`` (forward-over-reverse,
+``vmap`` for many θ at once).
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call, jvp, vjp, vmap
+
+from .errors import FlatminimaError, NonFiniteLossError, require_choice
+
+__all__ = ["Cost", "Objective"]
+
+
+@dataclass
+class Cost:
+    """Work done by an Objective: full-data evaluations, batch passes and wall time.
+
+    ``data_passes`` counts passes over the whole data set (a batched evaluation of many θ in one pass
+    counts once), which is what users pay for when data is streamed.
+    """
+
+    losses: int = 0
+    grads: int = 0
+    hvps: int = 0
+    batched_points: int = 0
+    data_passes: float = 0.0
+    seconds: float = 0.0
+
+    def __sub__(self, other: Cost) -> Cost:
+        return Cost(**{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)})
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+
+    def as_dict(self) -> dict[str, float]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _match(name: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) or name == p or name.startswith(p + ".") for p in patterns)
+
+
+def _leaves(batch: Any) -> Iterator[torch.Tensor]:
+    if isinstance(batch, torch.Tensor):
+        yield batch
+    elif isinstance(batch, dict):
+        for v in batch.values():
+            yield from _leaves(v)
+    elif isinstance(batch, (list, tuple)):
+        for v in batch:
+            yield from _leaves(v)
+
+
+def _move(batch: Any, device: torch.device, dtype: torch.dtype) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device=device, dtype=dtype if batch.is_floating_point() else None)
+    if isinstance(batch, dict):
+        return {k: _move(v, device, dtype) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_move(v, device, dtype) for v in batch) if isinstance(batch, list) else tuple(
+            _move(v, device, dtype) for v in batch
+        )
+    return batch
+
+
+_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "cross_entropy": nn.functional.cross_entropy,
+    "mse": nn.functional.mse_loss,
+}
+
+
+class _LossModule(nn.Module):
+    """Wraps model + loss so ``functional_call`` swaps the parameters the user's code sees."""
+
+    def __init__(self, model: nn.Module, loss: Callable | None, loss_fn: Callable | None):
+        super().__init__()
+        self.model = model
+        self._loss = loss
+        self._loss_fn = loss_fn
+
+    def forward(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor | float]:
+        if self._loss_fn is not None:
+            out = self._loss_fn(self.model, batch)
+            if isinstance(out, tuple):
+                return out[0], out[1]
+            return out, _batch_size(batch)
+        outputs, targets = self.outputs(batch)
+        return self._loss(outputs, targets), targets.shape[0]
+
+    def outputs(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            raise FlatminimaError(
+                "with a `loss`, each batch must be (inputs, targets) or (input1, ..., targets); "
+                f"got {type(batch).__name__}. For other batch structures pass loss_fn=f(model, batch)."
+            )
+        return self.model(*batch[:-1]), batch[-1]
+
+
+def _batch_size(batch: Any) -> int:
+    for t in _leaves(batch):
+        return int(t.shape[0]) if t.dim() > 0 else 1
+    raise FlatminimaError("a batch holds no tensors; cannot tell its size (return (loss, count) from loss_fn).")
+
+
+class Objective:
+    """L(θ) over a fixed data set (or an analytic function), with exact gradients and Hessian products.
+
+    Args:
+        model: any ``nn.Module``; it is copied, never mutated.
+        loss: ``"cross_entropy"``, ``"mse"`` or a callable ``loss(outputs, targets)`` returning the batch
+            mean. Batches are then ``(inputs, targets)`` or ``(input1, input2, ..., targets)``.
+        data: a DataLoader, a tuple ``(X, y)`` of tensors (split into ``batch_size`` batches), or any
+            re-iterable of batches (a list, a Dataset-backed loader). One-shot iterators are refused.
+        loss_fn: instead of ``loss``: ``loss_fn(model, batch)`` returning the batch mean, or
+            ``(mean, count)`` to weight the batch by ``count`` targets (tokens, masked entries...).
+        params: parameter-name patterns (globs or module prefixes) selecting the part of the model whose
+            curvature is wanted; ``None`` selects every parameter with ``requires_grad``.
+        mode: ``"eval"`` (default: BatchNorm running statistics, no dropout) or ``"train"``.
+        dtype: ``torch.float64`` for reference-grade numbers; default keeps the model's dtype.
+        device: where to compute; data batches are moved there on the fly.
+        hvp_method: ``"double_backward"`` (default, measured faster on CPU) or ``"forward_over_reverse"``.
+        reuse_graph: keep the gradient graph of every batch between Hessian products at the same θ (the
+            data must fit in memory; ``"auto"`` does so for in-memory tensor data).
+        distributed: sum over the shards of all ``torch.distributed`` ranks (one all-reduce per call).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: str | Callable | None = None,
+        data: Any = None,
+        *,
+        loss_fn: Callable | None = None,
+        params: str | Sequence[str] | None = None,
+        mode: str = "eval",
+        dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        batch_size: int = 1024,
+        hvp_method: str = "double_backward",
+        reuse_graph: bool | str = "auto",
+        distributed: bool = False,
+    ):
+        require_choice("mode", mode, ["eval", "train"])
+        require_choice("hvp_method", hvp_method, ["double_backward", "forward_over_reverse"])
+        if (loss is None) == (loss_fn is None):
+            raise FlatminimaError("pass exactly one of `loss` (outputs, targets) or `loss_fn` (model, batch).")
+        if isinstance(loss, str):
+            require_choice("loss", loss, list(_LOSSES))
+            loss = _LOSSES[loss]
+        if not isinstance(model, nn.Module):
+            raise FlatminimaError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+        self.mode = mode
+        self.hvp_method = hvp_method
+        self.distributed = distributed
+        first = next(model.parameters(), None)
+        self.dtype = dtype or (first.dtype if first is not None else torch.get_default_dtype())
+        self.device = torch.device(device) if device is not None else (
+            first.device if first is not None else torch.device("cpu"))
+        model = copy.deepcopy(model).to(device=self.device, dtype=self.dtype)
+        model.train(mode == "train")
+        self._module = _LossModule(model, loss, loss_fn)
+        self._has_outputs = loss_fn is None
+        self._select_params(params)
+        self._batches, in_memory = self._prepare_data(data, batch_size)
+        self.reuse_graph = in_memory if reuse_graph == "auto" else bool(reuse_graph)
+        self._graph_cache: tuple[torch.Tensor, torch.Tensor, list] | None = None
+        self.n_batches: int | None = None
+        self.total_weight: float | None = None
+        self._counter = Cost()
+
+    # ----------------------------------------------------------------- construction helpers
+    def _select_params(self, patterns: str | Sequence[str] | None) -> None:
+        named = [(n, p) for n, p in self._module.model.named_parameters()]
+        trainable = [(n, p) for n, p in named if p.requires_grad]
+        if not trainable:
+            raise FlatminimaError(
+                "the model has no trainable parameters (all requires_grad=False); unfreeze the ones whose "
+                "curvature you want.")
+        if patterns is not None:
+            patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+            chosen = [(n, p) for n, p in trainable if _match(n, patterns)]
+            if not chosen:
+                raise FlatminimaError(
+                    f"params={patterns} matches no trainable parameter; available: {[n for n, _ in trainable]}.")
+        else:
+            chosen = trainable
+        chosen_names = {n for n, _ in chosen}
+        self.param_names = [n for n, _ in chosen]
+        self.param_shapes = [p.shape for _, p in chosen]
+        self._numels = [p.numel() for _, p in chosen]
+        self._theta0 = torch.cat([p.detach().reshape(-1) for _, p in chosen]).clone()
+        # Everything not chosen (other parameters, buffers) is held fixed at the copy's values.
+        self._fixed = {"model." + n: p.detach() for n, p in named if n not in chosen_names}
+        self._fixed.update({"model." + n: b for n, b in self._module.model.named_buffers()})
+
+    def _prepare_data(self, data: Any, batch_size: int) -> tuple[Iterable | None, bool]:
+        if data is None:
+            raise FlatminimaError("data is required: a DataLoader, a tuple (X, y) of tensors, or a list of batches.")
+        if isinstance(data, tuple) and data and all(isinstance(t, torch.Tensor) for t in data):
+            n = data[0].shape[0]
+            if n == 0:
+                raise FlatminimaError("data is empty (0 samples); pass at least one sample.")
+            if any(t.shape[0] != n for t in data):
+                raise FlatminimaError(f"data tensors have different lengths {[t.shape[0] for t in data]}; "
+                                      "inputs and targets must have one row per sample.")
+            return [tuple(t[i:i + batch_size] for t in data) for i in range(0, n, batch_size)], True
+        if iter(data) is data:
+            raise FlatminimaError(
+                "data is a one-shot iterator (a generator?); the objective passes over the data many times. "
+                "Pass a list of batches, a DataLoader or a tuple of tensors.")
+        return data, isinstance(data, (list, tuple))
+
+    # ----------------------------------------------------------------- parameters
+    @property
+    def params(self) -> torch.Tensor:
+        """θ₀, the model's (selected) parameters as one flat vector (a copy)."""
+        return self._theta0.clone()
+
+    @property
+    def dim(self) -> int:
+        return self._theta0.numel()
+
+    def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Split a flat θ into named tensors (views) shaped like the selected parameters."""
+        if theta.shape != (self.dim,):
+            raise FlatminimaError(f"θ must be a flat vector of {self.dim} entries, got shape {tuple(theta.shape)}.")
+        parts = torch.split(theta, self._numels)
+        return {n: t.view(s) for n, t, s in zip(self.param_names, parts, self.param_shapes)}
+
+    def model_at(self, theta: torch.Tensor | None = None) -> nn.Module:
+        """A fresh copy of the model holding θ (for plotting, saving or evaluation by the user)."""
+        model = copy.deepcopy(self._module.model)
+        with torch.no_grad():
+            named = dict(model.named_parameters())
+            for n, t in self.unflatten(self._theta(theta)).items():
+                named[n].copy_(t)
+        return model
+
+    def _theta(self, theta: torch.Tensor | None) -> torch.Tensor:
+        if theta is None:
+            return self._theta0
+        theta = torch.as_tensor(theta)
+        if theta.shape != (self.dim,):
+            raise FlatminimaError(f"θ must be a flat vector of {self.dim} entries, got shape {tuple(theta.shape)}.")
+        return theta.to(device=self.device, dtype=self.dtype)
+
+    def _state(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        state = dict(self._fixed)
+        state.update({"model." + n: t for n, t in self.unflatten(theta).items()})
+        return state
+
+    # ----------------------------------------------------------------- batches and reduction
+    def _iter_batches(self) -> Iterator[Any]:
+        count = 0
+        for batch in self._batches:
+            count += 1
+            yield _move(batch, self.device, self.dtype)
+        if count == 0:
+            raise FlatminimaError("data yielded no batches; pass a non-empty data set.")
+        self.n_batches = count
+
+    def _batch_loss(self, theta: torch.Tensor, batch: Any) -> tuple[torch.Tensor, float]:
+        try:
+            loss, weight = functional_call(self._module, self._state(theta), (batch,))
+        except (RuntimeError, TypeError) as err:
+            shapes = [tuple(t.shape) for t in _leaves(batch)]
+            raise FlatminimaError(
+                f"the model's forward/loss failed on a batch with tensor shapes {shapes}: {err}. "
+                "Check that the data's shape matches what the model expects.") from err
+        return loss, float(weight)
+
+    def _reduce(self, total: torch.Tensor, weight: float) -> torch.Tensor:
+        """Exact weighted mean Σ w·x / Σ w, summed over all ranks when distributed (one all-reduce)."""
+        if self.distributed:
+            import torch.distributed as dist
+
+            packed = torch.cat([total.reshape(-1), total.new_tensor([weight])])
+            dist.all_reduce(packed)
+            total, weight = packed[:-1].reshape(total.shape), float(packed[-1])
+        if weight <= 0:
+            raise FlatminimaError("the data's total weight is zero (no samples / no targets).")
+        self.total_weight = weight
+        return total / weight
+
+    def _account(self, kind: str, start: float, points: int = 1) -> None:
+        c = self._counter
+        setattr(c, kind, getattr(c, kind) + points)
+        c.data_passes += 1.0
+        c.seconds += time.perf_counter() - start
+
+    @staticmethod
+    def _check_finite(value: torch.Tensor, what: str) -> None:
+        if not torch.isfinite(value).all():
+            raise NonFiniteLossError(
+                f"the {what} is not finite (NaN or inf). The model diverged or the data holds NaN/inf; "
+                "check the checkpoint and the inputs, or lower the learning rate that produced it.")
+
+    # ----------------------------------------------------------------- the public operations
+    def loss(self, theta: torch.Tensor | None = None) -> float:
+        """L(θ): the exact mean loss over all data."""
+        start, theta = time.perf_counter(), self._theta(theta)
+        total, weight = torch.zeros((), device=self.device, dtype=self.dtype), 0.0
+        with torch.no_grad():
+            for batch in self._iter_batches():
+                loss, w = self._batch_loss(theta, batch)
+                total, weight = total + w * loss.detach(), weight + w
+        value = self._reduce(total, weight)
+        self._check_finite(value, "loss")
+        self._account("losses", start)
+        return float(value)
+
+    def grad(self, theta: torch.Tensor | None = None) -> torch.Tensor:
+        """∇L(θ), the exact mean gradient; never touches any ``.grad`` attribute."""
+        start, theta = time.perf_counter(), self._theta(theta).detach().requires_grad_(True)
+        total, weight = torch.zeros_like(theta), 0.0
+        for batch in self._iter_batches():
+            loss, w = self._batch_loss(theta, batch)
+            (g,) = torch.autograd.grad(loss * w, theta, allow_unused=True)
+            if g is not None:
+                total += g
+            weight += w
+        value = self._reduce(total.detach(), weight)
+        self._check_finite(value, "gradient")
+        self._account("grads", start)
+        return value
+
+    def hvp(self, v: torch.Tensor, theta: torch.Tensor | None = None) -> torch.Tensor:
+        """H(θ)·v with H = ∇²L(θ), exact over all data."""
+        start = time.perf_counter()
+        v = self._check_vector(v)
+        theta = self._theta(theta)
+        if self.hvp_method == "forward_over_reverse":
+            total, weight = self._hvp_forward_over_reverse(theta, v)
+        elif self.reuse_graph:
+            total, weight = self._hvp_cached(theta, v)
+        else:
+            total, weight = self._hvp_double_backward(theta, v)
+        value = self._reduce(total, weight)
+        self._check_finite(value, "Hessian-vector product")
+        self._account("hvps", start)
+        return value
+
+    def _check_vector(self, v: torch.Tensor) -> torch.Tensor:
+        v = torch.as_tensor(v)
+        if v.shape != (self.dim,):
+            raise FlatminimaError(f"v must be a flat vector of {self.dim} entries, got shape {tuple(v.shape)}.")
+        return v.to(device=self.device, dtype=self.dtype)
+
+    def _hvp_double_backward(self, theta: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, float]:
+        theta = theta.detach().requires_grad_(True)
+        total, weight = torch.zeros_like(theta), 0.0
+        for batch in self._iter_batches():
+            loss, w = self._batch_loss(theta, batch)
+            total += self._second_backward(theta, loss * w, v, retain=False)
+            weight += w
+        return total.detach(), weight
+
+    @staticmethod
+    def _second_backward(theta: torch.Tensor, loss: torch.Tensor, v: torch.Tensor, retain: bool,
+                         grad: torch.Tensor | None = None) -> torch.Tensor:
+        if grad is None:
+            (grad,) = torch.autograd.grad(loss, theta, create_graph=True, allow_unused=True)
+        if grad is None or not grad.requires_grad:  # parameters the loss does not use: zero curvature
+            return torch.zeros_like(theta)
+        (hv,) = torch.autograd.grad(grad, theta, grad_outputs=v, retain_graph=retain, allow_unused=True)
+        return torch.zeros_like(theta) if hv is None else hv
+
+    def _hvp_cached(self, theta: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """Double backward reusing each batch's gradient graph while θ stays the same (one build per θ)."""
+        cache = self._graph_cache
+        if cache is None or cache[0].shape != theta.shape or not torch.equal(cache[0], theta):
+            self._graph_cache = None  # free the old graph before building the new one
+            leaf = theta.detach().clone().requires_grad_(True)
+            grads = []
+            for batch in self._iter_batches():
+                loss, w = self._batch_loss(leaf, batch)
+                (g,) = torch.autograd.grad(loss * w, leaf, create_graph=True, allow_unused=True)
+                grads.append((g, w))
+            self._graph_cache = cache = (theta.detach().clone(), leaf, grads)
+        _, leaf, grads = cache
+        total, weight = torch.zeros_like(theta), 0.0
+        for g, w in grads:
+            total += self._second_backward(leaf, None, v, retain=True, grad=g)
+            weight += w
+        return total.detach(), weight
+
+    def _hvp_forward_over_reverse(self, theta: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, float]:
+        total, weight = torch.zeros_like(theta), 0.0
+        for batch in self._iter_batches():
+            w_box: list[float] = []
+
+            def f(t, batch=batch, w_box=w_box):
+                loss, w = self._batch_loss(t, batch)
+                w_box.append(w)
+                return loss
+
+            _, hv = jvp(torch.func.grad(f), (theta,), (v,))
+            total += w_box[0] * hv
+            weight += w_box[0]
+        return total.detach(), weight
+
+    def ggn_vp(self, v: torch.Tensor, theta: torch.Tensor | None = None) -> torch.Tensor:
+        """G(θ)·v with the generalised Gauss-Newton G = Σ_b w_b J_bᵀ ∇²_z ℓ_b J_b / Σ_b w_b (PSD for convex ℓ).
+
+        z are the model outputs; needs the ``loss(outputs, targets)`` form (Schraudolph 2002; Martens 2010).
+        """
+        if not self._has_outputs:
+            raise FlatminimaError("the GGN needs the model outputs: build the Objective with `loss=`, not `loss_fn=`.")
+        start, v, theta = time.perf_counter(), self._check_vector(v), self._theta(theta)
+        total, weight = torch.zeros_like(theta), 0.0
+        for batch in self._iter_batches():
+            targets = batch[-1]
+
+            def f(t, batch=batch):
+                return self._call_outputs(t, batch)[0]
+
+            out, jv = jvp(f, (theta,), (v,))
+            _, hjv = jvp(torch.func.grad(lambda z: self._module._loss(z, targets)), (out,), (jv,))
+            _, pullback = vjp(f, theta)
+            (gv,) = pullback(hjv)
+            w = float(targets.shape[0])
+            total += w * gv.detach()
+            weight += w
+        value = self._reduce(total, weight)
+        self._check_finite(value, "GGN-vector product")
+        self._account("hvps", start)
+        return value
+
+    def _call_outputs(self, theta: torch.Tensor, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        state = {k[len("model."):]: t for k, t in self._state(theta).items()}
+        return functional_call(self._module.model, state, tuple(batch[:-1])), batch[-1]
+
+    def loss_batched(self, thetas: torch.Tensor, chunk_size: int = 32) -> torch.Tensor:
+        """L(θ_i) for every row θ_i of ``thetas`` (n × dim), with ``vmap``, one data pass per chunk.
+
+        Non-finite values are returned as they are (a landscape may leave the finite region).
+        """
+        return self._batched(thetas, chunk_size, "loss")
+
+    def metric_batched(self, thetas: torch.Tensor, metric: str | Callable = "accuracy",
+                       chunk_size: int = 32) -> torch.Tensor:
+        """The mean of ``metric(outputs, targets)`` (``"accuracy"`` built in) at every row of ``thetas``."""
+        if not self._has_outputs:
+            raise FlatminimaError("metrics need (inputs, targets) batches and `loss=`; use loss_batched instead.")
+        if metric == "accuracy":
+            metric = _accuracy
+        return self._batched(thetas, chunk_size, metric)
+
+    def _batched(self, thetas: torch.Tensor, chunk_size: int, what: str | Callable) -> torch.Tensor:
+        start = time.perf_counter()
+        thetas = torch.as_tensor(thetas).to(device=self.device, dtype=self.dtype)
+        if thetas.dim() != 2 or thetas.shape[1] != self.dim:
+            raise FlatminimaError(f"thetas must have shape (n, {self.dim}), got {tuple(thetas.shape)}.")
+        if thetas.shape[0] == 0:
+            raise FlatminimaError("thetas holds no points (n = 0); pass at least one parameter vector.")
+        results = []
+        for chunk in torch.split(thetas, max(1, int(chunk_size))):
+            total, weight = torch.zeros(chunk.shape[0], device=self.device, dtype=self.dtype), 0.0
+            with torch.no_grad():
+                for batch in self._iter_batches():
+                    values, w = self._batch_values(chunk, batch, what)
+                    total, weight = total + w * values, weight + w
+            results.append(self._reduce(total, weight))
+            self._counter.data_passes += 1.0
+        self._counter.batched_points += thetas.shape[0]
+        self._counter.seconds += time.perf_counter() - start
+        return torch.cat(results)
+
+    def _batch_values(self, chunk: torch.Tensor, batch: Any, what: str | Callable) -> tuple[torch.Tensor, float]:
+        if what == "loss":
+            weight = self._batch_loss(chunk[0], batch)[1]
+
+            def one(t):
+                return self._batch_loss(t, batch)[0]
+        else:
+            weight = float(batch[-1].shape[0])
+
+            def one(t):
+                out, targets = self._call_outputs(t, batch)
+                return what(out, targets)
+        try:
+            return vmap(one)(chunk), weight
+        except (RuntimeError, ValueError):  # ops vmap cannot batch (in-place BatchNorm updates...): loop
+            return torch.stack([one(t) for t in chunk]), weight
+
+    # ----------------------------------------------------------------- cost metering
+    @contextmanager
+    def meter(self) -> Iterator[Cost]:
+        """``with obj.meter() as cost:`` fills ``cost`` with the work done inside the block."""
+        before, start, cost = copy.copy(self._counter), time.perf_counter(), Cost()
+        try:
+            yield cost
+        finally:
+            delta = self._counter - before
+            delta.seconds = time.perf_counter() - start
+            for f in fields(Cost):
+                setattr(cost, f.name, getattr(delta, f.name))
+
+    @property
+    def cost(self) -> Cost:
+        """Total work done by this objective so far."""
+        return copy.copy(self._counter)
+
+    # ----------------------------------------------------------------- analytic landscapes
+    @classmethod
+    def from_function(cls, f: Callable[[torch.Tensor], torch.Tensor], x0: Any, *,
+                      dtype: torch.dtype | None = None, name: str | None = None) -> Objective:
+        """An analytic landscape f: Rⁿ → R as an Objective (one "batch", no data)."""
+        return FunctionObjective(f, x0, dtype=dtype, name=name)
+
+    def describe(self) -> dict[str, Any]:
+        """What this objective is, for results and reports."""
+        return {"dim": self.dim, "mode": self.mode, "dtype": str(self.dtype).replace("torch.", ""),
+                "device": str(self.device), "params": self.param_names if len(self.param_names) <= 20
+                else f"{len(self.param_names)} tensors", "samples": self.total_weight,
+                "hvp_method": self.hvp_method}
+
+
+def _accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return (outputs.argmax(-1) == targets).to(outputs.dtype).mean()
+
+
+class FunctionObjective(Objective):
+    """An analytic f(θ) viewed as an Objective: the same curvature code serves the toy lab."""
+
+    def __init__(self, f: Callable[[torch.Tensor], torch.Tensor], x0: Any, *, dtype: torch.dtype | None = None,
+                 name: str | None = None):
+        x0 = torch.as_tensor(x0, dtype=dtype or torch.get_default_dtype())
+        if x0.dim() != 1 or x0.numel() == 0:
+            raise FlatminimaError(f"x0 must be a non-empty 1-D vector, got shape {tuple(x0.shape)}.")
+        self.f, self.name = f, name or getattr(f, "__name__", "function")
+        self.mode, self.hvp_method, self.distributed = "function", "double_backward", False
+        self.dtype, self.device = x0.dtype, x0.device
+        self.param_names, self.param_shapes, self._numels = ["x"], [x0.shape], [x0.numel()]
+        self._theta0 = x0.detach().clone()
+        self._has_outputs, self.reuse_graph, self._graph_cache = False, False, None
+        self._batches, self.n_batches, self.total_weight = [None], 1, 1.0
+        self._counter = Cost()
+
+    def _iter_batches(self) -> Iterator[Any]:
+        yield None
+
+    def _batch_loss(self, theta: torch.Tensor, batch: Any) -> tuple[torch.Tensor, float]:
+        return self.f(theta), 1.0
+
+    def model_at(self, theta: torch.Tensor | None = None) -> nn.Module:
+        raise FlatminimaError("an analytic objective has no model; use its parameters directly.")
+
+    def describe(self) -> dict[str, Any]:
+        return {"dim": self.dim, "mode": "function", "function": self.name, "dtype": str(self.dtype)}
