@@ -8,9 +8,10 @@ from .density import spectral_density
 from .lanczos import Krylov, eigenvalues, power_iteration
 from .operators import OPERATORS, make_operator
 from .results import DensityResult, EigenResult, TraceResult
+from .summary import curvature_report
 from .trace import trace
 
 __all__ = [
-    "OPERATORS", "DensityResult", "EigenResult", "Krylov", "TraceResult", "eigenvalues", "make_operator",
+    "OPERATORS", "curvature_report", "DensityResult", "EigenResult", "Krylov", "TraceResult", "eigenvalues", "make_operator",
     "power_iteration", "spectral_density", "trace",
 ]

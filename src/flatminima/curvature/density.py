@@ -5,7 +5,7 @@ quadrature of the spectral measure seen from v. Averaging over n_v probes and br
 Gaussian of width σ gives the density
     φ(t) ≈ (1/n_v) Σ_l Σ_i τ_i^(l) · N(t; θ_i^(l), σ²)
 (Lin, Saad & Yang 2016; Ghorbani, Krishnan & Xiao 2019; Yao et al. 2020 for PyHessian's variant).
-The mass below zero, Σ τ_i [θ_i < 0], is the fraction of negative curvature, with its standard error
+The mass below zero, Σ τ_i [θ_i < −σ], is the fraction of negative curvature (beyond the broadening σ), with its standard error
 across probes.
 
 Why hand-written: PyHessian's SLQ is tied to its single-batch class; the quadrature is a few lines on
@@ -63,7 +63,9 @@ def spectral_density(
         if w > 0:
             density += w * np.exp(-((grid - t) ** 2) / (2 * sigma**2)) / (sigma * math.sqrt(2 * math.pi))
     density /= probes
-    negative = (weights * (nodes < 0)).sum(1)
+    # Zero curvature is common (ReLU nets, over-parametrisation); nodes within the broadening width of 0
+    # are not counted as negative, so round-off around a null space does not read as a saddle.
+    negative = (weights * (nodes < -sigma)).sum(1)
     bulk_edge, outliers = _outliers(nodes, weights)
     return DensityResult(
         grid=grid, density=density, nodes=nodes, weights=weights, sigma=float(sigma),

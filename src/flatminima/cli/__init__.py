@@ -1,0 +1,39 @@
+"""``flatminima <command>``: a thin layer that parses options, calls the library and prints.
+
+Each command lives in its own module with a ``register(app)`` function, so commands can be added without
+touching the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="flatminima: how flat is this minimum, what does the landscape look like, and does "
+                       "flatness predict generalisation here?")
+
+
+
+@app.callback()
+def _root() -> None:
+    """flatminima: loss-landscape geometry with error bars and costs."""
+
+
+COMMANDS = ("curvature", "sharpness", "landscape", "train", "study", "lab", "claims")
+
+for _name in COMMANDS:
+    importlib.import_module(f"{__name__}.{_name}").register(app)
+
+
+def main() -> None:
+    """Entry point: turn flatminima's own errors into one clear line and exit code 2."""
+    from ..errors import FlatminimaError
+    from .common import console
+
+    try:
+        app()
+    except FlatminimaError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise SystemExit(2) from None

@@ -1,0 +1,70 @@
+"""``flatminima curvature``: top eigenvalues, trace and spectral density of a trained model."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from .common import console, fmt, fmt_cost, print_json
+
+
+def register(app: typer.Typer) -> None:
+    app.command("curvature")(curvature)
+
+
+def curvature(
+    model: str = typer.Option("mlp", help="built-in model (mlp, cnn1d, ...) or 'package.module:factory'"),
+    data: str = typer.Option("mnist1d", help="built-in data set or a .npz file (x_train, y_train[, x_test, y_test])"),
+    checkpoint: Optional[str] = typer.Option(None, help="state-dict checkpoint; without it the model is trained"),
+    epochs: int = typer.Option(20, help="training epochs when no checkpoint is given"),
+    k: int = typer.Option(5, help="how many top eigenvalues"),
+    probes: int = typer.Option(60, help="Hessian-vector products for the Hutch++ trace"),
+    operator: str = typer.Option("hessian", help="hessian or ggn"),
+    split: str = typer.Option("train", help="measure on the train or test split"),
+    dtype: str = typer.Option("float32", help="float32 or float64"),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ..."),
+    seed: int = typer.Option(0, help="seed for training and for the random probes"),
+    out: Optional[str] = typer.Option(None, help="folder for the checkpoint and the density plot"),
+    json_out: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
+) -> None:
+    """Train (or load) a model and print its curvature report with error bars and costs."""
+    from ..curvature import curvature_report
+    from ..workflow import get_data, get_model, objective_for
+
+    dataset = get_data(data)
+    net, info = get_model(model, dataset, checkpoint=checkpoint, recipe={"epochs": epochs, "seed": seed},
+                          out_dir=out, progress=not json_out)
+    obj = objective_for(net, dataset, split=split, dtype=dtype, device=device)
+    rep = curvature_report(obj, k=k, probes=probes, operator=operator, seed=seed)
+    if out:
+        rep["density_files"] = rep["density"].plot(f"{out}/spectral_density")
+    if json_out:
+        print_json({key: (v.to_dict() if hasattr(v, "to_dict") else v) for key, v in rep.items()} | {"model": info})
+        return
+    _print(rep, model, dataset.name)
+
+
+def _print(rep: dict, model: str, data: str) -> None:
+    o = rep["objective"]
+    console.print(f"[bold]{model}[/bold] on [bold]{data}[/bold]: {o['dim']} parameters, {o['samples']:.0f} "
+                  f"samples, {o['mode']} mode, {o['dtype']}; loss {rep['loss']:.5g}")
+    table = Table(title=f"Curvature of the {rep['top'].operator} (full-data mean)")
+    for col in ("quantity", "value", "error bound", "converged", "cost"):
+        table.add_column(col)
+    top, bottom = rep["top"], rep["bottom"]
+    for i, (v, r, c) in enumerate(zip(top.values, top.error_bounds, top.converged)):
+        table.add_row(f"λ{i + 1}", f"{v:.6g}", f"{r:.1e}", "yes" if c else "NO", fmt_cost(top.cost) if i == 0 else "")
+    table.add_row("λmin", f"{bottom.values[0]:.6g}", f"{bottom.error_bounds[0]:.1e}",
+                  "yes" if bottom.converged[0] else "NO", fmt_cost(bottom.cost))
+    tr = rep["trace"]
+    table.add_row("trace (Hutch++)", fmt(tr.value, tr.stderr), f"±{tr.stderr:.2g} (s.e.)", "-", fmt_cost(tr.cost))
+    d = rep["density"]
+    table.add_row("negative mass (SLQ)", fmt(d.negative_mass, d.negative_mass_stderr), "s.e. over probes", "-",
+                  fmt_cost(d.cost))
+    table.add_row("outliers above bulk", ", ".join(f"{x:.4g}" for x in d.outliers[:5]) or "none",
+                  f"bulk edge {d.bulk_edge:.3g}", "-", "")
+    console.print(table)
+    if "density_files" in rep:
+        console.print("density plot: " + ", ".join(rep["density_files"]))

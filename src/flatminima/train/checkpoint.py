@@ -1,0 +1,47 @@
+"""Checkpoints: plain ``state_dict``s saved with ``torch.save``, loaded with ``weights_only=True``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import FlatminimaError
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, **extra: Any) -> str:
+    """Write the model's state dict (and plain extras: epoch, metrics, optimizer state) atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({"model": model.state_dict(), **extra}, tmp)
+    tmp.replace(path)  # atomic: an interrupted save never leaves a truncated checkpoint
+    return str(path)
+
+
+def load_checkpoint(path: str | Path, model: nn.Module | None = None) -> dict[str, Any]:
+    """Load a checkpoint safely (no code runs) and, if ``model`` is given, load its weights into it.
+
+    Accepts files holding ``{"model": state_dict, ...}`` or a bare state dict.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FlatminimaError(f"checkpoint {str(path)!r} does not exist.")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle errors, truncated files, non-tensor payloads
+        raise FlatminimaError(f"cannot load checkpoint {str(path)!r} safely (weights_only=True): {err}") from err
+    if not isinstance(blob, dict):
+        raise FlatminimaError(f"checkpoint {str(path)!r} holds a {type(blob).__name__}, not a state dict.")
+    state = blob["model"] if isinstance(blob.get("model"), dict) else blob
+    if model is not None:
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as err:
+            raise FlatminimaError(
+                f"checkpoint {str(path)!r} does not fit the model (missing, unexpected or mis-shaped "
+                f"tensors): {err}. Build the model with the same architecture and sizes it was trained with."
+            ) from err
+    return blob if "model" in blob else {"model": state}
