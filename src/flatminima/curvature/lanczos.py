@@ -40,6 +40,7 @@ class Krylov:
         self.betas: list[float] = []  # betas[j] couples q_j and q_{j+1} (0 after a restart)
         self.next_beta = 0.0  # ‖w‖ of the latest residual, before any restart
         self.dim = v0.numel()
+        self.block_start = 0  # index where the current Krylov block (after the latest restart) began
 
     @property
     def size(self) -> int:
@@ -69,6 +70,7 @@ class Krylov:
                 w = w - basis @ (basis.T @ w)
             beta = 0.0
             self.Q.append(w / w.norm())
+            self.block_start = len(self.alphas)
         else:
             self.Q.append(w / beta)
         self.betas.append(beta)
@@ -141,7 +143,10 @@ def eigenvalues(
             residuals = np.abs(krylov.next_beta * S[-1, picked])
             scale = np.maximum(np.abs(values[picked]), 1e-3 * np.abs(values).max() + 1e-300)
             converged = residuals <= tol * scale
-            if (converged.all() and krylov.size >= min(len(picked), obj.dim)) or not more or krylov.size >= limit:
+            # After a restart the new block must grow k steps before we trust that no further copy of a
+            # repeated eigenvalue hides in the rest of the space.
+            settled = krylov.size - krylov.block_start >= min(k, obj.dim - krylov.block_start)
+            if (converged.all() and settled) or not more or krylov.size >= limit:
                 break
         vectors = None
         if return_vectors:

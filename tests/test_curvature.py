@@ -1,0 +1,195 @@
+"""Curvature algorithms against exact references: dense float64 Hessians and known spectra."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call, hessian, jacrev
+
+from flatminima import FlatminimaError, Objective
+from flatminima.curvature import eigenvalues, power_iteration, spectral_density, trace
+
+torch.set_default_dtype(torch.float64)
+
+
+def _flat_loss(model: nn.Module, loss, X, y):
+    """An independent full-data loss of a flat θ (one batch, no flatminima code)."""
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    sizes = [p.numel() for p in model.parameters()]
+    buffers = dict(model.named_buffers())
+
+    def L(theta):
+        params = {n: t.view(s) for n, t, s in zip(names, torch.split(theta, sizes), shapes)}
+        return loss(functional_call(model, {**params, **buffers}, (X,)), y)
+
+    return L
+
+
+def _theta(model):
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+@pytest.fixture(scope="module")
+def tanh_case():
+    torch.manual_seed(0)
+    X, y = torch.randn(203, 6), torch.randint(0, 3, (203,))
+    model = nn.Sequential(nn.Linear(6, 7), nn.Tanh(), nn.Linear(7, 3))
+    H = hessian(_flat_loss(model, nn.functional.cross_entropy, X, y))(_theta(model))
+    obj = Objective(model, "cross_entropy", (X, y), batch_size=64)  # 203 = 3·64 + 11: a partial last batch
+    return obj, H, torch.linalg.eigvalsh(H)
+
+
+def test_top_eigenvalues_match_dense_hessian(tanh_case):
+    obj, H, exact = tanh_case
+    res = eigenvalues(obj, 3, "largest", tol=1e-9, return_vectors=True)
+    assert res.converged.all()
+    assert torch.allclose(res.values, exact.flip(0)[:3], rtol=1e-6, atol=0)
+    for i in range(3):  # the reported residual is the true ‖Hv − λv‖ (up to round-off)
+        v = res.vectors[:, i]
+        true_res = (H @ v - res.values[i] * v).norm()
+        assert true_res <= res.residuals[i] + 1e-9
+        assert abs(res.values[i] - exact.flip(0)[i]) <= res.error_bounds[i] + 1e-12
+    assert res.cost.hvps == res.iterations
+
+
+def test_smallest_and_both_ends(tanh_case):
+    obj, _, exact = tanh_case
+    low = eigenvalues(obj, 2, "smallest", tol=1e-9)
+    assert low.converged.all()
+    assert torch.allclose(low.values, exact[:2], rtol=1e-6)
+    both = eigenvalues(obj, 1, "both", tol=1e-9)
+    assert torch.allclose(both.values, torch.stack([exact[-1], exact[0]]), rtol=1e-6)
+
+
+def test_same_seed_same_numbers(tanh_case):
+    obj, _, _ = tanh_case
+    a, b = trace(obj, "hutchinson", 10, seed=3), trace(obj, "hutchinson", 10, seed=3)
+    assert a.value == b.value and a.stderr == b.stderr
+    assert trace(obj, "hutchinson", 10, seed=4).value != a.value
+
+
+@pytest.mark.parametrize("method", ["hutchinson", "hutch++"])
+def test_trace_interval_covers_exact(tanh_case, method):
+    obj, H, _ = tanh_case
+    res = trace(obj, method, 60, seed=1)
+    lo, hi = res.interval(z=3.0)
+    assert lo <= float(H.trace()) <= hi
+    assert res.stderr > 0 and res.cost.hvps == 60
+
+
+def test_hutchpp_is_exact_when_sketch_spans_space():
+    A = torch.diag(torch.tensor([4.0, 2.0, 1.0, -1.0]))
+    obj = Objective.from_function(lambda x: 0.5 * x @ A @ x, torch.zeros(4))
+    assert trace(obj, "hutch++", 12).value == pytest.approx(6.0, abs=1e-12)
+
+
+def _quadratic(eigs, seed=0):
+    n = len(eigs)
+    Q, _ = torch.linalg.qr(torch.randn(n, n, generator=torch.Generator().manual_seed(seed)))
+    A = Q @ torch.diag(torch.tensor(eigs)) @ Q.T
+    return Objective.from_function(lambda x: 0.5 * x @ A @ x, torch.ones(n)), A
+
+
+def test_repeated_eigenvalues_are_all_found():
+    obj, _ = _quadratic([5.0, 5.0, 3.0, 1.0, 1.0, -2.0])
+    res = eigenvalues(obj, 3, "largest", tol=1e-10)
+    assert torch.allclose(res.values, torch.tensor([5.0, 5.0, 3.0]), atol=1e-9)
+    low = eigenvalues(obj, 3, "smallest", tol=1e-10)
+    assert torch.allclose(low.values, torch.tensor([-2.0, 1.0, 1.0]), atol=1e-9)
+
+
+def test_indefinite_saddle_power_iteration_returns_largest_algebraic():
+    obj, _ = _quadratic([1.0, 0.5, -4.0])  # |−4| dominates: plain power iteration would return −4
+    res = power_iteration(obj, tol=1e-10, max_iter=2000)
+    assert res.converged[0]
+    assert res.values[0].item() == pytest.approx(1.0, abs=1e-8)
+    lanczos = eigenvalues(obj, 1, "smallest", tol=1e-10)
+    assert lanczos.values[0].item() == pytest.approx(-4.0, abs=1e-9)
+
+
+def test_power_iteration_flags_non_convergence():
+    obj, _ = _quadratic([1.0, 0.999, 0.5] + [0.1] * 20)
+    res = power_iteration(obj, tol=1e-12, max_iter=5)
+    assert not res.converged[0]
+    assert res.residuals[0] > 1e-12
+
+
+def test_cnn_with_batchnorm_in_eval_mode():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv1d(1, 3, 3, padding=1), nn.BatchNorm1d(3), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(24, 2))
+    model.train()
+    X, y = torch.randn(37, 1, 8), torch.randint(0, 2, (37,))
+    model(X)  # give BatchNorm non-trivial running statistics
+    bn_before = model[1].running_mean.clone()
+    obj = Objective(model, "cross_entropy", (X, y), batch_size=10)
+    ref_model = Objective(model, "cross_entropy", (X, y)).model_at()  # eval-mode copy
+    H = hessian(_flat_loss(ref_model, nn.functional.cross_entropy, X, y))(_theta(model))
+    res = eigenvalues(obj, 2, tol=1e-9)
+    assert torch.allclose(res.values, torch.linalg.eigvalsh(H).flip(0)[:2], rtol=1e-6)
+    assert torch.equal(obj.model_at()[1].running_mean, bn_before)  # products never update BN statistics
+    assert torch.equal(model[1].running_mean, bn_before) and model.training  # user's model untouched
+    assert res.mode == "eval"
+
+
+def test_mse_regression_hessian_and_ggn():
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2))
+    X, Y = torch.randn(50, 3), torch.randn(50, 2)
+    obj = Objective(model, "mse", (X, Y), batch_size=16)
+    H = hessian(_flat_loss(model, nn.functional.mse_loss, X, Y))(_theta(model))
+    res = eigenvalues(obj, 2, tol=1e-9)
+    assert torch.allclose(res.values, torch.linalg.eigvalsh(H).flip(0)[:2], rtol=1e-6)
+    # GGN of mean squared error over all N·d entries: G = 2/(N d) Σ_n J_nᵀ J_n
+    names = [n for n, _ in model.named_parameters()]
+    sizes, shapes = [p.numel() for p in model.parameters()], [p.shape for p in model.parameters()]
+
+    def f(theta):
+        return functional_call(model, {n: t.view(s) for n, t, s in zip(names, torch.split(theta, sizes), shapes)},
+                               (X,))
+
+    J = jacrev(f)(_theta(model)).reshape(-1, obj.dim)
+    G = 2.0 / Y.numel() * J.T @ J
+    v = torch.randn(obj.dim)
+    assert torch.allclose(obj.ggn_vp(v), G @ v, atol=1e-12)
+    ggn = eigenvalues(obj, 2, operator="ggn", tol=1e-9)
+    assert torch.allclose(ggn.values, torch.linalg.eigvalsh(G).flip(0)[:2], rtol=1e-6)
+    assert trace(obj, "hutch++", 3 * obj.dim, operator="ggn").value == pytest.approx(float(G.trace()), rel=1e-8)
+
+
+def test_spectral_density_negative_mass_and_normalisation():
+    eigs = [3.0, 2.0, 1.5, 1.0] + [0.5] * 11 + [-1.0] * 5  # a quarter of the spectrum is negative
+    obj, _ = _quadratic(eigs)
+    res = spectral_density(obj, probes=40, steps=20, seed=0)
+    mass = torch.tensor(res.density).sum() * (res.grid[1] - res.grid[0])
+    assert float(mass) == pytest.approx(1.0, abs=1e-3)
+    assert abs(res.negative_mass - 0.25) <= 4 * res.negative_mass_stderr
+    assert res.nodes.max() == pytest.approx(3.0, abs=1e-8)
+    assert res.cost.hvps == 40 * 20
+
+
+def test_bad_input_is_refused_clearly(tanh_case):
+    obj, _, _ = tanh_case
+    with pytest.raises(FlatminimaError, match="larger than the number of parameters"):
+        eigenvalues(obj, obj.dim + 1)
+    with pytest.raises(FlatminimaError, match="which"):
+        eigenvalues(obj, 1, "middle")
+    with pytest.raises(FlatminimaError, match="tol"):
+        eigenvalues(obj, 1, tol=0)
+    with pytest.raises(FlatminimaError, match="operator"):
+        trace(obj, operator="fisher")
+    with pytest.raises(FlatminimaError, match="probes"):
+        trace(obj, "hutch++", 3)
+
+
+def test_loss_fn_objective_has_no_ggn():
+    model = nn.Linear(2, 1)
+    obj = Objective(model, data=[{"x": torch.randn(4, 2), "y": torch.randn(4, 1)}],
+                    loss_fn=lambda m, b: nn.functional.mse_loss(m(b["x"]), b["y"]))
+    with pytest.raises(FlatminimaError, match="GGN"):
+        obj.ggn_vp(torch.ones(obj.dim))
+    assert math.isfinite(eigenvalues(obj, 1, tol=1e-8).values[0].item())
