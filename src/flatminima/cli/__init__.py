@@ -29,11 +29,12 @@ for _name in COMMANDS:
 
 def main() -> None:
     """Entry point: turn flatminima's own errors into one clear line and exit code 2."""
+    from rich.console import Console
+
     from ..errors import FlatminimaError
-    from .common import console
 
     try:
         app()
     except FlatminimaError as err:
-        console.print(f"[red]error:[/red] {err}")
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {err}", markup=True, highlight=False)
         raise SystemExit(2) from None

@@ -24,3 +24,19 @@ def fmt_cost(cost: Any) -> str:
 
 def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, default=float))
+
+
+def parse_kv(pairs: list[str] | None) -> dict[str, Any]:
+    """``["width=8", "batchnorm=true"]`` → ``{"width": 8, "batchnorm": True}`` (JSON values, else strings)."""
+    from ..errors import FlatminimaError
+
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise FlatminimaError(f"expected KEY=VALUE, got {pair!r}.")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from .common import console, fmt, fmt_cost, print_json
+from .common import console, fmt, fmt_cost, parse_kv, print_json
 
 
 def register(app: typer.Typer) -> None:
@@ -16,6 +16,7 @@ def register(app: typer.Typer) -> None:
 
 def curvature(
     model: str = typer.Option("mlp", help="built-in model (mlp, cnn1d, ...) or 'package.module:factory'"),
+    model_arg: Optional[list[str]] = typer.Option(None, help="model keyword KEY=VALUE (repeatable), e.g. width=32"),
     data: str = typer.Option("mnist1d", help="built-in data set or a .npz file (x_train, y_train[, x_test, y_test])"),
     checkpoint: Optional[str] = typer.Option(None, help="state-dict checkpoint; without it the model is trained"),
     epochs: int = typer.Option(20, help="training epochs when no checkpoint is given"),
@@ -35,7 +36,7 @@ def curvature(
 
     dataset = get_data(data)
     net, info = get_model(model, dataset, checkpoint=checkpoint, recipe={"epochs": epochs, "seed": seed},
-                          out_dir=out, progress=not json_out)
+                          out_dir=out, progress=not json_out, **parse_kv(model_arg))
     obj = objective_for(net, dataset, split=split, dtype=dtype, device=device)
     rep = curvature_report(obj, k=k, probes=probes, operator=operator, seed=seed)
     if out:
