@@ -1,0 +1,97 @@
+"""The measure registry: ``@register(name, description)`` on a function, ``measure(obj, name, **config)``.
+
+A measure is a plain function ``f(obj, *, key=default, ...) -> Measure`` whose keyword arguments are its
+config. The registry checks the config keys against the signature, records every setting (defaults
+included) and meters the cost around the call, so a measure never counts its own work by hand.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import FlatminimaError
+from ..objective import Objective
+from .result import Measure
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    fn: Callable[..., Measure]
+    description: str
+
+    def defaults(self) -> dict[str, Any]:
+        params = list(inspect.signature(self.fn).parameters.values())[1:]
+        return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+
+
+_REGISTRY: dict[str, Entry] = {}
+
+
+def register(name: str, description: str) -> Callable[[Callable[..., Measure]], Callable[..., Measure]]:
+    """Decorator: make ``fn(obj, **config)`` available as ``measure(obj, name, **config)``."""
+
+    def wrap(fn: Callable[..., Measure]) -> Callable[..., Measure]:
+        if name in _REGISTRY and _REGISTRY[name].fn is not fn:
+            raise FlatminimaError(f"a sharpness measure named {name!r} is already registered.")
+        _REGISTRY[name] = Entry(name, fn, description)
+        return fn
+
+    return wrap
+
+
+def available() -> dict[str, str]:
+    """Every registered measure name with its one-line description."""
+    return {name: entry.description for name, entry in sorted(_REGISTRY.items())}
+
+
+def entry(name: str) -> Entry:
+    if name not in _REGISTRY:
+        lines = "\n".join(f"  {n}: {d}" for n, d in available().items())
+        raise FlatminimaError(f"unknown sharpness measure {name!r}; available:\n{lines}")
+    return _REGISTRY[name]
+
+
+def measure(obj: Objective, name: str, **config: Any) -> Measure:
+    """Compute the measure ``name`` on ``obj`` with ``config``; see :func:`available` for the names."""
+    e = entry(name)
+    allowed = e.defaults()
+    unknown = sorted(set(config) - set(allowed))
+    if unknown:
+        raise FlatminimaError(f"{name} does not take {unknown}; its settings are {sorted(allowed)}.")
+    with obj.meter() as cost:
+        result = e.fn(obj, **config)
+    # Work done on derived objectives (m-sharpness batches, logit-normalised losses) is in result.cost.
+    result.cost = cost + result.cost
+    result.cost.seconds = cost.seconds
+    result.name = name
+    result.config = {**allowed, **config, **result.config}
+    return result
+
+
+def measure_all(obj: Objective, names: list[str] | None = None, *, settings: dict[str, Any] | None = None,
+                seed: int | None = None) -> dict[str, Measure]:
+    """Several measures at once. ``settings`` maps ``"name.key"`` to a value for one measure, or ``"key"``
+    for every chosen measure that takes that key; ``seed`` goes to every measure that takes one."""
+    names = list(available()) if not names else list(names)
+    for n in names:
+        entry(n)  # fail on a bad name before any work
+    settings = dict(settings or {})
+    per: dict[str, dict[str, Any]] = {n: {} for n in names}
+    for key, value in settings.items():
+        target, _, k = key.rpartition(".")
+        chosen = [target] if target else [n for n in names if k in entry(n).defaults()]
+        for n in chosen:
+            if n not in per:
+                raise FlatminimaError(f"setting {key!r} names measure {n!r}, which is not among {names}.")
+            per[n][k] = value
+        if not chosen:
+            raise FlatminimaError(f"no chosen measure takes the setting {k!r}; chosen: {names}.")
+    if seed is not None:
+        for n in names:
+            if "seed" in entry(n).defaults():
+                per[n].setdefault("seed", seed)
+    return {n: measure(obj, n, **per[n]) for n in names}

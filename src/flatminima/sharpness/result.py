@@ -1,0 +1,59 @@
+"""The record every sharpness measure returns: value, error bar, config, cost and extras."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..objective import Cost
+
+
+def plain(x: Any) -> Any:
+    """Tensors, NumPy scalars and costs as JSON-ready Python values."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().tolist()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, (np.floating, np.integer, np.bool_)):
+        return x.item()
+    if isinstance(x, Cost):
+        return x.as_dict()
+    if isinstance(x, dict):
+        return {str(k): plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [plain(v) for v in x]
+    if isinstance(x, torch.dtype):
+        return str(x).replace("torch.", "")
+    return x
+
+
+@dataclass
+class Measure:
+    """One sharpness/flatness number.
+
+    ``value`` is the measure; ``stderr`` its Monte Carlo standard error where it is an estimate (``None``
+    where it is exact, or a max over restarts whose spread is in ``extra``); ``config`` every setting used,
+    defaults included, so the number can be reproduced; ``cost`` the work done (HVPs, gradients, losses,
+    batched points, data passes, seconds); ``extra`` measure-specific details (σ for ``pac_bayes``, the
+    ½σ²tr(H) prediction for ``average_case``, the restarts' values for ``worst_case``...).
+    """
+
+    name: str
+    value: float
+    stderr: float | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    cost: Cost = field(default_factory=Cost)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def interval(self, z: float = 1.96) -> tuple[float, float]:
+        """value ± z·stderr (a normal-approximation confidence interval); the value twice if exact."""
+        err = 0.0 if self.stderr is None or math.isnan(self.stderr) else self.stderr
+        return self.value - z * err, self.value + z * err
+
+    def to_dict(self) -> dict[str, Any]:
+        return plain({"name": self.name, "value": self.value, "stderr": self.stderr, "config": self.config,
+                      "cost": self.cost, "extra": self.extra})
