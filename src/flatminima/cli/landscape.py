@@ -1,7 +1,128 @@
-"""`flatminima landscape`: registered by its issue's module (placeholder until it lands)."""
+"""``flatminima landscape``: 1-D/2-D slices, trajectory-PCA contours, interpolation, or all at once."""
+
+from __future__ import annotations
 
 import typer
 
+from .common import console, fmt_cost, parse_kv, print_json
+
+MODES = ("slice", "pca", "interpolate", "paper")
+
 
 def register(app: typer.Typer) -> None:
-    """Nothing yet: this command is being built."""
+    app.command("landscape")(landscape)
+
+
+def landscape(
+    mode: str = typer.Option(
+        "slice",
+        help="slice (1-D/2-D), pca (trajectory contour), interpolate (two "
+        "solutions), or paper (all figures for a small- vs large-batch pair)",
+    ),
+    model: str = typer.Option("mlp", help="built-in model (mlp, cnn1d) or 'package.module:factory'"),
+    model_arg: list[str] | None = typer.Option(
+        None, help="model keyword KEY=VALUE (repeatable), e.g. width=32"
+    ),
+    data: str = typer.Option(
+        "mnist1d", help="built-in data set or a .npz file (x_train, y_train, x_test, y_test)"
+    ),
+    checkpoint: str | None = typer.Option(
+        None, help="state-dict checkpoint (θ_a for interpolate); without it the model is trained"
+    ),
+    checkpoint_b: str | None = typer.Option(None, help="second checkpoint θ_b for --mode interpolate"),
+    epochs: int = typer.Option(20, help="training epochs when a model is trained"),
+    batch_size: int = typer.Option(32, help="training batch size (the small batch in paper/interpolate)"),
+    large_batch: int = typer.Option(512, help="large training batch size (paper/interpolate)"),
+    lr: float = typer.Option(0.05, help="SGD learning rate when training"),
+    kind: str = typer.Option("filter", help="directions for --mode slice: filter, layer, random or hessian"),
+    dims: int = typer.Option(2, help="1 or 2 directions for --mode slice"),
+    steps: int = typer.Option(51, help="grid points per axis"),
+    span: float = typer.Option(1.0, help="coefficients run over [-span, span]"),
+    include_1d: bool = typer.Option(
+        False, help="keep biases/BatchNorm in normalised directions (default zero)"
+    ),
+    recompute_bn: bool = typer.Option(
+        False, help="interpolate: recompute BatchNorm statistics at every point"
+    ),
+    test: bool = typer.Option(True, help="also evaluate on the test split"),
+    memory_mb: float = typer.Option(512.0, help="memory budget for one chunk of grid points"),
+    log: bool = typer.Option(False, "--log", help="logarithmic loss axis / colour scale"),
+    dtype: str = typer.Option("float32", help="float32 or float64"),
+    seed: int = typer.Option(0, help="seed for training and directions"),
+    out: str = typer.Option(
+        "landscape", help="output folder for figures (PNG, SVG) and data (CSV, NPZ, JSON)"
+    ),
+    json_out: bool = typer.Option(False, "--json", help="print JSON instead of text"),
+) -> None:
+    """Draw loss-landscape figures (Li et al. 2018) with exact full-data losses, into --out."""
+    import torch
+
+    from ..errors import require_choice
+    from ..landscape import figures
+    from ..workflow import get_data
+
+    require_choice("mode", mode, MODES)
+    require_choice("dtype", dtype, ["float32", "float64"])
+    dataset, tdtype, progress = get_data(data), getattr(torch, dtype), not json_out
+    if mode == "paper":
+        summary = figures.paper_figures(
+            dataset,
+            out,
+            model=model,
+            small_batch=batch_size,
+            large_batch=large_batch,
+            epochs=epochs,
+            lr=lr,
+            steps=steps,
+            span=span,
+            seed=seed,
+            memory_mb=memory_mb,
+            log=log,
+            dtype=tdtype,
+            progress=progress,
+            **parse_kv(model_arg),
+        )
+        _report(summary, json_out)
+        return
+    kw = dict(
+        model=model,
+        checkpoint=checkpoint,
+        checkpoint_b=checkpoint_b,
+        epochs=epochs,
+        batch_size=batch_size,
+        large_batch=large_batch,
+        lr=lr,
+        kind=kind,
+        dims=dims,
+        steps=steps,
+        span=span,
+        include_1d=include_1d,
+        recompute_bn=recompute_bn,
+        test=test,
+        memory_mb=memory_mb,
+        log=log,
+        dtype=tdtype,
+        seed=seed,
+        out=out,
+        progress=progress,
+        model_kw=parse_kv(model_arg),
+    )
+    summary = figures.single_figure(dataset, mode, **kw)
+    _report(summary, json_out)
+
+
+def _report(summary: dict, json_out: bool) -> None:
+    if json_out:
+        print_json(summary)
+        return
+    for name, paths in summary["files"].items():
+        console.print(f"[bold]{name}[/bold]: " + ", ".join(p for p in paths if p.endswith((".png", ".csv"))))
+    if "barrier" in summary:
+        for key, b in summary["barrier"].items():
+            console.print(f"barrier ({key}): {b['height']:.4g} at t={b['t']:.3g}")
+    if "pca_explained_variance" in summary:
+        console.print(
+            "PCA explained variance: " + ", ".join(f"{v:.3f}" for v in summary["pca_explained_variance"])
+        )
+    if "cost" in summary:
+        console.print("cost: " + fmt_cost(summary["cost"]))
