@@ -1,7 +1,135 @@
-"""`flatminima train`: registered by its issue's module (placeholder until it lands)."""
+"""``flatminima train``: a recipe (options and/or a TOML file), a model and data in; a checkpoint, metrics
+JSON (train, test, each distribution shift) and a training-curve plot (PNG, SVG, CSV) out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import typer
 
+from .common import console, print_json
+
 
 def register(app: typer.Typer) -> None:
-    """Nothing yet: this command is being built."""
+    app.command("train")(train)
+
+
+def _value(text: str):
+    """A command-line value: JSON/TOML literal (number, true/false, list) or else a plain string."""
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _pairs(items: list[str], what: str) -> dict:
+    from ..errors import FlatminimaError
+
+    out = {}
+    for item in items:
+        key, sep, val = item.partition("=")
+        if not sep or not key:
+            raise FlatminimaError(f"{what} takes key=value, got {item!r}.")
+        out[key.strip().replace("-", "_")] = _value(val.strip())
+    return out
+
+
+def train(
+    model: str = typer.Option("mlp", help="mlp, cnn1d, cnn2d, resnet, vgg or 'package.module:factory'"),
+    data: str = typer.Option("mnist1d", help="mnist1d, digits, two_class, or a .npz/.csv/.pt file"),
+    recipe: str | None = typer.Option(None, help="TOML recipe file (flags below override it)"),
+    optimizer: str | None = typer.Option(None, help="sgd, adam, adamw, rmsprop, adagrad"),
+    lr: float | None = typer.Option(None, help="learning rate"),
+    momentum: float | None = typer.Option(None),
+    weight_decay: float | None = typer.Option(None),
+    batch_size: str | None = typer.Option(None, help="mini-batch size, or 'full' for full-batch GD"),
+    epochs: int | None = typer.Option(None),
+    seed: int | None = typer.Option(None, help="seed for the initialisation and the training"),
+    schedule: str | None = typer.Option(None, help="constant, step, cosine, warm_restarts"),
+    sam: str | None = typer.Option(None, help="none, sam, asam"),
+    rho: float | None = typer.Option(None, help="SAM radius"),
+    swa: bool | None = typer.Option(None, "--swa/--no-swa", help="stochastic weight averaging"),
+    swa_start: int | None = typer.Option(None),
+    swa_lr: float | None = typer.Option(None),
+    noise: str | None = typer.Option(None, help="none, gaussian, pgd, anticorrelated"),
+    noise_std: float | None = typer.Option(None),
+    label_smoothing: float | None = typer.Option(None),
+    augment: str | None = typer.Option(None, help="comma-separated: shift,noise,flip"),
+    set_: list[str] = typer.Option([], "--set", help="any other recipe field: --set t0=5 (repeatable)"),
+    model_arg: list[str] = typer.Option([], help="model option: --model-arg width=128 (repeatable)"),
+    data_arg: list[str] = typer.Option([], help="data option: --data-arg separation=0.5 (repeatable)"),
+    shifts: bool = typer.Option(True, help="evaluate the data set's distribution shifts (built-in data)"),
+    ensemble: int = typer.Option(1, help="train N members (seeds seed..seed+N-1) and evaluate their average"),
+    out: str = typer.Option("runs/train", help="folder for checkpoint, metrics.json and the curve plot"),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:1 ..."),
+    progress: bool = typer.Option(True, help="show a progress bar"),
+    json_out: bool = typer.Option(False, "--json", help="print the metrics as JSON"),
+) -> None:
+    """Train a model with a recipe and write its checkpoint, metrics (with shifts) and training curve."""
+    from ..train.recipes import Recipe, make_recipe
+
+    flags = dict(optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                 batch_size=None if batch_size is None else _value(batch_size), epochs=epochs, seed=seed,
+                 schedule=schedule, sam=sam, rho=rho, swa=swa, swa_start=swa_start, swa_lr=swa_lr,
+                 noise=noise,
+                 noise_std=noise_std, label_smoothing=label_smoothing,
+                 augment=None if augment is None else [a.strip() for a in augment.split(",") if a.strip()])
+    base = Recipe.from_toml(recipe) if recipe else None
+    r = make_recipe(base, **{k: v for k, v in flags.items() if v is not None}, **_pairs(set_, "--set"))
+    summary = run_training(model, data, r, model_kwargs=_pairs(model_arg, "--model-arg"),
+                           data_kwargs=_pairs(data_arg, "--data-arg"), shifts=shifts, members=ensemble,
+                           out=out,
+                           device=device, progress=progress and not json_out)
+    if json_out:
+        print_json(summary)
+        return
+    m = summary["metrics"]
+    console.print(f"[bold]{model}[/bold] on [bold]{data}[/bold], {summary['epochs']} epochs in "
+                  f"{summary['seconds']:.1f}s: train loss {m['train']['loss']:.4g}, "
+                  f"test loss {m['test']['loss']:.4g}"
+                  + (f", test accuracy {m['test']['accuracy']:.4f}" if "accuracy" in m["test"] else ""))
+    for name, sev in m.get("shifts", {}).items():
+        accs = " ".join(f"{s}:{v.get('accuracy', v['loss']):.3f}" for s, v in sev.items())
+        console.print(f"  shift {name:15s} accuracy by severity {accs}")
+    console.print("written: " + ", ".join(summary["files"]))
+
+
+def run_training(model: str, data: str, recipe, *, model_kwargs: dict, data_kwargs: dict, shifts: bool,
+                 members: int, out: str, device: str, progress: bool) -> dict:
+    """The library calls behind ``flatminima train`` (importable for scripts and tests)."""
+    import torch
+
+    from ..data import load
+    from ..models import build
+    from ..train import fit, save_checkpoint, train_ensemble
+    from ..train.report import run_metrics, save_curve, write_json
+
+    suffix = Path(data).suffix.lower()
+    if shifts and not suffix and data != "two_class":
+        data_kwargs = {"shifts": True, **data_kwargs}
+    dataset = load(data, **data_kwargs)
+    outp = Path(out)
+    make = lambda: build(model, dataset.input_shape, dataset.num_classes, **model_kwargs)  # noqa: E731
+    if members > 1:
+        net, results = train_ensemble(make, dataset.train, recipe, members=members, checkpoint_dir=outp,
+                                      progress=progress, device=device, eval_data=dataset.test)
+        history, seconds = results[0].history, sum(r.seconds for r in results)
+    else:
+        torch.manual_seed(recipe.seed)
+        net = make()
+        res = fit(net, dataset.train, recipe, checkpoint_dir=outp, progress=progress, device=device,
+                  eval_data=dataset.test)
+        history, seconds = res.history, res.seconds
+    metrics = run_metrics(net, dataset, loss=recipe.loss, device=device)
+    files = [save_checkpoint(outp / "model.pt", net, recipe=recipe.model_dump(), model_name=model,
+                             model_kwargs=json.dumps(model_kwargs), data=data)]
+    files += save_curve(history, outp / "curve")
+    summary = {"model": model, "data": data, "recipe": recipe.model_dump(), "model_kwargs": model_kwargs,
+               "data_kwargs": data_kwargs, "members": members, "epochs": recipe.epochs, "seconds": seconds,
+               "metrics": metrics, "history": history}
+    files.append(write_json(outp / "metrics.json", summary))
+    summary["files"] = files
+    return summary

@@ -1,19 +1,33 @@
-"""Built-in data sets as tensors: MNIST-1D generated locally (Greydanus & Kabir 2020, ``mnist1d``)."""
+"""Built-in data sets as tensors, with their distribution shifts, and the loader for a user's files.
+
+- ``mnist1d``: MNIST-1D generated locally (Greydanus & Kabir 2020, the ``mnist1d`` package's generator).
+- ``digits``: scikit-learn's 8x8 digits (shipped inside scikit-learn), images in [0, 1] of shape (1, 8, 8).
+- ``two_class``: two separable Gaussian-like classes with a ``separation`` gap (claim C14).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import FlatminimaError, require_positive_int
+from ..errors import FlatminimaError, require_in_range
+from .corruptions import CORRUPTIONS, corrupt
+from .files import read_arrays, split_arrays
+from .mnist1d_shifts import SHIFTS as MNIST1D_SHIFTS
+from .mnist1d_shifts import mnist1d_arrays, mnist1d_shifts
+from .synthetic import two_class_arrays
+
+Shifts = dict[str, dict[int, tuple[torch.Tensor, torch.Tensor]]]
 
 
 @dataclass
 class Dataset:
-    """Train/test tensors of a classification (or regression) task, with optional shifted test sets."""
+    """Train/test tensors of a classification task, with shifted test sets
+    ``shifts[name][severity] = (x, y)``."""
 
     name: str
     x_train: torch.Tensor
@@ -21,7 +35,7 @@ class Dataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
-    shifts: dict[str, dict[int, tuple[torch.Tensor, torch.Tensor]]] = field(default_factory=dict)
+    shifts: Shifts = field(default_factory=dict)
     info: dict = field(default_factory=dict)
 
     @property
@@ -37,80 +51,109 @@ class Dataset:
         return self.x_test, self.y_test
 
 
-def mnist1d_arrays(num_samples: int = 5000, seed: int = 42, **overrides) -> dict[str, np.ndarray]:
-    """MNIST-1D from the ``mnist1d`` generator's templates (never its download path).
+def _x(a) -> torch.Tensor:
+    return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32)
 
-    ``overrides`` set any generator parameter (``iid_noise_scale``, ``corr_noise_scale``,
-    ``max_translation``, ``scale_coeff``, ``shear_scale``, ...). NumPy's global RNG state, which the
-    generator reseeds, is restored afterwards.
+
+def _y(a) -> torch.Tensor:
+    return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.int64)
+
+
+def _shift_names(shifts: bool | Sequence[str], allowed: Sequence[str]) -> list[str]:
+    if shifts is True:
+        return list(allowed)
+    if shifts is False or shifts is None:
+        return []
+    names = [shifts] if isinstance(shifts, str) else list(shifts)
+    bad = [n for n in names if n not in allowed]
+    if bad:
+        raise FlatminimaError(f"unknown shifts {bad}; allowed: {sorted(allowed)} (or shifts=True for all).")
+    return names
+
+
+def load_mnist1d(num_samples: int = 5000, seed: int = 42, *, shifts: bool | Sequence[str] = False,
+                 **overrides) -> Dataset:
+    """MNIST-1D: 40-point 1-D signals of 10 digit templates, split 80/20 into train and test.
+
+    ``overrides`` set any generator parameter (``iid_noise_scale``, ``corr_noise_scale``, ``max_translation``,
+    ``scale_coeff``, ``shear_scale``, ...). ``shifts=True`` (or a list of names from
+    ``iid_noise, corr_noise, translation, scale, shear``) adds test sets regenerated with that parameter at
+    severities 1..5 (see :mod:`flatminima.data.mnist1d_shifts`).
     """
-    from mnist1d.data import get_dataset_args, make_dataset
-
-    require_positive_int("num_samples", num_samples)
-    args = get_dataset_args()
-    unknown = [k for k in overrides if not hasattr(args, k)]
-    if unknown:
-        raise FlatminimaError(f"unknown MNIST-1D generator parameters {unknown}; "
-                              f"allowed: {sorted(get_dataset_args(as_dict=True))}.")
-    args.num_samples, args.seed = num_samples, seed
-    for k, v in overrides.items():
-        setattr(args, k, v)
-    state = np.random.get_state()
-    try:
-        return make_dataset(args)
-    finally:
-        np.random.set_state(state)
-
-
-def load_mnist1d(num_samples: int = 5000, seed: int = 42, **overrides) -> Dataset:
-    """MNIST-1D: 40-point 1-D signals of 10 digit templates, split 80/20 into train and test."""
     d = mnist1d_arrays(num_samples, seed, **overrides)
-    as_x = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
-    as_y = lambda a: torch.as_tensor(a, dtype=torch.int64)  # noqa: E731
-    return Dataset("mnist1d", as_x(d["x"]), as_y(d["y"]), as_x(d["x_test"]), as_y(d["y_test"]), 10,
-                   info={"num_samples": num_samples, "seed": seed, **overrides})
+    names = _shift_names(shifts, list(MNIST1D_SHIFTS))
+    raw = mnist1d_shifts(d, overrides, names) if names else {}
+    out = {n: {s: (_x(x), _y(y)) for s, (x, y) in sev.items()} for n, sev in raw.items()}
+    return Dataset("mnist1d", _x(d["x"]), _y(d["y"]), _x(d["x_test"]), _y(d["y_test"]), 10, shifts=out,
+                   info={"num_samples": num_samples, "seed": seed, **overrides,
+                         "shift_parameters": {n: MNIST1D_SHIFTS[n] for n in names}})
 
 
-LOADERS: dict[str, Callable[..., Dataset]] = {"mnist1d": load_mnist1d}
+def load_digits(test_fraction: float = 0.2, seed: int = 0, *, shifts: bool | Sequence[str] = False,
+                corruption_seed: int = 1) -> Dataset:
+    """scikit-learn's 8x8 digits (1797 images), scaled to [0, 1], shape (1, 8, 8), stratified split.
+
+    ``shifts=True`` (or names from ``gaussian_noise, blur, contrast, rotation, translation, occlusion``)
+    adds the corrupted test set at severities 1..5 (:mod:`flatminima.data.corruptions`).
+    """
+    from sklearn.datasets import load_digits as sk_digits
+    from sklearn.model_selection import train_test_split
+
+    require_in_range("test_fraction", test_fraction, 0.0, 1.0, inclusive=False)
+    bunch = sk_digits()
+    x = (bunch.images / 16.0).astype(np.float32)[:, None]
+    y = bunch.target.astype(np.int64)
+    x, xt, y, yt = train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=y)
+    names = _shift_names(shifts, list(CORRUPTIONS))
+    out = {n: {s: (_x(corrupt(xt, n, s, corruption_seed)), _y(yt)) for s in range(1, 6)} for n in names}
+    return Dataset("digits", _x(x), _y(y), _x(xt), _y(yt), 10, shifts=out,
+                   info={"test_fraction": test_fraction, "seed": seed, "range": [0.0, 1.0]})
+
+
+def load_two_class(num_samples: int = 1000, separation: float = 1.0, *, dim: int = 2, spread: float = 1.0,
+                   test_fraction: float = 0.2, seed: int = 0) -> Dataset:
+    """Two separable classes with a gap ``separation`` along x₁ (:mod:`flatminima.data.synthetic`)."""
+    require_in_range("test_fraction", test_fraction, 0.0, 1.0, inclusive=False)
+    x, y = two_class_arrays(num_samples, separation, dim=dim, spread=spread, seed=seed)
+    cut = int(round(num_samples * (1 - test_fraction)))
+    return Dataset("two_class", _x(x[:cut]), _y(y[:cut]), _x(x[cut:]), _y(y[cut:]), 2,
+                   info={"num_samples": num_samples, "separation": separation, "dim": dim, "spread": spread,
+                         "seed": seed})
+
+
+LOADERS: dict[str, Callable[..., Dataset]] = {"mnist1d": load_mnist1d, "digits": load_digits,
+                                              "two_class": load_two_class}
 
 
 def load(name: str, **kwargs) -> Dataset:
-    """A built-in data set by name."""
+    """A built-in data set by name (``mnist1d``, ``digits``, ``two_class``), or a user's file by path."""
+    if Path(name).suffix.lower() in (".npz", ".csv", ".pt"):
+        return load_file(name, **kwargs)
     if name not in LOADERS:
-        raise FlatminimaError(f"unknown data set {name!r}; built in: {sorted(LOADERS)}.")
-    return LOADERS[name](**kwargs)
+        raise FlatminimaError(f"unknown data set {name!r}; built in: {sorted(LOADERS)}, "
+                              "or a .npz/.csv/.pt file.")
+    try:
+        return LOADERS[name](**kwargs)
+    except TypeError as err:  # a misspelt keyword: say which loader and what it takes
+        import inspect
+
+        takes = list(inspect.signature(LOADERS[name]).parameters)
+        raise FlatminimaError(f"data set {name!r}: {err}; it takes {takes}.") from err
 
 
-def load_file(path: str, *, name: str | None = None, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
-    """A user's data from ``.npz`` with ``x_train``, ``y_train`` and optionally ``x_test``, ``y_test``.
+def load_file(path: str, *, name: str | None = None, test_fraction: float = 0.2, seed: int = 0,
+              input_shape: Sequence[int] | None = None, label_column: str | None = None,
+              num_classes: int | None = None) -> Dataset:
+    """A user's data from ``.npz``, ``.csv`` or ``.pt`` (see :mod:`flatminima.data.files` for the layout).
 
     Without a test split, ``test_fraction`` of the rows (shuffled with ``seed``) become the test set.
+    ``input_shape`` checks (or reshapes flat rows into) the per-sample shape, e.g. ``(1, 8, 8)``.
     """
-    from pathlib import Path
-
-    p = Path(path)
-    if not p.exists():
-        raise FlatminimaError(f"data file {path!r} does not exist.")
-    if p.suffix != ".npz":
-        raise FlatminimaError(f"data file {path!r}: only .npz is read here (keys x_train, y_train[, x_test, y_test]).")
-    with np.load(p, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    for key in ("x_train", "y_train"):
-        if key not in arrays:
-            raise FlatminimaError(f"data file {path!r} has no array {key!r}; it has {sorted(arrays)}.")
-    x, y = arrays["x_train"], arrays["y_train"]
-    if "x_test" in arrays and "y_test" in arrays:
-        xt, yt = arrays["x_test"], arrays["y_test"]
-    else:
-        order = np.random.default_rng(seed).permutation(len(x))
-        cut = int(round(len(x) * (1 - test_fraction)))
-        x, y, xt, yt = x[order[:cut]], y[order[:cut]], x[order[cut:]], y[order[cut:]]
-    for xs, ys, split in ((x, y, "train"), (xt, yt, "test")):
-        if len(xs) != len(ys):
-            raise FlatminimaError(f"{split} split: {len(xs)} inputs but {len(ys)} labels; they must match.")
-        if not np.issubdtype(ys.dtype, np.integer):
-            raise FlatminimaError(f"{split} labels have dtype {ys.dtype}; class labels must be integers.")
-    classes = int(max(y.max(), yt.max())) + 1
-    return Dataset(name or p.stem, torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.int64),
-                   torch.as_tensor(xt, dtype=torch.float32), torch.as_tensor(yt, dtype=torch.int64), classes,
-                   info={"path": str(p)})
+    arrays = read_arrays(path, label_column=label_column)
+    x, y, xt, yt = split_arrays(arrays, str(path), test_fraction=test_fraction, seed=seed,
+                                input_shape=input_shape)
+    found = int(max(y.max(), yt.max())) + 1
+    if num_classes is not None and num_classes < found:
+        raise FlatminimaError(f"num_classes={num_classes} but the labels go up to {found - 1}.")
+    return Dataset(name or Path(path).stem, _x(x), _y(y), _x(xt), _y(yt), num_classes or found,
+                   info={"path": str(path)})

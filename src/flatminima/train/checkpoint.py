@@ -32,7 +32,8 @@ def load_checkpoint(path: str | Path, model: nn.Module | None = None) -> dict[st
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors, truncated files, non-tensor payloads
-        raise FlatminimaError(f"cannot load checkpoint {str(path)!r} safely (weights_only=True): {err}") from err
+        raise FlatminimaError(f"cannot load checkpoint {str(path)!r} safely (weights_only=True): "
+                              f"{err}") from err
     if not isinstance(blob, dict):
         raise FlatminimaError(f"checkpoint {str(path)!r} holds a {type(blob).__name__}, not a state dict.")
     state = blob["model"] if isinstance(blob.get("model"), dict) else blob

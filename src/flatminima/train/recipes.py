@@ -1,21 +1,123 @@
-"""Training recipes as validated configs: a bad field is refused with its name, value and what is allowed."""
+"""Training recipes as validated configs: a bad field is refused with its name, value and what is allowed.
+
+One :class:`Recipe` covers every recipe ``fit`` knows: the optimiser (SGD with momentum/Nesterov,
+full-batch GD via ``batch_size="full"``, Adam, AdamW, RMSProp, AdaGrad), the learning-rate schedule,
+weight-noise injection, SAM/ASAM, SWA, label smoothing and augmentation. Dropout and BatchNorm belong to
+the model (``flatminima.models``); deep ensembles are :func:`flatminima.train.train_ensemble`.
+"""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..errors import FlatminimaError
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+SCHEDULES = ("constant", "step", "cosine", "warm_restarts")
+NOISES = ("none", "gaussian", "pgd", "anticorrelated")
+SAMS = ("none", "sam", "asam")
+AUGMENTS = ("shift", "noise", "flip")
 
 
 class Recipe(BaseModel):
     """How to train. Unknown fields are refused (a typo must not silently train something else)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = Field(0.05, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    batch_size: int = Field(64, ge=1)
+    # optimiser
+    optimizer: Literal["sgd", "adam", "adamw", "rmsprop", "adagrad"] = "sgd"
+    lr: float = Field(0.05, gt=0, description="learning rate (the peak rate under a schedule)")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD and RMSProp momentum")
+    nesterov: bool = Field(False, description="Nesterov momentum (SGD, needs momentum > 0)")
+    weight_decay: float = Field(0.0, ge=0, description="L2 penalty (decoupled for AdamW)")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam/AdamW moment decay rates")
+    batch_size: int | Literal["full"] = Field(64, description="mini-batch size; 'full' or 0: full-batch GD")
     epochs: int = Field(20, ge=1)
     seed: int = 0
+    loss: Literal["cross_entropy", "mse"] = "cross_entropy"
+    label_smoothing: float = Field(0.0, ge=0, lt=1,
+                                   description="cross-entropy label smoothing (Szegedy 2016)")
+    grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this value")
+    # schedule (stepped once per epoch)
+    schedule: Literal["constant", "step", "cosine", "warm_restarts"] = "constant"
+    step_size: int = Field(10, ge=1, description="step schedule: epochs between decays")
+    gamma: float = Field(0.1, gt=0, le=1, description="step schedule: decay factor")
+    t0: int = Field(10, ge=1,
+                    description="warm restarts: epochs of the first cycle (Loshchilov & Hutter 2017)")
+    t_mult: int = Field(1, ge=1, description="warm restarts: cycle length multiplier")
+    eta_min: float = Field(0.0, ge=0, description="cosine schedules: the lowest learning rate")
+    # weight noise
+    noise: Literal["none", "gaussian", "pgd", "anticorrelated"] = "none"
+    noise_std: float = Field(0.01, ge=0, description="σ of the injected weight noise N(0, σ²I)")
+    # SAM / ASAM
+    sam: Literal["none", "sam", "asam"] = "none"
+    rho: float = Field(0.05, gt=0, description="SAM neighbourhood radius ρ")
+    sam_m: int | None = Field(None, ge=1, description="m-sharpness: perturb per chunk of m samples")
+    asam_eta: float = Field(0.01, ge=0, description="ASAM's η in T_w = |w| + η")
+    # SWA
+    swa: bool = False
+    swa_start: int = Field(1, ge=0, description="SWA: average the weights after each epoch > swa_start")
+    swa_lr: float | None = Field(None, gt=0, description="SWA: constant learning rate (SWALR) from swa_start")
+    swa_anneal_epochs: int = Field(1, ge=1)
+    # augmentation
+    augment: list[Literal["shift", "noise", "flip"]] = Field(default_factory=list)
+    augment_shift: int = Field(2, ge=0, description="largest random shift (samples or pixels)")
+    augment_noise: float = Field(0.05, ge=0, description="σ of additive input noise")
+    # bookkeeping
+    checkpoint_every: int = Field(1, ge=1, description="write a checkpoint every N epochs (and at the end)")
+    snapshot_every: int = Field(1, ge=1, description="keep a flat weight snapshot every N epochs")
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 0:
+            raise ValueError("batch_size must be a positive integer, or 'full' / 0 for full-batch GD")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Recipe:
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ValueError("nesterov=True needs optimizer='sgd' and momentum > 0")
+        if self.swa and self.swa_start >= self.epochs:
+            raise ValueError(f"swa_start={self.swa_start} must be below epochs={self.epochs} "
+                             "(SWA averages the epochs after swa_start)")
+        if self.sam != "none" and self.noise != "none":
+            raise ValueError("combine SAM with weight noise is not supported; choose one of sam or noise")
+        if self.label_smoothing and self.loss != "cross_entropy":
+            raise ValueError("label_smoothing applies to loss='cross_entropy' only")
+        return self
+
+    def batch_for(self, n: int) -> int:
+        """The mini-batch size on ``n`` samples (``n`` for full-batch GD)."""
+        return n if self.batch_size in ("full", 0) else min(int(self.batch_size), n)
+
+    @classmethod
+    def from_toml(cls, path: str) -> Recipe:
+        """A recipe from a TOML file (top-level keys, or a ``[recipe]`` table)."""
+        import tomllib
+
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+        return make_recipe(raw.get("recipe", raw))
+
+
+def make_recipe(recipe: Recipe | dict | None = None, **overrides) -> Recipe:
+    """A validated :class:`Recipe` from a recipe, a dict or keywords; errors become :class:`FlatminimaError`
+    naming each bad field, its value and the rule it broke."""
+    if isinstance(recipe, Recipe) and not overrides:
+        return recipe
+    base = recipe.model_dump() if isinstance(recipe, Recipe) else dict(recipe or {})
+    try:
+        return Recipe(**{**base, **overrides})
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            where = ".".join(str(x) for x in e["loc"]) or "recipe"
+            shown = "input" in e and e["type"] != "missing" and where != "recipe"
+            got = f" (got {e['input']!r})" if shown else ""
+            lines.append(f"{where}: {e['msg']}{got}")
+        extra = any(e["type"] == "extra_forbidden" for e in err.errors())
+        known = f" Known fields: {sorted(Recipe.model_fields)}." if extra else ""
+        raise FlatminimaError("invalid training recipe: " + "; ".join(lines) + "." + known) from None

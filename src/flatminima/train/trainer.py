@@ -1,19 +1,42 @@
-"""A plain, reproducible training loop with progress, checkpoints and trajectory snapshots."""
+"""``fit``: one reproducible training loop for every recipe, with progress, checkpoints and snapshots.
+
+Per mini-batch: (augment) → gradient [plain | at θ + ξ (Gaussian weight noise) | (A)SAM] → (clip) →
+optimiser step → (iterate noise). Per epoch: schedule step (or SWA average + SWALR step), snapshot,
+checkpoint. At the end of an SWA run the model holds the SWA average with BatchNorm statistics recomputed
+(``torch.optim.swa_utils.update_bn``), and ``TrainResult.last_iterate`` the last SGD iterate.
+
+Reproducibility: the shuffling, the weight noise, the augmentation and the global RNG (dropout) each have
+a generator seeded from ``recipe.seed``; all of them, the optimiser, the schedules and the SWA average are
+checkpointed, so a resumed run continues bit for bit like an uninterrupted one (on the CPU). The caller's
+global RNG state is left as it was.
+"""
 
 from __future__ import annotations
 
+import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import SWALR, AveragedModel, update_bn
 
-from ..errors import NonFiniteLossError
+from ..errors import FlatminimaError, NonFiniteLossError
 from ..progress import progress_bar
+from .augment import augment, spatial_dims_of
 from .checkpoint import load_checkpoint, save_checkpoint
-from .recipes import Recipe
+from .evaluate import evaluate, loss_function
+from .noise import WeightNoise
+from .optim import make_optimizer, make_scheduler
+from .recipes import Recipe, make_recipe
+from .sam import sam_step_gradients
+
+# Recipe fields that may differ between an interrupted run and its resumption (bookkeeping only).
+_RESUMABLE_CHANGES = {"checkpoint_every"}
 
 
 @dataclass
@@ -25,61 +48,216 @@ class TrainResult:
     snapshots: list[torch.Tensor] = field(default_factory=list)
     seconds: float = 0.0
     checkpoint: str | None = None
+    recipe: Recipe | None = None
+    last_iterate: dict | None = None  # SWA runs: state dict of the last SGD iterate
+    epochs_run: int = 0  # epochs trained by this call (fewer than recipe.epochs after a resume)
+    snapshot_epochs: list[int] = field(default_factory=list)
 
 
-def _flat(model: nn.Module) -> torch.Tensor:
-    return torch.cat([p.detach().reshape(-1) for p in model.parameters() if p.requires_grad]).clone()
+def flat_params(model: nn.Module) -> torch.Tensor:
+    """The trainable parameters as one flat CPU vector (a copy)."""
+    return torch.cat([p.detach().reshape(-1).cpu() for p in model.parameters() if p.requires_grad]).clone()
 
 
-def _optimizer(model: nn.Module, r: Recipe) -> torch.optim.Optimizer:
-    if r.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=r.lr, weight_decay=r.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay)
+_flat = flat_params  # kept for callers of the first version
+
+
+@dataclass
+class _State:
+    """Everything a run carries from epoch to epoch (and through a checkpoint)."""
+
+    opt: torch.optim.Optimizer
+    sched: Any
+    swa_model: AveragedModel | None
+    swa_sched: SWALR | None
+    noise: WeightNoise | None
+    shuffle: torch.Generator
+    aug: torch.Generator
+
+    def to_dict(self) -> dict:
+        return {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                "swa_model": self.swa_model.state_dict() if self.swa_model else None,
+                "swa_scheduler": self.swa_sched.state_dict() if self.swa_sched else None,
+                "noise": self.noise.state_dict() if self.noise else None,
+                "shuffle_rng": self.shuffle.get_state(), "augment_rng": self.aug.get_state(),
+                "torch_rng": torch.get_rng_state()}
+
+    def load(self, blob: dict) -> None:
+        self.opt.load_state_dict(blob["optimizer"])
+        self.sched.load_state_dict(blob["scheduler"])
+        if self.swa_model:
+            self.swa_model.load_state_dict(blob["swa_model"])
+        if self.swa_sched:
+            self.swa_sched.load_state_dict(blob["swa_scheduler"])
+        if self.noise:
+            self.noise.load_state_dict(blob["noise"])
+        self.shuffle.set_state(blob["shuffle_rng"])
+        self.aug.set_state(blob["augment_rng"])
+        torch.set_rng_state(blob["torch_rng"])
+
+
+def _check_data(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    if hasattr(data, "train") and hasattr(data, "x_train"):  # a flatminima Dataset
+        data = data.train
+    if not (isinstance(data, (tuple, list)) and len(data) == 2):
+        raise FlatminimaError(f"fit needs data=(X, y) tensors (or a Dataset), got {type(data).__name__}.")
+    X, y = (torch.as_tensor(t) for t in data)
+    if len(X) == 0 or len(X) != len(y):
+        raise FlatminimaError(f"fit needs as many labels as inputs (≥ 1), got {len(X)} inputs, "
+                              f"{len(y)} labels.")
+    return X, y
+
+
+def _build_state(model: nn.Module, r: Recipe) -> _State:
+    opt = make_optimizer(model, r)
+    sched = make_scheduler(opt, r)
+    swa_model = AveragedModel(model) if r.swa else None
+    swa_sched = (SWALR(opt, swa_lr=r.swa_lr, anneal_epochs=r.swa_anneal_epochs, anneal_strategy="cos")
+                 if r.swa and r.swa_lr else None)
+    noise = WeightNoise(model, r.noise, r.noise_std, r.seed + 1) if r.noise != "none" else None
+    return _State(opt, sched, swa_model, swa_sched, noise, torch.Generator().manual_seed(r.seed),
+                  torch.Generator().manual_seed(r.seed + 2))
+
+
+def _resume(ckpt: Path, model: nn.Module, r: Recipe, state: _State, result: TrainResult) -> int:
+    blob = load_checkpoint(ckpt, model)
+    saved = blob.get("recipe", {})
+    changed = sorted(k for k in r.model_dump() if k not in _RESUMABLE_CHANGES
+                     and _norm(saved.get(k)) != _norm(r.model_dump()[k]))
+    if changed:
+        raise FlatminimaError(f"checkpoint {str(ckpt)!r} was written by a different recipe (fields {changed} "
+                              "differ); use another checkpoint_dir or the same recipe to resume.")
+    state.load(blob)
+    result.history = list(blob["history"])
+    result.snapshots = list(blob["snapshots"].unbind(0)) if blob.get("snapshots") is not None else []
+    result.snapshot_epochs = list(blob.get("snapshot_epochs", []))
+    return int(blob["epoch"])
+
+
+def _norm(v: Any) -> Any:
+    return list(v) if isinstance(v, (tuple, list)) else v
+
+
+def _batches(order: torch.Tensor, bs: int) -> list[torch.Tensor]:
+    """Mini-batches of ``order``; a last batch of one sample joins the previous (BatchNorm needs two)."""
+    parts = list(order.split(bs))
+    if len(parts) > 1 and len(parts[-1]) == 1:
+        parts[-2:] = [torch.cat(parts[-2:])]
+    return parts
+
+
+def _train_epoch(model: nn.Module, X: torch.Tensor, y: torch.Tensor, r: Recipe, st: _State, loss_fn: Callable,
+                 device: Any, epoch: int) -> float:
+    model.train()
+    bs, total, count = r.batch_for(len(X)), 0.0, 0
+    dims = spatial_dims_of(tuple(X.shape[1:]))
+    for idx in _batches(torch.randperm(len(X), generator=st.shuffle), bs):
+        xb, yb = X[idx].to(device), y[idx].to(device)
+        if r.augment:
+            xb = augment(xb, r.augment, st.aug, shift=r.augment_shift, noise=r.augment_noise,
+                         spatial_dims=dims)
+        st.opt.zero_grad(set_to_none=True)
+        if r.sam != "none":
+            loss = sam_step_gradients(model, loss_fn, xb, yb, rho=r.rho, adaptive=r.sam == "asam",
+                                      eta=r.asam_eta, m=r.sam_m)
+        else:
+            xi = st.noise.perturb() if st.noise else None
+            loss = loss_fn(model(xb), yb)
+            loss.backward()
+            if st.noise:
+                st.noise.restore(xi)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise NonFiniteLossError(
+                f"training loss became {value} at epoch {epoch + 1}; the run was stopped (no NaN model is "
+                f"returned). Lower the learning rate "
+                f"(now {st.opt.param_groups[0]['lr']:.3g}), add grad_clip, "
+                "or check the data for NaN/inf.")
+        if r.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), r.grad_clip)
+        st.opt.step()
+        if st.noise:
+            st.noise.after_step()
+        total, count = total + value * len(idx), count + len(idx)
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise NonFiniteLossError(f"the weights became NaN/inf at epoch {epoch + 1}; the run was stopped. "
+                                 "Lower the learning rate or add grad_clip.")
+    return total / count
+
+
+def _end_epoch(model: nn.Module, r: Recipe, st: _State, epoch: int) -> None:
+    """Schedule step, or (past swa_start) SWA average + SWALR step."""
+    if r.swa and epoch + 1 > r.swa_start:
+        st.swa_model.update_parameters(model)
+        (st.swa_sched or st.sched).step()
+    else:
+        st.sched.step()
+
+
+def _finish_swa(model: nn.Module, X: torch.Tensor, r: Recipe, st: _State, device: Any,
+                result: TrainResult) -> None:
+    """Load the SWA average into ``model`` and recompute its BatchNorm statistics on the training inputs."""
+    result.last_iterate = copy.deepcopy(model.state_dict())
+    averaged = dict(st.swa_model.module.named_parameters())
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(averaged[name])
+    loader = [X[i:i + r.batch_for(len(X))].to(device) for i in range(0, len(X), r.batch_for(len(X)))]
+    update_bn(loader, model, device=None)
 
 
 def fit(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], recipe: Recipe | dict | None = None, *,
-        checkpoint_dir: str | Path | None = None, progress: bool = True,
-        device: str | torch.device = "cpu") -> TrainResult:
-    """Train ``model`` in place on ``data = (X, y)`` with cross-entropy; the same seed gives the same weights.
+        checkpoint_dir: str | Path | None = None, progress: bool = True, device: str | torch.device = "cpu",
+        eval_data: tuple[torch.Tensor, torch.Tensor] | None = None, loss_fn: Callable | None = None,
+        callback: Callable[[int, dict, nn.Module], None] | None = None) -> TrainResult:
+    """Train ``model`` in place on ``data = (X, y)`` (or a Dataset) with ``recipe``; return a TrainResult.
 
-    With ``checkpoint_dir``, a checkpoint is written after every epoch and an interrupted run resumes from
-    the last finished epoch.
+    The same seed gives the same weights bit for bit on the CPU. With ``checkpoint_dir``, ``last.pt`` is
+    written every ``recipe.checkpoint_every`` epochs and at the end, and a run finding it there resumes
+    after the last finished epoch (same recipe required). ``eval_data`` adds test loss/accuracy to each
+    epoch's history row; ``loss_fn(outputs, targets)`` replaces the recipe's loss; ``callback(epoch,
+    row, model)`` runs after each epoch (after the checkpoint).
     """
-    recipe = recipe if isinstance(recipe, Recipe) else Recipe(**(recipe or {}))
-    X, y = data
+    r = make_recipe(recipe)
+    X, y = _check_data(data)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise FlatminimaError("the model has no trainable parameters (requires_grad=True); nothing to train.")
     model.to(device)
-    opt = _optimizer(model, recipe)
-    result, start_epoch = TrainResult(model), 0
+    lossf = loss_function(loss_fn or r.loss, r.label_smoothing)
+    result = TrainResult(model, recipe=r)
     ckpt = Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None
-    if ckpt and ckpt.exists():
-        blob = load_checkpoint(ckpt, model)
-        opt.load_state_dict(blob["optimizer"])
-        start_epoch, result.history = int(blob["epoch"]), list(blob.get("history", []))
-    gen = torch.Generator().manual_seed(recipe.seed)
-    for _ in range(start_epoch):  # advance the shuffling RNG as the finished epochs did
-        torch.randperm(len(X), generator=gen)
     t0 = time.perf_counter()
-    with progress_bar(recipe.epochs - start_epoch, "training", enabled=progress) as advance:
-        for epoch in range(start_epoch, recipe.epochs):
-            model.train()
-            order, total, count = torch.randperm(len(X), generator=gen), 0.0, 0
-            for i in range(0, len(X), recipe.batch_size):
-                idx = order[i:i + recipe.batch_size]
-                xb, yb = X[idx].to(device), y[idx].to(device)
-                loss = nn.functional.cross_entropy(model(xb), yb)
-                if not math.isfinite(loss.item()):
-                    raise NonFiniteLossError(
-                        f"training loss became {loss.item()} at epoch {epoch + 1}; lower the learning rate "
-                        f"(now {recipe.lr}) or check the data for NaN/inf.")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total, count = total + loss.item() * len(idx), count + len(idx)
-            result.history.append({"epoch": epoch + 1, "train_loss": total / count})
-            result.snapshots.append(_flat(model))
-            if ckpt:
-                save_checkpoint(ckpt, model, optimizer=opt.state_dict(), epoch=epoch + 1, history=result.history)
-            advance(loss=total / count)
+    with torch.random.fork_rng(devices=[]):  # dropout's RNG: seeded here, the caller's state restored after
+        torch.manual_seed(r.seed + 3)
+        st = _build_state(model, r)
+        start = _resume(ckpt, model, r, st, result) if ckpt and ckpt.exists() else 0
+        with progress_bar(r.epochs - start, "training", enabled=progress) as advance:
+            for epoch in range(start, r.epochs):
+                lr = st.opt.param_groups[0]["lr"]
+                train_loss = _train_epoch(model, X, y, r, st, lossf, device, epoch)
+                _end_epoch(model, r, st, epoch)
+                row = {"epoch": epoch + 1, "train_loss": train_loss, "lr": lr}
+                if eval_data is not None:
+                    ev = evaluate(model, eval_data, loss=loss_fn or r.loss, device=device)
+                    row |= {f"test_{k}": v for k, v in ev.items() if k != "n"}
+                result.history.append(row)
+                if (epoch + 1) % r.snapshot_every == 0:
+                    result.snapshots.append(flat_params(model))
+                    result.snapshot_epochs.append(epoch + 1)
+                if ckpt and ((epoch + 1) % r.checkpoint_every == 0 or epoch + 1 == r.epochs):
+                    _save(ckpt, model, r, st, result, epoch + 1)
+                result.epochs_run += 1
+                advance(loss=train_loss)
+                if callback:
+                    callback(epoch + 1, row, model)
+        if r.swa:
+            _finish_swa(model, X, r, st, device, result)
     model.eval()
     result.seconds, result.checkpoint = time.perf_counter() - t0, str(ckpt) if ckpt else None
     return result
+
+
+def _save(ckpt: Path, model: nn.Module, r: Recipe, st: _State, result: TrainResult, epoch: int) -> None:
+    snaps = torch.stack(result.snapshots) if result.snapshots else None
+    save_checkpoint(ckpt, model, **st.to_dict(), epoch=epoch, history=result.history, recipe=r.model_dump(),
+                    snapshots=snaps, snapshot_epochs=result.snapshot_epochs)

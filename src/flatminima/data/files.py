@@ -1,0 +1,156 @@
+"""A user's own data from ``.npz``, ``.csv`` or ``.pt`` files, loaded safely and checked.
+
+- ``.npz``: arrays ``x_train``, ``y_train`` and optionally ``x_test``, ``y_test``
+  (``np.load(allow_pickle=False)``).
+- ``.pt``: a dict of tensors with the same keys (``torch.load(weights_only=True)``: no code runs).
+- ``.csv``: a header row; the label column (``label`` or ``y``, or ``label_column=``), an optional ``split``
+  column (``train``/``test``), every other column a numeric feature; ``input_shape`` reshapes the features.
+
+Checks (each failure names the split, what was found and what is required): the file and keys exist;
+inputs are numeric and finite with at least one feature; labels are 1-D integers ≥ 0; inputs and labels
+have the same number of rows; train and test inputs have the same per-sample shape; ``input_shape``, if
+given, matches (or reshapes) the per-sample shape.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import FlatminimaError, require_in_range
+
+SUFFIXES = (".npz", ".csv", ".pt")
+
+
+def _read_npz(p: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except ValueError as err:  # object arrays need pickle: refused
+        raise FlatminimaError(f"data file {str(p)!r} cannot be read without pickle ({err}); "
+                              "save plain numeric arrays.") from err
+
+
+def _read_pt(p: Path) -> dict[str, np.ndarray]:
+    try:
+        blob = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle payloads with code, truncated files
+        raise FlatminimaError(f"cannot load data file {str(p)!r} safely (weights_only=True): {err}") from err
+    if not isinstance(blob, dict):
+        raise FlatminimaError(f"data file {str(p)!r} holds a {type(blob).__name__}; it must hold a dict "
+                              "with tensors x_train, y_train[, x_test, y_test].")
+    return {k: (v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v)) for k, v in blob.items()}
+
+
+def _read_csv(p: Path, label_column: str | None) -> dict[str, np.ndarray]:
+    with p.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    if len(rows) < 2:
+        raise FlatminimaError(f"data file {str(p)!r} needs a header row and at least one data row.")
+    header = [h.strip() for h in rows[0]]
+    label = label_column or next((h for h in ("label", "y") if h in header), None)
+    if label is None or label not in header:
+        raise FlatminimaError(f"data file {str(p)!r} has no label column {label_column or 'label/y'!r}; "
+                              f"its columns are {header}.")
+    li, si = header.index(label), header.index("split") if "split" in header else None
+    feats = [i for i in range(len(header)) if i not in (li, si)]
+    try:
+        x = np.array([[float(r[i]) for i in feats] for r in rows[1:]], dtype=np.float64)
+        yf = np.array([float(r[li]) for r in rows[1:]])
+    except (ValueError, IndexError) as err:
+        raise FlatminimaError(f"data file {str(p)!r}: every row needs a number in every column "
+                              f"({err}).") from err
+    if not np.all(yf == np.round(yf)):
+        raise FlatminimaError(f"data file {str(p)!r}: labels in column {label!r} must be integers.")
+    y = yf.astype(np.int64)
+    if si is None:
+        return {"x_train": x, "y_train": y}
+    split = np.array([r[si].strip().lower() for r in rows[1:]])
+    bad = sorted(set(split) - {"train", "test"})
+    if bad:
+        raise FlatminimaError(f"data file {str(p)!r}: column 'split' must hold 'train' or 'test', "
+                              f"found {bad}.")
+    tr, te = split == "train", split == "test"
+    return {"x_train": x[tr], "y_train": y[tr], "x_test": x[te], "y_test": y[te]}
+
+
+def _check_split(split: str, x: np.ndarray, y: np.ndarray) -> None:
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)) or x.dtype == bool:
+        raise FlatminimaError(f"{split} inputs have dtype {x.dtype}; inputs must be real numbers.")
+    if x.ndim < 2 or x.shape[0] == 0 or math.prod(x.shape[1:]) == 0:
+        raise FlatminimaError(f"{split} inputs have shape {x.shape}; they must be (samples, features...) "
+                              "with at least one sample and one feature.")
+    if not np.all(np.isfinite(x)):
+        raise FlatminimaError(f"{split} inputs contain NaN or infinite values.")
+    if y.ndim != 1:
+        raise FlatminimaError(f"{split} labels have shape {y.shape}; they must be 1-D class indices "
+                              "(not one-hot).")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise FlatminimaError(f"{split} labels have dtype {y.dtype}; class labels must be integers.")
+    if len(x) != len(y):
+        raise FlatminimaError(f"{split} split: {len(x)} inputs but {len(y)} labels; they must match.")
+    if y.min() < 0:
+        raise FlatminimaError(f"{split} labels must be ≥ 0, found {int(y.min())}.")
+
+
+def _reshape(split: str, x: np.ndarray, input_shape: Sequence[int] | None) -> np.ndarray:
+    if input_shape is None:
+        return x
+    shape = tuple(int(s) for s in input_shape)
+    if x.shape[1:] == shape:
+        return x
+    if math.prod(x.shape[1:]) != math.prod(shape):
+        raise FlatminimaError(f"{split} inputs have per-sample shape {tuple(x.shape[1:])} "
+                              f"({math.prod(x.shape[1:])} values), which cannot be the requested "
+                              f"input_shape {shape} ({math.prod(shape)} values).")
+    return x.reshape(len(x), *shape)
+
+
+def read_arrays(path: str | Path, *, label_column: str | None = None) -> dict[str, np.ndarray]:
+    """The raw arrays of a user's data file (no checks beyond the format)."""
+    p = Path(path)
+    if not p.exists():
+        raise FlatminimaError(f"data file {str(path)!r} does not exist.")
+    if p.suffix.lower() not in SUFFIXES:
+        raise FlatminimaError(f"data file {str(path)!r}: suffix {p.suffix!r} is not read; "
+                              f"use one of {SUFFIXES}.")
+    suffix = p.suffix.lower()
+    if suffix == ".npz":
+        return _read_npz(p)
+    if suffix == ".pt":
+        return _read_pt(p)
+    return _read_csv(p, label_column)
+
+
+def split_arrays(arrays: dict[str, np.ndarray], path: str, *, test_fraction: float, seed: int,
+                 input_shape: Sequence[int] | None) -> tuple[np.ndarray, ...]:
+    """Checked ``(x, y, x_test, y_test)``; without a test split, ``test_fraction`` of the rows (shuffled)."""
+    for key in ("x_train", "y_train"):
+        if key not in arrays:
+            raise FlatminimaError(f"data file {path!r} has no array {key!r}; it has {sorted(arrays)}.")
+    if ("x_test" in arrays) != ("y_test" in arrays):
+        raise FlatminimaError(f"data file {path!r} has only one of x_test and y_test; give both or neither.")
+    x, y = np.asarray(arrays["x_train"]), np.asarray(arrays["y_train"])
+    if "x_test" in arrays:
+        xt, yt = np.asarray(arrays["x_test"]), np.asarray(arrays["y_test"])
+    else:
+        require_in_range("test_fraction", test_fraction, 0.0, 1.0, inclusive=False)
+        _check_split("train", x, y)
+        order = np.random.default_rng(seed).permutation(len(x))
+        cut = int(round(len(x) * (1 - test_fraction)))
+        if cut in (0, len(x)):
+            raise FlatminimaError(f"data file {path!r}: {len(x)} rows are too few to split with "
+                                  f"test_fraction={test_fraction}.")
+        x, y, xt, yt = x[order[:cut]], y[order[:cut]], x[order[cut:]], y[order[cut:]]
+    for split, xs, ys in (("train", x, y), ("test", xt, yt)):
+        _check_split(split, xs, ys)
+    if x.shape[1:] != xt.shape[1:]:
+        raise FlatminimaError(f"data file {path!r}: train inputs have per-sample shape "
+                              f"{tuple(x.shape[1:])} but "
+                              f"test inputs {tuple(xt.shape[1:])}; they must be the same.")
+    return _reshape("train", x, input_shape), y, _reshape("test", xt, input_shape), yt
