@@ -30,7 +30,7 @@ from torch.func import functional_call, jvp, vjp, vmap
 
 from .errors import FlatminimaError, NonFiniteLossError, require_choice
 
-__all__ = ["Cost", "Objective"]
+__all__ = ["Cost", "MemoryPlan", "Objective"]
 
 
 @dataclass
@@ -124,6 +124,58 @@ def _batch_size(batch: Any) -> int:
     raise FlatminimaError("a batch holds no tensors; cannot tell its size (return (loss, count) from loss_fn).")
 
 
+def _rows(batch: Any) -> int:
+    for t in _leaves(batch):
+        return int(t.shape[0]) if t.dim() > 0 else 1
+    return 1
+
+
+def _split_rows(batch: Any, rows: int | None) -> list[Any]:
+    """Split a batch (tensor, tuple, list or dict) into parts of at most ``rows`` rows along dim 0.
+
+    Every tensor leaf whose first dimension is the batch's row count is sliced; other leaves are shared.
+    """
+    n = _rows(batch)
+    if not rows or rows >= n:
+        return [batch]
+
+    def cut(x: Any, i: int) -> Any:
+        if isinstance(x, torch.Tensor):
+            return x[i:i + rows] if x.dim() > 0 and x.shape[0] == n else x
+        if isinstance(x, dict):
+            return {k: cut(v, i) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            parts = [cut(v, i) for v in x]
+            return parts if isinstance(x, list) else tuple(parts)
+        return x
+
+    return [cut(batch, i) for i in range(0, n, rows)]
+
+
+# Memory model of one double-backward HVP (per sample): the forward's saved tensors, the create_graph
+# backward's saved tensors (about as many again) and the transient second backward. Measured on the MLP
+# and the transformer in docs/bench_scaling.md; 3x keeps the peak under the budget there.
+_HVP_FACTOR = 3.0
+_CACHE_FACTOR = 2.0  # a cached gradient graph keeps the forward and backward saved tensors
+_FIXED_VECTORS = 8  # θ, v, the running total, grad, Hv, and copies: parameter-sized vectors alive at once
+
+
+@dataclass
+class MemoryPlan:
+    """How an Objective spends its memory budget: ``rows`` samples per chunk for one HVP.
+
+    ``per_sample_bytes`` is the slope of the bytes autograd saves in one forward pass against the rows of
+    a batch, ``fixed_bytes`` the intercept plus the parameter-sized vectors; a chunk of r rows is planned
+    as ``fixed_bytes + 3 · r · per_sample_bytes <= memory_mb``.
+    """
+
+    memory_mb: float
+    per_sample_bytes: float
+    fixed_bytes: float
+    rows: int
+    reuse_graph: bool
+
+
 class Objective:
     """L(θ) over a fixed data set (or an analytic function), with exact gradients and Hessian products.
 
@@ -144,7 +196,14 @@ class Objective:
         reuse_graph: keep the gradient graph of every batch between Hessian products at the same θ (the
             data must fit in memory; ``"auto"`` does so for in-memory tensor data).
         distributed: sum over the shards of all ``torch.distributed`` ranks (one all-reduce per call).
+        memory_mb: a memory budget (MiB, per process) for one Hessian-vector product. Batches are split
+            into chunks of as many rows as fit (estimated from the tensors autograd saves per sample, see
+            :class:`MemoryPlan`), ``loss_batched`` evaluates as many θ at once as fit, and ``reuse_graph``
+            is turned off when the cached graphs would not fit. ``None``: no budget.
     """
+
+    memory_mb: float | None = None
+    _mem_plan: MemoryPlan | None = None
 
     def __init__(
         self,
@@ -161,6 +220,7 @@ class Objective:
         hvp_method: str = "double_backward",
         reuse_graph: bool | str = "auto",
         distributed: bool = False,
+        memory_mb: float | None = None,
     ):
         require_choice("mode", mode, ["eval", "train"])
         require_choice("hvp_method", hvp_method, ["double_backward", "forward_over_reverse"])
@@ -185,6 +245,7 @@ class Objective:
         self._select_params(params)
         self._batches, in_memory = self._prepare_data(data, batch_size)
         self.reuse_graph = in_memory if reuse_graph == "auto" else bool(reuse_graph)
+        self._set_budget(memory_mb, model)
         self._graph_cache: tuple[torch.Tensor, torch.Tensor, list] | None = None
         self.n_batches: int | None = None
         self.total_weight: float | None = None
@@ -220,7 +281,7 @@ class Objective:
             raise FlatminimaError("data is required: a DataLoader, a tuple (X, y) of tensors, or a list of batches.")
         if isinstance(data, tuple) and data and all(isinstance(t, torch.Tensor) for t in data):
             n = data[0].shape[0]
-            if n == 0:
+            if n == 0 and not self.distributed:  # a rank's shard may be empty; the global sum is not
                 raise FlatminimaError("data is empty (0 samples); pass at least one sample.")
             if any(t.shape[0] != n for t in data):
                 raise FlatminimaError(f"data tensors have different lengths {[t.shape[0] for t in data]}; "
@@ -274,10 +335,12 @@ class Objective:
     # ----------------------------------------------------------------- batches and reduction
     def _iter_batches(self) -> Iterator[Any]:
         count = 0
+        rows = self.memory_plan.rows if self.memory_mb is not None else None
         for batch in self._batches:
-            count += 1
-            yield _move(batch, self.device, self.dtype)
-        if count == 0:
+            for part in (_split_rows(batch, rows) if rows else (batch,)):
+                count += 1
+                yield _move(part, self.device, self.dtype)
+        if count == 0 and not self.distributed:  # a rank may hold an empty shard; the sum still counts
             raise FlatminimaError("data yielded no batches; pass a non-empty data set.")
         self.n_batches = count
 
@@ -351,9 +414,11 @@ class Objective:
         start = time.perf_counter()
         v = self._check_vector(v)
         theta = self._theta(theta)
+        plan = self.memory_plan  # plans the budget first: it may turn graph reuse off
+        reuse = self.reuse_graph if plan is None else plan.reuse_graph
         if self.hvp_method == "forward_over_reverse":
             total, weight = self._hvp_forward_over_reverse(theta, v)
-        elif self.reuse_graph:
+        elif reuse:
             total, weight = self._hvp_cached(theta, v)
         else:
             total, weight = self._hvp_double_backward(theta, v)
@@ -437,7 +502,7 @@ class Objective:
                 return self._call_outputs(t, batch)[0]
 
             out, jv = jvp(f, (theta,), (v,))
-            _, hjv = jvp(torch.func.grad(lambda z: self._module._loss(z, targets)), (out,), (jv,))
+            hjv = self._output_hvp(out, targets, jv)
             _, pullback = vjp(f, theta)
             (gv,) = pullback(hjv)
             w = float(targets.shape[0])
@@ -447,6 +512,14 @@ class Objective:
         self._check_finite(value, "GGN-vector product")
         self._account("hvps", start)
         return value
+
+    def _output_hvp(self, out: torch.Tensor, targets: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """∇²_z ℓ(z, y)·u by double backward in output space (torch.func's jvp-of-grad trips on mse_loss)."""
+        with torch.enable_grad():
+            z = out.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(self._module._loss(z, targets), z, create_graph=True)
+            (hu,) = torch.autograd.grad(g, z, grad_outputs=u)
+        return hu
 
     def _call_outputs(self, theta: torch.Tensor, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         state = {k[len("model."):]: t for k, t in self._state(theta).items()}
@@ -476,7 +549,7 @@ class Objective:
         if thetas.shape[0] == 0:
             raise FlatminimaError("thetas holds no points (n = 0); pass at least one parameter vector.")
         results = []
-        for chunk in torch.split(thetas, max(1, int(chunk_size))):
+        for chunk in torch.split(thetas, self._theta_chunk(chunk_size)):
             total, weight = torch.zeros(chunk.shape[0], device=self.device, dtype=self.dtype), 0.0
             with torch.no_grad():
                 for batch in self._iter_batches():
@@ -504,6 +577,97 @@ class Objective:
             return vmap(one)(chunk), weight
         except (RuntimeError, ValueError):  # ops vmap cannot batch (in-place BatchNorm updates...): loop
             return torch.stack([one(t) for t in chunk]), weight
+
+    # ----------------------------------------------------------------- memory budget
+    def _set_budget(self, memory_mb: float | None, model: nn.Module) -> None:
+        if memory_mb is None:
+            return
+        if isinstance(memory_mb, bool) or not isinstance(memory_mb, (int, float)) or not memory_mb > 0:
+            raise FlatminimaError(f"memory_mb must be a positive number of MiB (or None), got {memory_mb!r}.")
+        batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+        if self.mode == "train" and batchnorm:
+            # Splitting a batch changes BatchNorm's batch statistics in train mode, hence L(θ) itself.
+            raise FlatminimaError(
+                "memory_mb cannot split batches of a BatchNorm model in mode='train' (the batch statistics "
+                "would change the loss); use mode='eval' or a smaller batch_size.")
+        self.memory_mb = float(memory_mb)
+
+    @property
+    def memory_plan(self) -> MemoryPlan | None:
+        """How the memory budget is spent (rows per chunk, bytes per sample); ``None`` without a budget."""
+        if self.memory_mb is None:
+            return None
+        if self._mem_plan is None:
+            self._mem_plan = self._plan_memory()
+        return self._mem_plan
+
+    def _plan_memory(self) -> MemoryPlan:
+        first = next(iter(self._batches), None)
+        if first is None:  # an empty shard on this rank: nothing to split, any chunk fits
+            return MemoryPlan(self.memory_mb, 0.0, 0.0, 1 << 62, self.reuse_graph)
+        first = _move(first, self.device, self.dtype)
+        n = _rows(first)
+        small = 1 if n > 1 else n
+        big = min(n, 4) if n > 1 else n
+        s_small = self._saved_bytes(_split_rows(first, small)[0])
+        s_big = self._saved_bytes(_split_rows(first, big)[0]) if big > small else s_small
+        # Saved-for-backward bytes grow linearly in the rows: slope per sample, intercept fixed (θ views...).
+        per_sample = (s_big - s_small) / (big - small) if big > small else s_small
+        per_sample = max(per_sample, 1.0)
+        itemsize = torch.empty((), dtype=self.dtype).element_size()
+        fixed = max(s_small - per_sample * small, 0.0) + _FIXED_VECTORS * self.dim * itemsize
+        budget = self.memory_mb * 2**20
+        rows = int((budget - fixed) // (_HVP_FACTOR * per_sample))
+        if rows < 1:
+            raise FlatminimaError(
+                f"memory_mb={self.memory_mb:g} is too small: one sample needs about "
+                f"{_HVP_FACTOR * per_sample / 2**20:.3g} MiB for a Hessian-vector product on top of "
+                f"{fixed / 2**20:.3g} MiB for the parameter-sized vectors; raise memory_mb above "
+                f"{(fixed + _HVP_FACTOR * per_sample) / 2**20:.3g}.")
+        reuse = self.reuse_graph
+        total_rows = self._known_rows()
+        if reuse and (total_rows is None or fixed + _CACHE_FACTOR * per_sample * total_rows > budget):
+            reuse = False  # the cached graphs of every batch would not fit the budget: rebuild per product
+        self.reuse_graph = reuse
+        return MemoryPlan(self.memory_mb, per_sample, fixed, rows, reuse)
+
+    def _saved_bytes(self, batch: Any) -> float:
+        """Bytes of the tensors autograd saves for backward in one forward pass (distinct storages)."""
+        theta = self._theta0.detach().clone().requires_grad_(True)
+        seen: dict[tuple[int, int], int] = {}
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            # Keyed by (address, size): a view saved twice counts once; a slice counts its own rows only.
+            seen[(t.data_ptr() or id(t), t.numel())] = t.numel() * t.element_size()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            self._batch_loss(theta, batch)
+        return float(sum(seen.values()))
+
+    def _known_rows(self) -> int | None:
+        if not isinstance(self._batches, (list, tuple)):
+            return None
+        return sum(_rows(b) for b in self._batches)
+
+    def _theta_chunk(self, chunk_size: int) -> int:
+        """How many θ ``loss_batched`` evaluates at once: ``chunk_size``, or fewer to fit the budget.
+
+        The same on every rank (a MIN all-reduce), since every chunk ends with one all-reduce.
+        """
+        chunk = max(1, int(chunk_size))
+        plan = self.memory_plan
+        if plan is not None and plan.per_sample_bytes > 0:
+            itemsize = torch.empty((), dtype=self.dtype).element_size()
+            per_theta = plan.rows * plan.per_sample_bytes + 2 * self.dim * itemsize
+            chunk = max(1, min(chunk, int((plan.memory_mb * 2**20 - plan.fixed_bytes) // per_theta)))
+        if self.distributed and plan is not None:
+            import torch.distributed as dist
+
+            box = torch.tensor([chunk], dtype=torch.int64, device=self.device)
+            dist.all_reduce(box, op=dist.ReduceOp.MIN)
+            chunk = int(box)
+        return chunk
 
     # ----------------------------------------------------------------- cost metering
     @contextmanager
@@ -535,7 +699,8 @@ class Objective:
         return {"dim": self.dim, "mode": self.mode, "dtype": str(self.dtype).replace("torch.", ""),
                 "device": str(self.device), "params": self.param_names if len(self.param_names) <= 20
                 else f"{len(self.param_names)} tensors", "samples": self.total_weight,
-                "hvp_method": self.hvp_method}
+                "hvp_method": self.hvp_method, "memory_mb": self.memory_mb,
+                "chunk_rows": self._mem_plan.rows if self._mem_plan is not None else None}
 
 
 def _accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -547,7 +712,8 @@ class FunctionObjective(Objective):
 
     def __init__(self, f: Callable[[torch.Tensor], torch.Tensor], x0: Any, *, dtype: torch.dtype | None = None,
                  name: str | None = None):
-        x0 = torch.as_tensor(x0, dtype=dtype or torch.get_default_dtype())
+        x0 = torch.as_tensor(x0)  # a floating x0 keeps its dtype (float64 stays float64)
+        x0 = x0.to(dtype or (x0.dtype if x0.is_floating_point() else torch.get_default_dtype()))
         if x0.dim() != 1 or x0.numel() == 0:
             raise FlatminimaError(f"x0 must be a non-empty 1-D vector, got shape {tuple(x0.shape)}.")
         self.f, self.name = f, name or getattr(f, "__name__", "function")

@@ -1,0 +1,53 @@
+"""A PyTorch Lightning callback that records flatminima measures every N optimizer steps.
+
+    trainer = lightning.Trainer(callbacks=[FlatminimaCallback(probe_data, loss="cross_entropy",
+                                                              measures=["loss", "lambda_max"], every=50)])
+
+The tracker is built on the LightningModule at ``on_fit_start`` (or pass ``tracker=`` built by hand, e.g.
+on an inner network) and called after every training batch with ``trainer.global_step``. With
+``loss=``, the module's ``forward`` must map inputs to outputs; otherwise pass ``loss_fn(module, batch)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import FlatminimaError
+from ..track import Tracker
+
+try:
+    import lightning.pytorch as pl
+except ImportError:  # the older package name
+    try:
+        import pytorch_lightning as pl
+    except ImportError as err:
+        raise ImportError("flatminima.integrations.lightning needs PyTorch Lightning: "
+                          "pip install lightning") from err
+
+__all__ = ["FlatminimaCallback"]
+
+
+class FlatminimaCallback(pl.Callback):
+    """Runs ``Tracker.step(trainer.global_step)`` after each training batch."""
+
+    def __init__(self, data: Any = None, *, tracker: Tracker | None = None, **tracker_kwargs: Any):
+        super().__init__()
+        if tracker is None and data is None:
+            raise FlatminimaError("pass the probe `data` (and loss/measures/every) or a ready `tracker=`.")
+        self.tracker, self._data, self._kwargs = tracker, data, tracker_kwargs
+        self._last_step: int | None = None
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        if self.tracker is None:
+            self.tracker = Tracker(pl_module, self._data, **self._kwargs)
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        step = int(trainer.global_step)
+        if step != self._last_step:  # with gradient accumulation several batches share one step
+            self._last_step = step
+            self.tracker.step(step)
+
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        if self.tracker is not None:
+            self.tracker.close()

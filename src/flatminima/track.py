@@ -1,0 +1,217 @@
+"""Record curvature and sharpness measures every N steps inside a user's own training loop.
+
+    tracker = track(model, (X_probe, y_probe), loss="cross_entropy", measures=["loss", "lambda_max"],
+                    every=100, store="runs/track.sqlite", tensorboard="runs/tb")
+    for step, (x, y) in enumerate(loader):
+        ...  # the user's forward, backward, optimizer step
+        tracker.step(step)
+    tracker.close()
+
+At each recorded step the tracker builds an :class:`~flatminima.Objective` on a copy of the model's
+current weights over a *fixed* probe data set (so values are comparable across steps), computes each
+measure, and logs one row per value: to ``tracker.history``, to a SQLite table ``track`` (its own table,
+in a file of its own or in a study folder's ``study.sqlite``) and to TensorBoard when asked. It never
+touches the model's ``.grad``, its train/eval flag, its weights or the global random state: the user's
+training runs exactly as it would without it.
+
+Measures: ``"loss"``, ``"grad_norm"`` (‖∇L‖₂), ``"eigenvalues"`` (the ``k`` largest Hessian eigenvalues
+by Lanczos, logged as ``eigenvalues[i]``) and every name in :func:`flatminima.sharpness.available`
+(``lambda_max``, ``trace``, ``worst_case``, ...), each with its config:
+``measures={"trace": {"probes": 30}}``.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import FlatminimaError, require_positive_int
+from .objective import Objective
+
+__all__ = ["BUILTIN", "Tracker", "load", "track"]
+
+BUILTIN = ("loss", "grad_norm", "eigenvalues")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS track (
+    run TEXT NOT NULL, step INTEGER NOT NULL, measure TEXT NOT NULL,
+    value REAL, stderr REAL, hvps INTEGER, data_passes REAL, seconds REAL, wall REAL,
+    PRIMARY KEY (run, step, measure)
+);
+"""
+
+
+def _db_path(store: str | Path) -> Path:
+    # A folder (a study folder) gets the study store's file, in a table of its own; else a file path.
+    path = Path(store)
+    return path / "study.sqlite" if path.is_dir() else path
+
+
+def _normalise(measures: str | Iterable[str] | Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    if isinstance(measures, str):
+        measures = [measures]
+    chosen = {m: dict(c or {}) for m, c in measures.items()} if isinstance(measures, Mapping) else {
+        m: {} for m in measures}
+    if not chosen:
+        raise FlatminimaError("measures is empty; name at least one, e.g. ['loss', 'lambda_max'].")
+    from . import sharpness
+
+    known = set(BUILTIN) | set(sharpness.available())
+    unknown = sorted(set(chosen) - known)
+    if unknown:
+        raise FlatminimaError(f"unknown measures {unknown}; available: {sorted(known)}.")
+    return chosen
+
+
+class Tracker:
+    """Computes the chosen measures every ``every`` steps on a fixed probe data set; see the module doc.
+
+    Args:
+        model: the user's model (read, never changed); the weights at each recorded step are used.
+        data, loss, loss_fn, params, mode, dtype, batch_size, memory_mb, distributed: as for
+            :class:`~flatminima.Objective` (the probe set: keep it small, it is evaluated every record).
+        measures: names, or ``{name: config}``; see the module doc.
+        every: record when ``step % every == 0``.
+        store: a SQLite file (or a study folder) for the ``track`` table; ``None`` keeps rows in memory only.
+        tensorboard: a log directory for ``torch.utils.tensorboard`` (needs the ``tensorboard`` package).
+        run: the run name the rows are keyed by.
+    """
+
+    def __init__(self, model: nn.Module, data: Any, *, loss: str | Callable | None = None,
+                 loss_fn: Callable | None = None, measures: Any = ("loss", "lambda_max"), every: int = 100,
+                 store: str | Path | None = None, tensorboard: str | Path | None = None, run: str = "run",
+                 params: Any = None, mode: str = "eval", dtype: torch.dtype | None = None,
+                 batch_size: int = 1024, memory_mb: float | None = None, distributed: bool = False):
+        require_positive_int("every", every)
+        if not isinstance(model, nn.Module):
+            raise FlatminimaError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+        self.model, self.every, self.run = model, every, run
+        self.measures = _normalise(measures)
+        self._objective_kw = dict(loss=loss, data=data, loss_fn=loss_fn, params=params, mode=mode,
+                                  dtype=dtype, batch_size=batch_size, memory_mb=memory_mb,
+                                  distributed=distributed)
+        Objective(model, **self._objective_kw)  # fail now, not at step N, on bad data/loss settings
+        self.history: list[dict[str, Any]] = []
+        self._calls = 0
+        self._db = self._open_store(store) if store is not None else None
+        self._writer = self._open_tensorboard(tensorboard) if tensorboard is not None else None
+
+    # --------------------------------------------------------------------------------- sinks
+    @staticmethod
+    def _open_store(store: str | Path) -> sqlite3.Connection:
+        path = _db_path(store)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path)
+        db.executescript(_SCHEMA)
+        return db
+
+    @staticmethod
+    def _open_tensorboard(logdir: str | Path):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as err:  # the tensorboard package is an optional extra
+            raise FlatminimaError(
+                "tensorboard=... needs the `tensorboard` package: pip install tensorboard.") from err
+        return SummaryWriter(str(logdir))
+
+    # --------------------------------------------------------------------------------- recording
+    def step(self, step: int | None = None) -> list[dict[str, Any]]:
+        """Call once per training step; records (and returns the new rows) when ``step % every == 0``.
+
+        Without ``step`` the tracker counts its own calls from 0.
+        """
+        if step is None:
+            step = self._calls
+        self._calls += 1
+        if int(step) % self.every != 0:
+            return []
+        return self.record(int(step))
+
+    def record(self, step: int) -> list[dict[str, Any]]:
+        """Compute every measure at the model's current weights now, whatever the step."""
+        obj = Objective(self.model, **self._objective_kw)
+        rows = []
+        for name, config in self.measures.items():
+            start = time.perf_counter()
+            with obj.meter() as cost:
+                values = self._compute(obj, name, config)
+            for key, value, stderr in values:
+                rows.append({"run": self.run, "step": step, "measure": key, "value": value, "stderr": stderr,
+                             "hvps": cost.hvps, "data_passes": cost.data_passes,
+                             "seconds": time.perf_counter() - start, "wall": time.time()})
+        self._log(rows)
+        return rows
+
+    @staticmethod
+    def _compute(obj: Objective, name: str, config: dict[str, Any]) -> list[tuple[str, float, float | None]]:
+        if name == "loss":
+            return [("loss", obj.loss(), None)]
+        if name == "grad_norm":
+            return [("grad_norm", float(obj.grad().norm()), None)]
+        if name == "eigenvalues":
+            from .curvature import eigenvalues
+
+            res = eigenvalues(obj, **{"k": 3, **config})
+            bounds = getattr(res, "error_bounds", None)
+            return [(f"eigenvalues[{i}]", float(v), None if bounds is None else float(bounds[i]))
+                    for i, v in enumerate(res.values)]
+        from .sharpness import measure
+
+        m = measure(obj, name, **config)
+        err = m.stderr if m.stderr is not None and math.isfinite(m.stderr) else None
+        return [(name, float(m.value), err)]
+
+    def _log(self, rows: list[dict[str, Any]]) -> None:
+        self.history.extend(rows)
+        if self._db is not None:
+            with self._db:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO track VALUES (:run, :step, :measure, :value, :stderr, :hvps, "
+                    ":data_passes, :seconds, :wall)", rows)
+        if self._writer is not None:
+            for r in rows:
+                self._writer.add_scalar(f"flatminima/{r['measure']}", r["value"], r["step"])
+            self._writer.flush()
+
+    def series(self, measure: str) -> tuple[list[int], list[float]]:
+        """(steps, values) of one measure recorded so far."""
+        rows = [r for r in self.history if r["measure"] == measure]
+        return [r["step"] for r in rows], [r["value"] for r in rows]
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def track(model: nn.Module, data: Any, **kwargs: Any) -> Tracker:
+    """A :class:`Tracker` for ``model`` on the probe ``data``; call ``.step(step)`` in the training loop."""
+    return Tracker(model, data, **kwargs)
+
+
+def load(store: str | Path, run: str | None = None) -> list[dict[str, Any]]:
+    """The rows of the ``track`` table (of one run, or all), ordered by run, step and measure."""
+    path = _db_path(store)
+    if not path.exists():
+        raise FlatminimaError(f"no tracking store at {path}.")
+    with sqlite3.connect(path) as db:
+        db.row_factory = sqlite3.Row
+        where = " WHERE run = ?" if run is not None else ""
+        query = f"SELECT * FROM track{where} ORDER BY run, step, measure"
+        return [dict(r) for r in db.execute(query, (run,) if run is not None else ())]

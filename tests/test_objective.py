@@ -1,0 +1,226 @@
+"""Core Objective: exact means over data, parameter selection, no side effects, errors, memory budget.
+
+References are dense float64 Hessians from ``torch.autograd.functional.hessian`` over the full data set in
+one batch, and full-batch losses computed directly.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.autograd.functional import hessian
+from torch.func import functional_call
+
+from flatminima import Objective
+from flatminima.errors import FlatminimaError, NonFiniteLossError
+
+
+def _data(n: int = 50, d: int = 5, classes: int = 3, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=gen, dtype=torch.float64), torch.randint(
+        0, classes, (n,), generator=gen
+    )
+
+
+def _mlp(d: int = 5, classes: int = 3) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(d, 4), nn.Tanh(), nn.Linear(4, classes)).double()
+
+
+def _full_batch(model: nn.Module, X, y, names=None):
+    """(θ, f(θ)) for the full-batch cross-entropy over the parameters ``names`` (default: all)."""
+    named = dict(model.named_parameters())
+    names = names or list(named)
+    shapes = [named[n].shape for n in names]
+    theta = torch.cat([named[n].detach().reshape(-1) for n in names])
+
+    def f(t):
+        parts = torch.split(t, [s.numel() for s in shapes])
+        params = {n: p.view(s) for n, p, s in zip(names, parts, shapes, strict=True)}
+        return nn.functional.cross_entropy(functional_call(model, params, (X,)), y)
+
+    return theta, f
+
+
+def test_partial_last_batch_gives_exact_full_data_mean():
+    X, y = _data(50)
+    model = _mlp()
+    obj = Objective(model, "cross_entropy", (X, y), batch_size=16)  # 16+16+16+2
+    theta, f = _full_batch(model, X, y)
+    H = hessian(f, theta)
+    v = torch.randn(obj.dim, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    assert obj.loss() == pytest.approx(float(f(theta)), rel=1e-13)
+    torch.testing.assert_close(
+        obj.grad(), torch.autograd.functional.jacobian(f, theta), rtol=1e-11, atol=1e-13
+    )
+    for method in ("double_backward", "forward_over_reverse"):
+        for reuse in (True, False):
+            o = Objective(model, "cross_entropy", (X, y), batch_size=16, hvp_method=method, reuse_graph=reuse)
+            torch.testing.assert_close(o.hvp(v), H @ v, rtol=1e-11, atol=1e-13)
+    assert obj.n_batches == 4 and obj.total_weight == 50
+
+
+def test_frozen_parameters_are_excluded_and_patterns_select():
+    X, y = _data()
+    model = _mlp()
+    model[0].weight.requires_grad_(False)
+    obj = Objective(model, "cross_entropy", (X, y))
+    assert "0.weight" not in obj.param_names and obj.dim == 4 + 4 * 3 + 3
+    sub = Objective(_mlp(), "cross_entropy", (X, y), params="2.*")
+    assert sub.param_names == ["2.weight", "2.bias"]
+    theta, f = _full_batch(_mlp(), X, y, names=["2.weight", "2.bias"])
+    v = torch.randn(sub.dim, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    torch.testing.assert_close(sub.hvp(v), hessian(f, theta) @ v, rtol=1e-11, atol=1e-13)
+    assert Objective(_mlp(), "cross_entropy", (X, y), params=["0"]).param_names == ["0.weight", "0.bias"]
+    with pytest.raises(FlatminimaError, match="matches no trainable parameter"):
+        Objective(_mlp(), "cross_entropy", (X, y), params="nope*")
+
+
+def test_unused_parameters_have_zero_gradient_and_curvature():
+    X, y = _data()
+
+    class Skip(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net, self.unused = _mlp(), nn.Linear(2, 2).double()
+
+        def forward(self, x):
+            return self.net(x)
+
+    obj = Objective(Skip(), "cross_entropy", (X, y))
+    v = torch.ones(obj.dim, dtype=torch.float64)
+    unused = slice(obj.dim - 6, obj.dim)
+    assert obj.param_names[-2:] == ["unused.weight", "unused.bias"]
+    assert torch.all(obj.grad()[unused] == 0) and torch.all(obj.hvp(v)[unused] == 0)
+    assert torch.any(obj.hvp(v)[: obj.dim - 6] != 0)
+
+
+def test_eval_mode_products_leave_batchnorm_statistics_and_grads_alone():
+    X, y = _data()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 3)).double()
+    model.train()
+    model(X)  # give the running statistics non-trivial values
+    before = copy.deepcopy(model.state_dict())
+    obj = Objective(model, "cross_entropy", (X, y), batch_size=16)
+    inner = copy.deepcopy(obj.model_at().state_dict())
+    v = torch.randn(obj.dim, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    h1, g1 = obj.hvp(v), obj.grad()
+    obj.ggn_vp(v)
+    obj.loss_batched(torch.stack([obj.params, obj.params + 0.1]))
+    h2, g2 = obj.hvp(v), obj.grad()
+    for k, t in model.state_dict().items():
+        assert torch.equal(t, before[k]), k
+    for k, t in obj.model_at().state_dict().items():
+        assert torch.equal(t, inner[k]), k
+    assert model.training and all(p.grad is None for p in model.parameters())
+    torch.testing.assert_close(h1, h2, rtol=0, atol=0)  # a second call does not accumulate
+    torch.testing.assert_close(g1, g2, rtol=0, atol=0)
+
+
+def test_float64_on_a_float32_model():
+    X, y = _data()
+    model = _mlp().float()
+    obj = Objective(model, "cross_entropy", (X.float(), y), dtype=torch.float64)
+    assert obj.params.dtype == torch.float64 and obj.grad().dtype == torch.float64
+    theta, f = _full_batch(_mlp(), X.float().double(), y)
+    assert obj.loss() == pytest.approx(float(f(obj.params)), rel=1e-13)
+    assert next(model.parameters()).dtype == torch.float32  # the user's model keeps its dtype
+
+
+def test_loss_fn_count_weighting():
+    X, y = _data(30)
+    model = _mlp()
+    weights = torch.arange(1, 31, dtype=torch.float64)  # samples of very different weight
+
+    def loss_fn(m, batch):
+        x, t, w = batch
+        per = nn.functional.cross_entropy(m(x), t, reduction="none")
+        return (w * per).sum() / w.sum(), float(w.sum())
+
+    obj = Objective(model, loss_fn=loss_fn, data=(X, y, weights), batch_size=7)
+    with torch.no_grad():
+        ref = float(
+            (weights * nn.functional.cross_entropy(model(X), y, reduction="none")).sum() / weights.sum()
+        )
+    assert obj.loss() == pytest.approx(ref, rel=1e-13)
+    assert obj.total_weight == float(weights.sum())
+    plain = Objective(
+        model, loss_fn=lambda m, b: nn.functional.cross_entropy(m(b[0]), b[1]), data=(X, y), batch_size=7
+    )
+    assert plain.loss() == pytest.approx(float(_full_batch(model, X, y)[1](plain.params)), rel=1e-13)
+
+
+def test_bad_input_errors():
+    X, y = _data()
+    model = _mlp()
+    X_nan = X.clone()
+    X_nan[3, 0] = float("nan")
+    with pytest.raises(NonFiniteLossError):
+        Objective(model, "cross_entropy", (X_nan, y)).loss()
+    with pytest.raises(FlatminimaError, match="empty"):
+        Objective(model, "cross_entropy", (X[:0], y[:0]))
+    with pytest.raises(FlatminimaError, match="no batches"):
+        Objective(model, "cross_entropy", []).loss()
+    with pytest.raises(FlatminimaError, match="different lengths"):
+        Objective(model, "cross_entropy", (X, y[:10]))
+    with pytest.raises(FlatminimaError, match="shapes"):
+        Objective(model, "cross_entropy", (torch.randn(8, 7, dtype=torch.float64), y[:8])).loss()
+    with pytest.raises(FlatminimaError, match="one-shot"):
+        Objective(model, "cross_entropy", ((X[i : i + 10], y[i : i + 10]) for i in range(0, 50, 10)))
+    with pytest.raises(FlatminimaError, match="exactly one"):
+        Objective(model, data=(X, y))
+    with pytest.raises(FlatminimaError, match="v must be"):
+        Objective(model, "cross_entropy", (X, y)).hvp(torch.zeros(3))
+
+
+# ----------------------------------------------------------------------------------- memory budget
+def test_memory_budget_splits_batches_and_keeps_exact_values():
+    X, y = _data(60)
+    model = _mlp()
+    ref = Objective(model, "cross_entropy", (X, y), batch_size=60)
+    small = Objective(model, "cross_entropy", (X, y), batch_size=60, memory_mb=0.005)
+    plan = small.memory_plan
+    assert 1 <= plan.rows < 60 and plan.per_sample_bytes > 0
+    # The plan spends at most the budget under its own memory model.
+    assert plan.fixed_bytes + 3 * plan.rows * plan.per_sample_bytes <= 0.005 * 2**20
+    v = torch.randn(ref.dim, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    assert small.loss() == pytest.approx(ref.loss(), rel=1e-13)
+    torch.testing.assert_close(small.grad(), ref.grad(), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(small.hvp(v), ref.hvp(v), rtol=1e-12, atol=1e-14)
+    assert small.n_batches == -(-60 // plan.rows)
+    thetas = ref.params + 0.1 * torch.randn(
+        9, ref.dim, generator=torch.Generator().manual_seed(5), dtype=torch.float64
+    )
+    torch.testing.assert_close(small.loss_batched(thetas), ref.loss_batched(thetas), rtol=1e-12, atol=1e-14)
+    assert small._theta_chunk(32) < 32  # the θ chunk shrank to the budget too
+
+
+def test_memory_budget_per_sample_estimate_matches_saved_activations():
+    # Linear(5→4), Tanh, Linear(4→3) + cross-entropy: per sample autograd saves the input row (5), the
+    # tanh output (4, saved by tanh's backward and reused by the second Linear) and the logits' softmax
+    # pieces; the slope must be at least the 5 + 4 doubles every sample certainly costs.
+    X, y = _data(8)
+    obj = Objective(_mlp(), "cross_entropy", (X, y), memory_mb=1)
+    assert (5 + 4) * 8 <= obj.memory_plan.per_sample_bytes <= 64 * 8
+
+
+def test_memory_budget_errors_and_graph_reuse():
+    X, y = _data(60)
+    with pytest.raises(FlatminimaError, match="memory_mb=1e-05 is too small"):
+        Objective(_mlp(), "cross_entropy", (X, y), memory_mb=1e-5).loss()
+    for bad in (0, -1, True, "1"):
+        with pytest.raises(FlatminimaError, match="memory_mb"):
+            Objective(_mlp(), "cross_entropy", (X, y), memory_mb=bad)
+    bn = nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4), nn.Linear(4, 3)).double()
+    with pytest.raises(FlatminimaError, match="BatchNorm"):
+        Objective(bn, "cross_entropy", (X, y), mode="train", memory_mb=1)
+    roomy = Objective(_mlp(), "cross_entropy", (X, y), memory_mb=10)
+    tight = Objective(_mlp(), "cross_entropy", (X, y), memory_mb=0.01)
+    assert roomy.memory_plan.reuse_graph and not tight.memory_plan.reuse_graph
+    v = torch.ones(roomy.dim, dtype=torch.float64)
+    torch.testing.assert_close(roomy.hvp(v), tight.hvp(v), rtol=1e-12, atol=1e-14)
+    assert roomy.describe()["chunk_rows"] >= 60  # the whole data set fits in one chunk

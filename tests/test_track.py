@@ -1,0 +1,209 @@
+"""Tracking measures inside a user's training loop: right values, right steps, no side effects."""
+
+from __future__ import annotations
+
+import copy
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call, hessian
+
+import flatminima.track as ft
+from flatminima import Objective
+from flatminima.errors import FlatminimaError
+
+
+def _setup(dropout: float = 0.0):
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(60, 4, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 3, (60,), generator=gen)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Dropout(dropout), nn.Linear(5, 3)).double()
+    return model, X, y
+
+
+def _dense_lambda_max(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
+    model = copy.deepcopy(model).eval()
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+    theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def f(t):
+        parts = dict(
+            zip(
+                names,
+                (
+                    s.view(sh)
+                    for s, sh in zip(torch.split(t, [sh.numel() for sh in shapes]), shapes, strict=True)
+                ),
+                strict=True,
+            )
+        )
+        return nn.functional.cross_entropy(functional_call(model, parts, (X,)), y)
+
+    return float(torch.linalg.eigvalsh(hessian(f)(theta))[-1])
+
+
+def _train(model, X, y, steps, tracker=None):
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    for step in range(steps):
+        loss = nn.functional.cross_entropy(model(X), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if tracker is not None:
+            tracker.step(step)
+    return model
+
+
+def test_records_every_n_steps_with_exact_values(tmp_path):
+    model, X, y = _setup()
+    tracker = ft.track(
+        model,
+        (X, y),
+        loss="cross_entropy",
+        measures={"loss": {}, "lambda_max": {"tol": 1e-8}},
+        every=3,
+        store=tmp_path / "t.sqlite",
+        run="a",
+    )
+    snapshots = {}
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    for step in range(7):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(X), y).backward()
+        opt.step()
+        if tracker.step(step):
+            snapshots[step] = copy.deepcopy(model)
+    tracker.close()
+    steps, losses = tracker.series("loss")
+    assert steps == [0, 3, 6] and sorted(snapshots) == steps
+    for s, value in zip(steps, losses, strict=True):
+        with torch.no_grad():
+            ref = float(nn.functional.cross_entropy(snapshots[s](X), y))
+        assert value == pytest.approx(ref, rel=1e-12)
+    _, lams = tracker.series("lambda_max")
+    for s, lam in zip(steps, lams, strict=True):
+        assert lam == pytest.approx(_dense_lambda_max(snapshots[s], X, y), rel=1e-6)
+    rows = ft.load(tmp_path / "t.sqlite", run="a")
+    assert [(r["step"], r["measure"]) for r in rows] == [
+        (s, m) for s in steps for m in ("lambda_max", "loss")
+    ]
+    assert all(r["hvps"] > 0 for r in rows if r["measure"] == "lambda_max")
+
+
+def test_no_side_effects_on_training():
+    # Same weights, same RNG stream (dropout), same .grad and train flag with and without the tracker.
+    model_a, X, y = _setup(dropout=0.3)
+    model_b = copy.deepcopy(model_a)
+    torch.manual_seed(7)
+    _train(model_a, X, y, 5)
+    tracker = ft.Tracker(
+        model_b, (X, y), loss="cross_entropy", measures=["loss", "grad_norm", "trace"], every=2
+    )
+    torch.manual_seed(7)
+    _train(model_b, X, y, 5, tracker)
+    assert model_b.training
+    for pa, pb in zip(model_a.parameters(), model_b.parameters(), strict=True):
+        assert torch.equal(pa, pb) and torch.equal(pa.grad, pb.grad)
+    assert [s for s, _ in zip(*tracker.series("grad_norm"), strict=True)] == [0, 2, 4]
+
+
+def test_grad_norm_and_eigenvalues_match_objective(tmp_path):
+    model, X, y = _setup()
+    tracker = ft.Tracker(
+        model,
+        (X, y),
+        loss="cross_entropy",
+        measures={"grad_norm": {}, "eigenvalues": {"k": 2}},
+        store=tmp_path,
+    )  # a folder: the study store's file, table `track`
+    rows = {r["measure"]: r["value"] for r in tracker.record(0)}
+    obj = Objective(model, "cross_entropy", (X, y))
+    assert rows["grad_norm"] == pytest.approx(float(obj.grad().norm()), rel=1e-12)
+    assert rows["eigenvalues[0]"] == pytest.approx(_dense_lambda_max(model, X, y), rel=1e-4)
+    assert rows["eigenvalues[0]"] >= rows["eigenvalues[1]"]
+    assert (tmp_path / "study.sqlite").exists() and len(ft.load(tmp_path)) == 3
+
+
+def test_bad_input():
+    model, X, y = _setup()
+    with pytest.raises(FlatminimaError, match="unknown measures"):
+        ft.Tracker(model, (X, y), loss="cross_entropy", measures=["nope"])
+    with pytest.raises(FlatminimaError, match="every"):
+        ft.Tracker(model, (X, y), loss="cross_entropy", every=0)
+    with pytest.raises(FlatminimaError, match="data"):
+        ft.Tracker(model, None, loss="cross_entropy")
+    with pytest.raises(FlatminimaError, match="no tracking store"):
+        ft.load("/nonexistent/place.sqlite")
+
+
+def test_tensorboard(tmp_path):
+    pytest.importorskip("tensorboard")
+    model, X, y = _setup()
+    with ft.Tracker(model, (X, y), loss="cross_entropy", measures=["loss"], tensorboard=tmp_path / "tb") as t:
+        t.step(0)
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+
+
+def test_lightning_callback():
+    pytest.importorskip("lightning")
+    import lightning.pytorch as pl
+
+    from flatminima.integrations.lightning import FlatminimaCallback
+
+    model, X, y = _setup()
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = model
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, batch_idx):
+            return nn.functional.cross_entropy(self(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.5)
+
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=20)
+    callback = FlatminimaCallback((X, y), loss="cross_entropy", measures=["loss"], every=2)
+    trainer = pl.Trainer(
+        max_steps=4,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[callback],
+    )
+    trainer.fit(Module(), loader)
+    steps, values = callback.tracker.series("loss")
+    assert steps == [2, 4]
+    assert values[-1] == pytest.approx(float(nn.functional.cross_entropy(model(X), y)), rel=1e-10)
+
+
+def test_huggingface_callback():
+    transformers = pytest.importorskip("transformers")
+    from flatminima.integrations.huggingface import FlatminimaTrainerCallback
+    from flatminima.models.transformer import lm_loss, toy_lm_batches
+
+    config = transformers.GPT2Config(vocab_size=16, n_positions=12, n_embd=8, n_layer=1, n_head=2)
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(config)
+    batches = toy_lm_batches(8, 10, 16, batch_size=4)
+    callback = FlatminimaTrainerCallback(
+        ft.Tracker(model, batches, loss_fn=lm_loss, measures=["loss"], every=2)
+    )
+    for step in range(4):
+        callback.on_step_end(None, SimpleNamespace(global_step=step), None, model=model)
+    steps, values = callback.tracker.series("loss")
+    assert steps == [0, 2]
+    ref = Objective(model, loss_fn=lm_loss, data=batches).loss()
+    assert values[0] == pytest.approx(ref, rel=1e-6)
+    with pytest.raises(FlatminimaError, match="Tracker"):
+        FlatminimaTrainerCallback("not a tracker")
