@@ -23,7 +23,7 @@ def _flat_loss(model: nn.Module, loss, X, y):
     buffers = dict(model.named_buffers())
 
     def L(theta):
-        params = {n: t.view(s) for n, t, s in zip(names, torch.split(theta, sizes), shapes)}
+        params = {n: t.view(s) for n, t, s in zip(names, torch.split(theta, sizes), shapes, strict=True)}
         return loss(functional_call(model, {**params, **buffers}, (X,)), y)
 
     return L
@@ -149,8 +149,8 @@ def test_mse_regression_hessian_and_ggn():
     sizes, shapes = [p.numel() for p in model.parameters()], [p.shape for p in model.parameters()]
 
     def f(theta):
-        return functional_call(model, {n: t.view(s) for n, t, s in zip(names, torch.split(theta, sizes), shapes)},
-                               (X,))
+        parts = zip(names, torch.split(theta, sizes), shapes, strict=True)
+        return functional_call(model, {n: t.view(s) for n, t, s in parts}, (X,))
 
     J = jacrev(f)(_theta(model)).reshape(-1, obj.dim)
     G = 2.0 / Y.numel() * J.T @ J
@@ -158,7 +158,8 @@ def test_mse_regression_hessian_and_ggn():
     assert torch.allclose(obj.ggn_vp(v), G @ v, atol=1e-12)
     ggn = eigenvalues(obj, 2, operator="ggn", tol=1e-9)
     assert torch.allclose(ggn.values, torch.linalg.eigvalsh(G).flip(0)[:2], rtol=1e-6)
-    assert trace(obj, "hutch++", 3 * obj.dim, operator="ggn").value == pytest.approx(float(G.trace()), rel=1e-8)
+    tr = trace(obj, "hutch++", 3 * obj.dim, operator="ggn").value
+    assert tr == pytest.approx(float(G.trace()), rel=1e-8)
 
 
 def test_spectral_density_negative_mass_and_normalisation():
@@ -193,3 +194,23 @@ def test_loss_fn_objective_has_no_ggn():
     with pytest.raises(FlatminimaError, match="GGN"):
         obj.ggn_vp(torch.ones(obj.dim))
     assert math.isfinite(eigenvalues(obj, 1, tol=1e-8).values[0].item())
+
+
+def test_gap_stopping_rule_is_accurate_and_no_slower(tanh_case):
+    """stop="gap" (bound min(r, r²/δ)) still meets tol against the dense Hessian, with no more products."""
+    obj, _, exact = tanh_case
+    top = exact.flip(0)[:2]
+    res_r = eigenvalues(obj, 2, "largest", tol=1e-6)
+    res_g = eigenvalues(obj, 2, "largest", tol=1e-6, stop="gap")
+    assert res_g.converged.all()
+    assert torch.all((res_g.values - top).abs() <= 1e-6 * top.abs())
+    assert res_g.cost.hvps <= res_r.cost.hvps
+    with pytest.raises(FlatminimaError, match="stop"):
+        eigenvalues(obj, 1, stop="ritz")
+
+
+def test_gap_stopping_rule_needs_a_second_ritz_value():
+    """With one Ritz value there is no gap: stop="gap" must fall back to the residual, not stop at step 1."""
+    obj = Objective.from_function(lambda x: 0.5 * (torch.arange(1.0, 31.0) * x * x).sum(), torch.ones(30))
+    res = eigenvalues(obj, 1, "largest", tol=1e-8, stop="gap")
+    assert res.cost.hvps > 1 and res.values[0] == pytest.approx(30.0, rel=1e-8)

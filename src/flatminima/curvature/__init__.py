@@ -12,6 +12,7 @@ from .summary import curvature_report
 from .trace import trace
 
 __all__ = [
-    "OPERATORS", "curvature_report", "DensityResult", "EigenResult", "Krylov", "TraceResult", "eigenvalues", "make_operator",
+    "OPERATORS", "curvature_report", "DensityResult", "EigenResult", "Krylov", "TraceResult", "eigenvalues",
+    "make_operator",
     "power_iteration", "spectral_density", "trace",
 ]

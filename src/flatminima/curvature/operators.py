@@ -30,7 +30,8 @@ def make_operator(obj: Objective, kind: str = "hessian", theta: torch.Tensor | N
     return lambda v: obj.ggn_vp(v, theta)
 
 
-def random_vector(dim: int, generator: torch.Generator, like: torch.Tensor, kind: str = "gaussian") -> torch.Tensor:
+def random_vector(dim: int, generator: torch.Generator, like: torch.Tensor,
+                  kind: str = "gaussian") -> torch.Tensor:
     """A reproducible probe drawn on the CPU (the same numbers on every device and rank)."""
     if kind == "rademacher":
         z = torch.randint(0, 2, (dim,), generator=generator, dtype=torch.int64).to(torch.float64) * 2 - 1

@@ -110,9 +110,9 @@ class DensityResult:
 
     def plot(self, path: str, *, log: bool = True, title: str | None = None) -> list[str]:
         """Save the density as PNG and SVG and the data behind it as CSV; returns the paths written."""
-        from ..plotting import save_figure, save_table
-
         import matplotlib.pyplot as plt
+
+        from ..plotting import save_figure, save_table
 
         fig, ax = plt.subplots(figsize=(5.5, 3.5))
         y = np.maximum(self.density, 1e-12) if log else self.density

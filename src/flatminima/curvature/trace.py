@@ -39,7 +39,8 @@ def trace(
     require_choice("method", method, METHODS)
     require_positive_int("probes", probes)
     if method == "hutch++" and probes < 6:
-        raise FlatminimaError(f"hutch++ needs probes >= 6 (a third each for sketch, exact part and rest), got {probes}.")
+        raise FlatminimaError(
+            f"hutch++ needs probes >= 6 (a third each for sketch, exact part and rest), got {probes}.")
     if probes < 2:
         raise FlatminimaError(f"probes must be >= 2 to estimate a standard error, got {probes}.")
     matvec = make_operator(obj, operator, theta)
