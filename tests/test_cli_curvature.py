@@ -30,8 +30,8 @@ def _user_files(tmp_path, width=8):
 
 def test_curvature_json_on_user_checkpoint_and_data(tmp_path):
     data, ckpt = _user_files(tmp_path)
-    result = runner.invoke(app, ["curvature", "--model", "mlp", "--model-arg", "width=8", "--checkpoint", ckpt, "--data", data, "--k", "2",
-                                 "--probes", "12", "--json", "--dtype", "float64"])
+    result = runner.invoke(app, ["curvature", "--model", "mlp", "--model-arg", "width=8", "--checkpoint", ckpt,
+                                 "--data", data, "--k", "2", "--probes", "12", "--json", "--dtype", "float64"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     top = report["top"]

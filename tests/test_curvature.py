@@ -12,7 +12,14 @@ from torch.func import functional_call, hessian, jacrev
 from flatminima import FlatminimaError, Objective
 from flatminima.curvature import eigenvalues, power_iteration, spectral_density, trace
 
-torch.set_default_dtype(torch.float64)
+
+@pytest.fixture(scope="module", autouse=True)
+def _float64():
+    """Every reference here is float64; restore the global default for other test modules."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
 
 
 def _flat_loss(model: nn.Module, loss, X, y):

@@ -308,7 +308,7 @@ class Objective:
         if theta.shape != (self.dim,):
             raise FlatminimaError(f"θ must be a flat vector of {self.dim} entries, got shape {tuple(theta.shape)}.")
         parts = torch.split(theta, self._numels)
-        return {n: t.view(s) for n, t, s in zip(self.param_names, parts, self.param_shapes)}
+        return {n: t.view(s) for n, t, s in zip(self.param_names, parts, self.param_shapes, strict=False)}
 
     def model_at(self, theta: torch.Tensor | None = None) -> nn.Module:
         """A fresh copy of the model holding θ (for plotting, saving or evaluation by the user)."""

@@ -40,6 +40,6 @@ def save_table(path: str | Path, columns: Mapping[str, Sequence]) -> str:
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(names)
-        for row in zip(*(columns[n] for n in names)):
+        for row in zip(*(columns[n] for n in names), strict=False):
             writer.writerow([float(v) if hasattr(v, "__float__") else v for v in row])
     return str(path)

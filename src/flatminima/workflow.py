@@ -24,7 +24,7 @@ def get_data(data: str = "mnist1d", **kwargs: Any) -> Dataset:
 def get_model(model: str, dataset: Dataset, *, checkpoint: str | None = None, recipe: Recipe | dict | None = None,
               out_dir: str | None = None, progress: bool = True, **model_kwargs: Any) -> tuple[nn.Module, dict]:
     """Build ``model`` (built-in name or ``module:factory``); load ``checkpoint`` or else train it."""
-    torch.manual_seed((recipe.seed if isinstance(recipe, Recipe) else (recipe or {}).get("seed", 0)))
+    torch.manual_seed(recipe.seed if isinstance(recipe, Recipe) else (recipe or {}).get("seed", 0))
     net = build(model, dataset.input_shape, dataset.num_classes, **model_kwargs)
     if checkpoint:
         load_checkpoint(checkpoint, net)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 from rich.table import Table
 
@@ -16,18 +14,18 @@ def register(app: typer.Typer) -> None:
 
 def curvature(
     model: str = typer.Option("mlp", help="built-in model (mlp, cnn1d, ...) or 'package.module:factory'"),
-    model_arg: Optional[list[str]] = typer.Option(None, help="model keyword KEY=VALUE (repeatable), e.g. width=32"),
+    model_arg: list[str] | None = typer.Option(None, help="model keyword KEY=VALUE (repeatable), e.g. width=32"),
     data: str = typer.Option("mnist1d", help="built-in data set or a .npz file (x_train, y_train[, x_test, y_test])"),
-    checkpoint: Optional[str] = typer.Option(None, help="state-dict checkpoint; without it the model is trained"),
+    checkpoint: str | None = typer.Option(None, help="state-dict checkpoint; without it the model is trained"),
     epochs: int = typer.Option(20, help="training epochs when no checkpoint is given"),
     k: int = typer.Option(5, help="how many top eigenvalues"),
     probes: int = typer.Option(60, help="Hessian-vector products for the Hutch++ trace"),
     operator: str = typer.Option("hessian", help="hessian or ggn"),
     split: str = typer.Option("train", help="measure on the train or test split"),
     dtype: str = typer.Option("float32", help="float32 or float64"),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ..."),
+    device: str | None = typer.Option(None, help="cpu, cuda, cuda:1 ..."),
     seed: int = typer.Option(0, help="seed for training and for the random probes"),
-    out: Optional[str] = typer.Option(None, help="folder for the checkpoint and the density plot"),
+    out: str | None = typer.Option(None, help="folder for the checkpoint and the density plot"),
     json_out: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
 ) -> None:
     """Train (or load) a model and print its curvature report with error bars and costs."""
@@ -55,7 +53,7 @@ def _print(rep: dict, model: str, data: str) -> None:
     for col in ("quantity", "value", "error bound", "converged", "cost"):
         table.add_column(col)
     top, bottom = rep["top"], rep["bottom"]
-    for i, (v, r, c) in enumerate(zip(top.values, top.error_bounds, top.converged)):
+    for i, (v, r, c) in enumerate(zip(top.values, top.error_bounds, top.converged, strict=False)):
         table.add_row(f"λ{i + 1}", f"{v:.6g}", f"{r:.1e}", "yes" if c else "NO", fmt_cost(top.cost) if i == 0 else "")
     table.add_row("λmin", f"{bottom.values[0]:.6g}", f"{bottom.error_bounds[0]:.1e}",
                   "yes" if bottom.converged[0] else "NO", fmt_cost(bottom.cost))
