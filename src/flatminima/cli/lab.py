@@ -1,7 +1,53 @@
-"""`flatminima lab`: registered by its issue's module (placeholder until it lands)."""
+"""``flatminima lab list`` / ``flatminima lab run NAME``: the landscape lab's experiments, one per claim."""
+
+from __future__ import annotations
 
 import typer
+from rich.table import Table
+
+from .common import console, print_json
 
 
 def register(app: typer.Typer) -> None:
-    """Nothing yet: this command is being built."""
+    lab_app = typer.Typer(no_args_is_help=True, help="analytic landscapes and claim experiments")
+    lab_app.command("list")(list_experiments)
+    lab_app.command("run")(run_experiment)
+    app.add_typer(lab_app, name="lab")
+
+
+def list_experiments(json_out: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    """List the lab's experiments and the claim each one tests."""
+    from ..lab import available
+
+    exps = available()
+    if json_out:
+        print_json(exps)
+        return
+    table = Table(title="flatminima lab experiments")
+    table.add_column("name")
+    table.add_column("claim: what it measures")
+    for name, desc in exps.items():
+        table.add_row(name, desc)
+    console.print(table)
+
+
+def run_experiment(
+    name: str = typer.Argument(..., help="experiment name (see `flatminima lab list`)"),
+    out: str | None = typer.Option(
+        "lab_out", help="folder for the figure (PNG + SVG), CSV data and result.json"
+    ),
+    full: bool = typer.Option(False, "--full", help="more seeds / samples than the quick default"),
+    seed: int = typer.Option(0, help="random seed"),
+    json_out: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Run one experiment: prints its measured numbers (with intervals) and verdict, saves its figure."""
+    from ..lab import run
+
+    res = run(name, out=out, quick=not full, seed=seed)
+    if json_out:
+        print_json(res.to_dict())
+        return
+    console.print(f"[bold]{res.name}[/bold] ({res.claim}: {res.title})")
+    console.print(res.summary)
+    console.print(f"verdict: [bold]{res.verdict}[/bold] — {res.reason}")
+    console.print(f"{res.seconds:.1f} s; files: " + ", ".join(res.files))

@@ -1,0 +1,58 @@
+"""The lab registry, its statistics helpers and one fast experiment end to end."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from flatminima import lab
+from flatminima.errors import FlatminimaError
+from flatminima.lab.registry import VERDICTS
+from flatminima.lab.stats import sign_verdict, spearman_ci, t_interval, wilson
+
+
+def test_every_claim_has_an_experiment():
+    claims = {desc.split(":")[0] for desc in lab.available().values()}
+    assert claims == {f"C{i}" for i in range(1, 18)}
+
+
+def test_unknown_experiment_lists_known_ones():
+    with pytest.raises(FlatminimaError, match="known experiments: .*saddle_test"):
+        lab.run("no_such_experiment")
+
+
+def test_t_interval_matches_scipy():
+    x = [1.0, 2.0, 4.0, 3.5]
+    m, lo, hi = t_interval(x)
+    ref = stats.t.interval(0.95, len(x) - 1, loc=np.mean(x), scale=stats.sem(x))
+    assert (lo, hi) == pytest.approx(ref)
+    assert math.isnan(t_interval([1.0])[1])
+
+
+def test_wilson_interval_closed_form():
+    p, lo, hi = wilson(0, 20)
+    assert (
+        p == 0 and lo == pytest.approx(0, abs=1e-12) and hi == pytest.approx(3.8415 / (20 + 3.8415), rel=1e-3)
+    )
+    assert wilson(10, 20)[1] < 0.5 < wilson(10, 20)[2]
+
+
+def test_spearman_ci_and_sign_verdict():
+    x = np.arange(30.0)
+    rho, lo, hi = spearman_ci(x, x**3)
+    assert rho == pytest.approx(1.0) and lo == pytest.approx(1.0)
+    assert sign_verdict((rho, lo, hi)) == "supported"
+    assert sign_verdict((-0.5, -0.8, -0.2)) == "not supported"
+    assert sign_verdict((0.1, -0.2, 0.4)) == "mixed"
+
+
+def test_data_sculpting_runs_and_saves(tmp_path: Path):
+    res = lab.run("data_sculpting", out=tmp_path, quick=True, seed=0)
+    assert res.claim == "C7" and res.verdict in VERDICTS
+    exts = {Path(f).suffix for f in res.files}
+    assert {".png", ".svg", ".csv", ".json"} <= exts
+    assert all(Path(f).exists() for f in res.files)
+    # n = 1000 samples: the empirical Welsch risk has the population's single minimum
+    assert res.numbers["minima"]["1000"][0] == 1.0
