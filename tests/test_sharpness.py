@@ -16,14 +16,6 @@ from flatminima.sharpness import measure
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread avoids oversubscribing a shared CPU (80x slower with 2 threads under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def quadratic(eigs, seed=0, center=None):
     """L(θ) = ½(θ−θ*)ᵀA(θ−θ*) with A = Q diag(eigs) Qᵀ; returns (objective at θ*, A, θ*)."""

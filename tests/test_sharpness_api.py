@@ -19,13 +19,6 @@ NAMES = ["average_case", "fisher_rao", "frobenius", "keskar", "lambda_max", "pac
          "trace", "worst_case"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def bowl(scale=1.0):
     return Objective.from_function(lambda x: 0.5 * scale * (x ** 2).sum(), torch.zeros(4, dtype=DT), dtype=DT)

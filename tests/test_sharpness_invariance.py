@@ -15,14 +15,6 @@ DT = torch.float64
 ALPHA = 5.0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread avoids oversubscribing a shared CPU (80x slower with 2 threads under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _pair():
     torch.manual_seed(0)

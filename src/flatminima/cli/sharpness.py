@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import typer
 from rich.table import Table
 
-from .common import console, fmt, fmt_cost, print_json
+from .common import console, fmt, fmt_cost, parse_kv, print_json
 
 
 def register(app: typer.Typer) -> None:
@@ -39,7 +37,7 @@ def sharpness(
         _list(available(), json_out)
         return
     names = [m.strip() for m in measures.split(",") if m.strip()] if measures else None
-    settings = _settings(set_ or [])
+    settings = parse_kv(set_ or [])
     from ..sharpness import entry
 
     for n in names or []:
@@ -54,22 +52,6 @@ def sharpness(
                     "measures": {n: r.to_dict() for n, r in results.items()}})
         return
     _print(results, obj.describe(), model, dataset.name, split)
-
-
-def _settings(pairs: list[str]) -> dict:
-    """'key=value' pairs with JSON values (numbers, true/false, null) and bare strings otherwise."""
-    from ..errors import FlatminimaError
-
-    out = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise FlatminimaError(f"--set expects 'name.key=value' or 'key=value', got {pair!r}.")
-        try:
-            out[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key.strip()] = raw
-    return out
 
 
 def _list(names: dict[str, str], json_out: bool) -> None:

@@ -8,23 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..jsonable import plain as _plain
 from ..objective import Cost
-
-
-def _plain(x: Any) -> Any:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().tolist()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, (np.floating, np.integer, np.bool_)):
-        return x.item()
-    if isinstance(x, Cost):
-        return x.as_dict()
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    return x
 
 
 @dataclass

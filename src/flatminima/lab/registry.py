@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from ..errors import FlatminimaError
+from ..jsonable import plain as _plain
 
 VERDICTS = ("supported", "not supported", "mixed", "not testable here")
 
@@ -66,18 +67,6 @@ def get(name: str) -> Experiment:
             f"unknown experiment {name!r}; known experiments: {', '.join(sorted(_REGISTRY))}."
         )
     return _REGISTRY[name]
-
-
-def _plain(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if hasattr(x, "item") and getattr(x, "ndim", 1) == 0:
-        return x.item()
-    if hasattr(x, "tolist"):
-        return x.tolist()
-    return x
 
 
 def run(name: str, *, out: str | Path | None = None, quick: bool = True, seed: int = 0) -> LabResult:

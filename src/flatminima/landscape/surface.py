@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FlatminimaError, require_choice
+from ..jsonable import json_default
 from ..objective import Cost
 from ..plotting import plt, save_figure, save_table
 
@@ -68,7 +69,7 @@ class Surface:
         files.append(str(stem.with_suffix(".npz")))
         meta = {"label": self.label, "shape": [len(a) for a in self.axes], "cost": self.cost.as_dict()}
         meta |= self.meta
-        stem.with_suffix(".json").write_text(json.dumps(meta, indent=2, default=_plain))
+        stem.with_suffix(".json").write_text(json.dumps(meta, indent=2, default=json_default))
         return files + [str(stem.with_suffix(".json"))]
 
     # ------------------------------------------------------------------ plotting
@@ -243,11 +244,3 @@ def plot_curves(
     ax.set_title(surfaces[0]._caption(), fontsize=8)
     ax.legend(fontsize=7, loc="upper center")
     return save_figure(fig, stem)
-
-
-def _plain(x: Any) -> Any:
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    return str(x)

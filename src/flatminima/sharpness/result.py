@@ -6,29 +6,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import torch
-
+from ..jsonable import plain
 from ..objective import Cost
-
-
-def plain(x: Any) -> Any:
-    """Tensors, NumPy scalars and costs as JSON-ready Python values."""
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().tolist()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, (np.floating, np.integer, np.bool_)):
-        return x.item()
-    if isinstance(x, Cost):
-        return x.as_dict()
-    if isinstance(x, dict):
-        return {str(k): plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [plain(v) for v in x]
-    if isinstance(x, torch.dtype):
-        return str(x).replace("torch.", "")
-    return x
 
 
 @dataclass
