@@ -1,7 +1,106 @@
-"""`flatminima study`: registered by its issue's module (placeholder until it lands)."""
+"""``flatminima study run | status | report``: a spec (or preset) → runs → SQLite store → HTML report."""
+
+from __future__ import annotations
 
 import typer
+from rich.table import Table
+
+from .common import console
+
+study_app = typer.Typer(
+    no_args_is_help=True,
+    help="Studies: does flatness predict generalisation, shift robustness and calibration on this task?",
+)
 
 
 def register(app: typer.Typer) -> None:
-    """Nothing yet: this command is being built."""
+    app.add_typer(study_app, name="study")
+
+
+@study_app.command("run")
+def run_cmd(
+    spec: str | None = typer.Argument(None, help="study spec (TOML); or use --preset"),
+    preset: str | None = typer.Option(None, help="a shipped spec: quick, function_centric"),
+    workers: int | None = typer.Option(None, help="parallel runs (default: the spec's executor.workers)"),
+    executor: str | None = typer.Option(None, help="local (process pool) or ray"),
+    address: str | None = typer.Option(None, help="Ray cluster address (with --executor ray)"),
+    out: str | None = typer.Option(
+        None, help="study folder (default studies/<name>); an existing one resumes"
+    ),
+    retry_failed: bool = typer.Option(False, help="also redo runs that failed before"),
+    n_boot: int = typer.Option(2000, help="bootstrap resamples for the report's intervals"),
+    no_report: bool = typer.Option(False, help="only run; make the report later with `study report`"),
+) -> None:
+    """Run (or resume) a study, then write its report and print the verdict table."""
+    from ..study import report, run
+
+    if spec is None and preset is None:
+        raise typer.BadParameter("give a spec file or --preset (e.g. --preset quick)")
+    result = run(
+        spec,
+        preset=preset,
+        out=out,
+        executor=executor,
+        workers=workers,
+        address=address,
+        retry_failed=retry_failed,
+    )
+    c = result.counts
+    console.print(
+        f"[bold]{result.folder}[/bold]: {result.resumed_message}; ran {result.executed} run(s) in "
+        f"{result.seconds:.0f}s; now {c.done} done, {c.failed} failed, {c.pending + c.running} left."
+    )
+    if not no_report:
+        _print_report(report(result.folder, n_boot=n_boot))
+
+
+@study_app.command("status")
+def status_cmd(folder: str = typer.Argument(..., help="study folder")) -> None:
+    """Done, running, failed and left, with the failures' messages."""
+    from ..study import Store
+
+    with Store(folder, create=False) as store:
+        c, failed, running = store.counts(), store.rows("failed"), store.rows("running")
+    console.print(
+        f"[bold]{folder}[/bold]: {c.total} runs: [green]{c.done} done[/green], {c.running} running, "
+        f"[red]{c.failed} failed[/red], {c.pending} left."
+    )
+    for r in running:
+        console.print(
+            f"  running: {r['label']} seed={r['seed']} (claimed by {r['claimed_by']}; if that process "
+            "is gone, the next `study run` redoes it)"
+        )
+    for r in failed:
+        console.print(f"  [red]failed[/red]: {r['label']} seed={r['seed']}: {r['error'].splitlines()[0]}")
+
+
+@study_app.command("report")
+def report_cmd(
+    folder: str = typer.Argument(..., help="study folder"),
+    out: str | None = typer.Option(None, help="report folder (default <study>/report)"),
+    n_boot: int = typer.Option(2000, help="bootstrap resamples"),
+    seed: int = typer.Option(0, help="bootstrap seed"),
+) -> None:
+    """Write the HTML report, figures and CSV from the study store, and print the verdicts."""
+    from ..study import report
+
+    _print_report(report(folder, out=out, n_boot=n_boot, seed=seed))
+
+
+def _print_report(rep) -> None:
+    table = Table(title="Does flatness predict it? (Kendall τ, 95% bootstrap CI)")
+    for col in ("measure", "target", "τ [CI]", "granulated τ", "verdict"):
+        table.add_column(col)
+    style = {"flatter-better": "blue", "sharper-better": "dark_orange"}
+    for r in rep.table:
+        table.add_row(
+            r["measure"],
+            r["target"],
+            f"{r['tau']:+.2f} [{r['tau_low']:+.2f}, {r['tau_high']:+.2f}]",
+            f"{r['granulated_tau']:+.2f}",
+            f"[{style.get(r['kind'], 'dim')}]{r['verdict']}[/]",
+        )
+    console.print(table)
+    for note in rep.notes:
+        console.print(f"note: {note}")
+    console.print(f"report: [bold]{rep.html}[/bold]")

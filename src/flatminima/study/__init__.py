@@ -1,0 +1,31 @@
+"""Studies: does flatness predict generalisation, shift robustness and calibration on this task?
+
+``run(spec)`` expands a validated TOML spec into runs (recipe grid × seeds), trains, measures and
+evaluates each, and writes one row per run to a SQLite store; ``report(folder)`` turns the store into
+rank correlations with bootstrap intervals, plots and a plain-language verdict (one HTML page).
+"""
+
+from .runner import StudyRun, run
+from .spec import StudySpec, expand, load, load_preset, presets, validate
+from .store import Store
+
+
+def report(store, **kwargs):
+    """The study's HTML report (see :func:`flatminima.report.build_report`)."""
+    from ..report import build_report
+
+    return build_report(store, **kwargs)
+
+
+__all__ = [
+    "Store",
+    "StudyRun",
+    "StudySpec",
+    "expand",
+    "load",
+    "load_preset",
+    "presets",
+    "report",
+    "run",
+    "validate",
+]

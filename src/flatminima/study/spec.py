@@ -1,0 +1,296 @@
+"""Study specs: a TOML file validated on load, expanded into a grid of runs.
+
+A spec names the data (and its shifts), the models, the recipe grid (each field a value or a list to
+sweep), the seeds, the sharpness measures and the executor. Everything is checked before any run
+starts: an unknown key, a bad value, an empty sweep or an impossible combination is refused with the
+field's path, the bad value and what is allowed.
+
+Recipe fields are *not* listed here: each grid point is validated against
+:class:`flatminima.train.Recipe` itself, so new recipe fields (SAM, SWA, augmentation, ...) work in a spec
+as soon as the trainer knows them, and a field the trainer does not know is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import sys
+import types
+import typing
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..errors import FlatminimaError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataSpec(_Strict):
+    """Which data set; ``options`` go to its loader (``num_samples``, ``seed``, generator overrides)."""
+
+    name: str = "mnist1d"
+    options: dict[str, Any] = Field(default_factory=dict)
+    shifts: Literal["all", "none"] | list[str] = "all"
+
+
+class EvaluateSpec(_Strict):
+    """Evaluation settings. ECE uses ``ece_bins`` equal-width confidence bins on [0, 1] (Guo et al. 2017)."""
+
+    ece_bins: int = Field(15, ge=2, le=1000)
+
+
+class ExecutorSpec(_Strict):
+    """Where runs execute: a local process pool (``workers``) or Ray (``address`` of a cluster, or local)."""
+
+    kind: Literal["local", "ray"] = "local"
+    workers: int = Field(1, ge=1, le=256)
+    address: str | None = None
+
+    @model_validator(mode="after")
+    def _address_needs_ray(self) -> ExecutorSpec:
+        if self.address is not None and self.kind != "ray":
+            raise ValueError(
+                f"address={self.address!r} is only meaningful with kind='ray' (got kind={self.kind!r})"
+            )
+        return self
+
+
+class StudySpec(_Strict):
+    """A whole study. ``recipe`` values that are lists are swept; ``seeds`` is a count or a list."""
+
+    name: str = "study"
+    data: DataSpec = Field(default_factory=DataSpec)
+    models: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"mlp": {}})
+    recipe: dict[str, Any] = Field(default_factory=dict)
+    seeds: int | list[int] = 2
+    measures: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"lambda_max": {}})
+    evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
+
+    @field_validator("models", "measures")
+    @classmethod
+    def _non_empty_table(cls, v: dict) -> dict:
+        if not v:
+            raise ValueError("must name at least one entry")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_valid(cls, v: int | list[int]) -> int | list[int]:
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"seeds = {v}: give a positive count or a non-empty list of integers")
+        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
+            raise ValueError(f"seeds = {v}: give a non-empty list of distinct integers")
+        return v
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+    @property
+    def axes(self) -> dict[str, list[Any]]:
+        """The swept hyperparameters: ``model`` (if several) and every list-valued recipe field."""
+        axes: dict[str, list[Any]] = {}
+        if len(self.models) > 1:
+            axes["model"] = list(self.models)
+        axes.update({k: v for k, v in self.recipe.items() if is_sweep(k, v) and len(v) > 1})
+        return axes
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One run: everything that determines its result. ``id`` hashes (config, seed)."""
+
+    model: str
+    model_options: dict
+    recipe: dict
+    seed: int
+    data: dict
+    measures: dict
+    evaluate: dict
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "model_options": self.model_options,
+            "recipe": self.recipe,
+            "seed": self.seed,
+            "data": self.data,
+            "measures": self.measures,
+            "evaluate": self.evaluate,
+        }
+
+    @property
+    def id(self) -> str:
+        blob = json.dumps(self.as_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def label(self) -> str:
+        """The recipe (no seed) as a short string: the colour key of the report's scatter plots."""
+        return recipe_label(self.model, self.recipe)
+
+
+def recipe_label(model: str, recipe: dict, axes: list[str] | None = None) -> str:
+    keys = [k for k in (axes or sorted(recipe)) if k != "model" and k in recipe]
+    parts = ([model] if axes is None or "model" in axes else []) + [f"{k}={recipe[k]}" for k in keys]
+    return " ".join(parts) or model
+
+
+def _format_errors(err: ValidationError, source: str, prefix: str = "") -> FlatminimaError:
+    lines = []
+    for e in err.errors():
+        path = prefix + ".".join(str(p) for p in e["loc"] if p not in ("function-after",))
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (a typo?)"
+        lines.append(f"  {path or '(top level)'} = {e.get('input')!r}: {msg}")
+    return FlatminimaError(f"invalid study spec {source}:\n" + "\n".join(lines))
+
+
+def validate(spec: StudySpec | dict[str, Any], source: str = "(dict)") -> StudySpec:
+    """A :class:`StudySpec` whose every grid point is a valid ``Recipe`` and every measure is known."""
+    if not isinstance(spec, StudySpec):
+        try:
+            spec = StudySpec.model_validate(spec)
+        except ValidationError as err:
+            raise _format_errors(err, source) from None
+    _check_recipes(spec, source)
+    _check_measures(spec, source)
+    return spec
+
+
+def _sequence_field(name: str) -> bool:
+    """Whether a Recipe field itself takes a list/tuple (``augment``, ``betas``): then only a list of
+    lists is a sweep."""
+    from ..train import Recipe
+
+    field = Recipe.model_fields.get(name)
+    if field is None:
+        return False
+    ann = field.annotation
+    kinds = [
+        typing.get_origin(a) or a
+        for a in (
+            typing.get_args(ann) if typing.get_origin(ann) in (typing.Union, types.UnionType) else (ann,)
+        )
+    ]
+    return any(k in (list, tuple) for k in kinds)
+
+
+def is_sweep(name: str, value: Any) -> bool:
+    """A recipe value is swept when it is a list (for list-valued fields: a list of lists)."""
+    if not isinstance(value, list):
+        return False
+    return not _sequence_field(name) or (bool(value) and all(isinstance(v, list) for v in value))
+
+
+def _check_recipes(spec: StudySpec, source: str) -> None:
+    from ..train import Recipe
+
+    head = f"invalid study spec {source}:\n"
+    allowed = sorted(set(Recipe.model_fields) - {"seed"})
+    for key, value in spec.recipe.items():
+        if key == "seed":
+            raise FlatminimaError(
+                head + f"  recipe.seed = {value!r}: the seed is set by the study's top-level "
+                "`seeds` (a count or a list), not in [recipe]"
+            )
+        if key not in Recipe.model_fields:
+            raise FlatminimaError(
+                head + f"  recipe.{key} = {value!r}: unknown recipe field; Recipe accepts {allowed}"
+            )
+        if isinstance(value, list) and not value:
+            raise FlatminimaError(
+                head + f"  recipe.{key} = []: an empty sweep; give a value or a non-empty list"
+            )
+        if is_sweep(key, value) and len(set(map(repr, value))) != len(value):
+            raise FlatminimaError(
+                head + f"  recipe.{key} = {value!r}: a swept value repeats; list distinct values"
+            )
+    for point in grid_points(spec):
+        try:
+            Recipe(**point, seed=spec.seed_list[0])
+        except ValidationError as err:
+            raise _format_errors(err, source + f" (grid point {point})", prefix="recipe.") from None
+
+
+def _check_measures(spec: StudySpec, source: str) -> None:
+    from .measures import available, settings
+
+    known = available()
+    for name, config in spec.measures.items():
+        if name not in known:
+            raise FlatminimaError(
+                f"invalid study spec {source}:\n  measures.{name}: unknown measure; available: {known}"
+            )
+        allowed = settings(name)
+        unknown = sorted(set(config) - set(allowed)) if allowed is not None else []
+        if unknown:
+            raise FlatminimaError(
+                f"invalid study spec {source}:\n  measures.{name}.{unknown[0]} = "
+                f"{config[unknown[0]]!r}: unknown setting; {name} takes {sorted(allowed)}"
+            )
+
+
+def grid_points(spec: StudySpec) -> list[dict[str, Any]]:
+    """The product of list-valued recipe fields (scalars held fixed), in spec order."""
+    keys = list(spec.recipe)
+    values = [v if is_sweep(k, v) else [v] for k, v in spec.recipe.items()]
+    return [dict(zip(keys, combo, strict=False)) for combo in itertools.product(*values)]
+
+
+def expand(spec: StudySpec) -> list[RunConfig]:
+    """Every run of the study: models × recipe grid × seeds."""
+    common = {
+        "data": spec.data.model_dump(),
+        "measures": spec.measures,
+        "evaluate": spec.evaluate.model_dump(),
+    }
+    return [
+        RunConfig(model=m, model_options=opts, recipe=point, seed=seed, **common)
+        for m, opts in spec.models.items()
+        for point in grid_points(spec)
+        for seed in spec.seed_list
+    ]
+
+
+def load(path: str | Path) -> StudySpec:
+    """Read and validate a TOML spec file."""
+    path = Path(path)
+    if not path.exists():
+        raise FlatminimaError(f"study spec {str(path)!r} does not exist; presets: {presets()}.")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise FlatminimaError(f"study spec {str(path)!r} is not valid TOML: {err}") from None
+    return validate(raw, source=repr(str(path)))
+
+
+def presets() -> list[str]:
+    """Names of the specs shipped in the package (``flatminima/study/presets/*.toml``)."""
+    folder = resources.files("flatminima.study") / "presets"
+    return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def preset_text(name: str) -> str:
+    if name not in presets():
+        raise FlatminimaError(f"unknown preset {name!r}; shipped: {presets()}.")
+    return (resources.files("flatminima.study") / "presets" / f"{name}.toml").read_text()
+
+
+def load_preset(name: str) -> StudySpec:
+    """A shipped spec by name, validated like a user's file."""
+    return validate(tomllib.loads(preset_text(name)), source=f"preset {name!r}")
