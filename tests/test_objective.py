@@ -224,3 +224,14 @@ def test_memory_budget_errors_and_graph_reuse():
     v = torch.ones(roomy.dim, dtype=torch.float64)
     torch.testing.assert_close(roomy.hvp(v), tight.hvp(v), rtol=1e-12, atol=1e-14)
     assert roomy.describe()["chunk_rows"] >= 60  # the whole data set fits in one chunk
+
+
+def test_loss_batched_on_a_conv_net_equals_the_point_by_point_loop():
+    """Conv nets take the CPU loop path (vmap's grouped convolutions are slow there): same numbers."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(12, 3)).double()
+    X, y = torch.randn(23, 1, 8, dtype=torch.float64), torch.randint(0, 3, (23,))
+    obj = Objective(model, "cross_entropy", (X, y), batch_size=10)
+    thetas = obj.params + 0.1 * torch.randn(5, obj.dim, dtype=torch.float64)
+    expected = torch.tensor([obj.loss(t) for t in thetas], dtype=torch.float64)
+    assert torch.allclose(obj.loss_batched(thetas, chunk_size=2), expected, rtol=1e-12, atol=0)
