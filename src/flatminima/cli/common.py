@@ -40,3 +40,18 @@ def parse_kv(pairs: list[str] | None) -> dict[str, Any]:
         except json.JSONDecodeError:
             out[key.strip()] = value
     return out
+
+
+def print_names(names: dict[str, str], title: str, header: str, json_out: bool) -> None:
+    """A registry listing (name → one-line description) as a Rich table, or JSON."""
+    from rich.table import Table
+
+    if json_out:
+        print_json(names)
+        return
+    table = Table(title=title)
+    table.add_column("name")
+    table.add_column(header)
+    for name, desc in names.items():
+        table.add_row(name, desc)
+    console.print(table)

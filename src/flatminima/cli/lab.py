@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
-from .common import console, print_json
+from .common import console, print_json, print_names
 
 
 def register(app: typer.Typer) -> None:
@@ -19,16 +18,7 @@ def list_experiments(json_out: bool = typer.Option(False, "--json", help="print 
     """List the lab's experiments and the claim each one tests."""
     from ..lab import available
 
-    exps = available()
-    if json_out:
-        print_json(exps)
-        return
-    table = Table(title="flatminima lab experiments")
-    table.add_column("name")
-    table.add_column("claim: what it measures")
-    for name, desc in exps.items():
-        table.add_row(name, desc)
-    console.print(table)
+    print_names(available(), "flatminima lab experiments", "claim: what it measures", json_out)
 
 
 def run_experiment(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from .common import console, fmt, fmt_cost, parse_kv, print_json
+from .common import console, fmt, fmt_cost, parse_kv, print_json, print_names
 
 
 def register(app: typer.Typer) -> None:
@@ -55,15 +55,8 @@ def sharpness(
 
 
 def _list(names: dict[str, str], json_out: bool) -> None:
-    if json_out:
-        print_json(names)
-        return
-    table = Table(title="Sharpness measures (flatminima.sharpness.measure(obj, name, **config))")
-    table.add_column("name")
-    table.add_column("description")
-    for n, d in names.items():
-        table.add_row(n, d)
-    console.print(table)
+    print_names(names, "Sharpness measures (flatminima.sharpness.measure(obj, name, **config))", "description",
+                json_out)
 
 
 def _print(results: dict, o: dict, model: str, data: str, split: str) -> None:

@@ -27,10 +27,11 @@ from .registry import experiment
 from .stats import fmt_ci, spearman_ci, t_interval, wilson
 
 
-def _verdict_all(parts: dict[str, bool]) -> str:
-    if all(parts.values()):
-        return "supported"
-    return "not supported" if not any(parts.values()) else "mixed"
+def _from_parts(numbers: dict, parts: dict[str, bool], summary: str, files: list) -> dict:
+    """An experiment's result from its yes/no sub-findings: all yes → supported, none → not, else mixed."""
+    verdict = "supported" if all(parts.values()) else "not supported" if not any(parts.values()) else "mixed"
+    return {"numbers": numbers, "summary": summary, "verdict": verdict,
+            "reason": ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in parts.items()), "files": files}
 
 
 # --- C13 ---------------------------------------------------------------------------------------------------
@@ -224,13 +225,12 @@ def saddle_test_experiment(out: Path, quick: bool, seed: int) -> dict:
         + "; network: "
         + ", ".join(f"{k} λ_min+bound={lam:.3g} p={p:.2g} → {v}" for k, lam, p, v in net_rows)
     )
-    return {
-        "numbers": {"analytic": rows, "network": net_rows, "parts": parts},
-        "summary": summary,
-        "verdict": _verdict_all(parts),
-        "reason": ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in parts.items()),
-        "files": files,
-    }
+    return _from_parts(
+        {"analytic": rows, "network": net_rows, "parts": parts},
+        parts,
+        summary,
+        files,
+    )
 
 
 # --- C7 ----------------------------------------------------------------------------------------------------
@@ -293,13 +293,12 @@ def data_sculpting(out: Path, quick: bool, seed: int) -> dict:
         + ", ".join(f"n={n}: {fmt_ci(cur[n])}" for n in sizes)
         + f"; population {pop_curv:.3g}"
     )
-    return {
-        "numbers": {"minima": cnt, "curvature": cur, "population_curvature": pop_curv, "parts": parts},
-        "summary": summary,
-        "verdict": _verdict_all(parts),
-        "reason": ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in parts.items()),
-        "files": files,
-    }
+    return _from_parts(
+        {"minima": cnt, "curvature": cur, "population_curvature": pop_curv, "parts": parts},
+        parts,
+        summary,
+        files,
+    )
 
 
 # --- C8 ----------------------------------------------------------------------------------------------------
@@ -374,8 +373,8 @@ def flat_regions(out: Path, quick: bool, seed: int) -> dict:
         f"golden section evals interval {ls_int.evaluations} vs value {ls_val.evaluations}; Newton ratio at "
         f"x⁴ {lin_ratio:.6f} (theory 2/3), order at simple minimum {q_order:.2f}"
     )
-    return {
-        "numbers": {
+    return _from_parts(
+        {
             "adagrad_slope": slope,
             "rms_final": float(rms[-1]),
             "deep_const": deep_const,
@@ -386,11 +385,10 @@ def flat_regions(out: Path, quick: bool, seed: int) -> dict:
             "newton_order": q_order,
             "parts": parts,
         },
-        "summary": summary,
-        "verdict": _verdict_all(parts),
-        "reason": ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in parts.items()),
-        "files": files,
-    }
+        parts,
+        summary,
+        files,
+    )
 
 
 # --- C9 ----------------------------------------------------------------------------------------------------
@@ -502,8 +500,8 @@ def physical_landscapes(out: Path, quick: bool, seed: int) -> dict:
         f"{np.round(hits['golf']['exchange_rates'], 2).tolist()}, "
         f"round trips {hits['golf']['round_trips']:.1f})"
     )
-    return {
-        "numbers": {
+    return _from_parts(
+        {
             "t_star": t_star,
             "speed_sim": speed_sim,
             "speed_exact": speed_exact,
@@ -516,11 +514,10 @@ def physical_landscapes(out: Path, quick: bool, seed: int) -> dict:
             "tempering": hits,
             "parts": parts,
         },
-        "summary": summary,
-        "verdict": _verdict_all(parts),
-        "reason": ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in parts.items()),
-        "files": files,
-    }
+        parts,
+        summary,
+        files,
+    )
 
 
 # --- C16 ---------------------------------------------------------------------------------------------------
@@ -566,19 +563,18 @@ def critical_points(out: Path, quick: bool, seed: int) -> dict:
         f"{fmt_ci(rho, 2)}; network: Spearman(loss, negative fraction) {fmt_ci(rho_net, 2)} over "
         f"{len(net_rows)} snapshots"
     )
-    return {
-        "numbers": {
+    return _from_parts(
+        {
             "n_critical": len(cps),
             "saddle_fraction": saddle_frac,
             "spearman_field": rho,
             "spearman_network": rho_net,
             "parts": parts,
         },
-        "summary": summary,
-        "verdict": _verdict_all(parts),
-        "reason": ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in parts.items()),
-        "files": files,
-    }
+        parts,
+        summary,
+        files,
+    )
 
 
 def _dense_hessian(obj) -> np.ndarray:
@@ -674,19 +670,18 @@ def plateaus(out: Path, quick: bool, seed: int) -> dict:
         + ", ".join(f"{m} {fmt_ci(v)}" for m, v in ci.items())
         + f"; mini-batch gradient SNR on the plateau {fmt_ci(snr_p)} vs leaving it {fmt_ci(snr_l)}"
     )
-    return {
-        "numbers": {
+    return _from_parts(
+        {
             "crossing": {f"{k[0]}:{k[1]}": v for k, v in cross.items()},
             "network": ci,
             "snr_plateau": snr_p,
             "snr_later": snr_l,
             "parts": parts,
         },
-        "summary": summary,
-        "verdict": _verdict_all(parts),
-        "reason": ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in parts.items()),
-        "files": files,
-    }
+        parts,
+        summary,
+        files,
+    )
 
 
 def _deep_linear(
