@@ -12,7 +12,7 @@ it on the way down). The comparison follows the points it actually visits: our s
 on the 52-point β grid −1 + j·h, j = 0…51, untimed, and column i of theirs is compared with ours[i, 1:52]
 (i even) or ours[i, 0:51] (i odd). The timed flatminima run is the plain 51 x 51 grid.
 
-Usage:  python benchmarks/landscape.py [--epochs 5] [--repeats 1] [--threads 1] [--json out.json]
+Usage:  python benchmarks/landscape.py [--epochs 5] [--repeats 3] [--threads 1] [--json out.json]
 """
 
 from __future__ import annotations
@@ -41,11 +41,19 @@ def build(epochs: int, seed: int):
     return net.eval(), data, Objective
 
 
-def ours(obj, dirs, chunk_size=None):
+def ours(obj, dirs, accuracy=False, engine=None):
     from flatminima.landscape import slice_2d
 
     start, cpu = time.perf_counter(), time.process_time()
-    surf = slice_2d(obj, dirs, grid=51, accuracy=False, progress=False, chunk_size=chunk_size)
+    if engine is None:
+        surf = slice_2d(obj, dirs, grid=51, accuracy=accuracy, progress=False)
+    else:  # the vmap engine (what runs on GPUs), forced on the CPU for comparison
+        from flatminima.pointwise import Span
+
+        g = np.linspace(-1, 1, 51)
+        A, B = np.meshgrid(g, g, indexing="ij")
+        span = Span(dirs.origin, dirs.vectors, torch.as_tensor(np.stack([A.ravel(), B.ravel()], 1)))
+        surf = obj.values_at(span, ["loss"], engine=engine, chunk_size=16)
     return time.perf_counter() - start, time.process_time() - cpu, surf
 
 
@@ -82,8 +90,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--chunks", default="default,4,16,256", help="chunk sizes to time for flatminima")
+    ap.add_argument("--repeats", type=int, default=3, help="best of this many runs each (interleaved)")
     ap.add_argument(
         "--threads",
         type=int,
@@ -97,9 +104,13 @@ def main() -> None:
     from flatminima.landscape import directions
 
     net, data, Objective = build(args.epochs, args.seed)
-    obj = Objective(copy.deepcopy(net), "cross_entropy", data.train, device=args.device)
-    dirs = directions(obj, "filter", 2, seed=args.seed)
     X, y = (t.to(args.device) for t in data.train)
+    objs = {  # the default batches of 1,024 rows, and the single 4,000-row batch loss-landscapes uses
+        "1024": Objective(copy.deepcopy(net), "cross_entropy", data.train, device=args.device),
+        "4000": Objective(copy.deepcopy(net), "cross_entropy", data.train, device=args.device, batch_size=len(y)),
+    }
+    obj = objs["1024"]
+    dirs = directions(obj, "filter", 2, seed=args.seed)
     rows = {
         "model": f"mlp ({obj.dim} parameters)",
         "data": f"MNIST-1D train ({len(y)} samples)",
@@ -107,19 +118,31 @@ def main() -> None:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
-        "load_avg": os.getloadavg(),
+        "load_avg_before": os.getloadavg(),
     }
-    runs = [theirs(obj, dirs, X, y) for _ in range(args.repeats)]
-    t_theirs, c_theirs, z = min(r[0] for r in runs), min(r[1] for r in runs), runs[-1][2]
-    rows["loss_landscapes_s"], rows["loss_landscapes_cpu_s"] = t_theirs, c_theirs
-    wall, cpu = {}, {}
-    for c in args.chunks.split(","):
-        chunk = None if c == "default" else int(c)
-        mine = [ours(obj, dirs, chunk) for _ in range(args.repeats)]
-        wall[c], cpu[c] = min(r[0] for r in mine), min(r[1] for r in mine)
-    rows["flatminima_s"], rows["flatminima_cpu_s"] = wall, cpu
-    rows["speedup_wall"] = {c: t_theirs / t for c, t in wall.items()}
-    rows["speedup_cpu"] = {c: c_theirs / t for c, t in cpu.items()}
+    variants = {
+        "loss-landscapes (loss)": lambda: theirs(obj, dirs, X, y),
+        "flatminima loss, batches of 1024": lambda: ours(objs["1024"], dirs),
+        "flatminima loss, one batch of 4000": lambda: ours(objs["4000"], dirs),
+        "flatminima loss + accuracy, batches of 1024": lambda: ours(objs["1024"], dirs, accuracy=True),
+        "flatminima loss, vmap engine (as on GPUs), batches of 1024": lambda: ours(objs["1024"], dirs, engine="vmap"),
+    }
+    wall = {k: [] for k in variants}
+    cpu = {k: [] for k in variants}
+    z = None
+    for _ in range(args.repeats):
+        for name, run in variants.items():
+            w, c, out = run()
+            wall[name].append(w)
+            cpu[name].append(c)
+            if name.startswith("loss-landscapes"):
+                z = out
+    rows["load_avg_after"] = os.getloadavg()
+    ref = min(wall["loss-landscapes (loss)"])
+    rows["wall_s_best"] = {k: min(v) for k, v in wall.items()}
+    rows["wall_s_all"] = wall
+    rows["cpu_s_best"] = {k: min(v) for k, v in cpu.items()}
+    rows["speedup_vs_loss_landscapes"] = {k: ref / min(v) for k, v in wall.items()}
     rows["max_abs_diff"], rows["max_rel_diff"] = compare(obj, dirs, z)
     rows["loss_range"] = [float(z.min()), float(z.max())]
     print(json.dumps(rows, indent=2, default=float))

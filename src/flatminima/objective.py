@@ -11,7 +11,7 @@ Why hand-written: curvlinops and PyHessian each bundle the operator with their a
 small object that any algorithm, landscape or measure can call, that counts its own cost, that never
 mutates the user's model, and that sums over shards with ``torch.distributed``. The derivatives
 themselves come from ``torch.autograd`` (double backward) and ``torch.func`` (forward-over-reverse,
-``vmap`` for many θ at once).
+``vmap`` for many θ at once, in flatminima.pointwise).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.func import functional_call, jvp, vjp, vmap
+from torch.func import functional_call, jvp, vjp
 
 from .errors import FlatminimaError, NonFiniteLossError, require_choice
 
@@ -526,67 +526,26 @@ class Objective:
         return functional_call(self._module.model, state, tuple(batch[:-1])), batch[-1]
 
     def loss_batched(self, thetas: torch.Tensor, chunk_size: int = 32) -> torch.Tensor:
-        """L(θ_i) for every row θ_i of ``thetas`` (n × dim), with ``vmap``, one data pass per chunk.
+        """L(θ_i) for every row θ_i of ``thetas`` (n × dim), ``chunk_size`` rows per pass over the data.
 
         Non-finite values are returned as they are (a landscape may leave the finite region).
         """
-        return self._batched(thetas, chunk_size, "loss")
+        return self.values_at(thetas, ["loss"], chunk_size=chunk_size)[0]
 
     def metric_batched(self, thetas: torch.Tensor, metric: str | Callable = "accuracy",
                        chunk_size: int = 32) -> torch.Tensor:
         """The mean of ``metric(outputs, targets)`` (``"accuracy"`` built in) at every row of ``thetas``."""
-        if not self._has_outputs:
-            raise FlatminimaError("metrics need (inputs, targets) batches and `loss=`; use loss_batched instead.")
-        if metric == "accuracy":
-            metric = _accuracy
-        return self._batched(thetas, chunk_size, metric)
+        return self.values_at(thetas, [metric], chunk_size=chunk_size)[0]
 
-    def _batched(self, thetas: torch.Tensor, chunk_size: int, what: str | Callable) -> torch.Tensor:
-        start = time.perf_counter()
-        thetas = torch.as_tensor(thetas).to(device=self.device, dtype=self.dtype)
-        if thetas.dim() != 2 or thetas.shape[1] != self.dim:
-            raise FlatminimaError(f"thetas must have shape (n, {self.dim}), got {tuple(thetas.shape)}.")
-        if thetas.shape[0] == 0:
-            raise FlatminimaError("thetas holds no points (n = 0); pass at least one parameter vector.")
-        results = []
-        for chunk in torch.split(thetas, self._theta_chunk(chunk_size)):
-            total, weight = torch.zeros(chunk.shape[0], device=self.device, dtype=self.dtype), 0.0
-            with torch.no_grad():
-                for batch in self._iter_batches():
-                    values, w = self._batch_values(chunk, batch, what)
-                    total, weight = total + w * values, weight + w
-            results.append(self._reduce(total, weight))
-            self._counter.data_passes += 1.0
-        self._counter.batched_points += thetas.shape[0]
-        self._counter.seconds += time.perf_counter() - start
-        return torch.cat(results)
+    def values_at(self, points: Any, metrics: Sequence[str | Callable] = ("loss",), **options: Any
+                  ) -> list[torch.Tensor]:
+        """Several metrics at many points in one pass per chunk: see :func:`flatminima.pointwise.values_at`.
 
-    def _batch_values(self, chunk: torch.Tensor, batch: Any, what: str | Callable) -> tuple[torch.Tensor, float]:
-        if what == "loss":
-            # (inputs, targets) batches weigh their row count; a loss_fn reports its own weight.
-            weight = float(batch[-1].shape[0]) if self._has_outputs else self._batch_loss(chunk[0], batch)[1]
+        ``points``: an (n × dim) matrix or a :class:`flatminima.pointwise.Span` (origin + coefs @ vectors).
+        """
+        from .pointwise import values_at
 
-            def one(t):
-                return self._batch_loss(t, batch)[0]
-        else:
-            weight = float(batch[-1].shape[0])
-
-            def one(t):
-                out, targets = self._call_outputs(t, batch)
-                return what(out, targets)
-        if self._loop_on_cpu():
-            return torch.stack([one(t) for t in chunk]), weight
-        try:
-            return vmap(one)(chunk), weight
-        except (RuntimeError, ValueError):  # ops vmap cannot batch (in-place BatchNorm updates...): loop
-            return torch.stack([one(t) for t in chunk]), weight
-
-    def _loop_on_cpu(self) -> bool:
-        """vmap turns convolutions with batched weights into grouped convolutions, which CPUs run ~8x slower
-        than a plain loop (measured on the built-in cnn1d); GPUs gain from vmap, so only the CPU loops."""
-        if self.device.type != "cpu" or not hasattr(self, "_module"):
-            return False
-        return any(isinstance(m, nn.modules.conv._ConvNd) for m in self._module.model.modules())
+        return values_at(self, points, metrics, **options)
 
     # ----------------------------------------------------------------- memory budget
     def _set_budget(self, memory_mb: float | None, model: nn.Module) -> None:
@@ -711,10 +670,6 @@ class Objective:
                 else f"{len(self.param_names)} tensors", "samples": self.total_weight,
                 "hvp_method": self.hvp_method, "memory_mb": self.memory_mb,
                 "chunk_rows": self._mem_plan.rows if self._mem_plan is not None else None}
-
-
-def _accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return (outputs.argmax(-1) == targets).to(outputs.dtype).mean()
 
 
 class FunctionObjective(Objective):

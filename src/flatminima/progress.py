@@ -17,9 +17,12 @@ from rich.progress import (
 
 @contextmanager
 def progress_bar(total: int, description: str, *, enabled: bool = True) -> Iterator[Callable[..., None]]:
-    """``with progress_bar(n, "what") as advance: ... advance(loss=0.1)`` shows rate and ETA on stderr."""
+    """``with progress_bar(n, "what") as advance: ... advance(loss=0.1)`` shows rate and ETA on stderr.
+
+    ``advance(by)`` moves the bar by ``by`` steps (default 1; fractions allowed, for work inside a step).
+    """
     if not enabled:
-        yield lambda **_: None
+        yield lambda *_, **__: None
         return
     from rich.console import Console
 
@@ -29,8 +32,8 @@ def progress_bar(total: int, description: str, *, enabled: bool = True) -> Itera
     with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
         task = bar.add_task(description, total=total, info="", rate="")
 
-        def advance(**info: float) -> None:
-            bar.advance(task)
+        def advance(by: float = 1.0, **info: float) -> None:
+            bar.advance(task, by)
             speed = bar.tasks[0].speed
             text = " ".join(f"{k}={v:.4g}" for k, v in info.items())
             bar.update(task, info=text, rate=f"{speed:.2f} it/s" if speed else "")

@@ -1,8 +1,10 @@
-"""Batched evaluation of L(θ₀ + Σ_i c_i d_i) on many grid points: chunks sized by a memory budget.
+"""Batched evaluation of L(θ₀ + Σ_i c_i d_i) (and accuracy) on many grid points.
 
-Each chunk of points is one call to ``Objective.loss_batched`` (``torch.func.vmap`` over the points of the
-chunk, one pass over the data per chunk), so the data is read ⌈points / chunk⌉ times instead of once per
-point, and the parameter vectors of a chunk are built only when it is evaluated (memory stays bounded).
+The grid is a :class:`flatminima.pointwise.Span`: each chunk of points is one pass over the data, loss
+and accuracy come from the same forward, and on the CPU the layers that read the data are evaluated
+once per batch instead of once per point (the exact identity in ``flatminima.pointwise``). Under
+``vmap`` (GPUs) the chunk is sized by a memory budget; the parameter vectors of a chunk are built only
+when it is evaluated, so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 
 from ..errors import FlatminimaError, require_positive, require_positive_int
 from ..objective import Objective
+from ..pointwise import LOOP_CHUNK, Span, activation_bytes, default_engine
 from ..progress import progress_bar
 
 __all__ = ["DEFAULT_MAX_CHUNK", "chunk_size_for", "evaluate_points", "per_point_bytes"]
@@ -31,34 +34,7 @@ def per_point_bytes(obj: Objective) -> int:
     the safe side for a budget.
     """
     itemsize = torch.empty((), dtype=obj.dtype).element_size()
-    return 3 * obj.dim * itemsize + _activation_bytes(obj)
-
-
-def _activation_bytes(obj: Objective) -> int:
-    module = getattr(obj, "_module", None)
-    if module is None:  # analytic objective: f(θ) itself, a few vectors of θ's size
-        return 4 * obj.dim * torch.empty((), dtype=obj.dtype).element_size()
-    total = [0]
-
-    def hook(_m: Any, _inp: Any, out: Any) -> None:
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if torch.is_tensor(t):
-                total[0] += t.numel() * t.element_size()
-
-    handles = [m.register_forward_hook(hook) for m in module.model.modules()]
-    try:
-        with torch.no_grad():
-            largest = 0
-            # Private by design: the landscape module measures the Objective's own batches (same package).
-            for batch in obj._iter_batches():
-                total[0] = 0
-                module(batch)
-                largest = max(largest, total[0])
-                break  # batches are equal-sized but for the last; the first is the largest
-    finally:
-        for h in handles:
-            h.remove()
-    return largest
+    return 3 * obj.dim * itemsize + activation_bytes(obj)
 
 
 def chunk_size_for(obj: Objective, memory_mb: float, points: int, need: int | None = None) -> int:
@@ -89,9 +65,9 @@ def evaluate_points(
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Loss (and accuracy) at θ = origin + coefs @ vectors for every row of ``coefs`` (P × k).
 
-    The chunk is the largest that fits ``memory_mb`` and at most ``chunk_size`` (default
-    ``DEFAULT_MAX_CHUNK``: on CPUs, chunks whose activations outgrow the caches run slower per point, and
-    smaller chunks let the progress bar show a rate and an ETA).
+    On the CPU the points are evaluated one after another inside each batch, ``chunk_size`` points
+    (default ``LOOP_CHUNK``) per pass over the data. Under ``vmap`` (GPUs) the chunk is the largest that
+    fits ``memory_mb`` and at most ``chunk_size`` (default ``DEFAULT_MAX_CHUNK``).
 
     Returns ``({"loss": (P,), "accuracy": (P,)}, {"chunk_size": ..., "per_point_mb": ..., "chunks": ...})``.
     """
@@ -99,26 +75,31 @@ def evaluate_points(
     points = coefs.shape[0]
     if points == 0:
         raise FlatminimaError("the grid has no points; give at least one coefficient per axis.")
+    loop = default_engine(obj) == "loop"
     need = per_point_bytes(obj)
-    chunk = min(chunk_size_for(obj, memory_mb, points, need), _cap(chunk_size))
-    C = torch.as_tensor(coefs, dtype=obj.dtype, device=obj.device)
-    V = vectors.to(dtype=obj.dtype, device=obj.device)
-    out: dict[str, list[torch.Tensor]] = {"loss": []} | ({"accuracy": []} if accuracy else {})
-    starts = range(0, points, chunk)
-    with progress_bar(len(starts), description, enabled=progress) as advance:
-        for s in starts:
-            thetas = origin.to(dtype=obj.dtype, device=obj.device)[None] + C[s : s + chunk] @ V
-            out["loss"].append(obj.loss_batched(thetas, chunk_size=chunk).cpu())
-            if accuracy:
-                out["accuracy"].append(obj.metric_batched(thetas, "accuracy", chunk_size=chunk).cpu())
-            advance(points=min(s + chunk, points))
-    info = {"chunk_size": chunk, "chunks": len(starts), "memory_mb": memory_mb, "per_point_mb": need / 2**20}
-    return {k: torch.cat(v).to(torch.float64).numpy() for k, v in out.items()}, info
+    if loop:  # the CPU loop holds one point at a time; the chunk only sets how often the data is read
+        chunk_size_for(obj, memory_mb, 1, need)  # still refuse a budget too small for one point
+        chunk = min(points, _cap(chunk_size, LOOP_CHUNK))
+    else:
+        chunk = min(chunk_size_for(obj, memory_mb, points, need), _cap(chunk_size, DEFAULT_MAX_CHUNK))
+    span = Span(origin, vectors, torch.as_tensor(coefs))
+    metrics = ["loss"] + (["accuracy"] if accuracy else [])
+    shown = [0.0]
+
+    def advance_to(done: float) -> None:
+        advance(done - shown[0])
+        shown[0] = done
+
+    with progress_bar(points, description, enabled=progress) as advance:
+        values = obj.values_at(span, metrics, chunk_size=chunk, memory_mb=memory_mb, on_progress=advance_to)
+    info = {"chunk_size": chunk, "chunks": math.ceil(points / chunk), "memory_mb": memory_mb,
+            "per_point_mb": need / 2**20, "engine": "loop" if loop else "vmap"}
+    return {m: v.cpu().to(torch.float64).numpy() for m, v in zip(metrics, values, strict=True)}, info
 
 
-def _cap(chunk_size: int | None) -> int:
+def _cap(chunk_size: int | None, default: int) -> int:
     if chunk_size is None:
-        return DEFAULT_MAX_CHUNK
+        return default
     require_positive_int("chunk_size", chunk_size)
     return chunk_size
 
