@@ -225,6 +225,8 @@ def test_interpolate_recomputes_batchnorm_statistics_exactly():
     plain = interpolate(obj, obj.params, theta_b, grid=3, progress=False)
     assert not np.allclose(plain.loss[1], surf.loss[1])  # stale statistics give another number midway
     assert surf.meta["recompute_bn"] is True
+    # Per point: one pass for the statistics, one for loss and accuracy together.
+    assert surf.cost.data_passes == 2 * len(surf.axes[0])
 
 
 # ---------------------------------------------------------------------------- bad input

@@ -113,10 +113,9 @@ def _run_bn(
                 # Same objective, BatchNorm buffers replaced (a shallow copy shares the cost counter).
                 view = copy.copy(o)
                 view._fixed = dict(o._fixed) | buffers
-                values.setdefault(f"{split}_loss", []).append(float(view.loss_batched(theta[None], 1)[0]))
-                values.setdefault(f"{split}_accuracy", []).append(
-                    float(view.metric_batched(theta[None], "accuracy", 1)[0])
-                )
+                loss, acc = view.values_at(theta[None], ["loss", "accuracy"], chunk_size=1)
+                values.setdefault(f"{split}_loss", []).append(float(loss[0]))
+                values.setdefault(f"{split}_accuracy", []).append(float(acc[0]))
             advance()
     cost = (obj.cost - start[0]) + ((test.cost - start[1]) if test is not None else Cost())
     info = {"chunk_size": 1, "bn_passes": len(t), "bn_statistics": "cumulative average over training batches"}
@@ -134,4 +133,5 @@ def _recomputed_buffers(obj: Objective, theta: torch.Tensor) -> dict[str, torch.
         for batch in obj._iter_batches():  # the objective's own data, on its device and dtype
             model(*batch[:-1])
     model.eval()
+    obj._counter.data_passes += 1  # the statistics pass is paid for like any other pass over the data
     return {"model." + n: b for n, b in model.named_buffers()}
