@@ -173,3 +173,17 @@ def test_bad_points_are_refused():
         values_at(obj, obj.params[None], engine="gpu")
     with pytest.raises(FlatminimaError, match="chunk_size"):
         values_at(obj, obj.params[None], chunk_size=0)
+
+
+def test_streamed_data_and_train_mode_leave_the_model_untouched():
+    X, y = _data()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=32)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 3)).double()
+    for obj in (Objective(net, "cross_entropy", loader), Objective(net, "cross_entropy", (X, y), mode="train")):
+        span = _span(obj)
+        ref = torch.tensor([obj.loss(t) for t in span.rows(0, len(span))], dtype=torch.float64)
+        before = {k: v.clone() for k, v in obj._module.model.state_dict().items()}
+        torch.testing.assert_close(values_at(obj, span, ["loss"])[0], ref, rtol=1e-12, atol=1e-13)
+        after = obj._module.model.state_dict()  # train-mode forwards moved BatchNorm statistics: restored
+        assert all(torch.equal(before[k], after[k]) for k in before)

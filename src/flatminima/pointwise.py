@@ -322,7 +322,8 @@ def _loaded(obj: Objective) -> Iterator[Callable[[torch.Tensor], None]]:
     swaps = {n[len("model."):]: t for n, t in obj._fixed.items()
              if n[len("model."):] in own and t.data_ptr() != own[n[len("model."):]].data_ptr()}
     saved_data = [p.data for p in params]
-    saved_swaps = {n: own[n].detach().clone() for n in swaps}
+    # Every buffer is saved, not only the swapped ones: a train-mode forward updates BatchNorm statistics.
+    saved_buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
     flat = torch.cat([p.detach().reshape(-1) for p in params])
     try:
         with torch.no_grad():
@@ -335,7 +336,7 @@ def _loaded(obj: Objective) -> Iterator[Callable[[torch.Tensor], None]]:
         with torch.no_grad():
             for p, data in zip(params, saved_data, strict=True):
                 p.data = data
-            for n, t in saved_swaps.items():
+            for n, t in saved_buffers.items():
                 own[n].copy_(t)
 
 

@@ -76,11 +76,7 @@ def _value(obj: Objective, thetas: torch.Tensor, metric: str, chunk_size: int = 
 
 
 def losses_at(obj: Objective, thetas: torch.Tensor, chunk_size: int) -> torch.Tensor:
-    """L at every row of ``thetas``: ``vmap``-batched, or one ``obj.loss`` at a time with chunk_size=1.
-
-    Why both: vmap over many parameter sets is much faster for MLPs, but on the CPU it can be several
-    times slower than a plain loop for convolutional nets (measured ~9x on the built-in cnn1d).
-    """
+    """L at every row of ``thetas``: ``chunk_size`` per data pass, or one ``obj.loss`` at a time with 1."""
     if chunk_size == 1:
         values = [_finite_or_inf(obj, t) for t in thetas]
         return torch.tensor(values, dtype=torch.float64, device=thetas.device)
