@@ -73,7 +73,7 @@ class Span:
         return self.coefs.shape[0]
 
     def rows(self, start: int, stop: int) -> torch.Tensor:
-        return self.origin[None] + self.coefs[start:stop] @ self.vectors
+        return self.origin[None] + self.coefs[start:stop].to(self.vectors.device) @ self.vectors
 
 
 def values_at(
@@ -133,7 +133,7 @@ def default_engine(obj: Objective) -> str:
 def _checked(obj: Objective, points: torch.Tensor | Span) -> torch.Tensor | Span:
     if isinstance(points, Span):
         v = points.vectors.to(device=obj.device, dtype=obj.dtype)
-        c = torch.as_tensor(points.coefs).to(dtype=obj.dtype)  # coefficients stay on the CPU (read per point)
+        c = torch.as_tensor(points.coefs).to(device="cpu", dtype=obj.dtype)  # read per point, as floats
         if v.dim() != 2 or v.shape[1] != obj.dim or c.dim() != 2 or c.shape[1] != v.shape[0]:
             raise FlatminimaError(
                 f"a Span needs vectors of shape (k, {obj.dim}) and coefs of shape (points, k); got "
@@ -225,7 +225,7 @@ def _loop_chunk(obj: Objective, points: torch.Tensor | Span, start: int, stop: i
             done += batch[-1].shape[0] if obj._has_outputs else 0
             if obj._has_outputs and obj.total_weight:  # known after the first chunk: fraction of the rows done
                 report(min(done / obj.total_weight, 1.0))
-    return [obj._reduce(totals[i].to(obj.device, obj.dtype), float(weights[i])) for i in range(len(fns))]
+    return [obj._reduce(totals[i].to(obj.device), float(weights[i])).to(obj.dtype) for i in range(len(fns))]
 
 
 def _forward_values(obj: Objective, batch: Any, fns: list, loss: Callable | None
@@ -310,34 +310,35 @@ def _merged(obj: Objective, group: list[tuple]) -> Iterator[tuple]:
 
 @contextmanager
 def _loaded(obj: Objective) -> Iterator[Callable[[torch.Tensor], None]]:
-    """Yield load(θ), which writes θ into the objective's model copy; everything is restored on exit.
+    """Yield load(θ), which writes θ into the objective's model copy; the model is as before on exit.
 
-    The selected parameters are pointed at views of one flat buffer for the duration, so loading θ is a
-    single copy. Fixed tensors the objective swaps in (e.g. recomputed BatchNorm statistics) are written
-    too, so the model computes exactly what ``functional_call`` with ``obj._state(θ)`` would.
+    The selected parameters are re-pointed (``.data``) at views of one flat buffer for the duration, so
+    loading θ is a single copy. Buffers are re-bound, never written: to the fixed tensors the objective
+    swaps in (e.g. recomputed BatchNorm statistics), and to copies in train mode (whose forward updates
+    BatchNorm statistics in place). The original tensors keep their values and autograd version counters,
+    so a cached gradient graph (``reuse_graph``) stays valid.
     """
     model = obj._module.model
-    own = dict(model.named_parameters()) | dict(model.named_buffers())
-    params = [own[n] for n in obj.param_names]
-    swaps = {n[len("model."):]: t for n, t in obj._fixed.items()
-             if n[len("model."):] in own and t.data_ptr() != own[n[len("model."):]].data_ptr()}
+    named = dict(model.named_parameters())
+    params = [named[n] for n in obj.param_names]
     saved_data = [p.data for p in params]
-    # Every buffer is saved, not only the swapped ones: a train-mode forward updates BatchNorm statistics.
-    saved_buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
     flat = torch.cat([p.detach().reshape(-1) for p in params])
+    owners = {n: model.get_submodule(n.rpartition(".")[0]) for n, _ in model.named_buffers()}
+    originals = {n: owners[n]._buffers[n.rpartition(".")[2]] for n in owners}
+    fixed = {n[len("model."):]: t for n, t in obj._fixed.items()}
     try:
         with torch.no_grad():
             for p, part in zip(params, torch.split(flat, obj._numels), strict=True):
                 p.data = part.view_as(p)
-            for n, t in swaps.items():
-                own[n].copy_(t)
+        for n, original in originals.items():
+            t = fixed.get(n, original)
+            owners[n]._buffers[n.rpartition(".")[2]] = t.clone() if obj.mode == "train" else t
         yield flat.copy_
     finally:
-        with torch.no_grad():
-            for p, data in zip(params, saved_data, strict=True):
-                p.data = data
-            for n, t in saved_buffers.items():
-                own[n].copy_(t)
+        for p, data in zip(params, saved_data, strict=True):
+            p.data = data
+        for n, original in originals.items():
+            owners[n]._buffers[n.rpartition(".")[2]] = original
 
 
 class _InputLayers:
