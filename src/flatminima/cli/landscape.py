@@ -45,7 +45,9 @@ def landscape(
         False, help="interpolate: recompute BatchNorm statistics at every point"
     ),
     test: bool = typer.Option(True, help="also evaluate on the test split"),
-    memory_mb: float = typer.Option(512.0, help="memory budget for one chunk of grid points"),
+    memory_mb: float = typer.Option(
+        512.0, help="memory budget (MiB) of the grid evaluation: a vmap chunk on GPUs; cached layer outputs "
+        "and merged batches on the CPU"),
     log: bool = typer.Option(False, "--log", help="logarithmic loss axis / colour scale"),
     dtype: str = typer.Option("float32", help="float32 or float64"),
     seed: int = typer.Option(0, help="seed for training and directions"),
