@@ -187,3 +187,33 @@ def test_streamed_data_and_train_mode_leave_the_model_untouched():
         torch.testing.assert_close(values_at(obj, span, ["loss"])[0], ref, rtol=1e-12, atol=1e-13)
         after = obj._module.model.state_dict()  # train-mode forwards moved BatchNorm statistics: restored
         assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize(("params", "shortcut_used"), [("1.*", True), ("3.*", False)])
+def test_a_parameter_selection_is_respected(params, shortcut_used):
+    X, y = _data()
+    obj = Objective(_mlp(), "cross_entropy", (X, y), batch_size=32, params=params)
+    span = _span(obj)
+    batch = next(iter(obj._iter_batches()))
+    assert (_InputLayers.find(obj, span, batch, _loss_of(obj), memory_mb=512) is not None) == shortcut_used
+    ref = torch.tensor([obj.loss(t) for t in span.rows(0, len(span))], dtype=torch.float64)
+    torch.testing.assert_close(values_at(obj, span, ["loss"])[0], ref, rtol=1e-12, atol=1e-13)
+
+
+def test_batches_with_shared_tensors_are_not_merged():
+    X, y = _data()
+    scale = torch.linspace(0.5, 1.5, 6, dtype=torch.float64)  # one tensor shared by every batch, not per row
+
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = _mlp()
+
+        def forward(self, x, s):
+            return self.net(x * s)
+
+    batches = [(X[i:i + 32], scale, y[i:i + 32]) for i in range(0, 90, 32)]
+    obj = Objective(Scaled(), "cross_entropy", batches)
+    span = _span(obj)
+    ref = torch.tensor([obj.loss(t) for t in span.rows(0, len(span))], dtype=torch.float64)
+    torch.testing.assert_close(values_at(obj, span, ["loss"])[0], ref, rtol=1e-12, atol=1e-13)

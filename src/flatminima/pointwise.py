@@ -283,7 +283,7 @@ def _eval_batches(obj: Objective, fns: list, memory_mb: float) -> Iterator[Any]:
     per_row_means = obj._has_outputs and obj._module._loss in (nn.functional.cross_entropy, nn.functional.mse_loss)
     mergeable = (per_row_means and all(f is None or f is _accuracy for f in fns) and obj.memory_mb is None
                  and isinstance(batches, list) and len(batches) > 1
-                 and all(isinstance(b, tuple) and all(torch.is_tensor(t) for t in b) for b in batches))
+                 and all(_row_tuple(b) for b in batches))
     if not mergeable:
         yield from obj._iter_batches()
         return
@@ -297,6 +297,12 @@ def _eval_batches(obj: Objective, fns: list, memory_mb: float) -> Iterator[Any]:
             group = []
         if b is not None:
             group.append(b)
+
+
+def _row_tuple(batch: Any) -> bool:
+    """A tuple of tensors that all have one row per sample (so concatenating batches is meaningful)."""
+    return isinstance(batch, tuple) and all(
+        torch.is_tensor(t) and t.dim() > 0 and t.shape[0] == batch[-1].shape[0] for t in batch)
 
 
 def _merged(obj: Objective, group: list[tuple]) -> Iterator[tuple]:
