@@ -23,7 +23,7 @@ def save_figure(fig: plt.Figure, stem: str | Path, *, dpi: int = 160) -> list[st
     paths = []
     for ext in ("png", "svg"):
         path = stem.with_suffix(f".{ext}")
-        fig.savefig(path, dpi=dpi)
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")  # keeps legends placed outside the axes
         paths.append(str(path))
     plt.close(fig)
     return paths

@@ -242,5 +242,6 @@ def plot_curves(
         acc_ax.set_ylabel("accuracy (faint lines)")
         acc_ax.set_ylim(0, 1.02)
     ax.set_title(surfaces[0]._caption(), fontsize=8)
-    ax.legend(fontsize=7, loc="upper center")
+    # Below the axes: inside, the legend hides the curves' ends or the faint accuracy lines.
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     return save_figure(fig, stem)
