@@ -202,13 +202,14 @@ def test_resume_after_interruption_gives_identical_weights(tmp_path, extra):
         fit(net(), (X, y), recipe, checkpoint_dir=tmp_path, progress=False, callback=stop_at_3)
     resumed_model = net(seed=99)  # a different initialisation: the checkpoint must overwrite it
     res = fit(resumed_model, (X, y), recipe, checkpoint_dir=tmp_path, progress=False)
-    assert res.epochs_run == 3  # epochs 3..5 (the checkpoint was written after epoch 2)
+    assert res.epochs_this_call == 3  # epochs 3..5 (the checkpoint was written after epoch 2)
+    assert res.epochs_run == 5  # in total, across the resume
     assert [r["epoch"] for r in res.history] == [1, 2, 3, 4, 5]
     done = resumed_model.state_dict().values()
     assert all(torch.equal(p, q) for p, q in zip(full.state_dict().values(), done, strict=True))
     assert all(torch.equal(s, t) for s, t in zip(ref.snapshots, res.snapshots, strict=True))
     again = fit(net(seed=7), (X, y), recipe, checkpoint_dir=tmp_path, progress=False)
-    assert again.epochs_run == 0  # finished: nothing repeated
+    assert again.epochs_this_call == 0 and again.epochs_run == 5  # finished: nothing repeated
 
 
 def test_resume_with_another_recipe_refused(tmp_path):
@@ -311,3 +312,60 @@ def test_ensemble_averages_probabilities():
         assert torch.allclose(ens(X).exp(), p, atol=1e-6)
     nll = float(-p[torch.arange(60), y].log().mean())
     assert evaluate(ens, (X, y))["nll"] == pytest.approx(nll, rel=1e-5)
+
+
+# matched training loss ------------------------------------------------------------------------------------
+
+TARGET_RECIPE = dict(epochs=30, batch_size=16, lr=0.05, seed=3, label_smoothing=0.1, augment=["noise"])
+
+
+def test_target_train_loss_stops_at_the_first_epoch_at_or_below_it(tmp_path):
+    X, y = small_problem()
+    free = net()
+    ref = fit(free, (X, y), TARGET_RECIPE, progress=False, checkpoint_dir=tmp_path / "ref",
+              callback=lambda e, row, m: torch.save(m.state_dict(), tmp_path / f"e{e}.pt"))
+    losses = []
+    for e in range(1, 31):  # the exact loss of every epoch's weights, BatchNorm running statistics included
+        m = net()
+        m.load_state_dict(torch.load(tmp_path / f"e{e}.pt"))
+        with torch.no_grad():
+            losses.append(float(nn.functional.cross_entropy(m.eval()(X), y)))
+    assert ref.reached_target is None and ref.epochs_run == 30
+    assert ref.final_train_loss == pytest.approx(losses[-1], rel=1e-6)
+    target = (losses[4] + losses[-1]) / 2  # reached somewhere after epoch 5
+    first = next(e for e, v in enumerate(losses, 1) if v <= target)
+    assert 5 < first < 30
+    res = fit(net(), (X, y), dict(TARGET_RECIPE, target_train_loss=target), progress=False,
+              checkpoint_dir=tmp_path / "t")
+    assert res.epochs_run == first and len(res.history) == first and res.reached_target is True
+    assert res.final_train_loss == pytest.approx(losses[first - 1], rel=1e-6) and res.final_train_loss <= target
+    assert res.history[-1]["exact_train_loss"] == res.final_train_loss
+    assert all(r["exact_train_loss"] > target for r in res.history[:-1])
+    # the weights are those of the uninterrupted run at that epoch (the extra pass changes nothing)
+    m = net()
+    m.load_state_dict(torch.load(tmp_path / f"e{first}.pt"))
+    assert all(torch.equal(p, q) for p, q in zip(m.state_dict().values(), res.model.state_dict().values(),
+                                                  strict=True))
+    # a resumed run that had reached the target trains no further
+    again = fit(net(seed=5), (X, y), dict(TARGET_RECIPE, target_train_loss=target), progress=False,
+                checkpoint_dir=tmp_path / "t")
+    assert again.epochs_this_call == 0 and again.epochs_run == first and again.reached_target is True
+    assert again.final_train_loss == res.final_train_loss
+
+
+def test_target_never_reached_is_kept_and_flagged():
+    X, y = small_problem()
+    res = fit(net(), (X, y), dict(TARGET_RECIPE, epochs=3, target_train_loss=1e-6), progress=False)
+    assert res.epochs_run == 3 and res.reached_target is False
+    assert res.final_train_loss > 1e-6 and len(res.history) == 3
+
+
+@pytest.mark.parametrize("bad", [0, -0.5, float("nan"), float("inf")])
+def test_non_positive_target_refused(bad):
+    with pytest.raises(FlatminimaError, match="target_train_loss must be a finite training loss > 0"):
+        make_recipe(target_train_loss=bad)
+
+
+def test_target_with_swa_refused():
+    with pytest.raises(FlatminimaError, match="target_train_loss cannot be combined with swa"):
+        make_recipe(target_train_loss=0.1, swa=True, epochs=5)

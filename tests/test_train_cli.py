@@ -48,3 +48,28 @@ def test_train_command_refuses_bad_recipe_field(tmp_path):
                                       "--out", str(tmp_path)])
     assert isinstance(result.exception, FlatminimaError)
     assert "epoch: Extra inputs are not permitted" in str(result.exception)
+
+
+def test_train_command_stops_at_the_target_train_loss(tmp_path):
+    args = ["train", "--model", "mlp", "--data", "two_class", "--epochs", "40", "--lr", "0.1",
+            "--set", "batch_size=32", "--model-arg", "width=8", "--data-arg", "num_samples=200",
+            "--no-progress", "--shifts"]
+    free = CliRunner().invoke(app, args + ["--out", str(tmp_path / "a"), "--json"])
+    assert free.exit_code == 0, free.output
+    first = json.loads(free.output)
+    assert first["training"]["reached_target"] is None and first["epochs_run"] == 40
+    target = first["training"]["final_train_loss"] * 1.5  # reached before the cap
+    res = CliRunner().invoke(app, args + ["--target-train-loss", str(target), "--out", str(tmp_path / "b"),
+                                          "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output)
+    assert summary["recipe"]["target_train_loss"] == target
+    t = summary["training"]
+    assert t["reached_target"] is True and t["final_train_loss"] <= target and t["epochs_run"] < 40
+    assert summary["epochs_run"] == t["epochs_run"] == len(summary["history"])
+    assert all(r["exact_train_loss"] > target for r in summary["history"][:-1])
+    text = CliRunner().invoke(app, args + ["--target-train-loss", "1e-9", "--epochs", "2",
+                                           "--out", str(tmp_path / "c")])
+    assert text.exit_code == 0 and "not reached within 2 epochs" in text.output
+    bad = CliRunner().invoke(app, args + ["--target-train-loss", "0", "--out", str(tmp_path / "d")])
+    assert isinstance(bad.exception, FlatminimaError) and "target_train_loss must be" in str(bad.exception)

@@ -46,7 +46,9 @@ def train(
     momentum: float | None = typer.Option(None),
     weight_decay: float | None = typer.Option(None),
     batch_size: str | None = typer.Option(None, help="mini-batch size, or 'full' for full-batch GD"),
-    epochs: int | None = typer.Option(None),
+    epochs: int | None = typer.Option(None, help="epochs (the cap when --target-train-loss is given)"),
+    target_train_loss: float | None = typer.Option(
+        None, help="stop at the first epoch whose exact train loss (eval mode, all train data) is <= this"),
     seed: int | None = typer.Option(None, help="seed for the initialisation and the training"),
     schedule: str | None = typer.Option(None, help="constant, step, cosine, warm_restarts"),
     sam: str | None = typer.Option(None, help="none, sam, asam"),
@@ -72,7 +74,8 @@ def train(
     from ..train.recipes import Recipe, make_recipe
 
     flags = dict(optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                 batch_size=None if batch_size is None else _value(batch_size), epochs=epochs, seed=seed,
+                 batch_size=None if batch_size is None else _value(batch_size), epochs=epochs,
+                 target_train_loss=target_train_loss, seed=seed,
                  schedule=schedule, sam=sam, rho=rho, swa=swa, swa_start=swa_start, swa_lr=swa_lr,
                  noise=noise,
                  noise_std=noise_std, label_smoothing=label_smoothing,
@@ -87,13 +90,19 @@ def train(
         print_json(summary)
         return
     m = summary["metrics"]
-    console.print(f"[bold]{model}[/bold] on [bold]{data}[/bold], {summary['epochs']} epochs in "
+    console.print(f"[bold]{model}[/bold] on [bold]{data}[/bold], {summary['epochs_run']} epochs in "
                   f"{summary['seconds']:.1f}s: train loss {m['train']['loss']:.4g}, "
                   f"test loss {m['test']['loss']:.4g}"
                   + (f", test accuracy {m['test']['accuracy']:.4f}" if "accuracy" in m["test"] else ""))
     for name, sev in m.get("shifts", {}).items():
         accs = " ".join(f"{s}:{v.get('accuracy', v['loss']):.3f}" for s, v in sev.items())
         console.print(f"  shift {name:15s} accuracy by severity {accs}")
+    if r.target_train_loss is not None:
+        runs = summary["training"] if isinstance(summary["training"], list) else [summary["training"]]
+        missed = [i for i, t in enumerate(runs) if not t["reached_target"]]
+        console.print(f"target train loss {r.target_train_loss:g}: "
+                      + ("reached" if not missed else f"[yellow]not reached within {r.epochs} epochs[/yellow]"
+                         + (f" (members {missed})" if len(runs) > 1 else "")))
     console.print("written: " + ", ".join(summary["files"]))
 
 
@@ -117,19 +126,29 @@ def run_training(model: str, data: str, recipe, *, model_kwargs: dict, data_kwar
         net, results = train_ensemble(make, dataset.train, recipe, members=members, checkpoint_dir=outp,
                                       progress=progress, device=device, eval_data=dataset.test)
         history, seconds = results[0].history, sum(r.seconds for r in results)
+        training = [_training(r) for r in results]
     else:
         torch.manual_seed(recipe.seed)
         net = make()
         res = fit(net, dataset.train, recipe, checkpoint_dir=outp, progress=progress, device=device,
                   eval_data=dataset.test)
         history, seconds = res.history, res.seconds
+        training = _training(res)
     metrics = run_metrics(net, dataset, loss=recipe.loss, device=device)
     files = [save_checkpoint(outp / "model.pt", net, recipe=recipe.model_dump(), model_name=model,
                              model_kwargs=json.dumps(model_kwargs), data=data)]
     files += save_curve(history, outp / "curve")
     summary = {"model": model, "data": data, "recipe": recipe.model_dump(), "model_kwargs": model_kwargs,
                "data_kwargs": data_kwargs, "members": members, "epochs": recipe.epochs, "seconds": seconds,
+               "epochs_run": max(t["epochs_run"] for t in training) if members > 1 else training["epochs_run"],
+               "training": training,
                "metrics": metrics, "history": history}
     files.append(write_json(outp / "metrics.json", summary))
     summary["files"] = files
     return summary
+
+
+def _training(res) -> dict:
+    """How the run ended: epochs trained, exact final train loss, whether the target was reached."""
+    return {"epochs_run": res.epochs_run, "final_train_loss": res.final_train_loss,
+            "reached_target": res.reached_target, "target_train_loss": res.recipe.target_train_loss}

@@ -2,12 +2,14 @@
 
 One :class:`Recipe` covers every recipe ``fit`` knows: the optimiser (SGD with momentum/Nesterov,
 full-batch GD via ``batch_size="full"``, Adam, AdamW, RMSProp, AdaGrad), the learning-rate schedule,
-weight-noise injection, SAM/ASAM, SWA, label smoothing and augmentation. Dropout and BatchNorm belong to
+weight-noise injection, SAM/ASAM, SWA, label smoothing, augmentation and matched-loss stopping
+(``target_train_loss``). Dropout and BatchNorm belong to
 the model (``flatminima.models``); deep ensembles are :func:`flatminima.train.train_ensemble`.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -34,7 +36,10 @@ class Recipe(BaseModel):
     weight_decay: float = Field(0.0, ge=0, description="L2 penalty (decoupled for AdamW)")
     betas: tuple[float, float] = Field((0.9, 0.999), description="Adam/AdamW moment decay rates")
     batch_size: int | Literal["full"] = Field(64, description="mini-batch size; 'full' or 0: full-batch GD")
-    epochs: int = Field(20, ge=1)
+    epochs: int = Field(20, ge=1, description="epochs to train (the cap when target_train_loss is set)")
+    target_train_loss: float | None = Field(
+        None, description="stop at the first epoch end where the exact train loss (eval mode, all training "
+                          "data, no smoothing) is <= this; epochs is then the cap")
     seed: int = 0
     loss: Literal["cross_entropy", "mse"] = "cross_entropy"
     label_smoothing: float = Field(0.0, ge=0, lt=1,
@@ -76,6 +81,14 @@ class Recipe(BaseModel):
             raise ValueError("batch_size must be a positive integer, or 'full' / 0 for full-batch GD")
         return v
 
+    @field_validator("target_train_loss")
+    @classmethod
+    def _target(cls, v: float | None) -> float | None:
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise ValueError("target_train_loss must be a finite training loss > 0 to stop at; "
+                             "leave it unset to train for exactly `epochs` epochs")
+        return v
+
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
@@ -83,6 +96,9 @@ class Recipe(BaseModel):
         if self.swa and self.swa_start >= self.epochs:
             raise ValueError(f"swa_start={self.swa_start} must be below epochs={self.epochs} "
                              "(SWA averages the epochs after swa_start)")
+        if self.swa and self.target_train_loss is not None:
+            raise ValueError("target_train_loss cannot be combined with swa=True: the stopping test would "
+                             "judge the SGD iterate, not the SWA average the run returns; use one or the other")
         if self.sam != "none" and self.noise != "none":
             raise ValueError("combine SAM with weight noise is not supported; choose one of sam or noise")
         if self.label_smoothing and self.loss != "cross_entropy":

@@ -2,8 +2,17 @@
 
 Per mini-batch: (augment) → gradient [plain | at θ + ξ (Gaussian weight noise) | (A)SAM] → (clip) →
 optimiser step → (iterate noise). Per epoch: schedule step (or SWA average + SWALR step), snapshot,
-checkpoint. At the end of an SWA run the model holds the SWA average with BatchNorm statistics recomputed
+checkpoint; with ``recipe.target_train_loss``, the exact train loss (below) and the stopping test. At the end
+of an SWA run the model holds the SWA average with BatchNorm statistics recomputed
 (``torch.optim.swa_utils.update_bn``), and ``TrainResult.last_iterate`` the last SGD iterate.
+
+Matched training loss (Keskar et al. 2017; Jiang et al. 2020): with ``recipe.target_train_loss`` set, the
+run stops at the first epoch end where the *exact* training loss is at most the target, and ``epochs`` is
+only the cap. "Exact" means the recipe's plain loss (cross-entropy or MSE, or the caller's ``loss_fn``;
+never label smoothing) of the model in eval mode (no dropout, BatchNorm running statistics) on every
+training sample, without augmentation: one extra pass over the training data per epoch, and none when no
+target is set. A run that reaches the cap first is kept and flagged (``reached_target=False``), not failed.
+SWA runs refuse a target (the test would judge the SGD iterate, not the average the run returns).
 
 Reproducibility: the shuffling, the weight noise, the augmentation and the global RNG (dropout) each have
 a generator seeded from ``recipe.seed``; all of them, the optimiser, the schedules and the SWA average are
@@ -29,7 +38,7 @@ from ..errors import FlatminimaError, NonFiniteLossError
 from ..progress import progress_bar
 from .augment import augment, spatial_dims_of
 from .checkpoint import load_checkpoint, save_checkpoint
-from .evaluate import evaluate, loss_function
+from .evaluate import evaluate, loss_function, predict
 from .noise import WeightNoise
 from .optim import make_optimizer, make_scheduler
 from .recipes import Recipe, make_recipe
@@ -50,8 +59,11 @@ class TrainResult:
     checkpoint: str | None = None
     recipe: Recipe | None = None
     last_iterate: dict | None = None  # SWA runs: state dict of the last SGD iterate
-    epochs_run: int = 0  # epochs trained by this call (fewer than recipe.epochs after a resume)
+    epochs_run: int = 0  # epochs trained in total, across resumes (fewer than recipe.epochs if the target stopped it)
     snapshot_epochs: list[int] = field(default_factory=list)
+    final_train_loss: float | None = None  # exact train loss of the returned model (eval mode, all train data)
+    reached_target: bool | None = None  # final_train_loss <= recipe.target_train_loss; None without a target
+    epochs_this_call: int = 0  # epochs trained by this call (fewer than epochs_run after a resume)
 
 
 def flat_params(model: nn.Module) -> torch.Tensor:
@@ -206,6 +218,13 @@ def _finish_swa(model: nn.Module, X: torch.Tensor, r: Recipe, st: _State, device
     update_bn(loader, model, device=None)
 
 
+def exact_train_loss(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss: str | Callable,
+                     device: Any = "cpu") -> float:
+    """The plain loss (no label smoothing, no augmentation) of ``model`` in eval mode on all of ``(X, y)``:
+    the number the matched-loss stopping test compares with ``recipe.target_train_loss``."""
+    return float(loss_function(loss)(predict(model, X, device=device), y))
+
+
 def fit(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], recipe: Recipe | dict | None = None, *,
         checkpoint_dir: str | Path | None = None, progress: bool = True, device: str | torch.device = "cpu",
         eval_data: tuple[torch.Tensor, torch.Tensor] | None = None, loss_fn: Callable | None = None,
@@ -217,6 +236,13 @@ def fit(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], recipe: Recip
     after the last finished epoch (same recipe required). ``eval_data`` adds test loss/accuracy to each
     epoch's history row; ``loss_fn(outputs, targets)`` replaces the recipe's loss; ``callback(epoch,
     row, model)`` runs after each epoch (after the checkpoint).
+
+    With ``recipe.target_train_loss`` the run stops at the first epoch end where the exact train loss
+    (:func:`exact_train_loss`: the recipe's plain cross-entropy/MSE, never smoothed, in eval mode on all
+    training data) is at most the target; ``epochs`` is the cap, and a resumed run that had already stopped
+    trains no further. ``TrainResult.epochs_run`` counts every epoch trained (across resumes),
+    ``final_train_loss`` is the exact train loss of the returned model (computed for every run) and
+    ``reached_target`` says whether it is ≤ the target (None without one).
     """
     r = make_recipe(recipe)
     X, y = _check_data(data)
@@ -231,27 +257,43 @@ def fit(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], recipe: Recip
         torch.manual_seed(r.seed + 3)
         st = _build_state(model, r)
         start = _resume(ckpt, model, r, st, result) if ckpt and ckpt.exists() else 0
-        with progress_bar(r.epochs - start, "training", enabled=progress) as advance:
-            for epoch in range(start, r.epochs):
+        target, plain = r.target_train_loss, loss_fn or r.loss
+        exact = result.history[-1].get("exact_train_loss") if result.history else None
+        done = target is not None and exact is not None and exact <= target  # a resumed run that had stopped
+        result.epochs_run = start
+        with progress_bar(r.epochs - start, "training", enabled=progress and not done) as advance:
+            for epoch in range(start, r.epochs if not done else start):
                 lr = st.opt.param_groups[0]["lr"]
                 train_loss = _train_epoch(model, X, y, r, st, lossf, device, epoch)
                 _end_epoch(model, r, st, epoch)
                 row = {"epoch": epoch + 1, "train_loss": train_loss, "lr": lr}
+                if target is not None:
+                    exact = exact_train_loss(model, X, y, plain, device)
+                    done = exact <= target
+                    row["exact_train_loss"] = exact
                 if eval_data is not None:
-                    ev = evaluate(model, eval_data, loss=loss_fn or r.loss, device=device)
+                    ev = evaluate(model, eval_data, loss=plain, device=device)
                     row |= {f"test_{k}": v for k, v in ev.items() if k != "n"}
                 result.history.append(row)
                 if (epoch + 1) % r.snapshot_every == 0:
                     result.snapshots.append(flat_params(model))
                     result.snapshot_epochs.append(epoch + 1)
-                if ckpt and ((epoch + 1) % r.checkpoint_every == 0 or epoch + 1 == r.epochs):
+                last = done or epoch + 1 == r.epochs
+                if ckpt and ((epoch + 1) % r.checkpoint_every == 0 or last):
                     _save(ckpt, model, r, st, result, epoch + 1)
-                result.epochs_run += 1
+                result.epochs_run, result.epochs_this_call = epoch + 1, result.epochs_this_call + 1
                 advance(loss=train_loss)
                 if callback:
                     callback(epoch + 1, row, model)
+                if done:
+                    break
         if r.swa:
             _finish_swa(model, X, r, st, device, result)
+    if target is not None and exact is not None:
+        result.final_train_loss = exact
+    else:
+        result.final_train_loss = exact_train_loss(model, X, y, plain, device)
+    result.reached_target = None if target is None else bool(result.final_train_loss <= target)
     model.eval()
     result.seconds, result.checkpoint = time.perf_counter() - t0, str(ckpt) if ckpt else None
     return result
