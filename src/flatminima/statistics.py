@@ -1,0 +1,677 @@
+"""The one statistics module of flatminima: intervals, rank correlations, multiplicity, ECE.
+
+The study report, the lab (:mod:`flatminima.lab.stats` is a thin adapter) and the claims all use it.
+
+Vocabulary
+    :class:`Interval` — estimate, low, high, level, the number of resamples behind it, the Monte-Carlo
+    error of each bound (``mc_low``, ``mc_high``: the standard error of the bound from splitting the
+    resamples into batches) and the method's name.
+
+Rank correlations across a study (seeds of one configuration are one cluster)
+    Kendall's τ_b and Spearman's ρ with intervals from a *cluster bootstrap*: whole hyperparameter
+    configurations are drawn with replacement, each with all its seeds (Davison & Hinkley 1997, §3.8).
+    SciPy's ``scipy.stats.bootstrap`` resamples observations, not clusters, so this resampling is written
+    here by hand, vectorised: a resample is a vector of multiplicities, and τ_b of the resampled multiset
+    is a ratio of quadratic forms in it (:func:`tau_b_weighted`, equal to ``scipy.stats.kendalltau`` on
+    the expanded data; tested). Intervals are percentile intervals. Resamples grow adaptively
+    (:func:`correlation_table`): from ``n_boot`` they double until every deciding bound is farther from
+    0 than ``mc_k`` (= 3) Monte-Carlo errors, or a cap is reached.
+
+Multiplicity: Holm–Bonferroni over the whole table
+    All measure × target τ tests of a report are one family. Holm's step-down (Holm 1979) controls the
+    family-wise error at α under *any* dependence; the tests here share runs and the measures are
+    correlated with one another, so the positive-dependence condition of Benjamini–Hochberg cannot be
+    taken for granted — hence Holm. SciPy has BH (``false_discovery_control``) but not Holm; Holm is
+    written here (:func:`holm`). The k-th test (by ascending bootstrap p-value) is judged on its
+    percentile interval at level 1 − α/(m − k + 1); that is the *adjusted interval* the report prints.
+
+Pre-registered verdict rule (three outcomes)
+    For measure × target with the adjusted interval [lo, hi] of τ (Holm level of its step):
+      * *flatter-better* or *sharper-better* (by the target's "better" end) when the interval excludes 0
+        by more than ``mc_k`` Monte-Carlo errors of the nearer bound, and every earlier Holm step did too;
+      * *inconclusive* otherwise (contains 0, lies within Monte-Carlo error of 0, Holm's step-down
+        stopped earlier, or τ is undefined).
+    The report has no preferred direction (both views of the literature are on the table), so neither
+    direction is "contradicted": the two supported directions and *inconclusive* are the outcomes.
+
+Granulated τ (Jiang et al. 2020, eq. 4) and its cluster-bootstrap interval: :func:`granulated_tau`,
+:func:`granulated_tau_draws`. Conditional mutual information (Jiang et al. 2020; the PGDL 2020 score):
+:func:`conditional_mi`. ECE (Guo et al. 2017): :func:`ece`. The lab's t, Wilson and plain (BCa)
+bootstrap intervals: :func:`t_interval`, :func:`wilson`, :func:`bootstrap` (``scipy.stats.bootstrap``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+import warnings
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from .errors import FlatminimaError
+
+MC_K = 3.0  # a bound decides a verdict only when it is farther from 0 than MC_K Monte-Carlo errors
+BATCHES = 16  # resamples are split into this many batches for the Monte-Carlo error of a bound
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the interval vocabulary
+
+
+@dataclass
+class Interval:
+    """``estimate`` with the interval [``low``, ``high``] at ``level``; ``mc_low``/``mc_high`` are the
+    Monte-Carlo standard errors of the bounds (0 for closed-form intervals, NaN when unknown)."""
+
+    estimate: float
+    low: float
+    high: float
+    level: float
+    resamples: int = 0  # resamples where the statistic was defined (0 for closed-form intervals)
+    mc_low: float = math.nan
+    mc_high: float = math.nan
+    method: str = ""
+
+    def excludes_zero(self, mc_k: float = 0.0) -> bool:
+        """True when the interval excludes 0, by more than ``mc_k`` Monte-Carlo errors of the bound."""
+        return self.direction(mc_k) != 0
+
+    def direction(self, mc_k: float = 0.0) -> int:
+        """+1 (interval above 0), −1 (below 0) or 0 (contains 0, undefined, or within MC error of 0)."""
+        if math.isnan(self.low) or math.isnan(self.high):
+            return 0
+        el = 0.0 if math.isnan(self.mc_low) else self.mc_low
+        eh = 0.0 if math.isnan(self.mc_high) else self.mc_high
+        if self.low > mc_k * el and self.low > 0:
+            return 1
+        if self.high < -mc_k * eh and self.high < 0:
+            return -1
+        return 0
+
+    def triple(self) -> tuple[float, float, float]:
+        return self.estimate, self.low, self.high
+
+
+def quantile_mc(draws: np.ndarray, q: float, batches: int = BATCHES) -> tuple[float, float]:
+    """(quantile ``q`` of ``draws``, its Monte-Carlo standard error from ``batches`` equal batches)."""
+    d = np.asarray(draws, float)
+    value = float(np.quantile(d, q))
+    k = min(batches, len(d) // 2)
+    if k < 2:
+        return value, math.nan
+    per = np.array([np.quantile(b, q) for b in np.array_split(d, k)])
+    return value, float(per.std(ddof=1) / math.sqrt(k))
+
+
+def percentile_interval(estimate: float, draws: np.ndarray, level: float, method: str = "percentile") -> Interval:
+    """Percentile interval of bootstrap ``draws`` (NaNs dropped) with the MC error of each bound."""
+    d = np.asarray(draws, float)
+    d = d[~np.isnan(d)]
+    if math.isnan(estimate) or len(d) < 20:
+        return Interval(estimate, math.nan, math.nan, level, len(d), method=method)
+    lo, elo = quantile_mc(d, (1 - level) / 2)
+    hi, ehi = quantile_mc(d, (1 + level) / 2)
+    return Interval(estimate, lo, hi, level, len(d), elo, ehi, method)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# closed-form intervals and the plain bootstrap (the lab)
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> Interval:
+    """Student-t interval for the mean of independent runs (NaN interval for n < 2)."""
+    v = np.asarray(values, dtype=float)
+    m = float(v.mean())
+    if len(v) < 2:
+        return Interval(m, math.nan, math.nan, level, 0, 0.0, 0.0, "t")
+    half = float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+    return Interval(m, m - half, m + half, level, 0, 0.0, 0.0, "t")
+
+
+def wilson(successes: int, n: int, level: float = 0.95) -> Interval:
+    """Wilson score interval for a binomial proportion (Wilson 1927)."""
+    if n == 0:
+        return Interval(math.nan, 0.0, 1.0, level, 0, 0.0, 0.0, "wilson")
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return Interval(p, centre - half, centre + half, level, 0, 0.0, 0.0, "wilson")
+
+
+def bootstrap(
+    values: Sequence,
+    stat: Callable[[np.ndarray], float],
+    *,
+    reps: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+    method: str = "BCa",
+) -> Interval:
+    """Bootstrap interval of ``stat`` over the rows of ``values`` (independent rows), by
+    ``scipy.stats.bootstrap`` (BCa by default, Efron 1987). Where BCa is undefined (a degenerate
+    bootstrap distribution, e.g. a perfect ranking) the percentile interval is returned instead.
+    The MC error of each bound is the batch error of the bootstrap quantile at that bound's level."""
+    v = np.asarray(values)
+    est = float(stat(v))
+    if len(v) < 3 or not np.isfinite(est):
+        return Interval(est, math.nan, math.nan, level, 0, method=method)
+
+    def on_rows(i: np.ndarray) -> float:
+        b = float(stat(v[i.astype(int)]))
+        return b if np.isfinite(b) else math.nan
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = stats.bootstrap(
+            (np.arange(len(v)),), on_rows, vectorized=False, n_resamples=reps,
+            confidence_level=level, method=method, rng=seed,
+        )
+    dist = np.asarray(res.bootstrap_distribution, float)
+    dist = dist[np.isfinite(dist)]
+    lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    used = method
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        if len(dist) < 20:
+            return Interval(est, math.nan, math.nan, level, len(dist), method=method)
+        return percentile_interval(est, dist, level)
+    # MC error of a bound: batch error of the empirical quantile at the level the bound sits at
+    elo = quantile_mc(dist, float(np.mean(dist <= lo)))[1]
+    ehi = quantile_mc(dist, float(np.mean(dist < hi)) if np.any(dist < hi) else 1.0)[1]
+    return Interval(est, lo, hi, level, len(dist), elo, ehi, used)
+
+
+def fmt_interval(iv: Interval, digits: int = 3) -> str:
+    """'m [lo, hi]' with ``digits`` significant digits (just 'm' when the interval is undefined)."""
+    if math.isnan(iv.low):
+        return f"{iv.estimate:.{digits}g}"
+    return f"{iv.estimate:.{digits}g} [{iv.low:.{digits}g}, {iv.high:.{digits}g}]"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# rank correlations, point estimates
+
+
+def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's τ_b (ties accounted; ``scipy.stats.kendalltau``); NaN when either variable is constant."""
+    if len(x) < 2:
+        return math.nan
+    return float(stats.kendalltau(x, y).statistic)
+
+
+def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's ρ (``scipy.stats.spearmanr``); NaN when either variable is constant."""
+    if len(x) < 2 or np.ptp(np.asarray(x, float)) == 0 or np.ptp(np.asarray(y, float)) == 0:
+        return math.nan
+    return float(stats.spearmanr(x, y).statistic)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# vectorised τ_b and ρ of resampled data (a resample = multiplicities of the original points)
+
+
+def _sgn(v: np.ndarray) -> np.ndarray:
+    return np.sign(v[:, None] - v[None, :])
+
+
+def _tau_forms(m: np.ndarray, a: np.ndarray, tx: np.ndarray, ty: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """τ_b for multiplicities ``m`` (B × G) of G units with pair-sum matrices ``a`` (concordance),
+    ``tx``/``ty`` (x-ties, y-ties, diagonal included) and unit sizes (points per unit)."""
+    n_tot = m @ sizes
+    s = 0.5 * np.einsum("bi,bi->b", m @ a, m)
+    n0 = n_tot * (n_tot - 1) / 2
+    n1 = 0.5 * (np.einsum("bi,bi->b", m @ tx, m) - n_tot)
+    n2 = 0.5 * (np.einsum("bi,bi->b", m @ ty, m) - n_tot)
+    den = (n0 - n1) * (n0 - n2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tau = np.where(den > 0, s / np.sqrt(np.where(den > 0, den, 1.0)), np.nan)
+    return np.clip(tau, -1.0, 1.0)
+
+
+def tau_b_weighted(x: Sequence[float], y: Sequence[float], weights: np.ndarray, units: np.ndarray | None = None
+                   ) -> np.ndarray:
+    """Kendall's τ_b of resampled data, for many resamples at once (pure numpy).
+
+    ``weights`` is B × G: how often each unit was drawn. Units are the points themselves (``units`` None,
+    G = n) or clusters (``units[k]`` = cluster index of point k): a drawn cluster brings all its points.
+    τ_b = S / √((n0 − n1)(n0 − n2)) on the expanded multiset, where S (concordant − discordant pairs)
+    and the tie counts n1, n2 are quadratic forms in the multiplicities; a point drawn twice is a pair
+    tied in both variables, as in ``scipy.stats.kendalltau`` on the expanded data. NaN where undefined.
+    """
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    w = np.atleast_2d(np.asarray(weights, float))
+    p = np.eye(len(x)) if units is None else np.eye(int(np.max(units)) + 1)[np.asarray(units)]
+    a = p.T @ (_sgn(x) * _sgn(y)) @ p
+    tx = p.T @ (x[:, None] == x[None, :]).astype(float) @ p
+    ty = p.T @ (y[:, None] == y[None, :]).astype(float) @ p
+    return _tau_forms(w, a, tx, ty, p.sum(0))
+
+
+def _rank_matrix(x: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """C (G × n) with (m @ C)[k] = average rank of point k in the resample with unit multiplicities m,
+    minus 1/2: Σ_l w_l [x_l < x_k] + (Σ_l w_l [x_l = x_k]) / 2, so the rank is that + 1/2."""
+    less = (x[None, :] < x[:, None]).astype(float)  # [k, l] = x_l < x_k
+    eq = (x[None, :] == x[:, None]).astype(float)
+    return p.T @ (less + eq / 2).T
+
+
+def rho_weighted(x: Sequence[float], y: Sequence[float], weights: np.ndarray, units: np.ndarray | None = None
+                 ) -> np.ndarray:
+    """Spearman's ρ of resampled data (multiplicities as in :func:`tau_b_weighted`), vectorised: the
+    weighted Pearson correlation of the average ranks of the expanded multiset. NaN where undefined."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    m = np.atleast_2d(np.asarray(weights, float))
+    p = np.eye(len(x)) if units is None else np.eye(int(np.max(units)) + 1)[np.asarray(units)]
+    w = m @ p.T  # B × n multiplicities of the points
+    rx, ry = m @ _rank_matrix(x, p), m @ _rank_matrix(y, p)
+    tot = w.sum(1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mx, my = (w * rx).sum(1, keepdims=True) / tot, (w * ry).sum(1, keepdims=True) / tot
+        cov = (w * (rx - mx) * (ry - my)).sum(1)
+        vx, vy = (w * (rx - mx) ** 2).sum(1), (w * (ry - my) ** 2).sum(1)
+        rho = np.where((vx > 1e-12) & (vy > 1e-12), cov / np.sqrt(vx * vy), np.nan)
+    return np.clip(rho, -1.0, 1.0)
+
+
+def cluster_ids(labels: Sequence[Hashable]) -> np.ndarray:
+    """Integer cluster index per point, in order of first appearance."""
+    index: dict[Hashable, int] = {}
+    return np.array([index.setdefault(lab, len(index)) for lab in labels], dtype=int)
+
+
+def resample_counts(n_units: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """B × G multiplicities of G units drawn G times with replacement (one row per resample)."""
+    return rng.multinomial(n_units, np.full(n_units, 1.0 / n_units), size=n_boot).astype(float)
+
+
+def cluster_bootstrap(
+    x: Sequence[float],
+    y: Sequence[float],
+    clusters: Sequence[Hashable],
+    *,
+    statistic: str = "tau",
+    n_boot: int = 10000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> Interval:
+    """Percentile interval of τ_b (``statistic="tau"``) or ρ (``"rho"``) from the cluster bootstrap:
+    clusters (configurations) are drawn with replacement, each with all its points (seeds). Written by
+    hand because ``scipy.stats.bootstrap`` cannot resample clusters. ``clusters=range(n)`` gives the
+    ordinary bootstrap over points."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) != len(y) or len(x) != len(clusters):
+        raise FlatminimaError(f"x, y and clusters must have one entry per run, got {len(x)}, {len(y)}, "
+                              f"{len(clusters)}.")
+    if not 0 < level < 1:
+        raise FlatminimaError(f"level must be in (0, 1), got {level!r}.")
+    units = cluster_ids(clusters)
+    f, g = (kendall_tau, tau_b_weighted) if statistic == "tau" else (spearman_rho, rho_weighted)
+    est = f(x, y)
+    if units.max() + 1 < 3 or math.isnan(est):
+        return Interval(est, math.nan, math.nan, level, 0, method="cluster bootstrap")
+    m = resample_counts(int(units.max()) + 1, n_boot, np.random.default_rng(seed))
+    return percentile_interval(est, g(x, y, m, units), level, "cluster bootstrap (percentile)")
+
+
+def bootstrap_ci(
+    x: Sequence[float],
+    y: Sequence[float],
+    statistic: Callable[[Any, Any], float],
+    *,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+    clusters: Sequence[Hashable] | None = None,
+) -> Interval:
+    """Percentile bootstrap of ``statistic(x, y)`` (:func:`kendall_tau` or :func:`spearman_rho`, vectorised)
+    resampling points, or whole clusters when ``clusters`` is given."""
+    name = {kendall_tau: "tau", spearman_rho: "rho"}.get(statistic)
+    if name is None:
+        raise FlatminimaError("bootstrap_ci supports kendall_tau and spearman_rho; use bootstrap() otherwise.")
+    cl = range(len(x)) if clusters is None else clusters
+    return cluster_bootstrap(x, y, list(cl), statistic=name, n_boot=n_boot, level=level, seed=seed)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# multiplicity
+
+
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm–Bonferroni adjusted p-values (Holm 1979): sort ascending, p_(k) ↦ max_{j ≤ k} (m − j + 1) p_(j),
+    capped at 1. SciPy offers Benjamini–Hochberg but not Holm, so it is written here. NaN stays NaN
+    and does not count in m."""
+    p = np.asarray(pvalues, float)
+    out = np.full(len(p), np.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m = len(order)
+    adj = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out[order] = adj
+    return out
+
+
+def holm_levels(pvalues: Sequence[float], alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """(step, α_step) per test: its rank k (1-based) by ascending p and Holm's level α / (m − k + 1)."""
+    p = np.asarray(pvalues, float)
+    m = int(np.sum(~np.isnan(p)))
+    order = np.argsort(np.where(np.isnan(p), np.inf, p), kind="stable")
+    step = np.empty(len(p), int)
+    step[order] = np.arange(1, len(p) + 1)
+    return step, alpha / np.maximum(1, m - step + 1)
+
+
+def bootstrap_p(draws: np.ndarray) -> float:
+    """Two-sided percentile-bootstrap p-value for 'statistic = 0': 2·min(P*(d ≤ 0), P*(d ≥ 0)), capped at 1
+    (the smallest α at which the percentile interval at 1 − α excludes 0)."""
+    d = np.asarray(draws, float)
+    d = d[~np.isnan(d)]
+    if len(d) == 0:
+        return math.nan
+    return float(min(1.0, 2 * min(np.mean(d <= 0), np.mean(d >= 0))))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the correlation table of a study: cluster bootstrap, adaptive resamples, Holm
+
+
+@dataclass
+class TableResult:
+    """Per (measure, target): τ (95% interval), τ adjusted (Holm level), ρ, p, Holm-adjusted p, decision
+    (+1 τ > 0, −1 τ < 0, 0 inconclusive) and whether the deciding bound is resolved against MC error."""
+
+    cells: dict[tuple[str, str], dict[str, Any]]
+    resamples: int
+    rounds: int
+    seconds: float
+    alpha: float
+    level: float
+    n_clusters: int
+    capped: bool  # the cap was reached with some bound still within mc_k MC errors of 0
+    draws: dict[tuple[str, str], np.ndarray] = field(repr=False, default_factory=dict)
+    weights: np.ndarray | None = field(repr=False, default=None)
+    units: np.ndarray | None = field(repr=False, default=None)
+
+
+def correlation_table(
+    measures: Mapping[str, Sequence[float | None]],
+    targets: Mapping[str, Sequence[float | None]],
+    clusters: Sequence[Hashable],
+    *,
+    level: float = 0.95,
+    alpha: float = 0.05,
+    n_boot: int = 4000,
+    max_boot: int = 64000,
+    seed: int = 0,
+    mc_k: float = MC_K,
+) -> TableResult:
+    """Kendall τ_b of every measure against every target over the same runs, with cluster-bootstrap
+    intervals, Holm-adjusted intervals and verdict decisions (rule: module docstring).
+
+    ``measures``/``targets`` hold one value per run (None/NaN = missing: the run gets weight 0 in that
+    test); ``clusters`` the configuration of each run. All tests share the same resamples (so paired
+    comparisons between tests are possible from ``draws``). Resamples start at ``n_boot`` and double
+    until every test's deciding bound — the bound nearer 0 of its interval at its Holm level — is
+    farther from 0 than ``mc_k`` Monte-Carlo errors, or ``max_boot`` is reached.
+    """
+    t0 = time.perf_counter()
+    units = cluster_ids(clusters)
+    n_units = int(units.max()) + 1 if len(units) else 0
+    p = np.eye(max(n_units, 1))[units] if len(units) else np.zeros((0, 1))
+    rng = np.random.default_rng(seed)
+    prep, est = {}, {}
+    for mname, xv in measures.items():
+        x = np.array([np.nan if v is None else v for v in xv], float)
+        for tname, yv in targets.items():
+            y = np.array([np.nan if v is None else v for v in yv], float)
+            u = ~(np.isnan(x) | np.isnan(y))
+            xf, yf = np.where(u, x, 0.0), np.where(u, y, 0.0)
+            mask = np.outer(u, u).astype(float)
+            prep[mname, tname] = (
+                p.T @ (_sgn(xf) * _sgn(yf) * mask) @ p,
+                p.T @ ((xf[:, None] == xf[None, :]) * mask) @ p,
+                p.T @ ((yf[:, None] == yf[None, :]) * mask) @ p,
+                p.T @ u.astype(float),
+            )
+            est[mname, tname] = kendall_tau(x[u], y[u]) if u.sum() >= 2 else math.nan
+    keys = list(prep)
+    draws = {k: np.empty(0) for k in keys}
+    chunks, total, rounds = [], 0, 0
+    target_b = max(n_boot, 200)
+    while True:
+        rounds += 1
+        m = resample_counts(n_units, target_b - total, rng) if n_units >= 3 else np.zeros((0, n_units))
+        chunks.append(m)
+        for k in keys:
+            draws[k] = np.concatenate([draws[k], _tau_forms(m, *prep[k])])
+        total = target_b
+        cells = _decide(keys, est, draws, level, alpha, mc_k)
+        unresolved = [k for k in keys if not cells[k]["resolved"]]
+        if not unresolved or n_units < 3 or total >= max_boot:
+            break
+        target_b = min(max_boot, 2 * total)
+    weights = np.concatenate(chunks) if chunks else None
+    return TableResult(cells, total, rounds, time.perf_counter() - t0, alpha, level, n_units,
+                       bool(unresolved), draws, weights, units)
+
+
+def _decide(keys, est, draws, level, alpha, mc_k) -> dict:
+    pv = np.array([bootstrap_p(draws[k]) if not math.isnan(est[k]) else math.nan for k in keys])
+    adj = holm(pv)
+    step, a_step = holm_levels(pv, alpha)
+    cells = {}
+    for i, k in enumerate(keys):
+        ci = percentile_interval(est[k], draws[k], level, "cluster bootstrap (percentile)")
+        adj_iv = percentile_interval(est[k], draws[k], 1 - a_step[i], "cluster bootstrap, Holm level")
+        near = (adj_iv.low, adj_iv.mc_low) if abs(adj_iv.low) < abs(adj_iv.high) else (adj_iv.high, adj_iv.mc_high)
+        resolved = math.isnan(adj_iv.low) or not near[1] > 0 or abs(near[0]) > mc_k * near[1]
+        cells[k] = {"tau": ci, "tau_adj": adj_iv, "p": pv[i], "p_holm": adj[i], "step": int(step[i]),
+                    "alpha_step": float(a_step[i]), "resolved": bool(resolved), "own": adj_iv.direction(mc_k)}
+    # Holm's step-down: a test decides only if every test before it (smaller p) decided
+    stopped = False
+    for k in sorted(keys, key=lambda k: cells[k]["step"]):
+        c = cells[k]
+        if stopped or c["own"] == 0:
+            stopped = True
+            c["decision"], c["holm_stopped"] = 0, c["own"] != 0
+        else:
+            c["decision"], c["holm_stopped"] = c["own"], False
+    return cells
+
+
+def rho_intervals(
+    measures: Mapping[str, Sequence[float | None]],
+    targets: Mapping[str, Sequence[float | None]],
+    result: TableResult,
+    *,
+    level: float = 0.95,
+    chunk: int = 8000,
+) -> dict[tuple[str, str], Interval]:
+    """Spearman ρ with its (unadjusted) cluster-bootstrap interval, on the resamples of ``result``."""
+    out = {}
+    units, w = result.units, result.weights
+    for mname, xv in measures.items():
+        x = np.array([np.nan if v is None else v for v in xv], float)
+        for tname, yv in targets.items():
+            y = np.array([np.nan if v is None else v for v in yv], float)
+            u = ~(np.isnan(x) | np.isnan(y))
+            est = spearman_rho(x[u], y[u]) if u.sum() >= 2 else math.nan
+            if w is None or len(w) == 0 or math.isnan(est):
+                out[mname, tname] = Interval(est, math.nan, math.nan, level, method="cluster bootstrap")
+                continue
+            sub = units[u]
+            rel = np.unique(sub)
+            d = np.concatenate([rho_weighted(x[u], y[u], w[i:i + chunk][:, rel], np.searchsorted(rel, sub))
+                                for i in range(0, len(w), chunk)])
+            out[mname, tname] = percentile_interval(est, d, level, "cluster bootstrap (percentile)")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# granulated τ (Jiang et al. 2020)
+
+
+def _groups(rows: Sequence[Mapping[str, Any]], axes: Sequence[str], axis: str, fixed: Sequence[str]):
+    others = [a for a in axes if a != axis] + list(fixed)
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        groups[tuple(repr(r[o]) for o in others)].append(i)
+    return list(groups.values())
+
+
+def granulated_tau(
+    rows: Sequence[dict[str, Any]], axes: Sequence[str], x: str, y: str, fixed: Sequence[str] = ("seed",)
+) -> dict[str, Any]:
+    """Jiang et al.'s granulated Kendall τ of ``x`` vs ``y`` over hyperparameter ``axes`` (eq. 4).
+
+    For each axis i, ψ_i is the mean, over the groups of rows where every other axis and the ``fixed``
+    keys (the seed) are equal, of Kendall's τ within the group; Ψ = mean_i ψ_i. Groups with fewer than
+    two distinct values of the axis, or where τ is undefined, are skipped and counted. Returns
+    ``{"psi": {axis: ψ_i}, "groups": {axis: used}, "skipped": {axis: skipped}, "Psi": Ψ}``.
+    """
+    psi, used, skipped = {}, {}, {}
+    for axis in axes:
+        taus, skip = [], 0
+        for members in _groups(rows, axes, axis, fixed):
+            if len({repr(rows[i][axis]) for i in members}) < 2:
+                skip += 1
+                continue
+            t = kendall_tau([rows[i][x] for i in members], [rows[i][y] for i in members])
+            if math.isnan(t):
+                skip += 1
+            else:
+                taus.append(t)
+        psi[axis] = float(np.mean(taus)) if taus else math.nan
+        used[axis], skipped[axis] = len(taus), skip
+    defined = [v for v in psi.values() if not math.isnan(v)]
+    return {"psi": psi, "groups": used, "skipped": skipped, "Psi": float(np.mean(defined)) if defined else math.nan}
+
+
+def granulated_tau_draws(
+    rows: Sequence[Mapping[str, Any]],
+    axes: Sequence[str],
+    x: str,
+    y: str,
+    weights: np.ndarray,
+    units: np.ndarray,
+    fixed: Sequence[str] = ("seed",),
+) -> np.ndarray:
+    """Ψ on each cluster-bootstrap resample (``weights``: B × G configuration multiplicities, ``units``:
+    configuration of each row). In a resample, a group's runs carry their configuration's multiplicity;
+    a group with fewer than two distinct drawn values is undefined and skipped, as in the estimate."""
+    w = np.asarray(weights, float)
+    per_axis = []
+    for axis in axes:
+        taus = []
+        for members in _groups(rows, axes, axis, fixed):
+            if len({repr(rows[i][axis]) for i in members}) < 2:
+                continue
+            xs = np.array([rows[i][x] for i in members], float)
+            ys = np.array([rows[i][y] for i in members], float)
+            taus.append(tau_b_weighted(xs, ys, w[:, units[members]]))
+        if taus:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                per_axis.append(np.nanmean(np.column_stack(taus), axis=1))
+    if not per_axis:
+        return np.full(len(w), np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(np.column_stack(per_axis), axis=1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# conditional mutual information (Jiang et al. 2020, PGDL 2020)
+
+
+def _mi_over_h(v: np.ndarray, m: np.ndarray) -> float:
+    """I(V; M) / H(V) of two discrete samples (NaN when H(V) = 0)."""
+    _, vi = np.unique(v, return_inverse=True)
+    _, mi = np.unique(m, return_inverse=True)
+    joint = np.zeros((vi.max() + 1, mi.max() + 1))
+    np.add.at(joint, (vi, mi), 1.0)
+    joint /= joint.sum()
+    pv, pm = joint.sum(1), joint.sum(0)
+    h = -float(np.sum(pv[pv > 0] * np.log(pv[pv > 0])))
+    if h <= 1e-12:
+        return math.nan
+    nz = joint > 0
+    mi_val = float(np.sum(joint[nz] * np.log(joint[nz] / np.outer(pv, pm)[nz])))
+    return max(0.0, mi_val) / h
+
+
+def conditional_mi(
+    rows: Sequence[Mapping[str, Any]], axes: Sequence[str], x: str, y: str, max_set: int = 2
+) -> dict[str, Any]:
+    """The conditional-independence score of Jiang et al. (2020) / PGDL (STATISTICS.md §6).
+
+    For every pair of runs (a, b) with y_a ≠ y_b: V = sign(y_a − y_b), M = sign(x_a − x_b) (M = 0 for
+    tied measures). For each set S of hyperparameters with |S| ≤ ``max_set`` (the empty set, every
+    single axis and every pair), the pairs are split into cells that agree on the values of S; in each
+    cell with H(V) > 0, I(V; M)/H(V) is computed; the cells are averaged weighted by their share of
+    pairs. The score is the minimum over S, so a measure that only mirrors one hyperparameter scores
+    near 0 once that hyperparameter is conditioned on. Returns ``{"score", "set", "per_set"}``.
+    """
+    xs = np.array([r[x] for r in rows], float)
+    ys = np.array([r[y] for r in rows], float)
+    ok = ~(np.isnan(xs) | np.isnan(ys))
+    idx = np.flatnonzero(ok)
+    a, b = np.triu_indices(len(idx), 1)
+    a, b = idx[a], idx[b]
+    v, mm = np.sign(ys[a] - ys[b]), np.sign(xs[a] - xs[b])
+    keep = v != 0
+    a, b, v, mm = a[keep], b[keep], v[keep], mm[keep]
+    per_set: dict[tuple[str, ...], float] = {}
+    for size in range(0, max_set + 1):
+        for s in itertools.combinations(axes, size):
+            vals = [np.array([repr(rows[i][ax]) for i in range(len(rows))]) for ax in s]
+            agree = np.ones(len(a), bool)
+            for col in vals:
+                agree &= col[a] == col[b]
+            if not agree.any():
+                continue
+            key = np.array(["|".join(col[i] for col in vals) for i in a[agree]]) if s else np.zeros(agree.sum())
+            vs, ms = v[agree], mm[agree]
+            num = den = 0.0
+            for cell in np.unique(key):
+                sel = key == cell
+                r = _mi_over_h(vs[sel], ms[sel])
+                if not math.isnan(r):
+                    num += sel.sum() * r
+                    den += sel.sum()
+            if den > 0:
+                per_set[s] = num / den
+    if not per_set:
+        return {"score": math.nan, "set": None, "per_set": {}}
+    best = min(per_set, key=per_set.get)
+    return {"score": per_set[best], "set": best, "per_set": per_set}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# calibration
+
+
+def _np(a: Any) -> np.ndarray:
+    if hasattr(a, "detach"):
+        a = a.detach().cpu().double().numpy() if a.is_floating_point() else a.detach().cpu().numpy()
+    return np.asarray(a)
+
+
+def ece(probs: Any, labels: Any, bins: int = 15) -> float:
+    """Expected calibration error (Guo et al. 2017) with ``bins`` equal-width bins of the top-class
+    confidence p̂: bin b holds p̂ in (b/B, (b+1)/B] (right-closed; p̂ = 0 joins the first bin).
+    ECE = Σ_b (|S_b|/n)·|acc(S_b) − conf(S_b)|. ``probs`` is n × K (NumPy or torch), ``labels`` n."""
+    p = _np(probs).astype(np.float64)
+    y = _np(labels).astype(np.int64)
+    if p.ndim != 2 or len(p) != len(y) or len(p) == 0:
+        raise FlatminimaError(f"ece needs n × K probabilities and n labels (n ≥ 1), got {p.shape} and {y.shape}.")
+    conf, pred = p.max(1), p.argmax(1)
+    correct = (pred == y).astype(np.float64)
+    idx = np.clip(np.ceil(conf * bins).astype(np.int64) - 1, 0, bins - 1)
+    gap = np.bincount(idx, weights=correct, minlength=bins) - np.bincount(idx, weights=conf, minlength=bins)
+    return float(np.sum(np.abs(gap)) / len(p))
