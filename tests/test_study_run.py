@@ -11,6 +11,7 @@ import textwrap
 import time
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 import flatminima.study as study
@@ -175,3 +176,54 @@ def test_cli_run_prints_verdict_table_and_report_path(tmp_path):
     """)
     bad = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown preset" in bad.stdout + bad.stderr
+
+
+def test_runs_missing_the_target_train_loss_are_kept_and_flagged(tmp_path):
+    spec = study.load(_write(tmp_path, lr="[0.005, 0.05]", epochs=12)).model_dump()
+    spec["recipe"]["target_train_loss"] = 1.5
+    spec["measures"] = {"lambda_max": {}}
+    spec["data"]["shifts"] = "none"
+    result = study.run(spec, out=tmp_path / "s", progress=False)
+    assert result.counts.done == 4 and result.counts.failed == 0
+    with study.Store(tmp_path / "s") as store:
+        rows = store.rows()
+    by_lr = {}
+    for r in rows:
+        t = r["results"]["training"]
+        assert set(t) == {"epochs_run", "final_train_loss", "reached_target", "target_train_loss"}
+        assert t["target_train_loss"] == 1.5 and "final_train_loss" in r["results"]
+        by_lr.setdefault(r["config"]["recipe"]["lr"], []).append(t)
+    assert all(t["reached_target"] is False and t["epochs_run"] == 12 and t["final_train_loss"] > 1.5
+               for t in by_lr[0.005])  # too slow: kept, flagged
+    assert all(t["reached_target"] is True and t["epochs_run"] < 12 and t["final_train_loss"] <= 1.5
+               for t in by_lr[0.05])
+
+
+def test_a_measure_taking_init_gets_the_initial_parameters(tmp_path):
+    from flatminima.sharpness import Measure, registry
+    from flatminima.study.worker import build_model, dataset_for
+    from flatminima.train import flat_params
+
+    seen = {}
+
+    def probe(obj, *, init=None, scale=1.0):
+        seen["init"], seen["params"] = init, obj.params
+        return Measure("init_probe", float((obj.params - init).norm()) * scale)
+
+    registry.register("init_probe", "test only: distance from init")(probe)
+    try:
+        spec = study.load(_write(tmp_path, lr="0.05", epochs=2)).model_dump()
+        spec["measures"] = {"init_probe": {}}
+        spec["seeds"] = 1
+        config = study.expand(study.validate(spec))[0].as_dict()
+        res = execute(config)
+        expected = flat_params(build_model(config, dataset_for(config["data"])))
+        assert seen["init"].dtype == seen["params"].dtype == torch.float32  # the spec's default dtype
+        assert torch.equal(seen["init"], expected) and seen["init"].shape == seen["params"].shape
+        assert res["measures"]["init_probe"]["value"] == pytest.approx(float((seen["params"] - expected).norm()))
+        given = torch.zeros_like(expected)  # the spec's own init wins
+        config["measures"] = {"init_probe": {"init": given}}
+        execute(config)
+        assert seen["init"] is given
+    finally:
+        registry._REGISTRY.pop("init_probe", None)

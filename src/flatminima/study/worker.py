@@ -66,10 +66,28 @@ def build_model(config: dict[str, Any], dataset: Any) -> torch.nn.Module:
     return build(config["model"], dataset.input_shape, dataset.num_classes, **config.get("model_options", {}))
 
 
+def _wants_init(name: str, config: dict[str, Any]) -> bool:
+    """Whether the registered measure ``name`` takes an ``init`` keyword the spec did not set."""
+    if "init" in config:
+        return False
+    try:
+        from .. import sharpness
+
+        return "init" in sharpness.entry(name).defaults()
+    except Exception:  # no registry, or no such entry (a curvature fallback measure)
+        return False
+
+
 def execute(config: dict[str, Any]) -> dict[str, Any]:
-    """Train, measure and evaluate one run; returns the row's results (with per-stage seconds)."""
+    """Train, measure and evaluate one run; returns the row's results (with per-stage seconds).
+
+    ``results["training"]`` says how training ended: ``epochs_run`` (epochs trained), ``final_train_loss``
+    (the exact train loss: eval mode, full train set, no smoothing), ``reached_target`` (None without a
+    target) and ``target_train_loss``; the top-level ``final_train_loss`` is kept as before (the last
+    epoch's mean mini-batch loss). A measure taking ``init`` gets the flat initial trainable parameters.
+    """
     from ..objective import Objective
-    from ..train import Recipe, fit
+    from ..train import Recipe, fit, flat_params
     from .evaluate import evaluate
     from .measures import compute
 
@@ -80,12 +98,20 @@ def execute(config: dict[str, Any]) -> dict[str, Any]:
         dataset = dataset_for(config["data"])
         shifts = resolve_shifts(config["data"], dataset)
         model = build_model(config, dataset)
+        init = flat_params(model)  # the order of Objective(model, ...).params with params=None
         t1 = time.perf_counter()
-        trained = fit(model, dataset.train, Recipe(**config["recipe"], seed=config["seed"]), progress=False)
+        recipe = Recipe(**config["recipe"], seed=config["seed"])
+        trained = fit(model, dataset.train, recipe, progress=False)
         t2 = time.perf_counter()
-        # float64 so Lanczos/Hutchinson are not limited by float32 round-off on small models
-        obj = Objective(model, "cross_entropy", dataset.train, dtype=torch.float64)
-        measures = {name: compute(obj, name, dict(cfg)) for name, cfg in config["measures"].items()}
+        # the spec's dtype (float32 by default); configs stored before it existed measured in float64
+        dtype = {"float32": torch.float32, "float64": torch.float64}[config.get("dtype", "float64")]
+        obj = Objective(model, "cross_entropy", dataset.train, dtype=dtype)
+        measures = {}
+        for name, cfg in config["measures"].items():
+            cfg = dict(cfg)
+            if _wants_init(name, cfg):
+                cfg["init"] = init.to(dtype)
+            measures[name] = compute(obj, name, cfg)
         t3 = time.perf_counter()
         metrics = evaluate(model, dataset, shifts, bins=config["evaluate"]["ece_bins"])
         t4 = time.perf_counter()
@@ -95,6 +121,12 @@ def execute(config: dict[str, Any]) -> dict[str, Any]:
         "measures": measures,
         "metrics": metrics,
         "final_train_loss": trained.history[-1]["train_loss"],
+        "training": {
+            "epochs_run": trained.epochs_run,
+            "final_train_loss": trained.final_train_loss,
+            "reached_target": trained.reached_target,
+            "target_train_loss": recipe.target_train_loss,
+        },
         "seconds": {
             "setup": t1 - t0,
             "train": t2 - t1,
