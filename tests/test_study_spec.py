@@ -130,3 +130,23 @@ def test_presets_ship_and_validate():
     assert {"model", "sam", "weight_decay", "augment"} <= set(fc.axes)
     with pytest.raises(FlatminimaError, match="shipped"):
         load_preset("nope")
+
+
+def test_dtype_is_validated_defaults_to_float32_and_enters_the_run_id():
+    spec = validate(_spec())
+    assert spec.dtype == "float32" and all(r.dtype == "float32" for r in expand(spec))
+    assert expand(spec)[0].as_dict()["dtype"] == "float32"
+    wide = expand(validate(_spec(dtype="float64")))
+    assert wide[0].dtype == "float64" and wide[0].id != expand(spec)[0].id
+    _refused(_spec(dtype="float16"), "dtype", "float16", "float32", "float64")
+
+
+def test_target_train_loss_in_a_spec_fixed_or_swept_and_refused_when_not_positive():
+    spec = validate(_spec(recipe={"lr": 0.05, "epochs": 50, "target_train_loss": [0.5, 0.1]}))
+    assert spec.axes == {"target_train_loss": [0.5, 0.1]}
+    assert [r.recipe["target_train_loss"] for r in expand(spec)] == [0.5, 0.5, 0.1, 0.1]
+    assert validate(_spec(recipe={"epochs": 50, "target_train_loss": 0.05})).axes == {}
+    _refused(_spec(recipe={"epochs": 5, "target_train_loss": [0.1, 0.0]}), "recipe.target_train_loss",
+             "must be a finite training loss > 0")
+    _refused(_spec(recipe={"epochs": 5, "swa": True, "target_train_loss": 0.1}),
+             "target_train_loss cannot be combined with swa")

@@ -68,7 +68,13 @@ class ExecutorSpec(_Strict):
 
 
 class StudySpec(_Strict):
-    """A whole study. ``recipe`` values that are lists are swept; ``seeds`` is a count or a list."""
+    """A whole study. ``recipe`` values that are lists are swept; ``seeds`` is a count or a list.
+
+    ``dtype`` is the precision the sharpness measures run in (the Objective's parameters and data):
+    ``"float32"`` by default (a float64 CNN Hessian-vector product costs several times a float32 one; the
+    Objective's reductions and the Lanczos tridiagonal problem are kept in float64 regardless), or
+    ``"float64"`` for reference-grade numbers. Training always runs in the model's own dtype.
+    """
 
     name: str = "study"
     data: DataSpec = Field(default_factory=DataSpec)
@@ -78,6 +84,7 @@ class StudySpec(_Strict):
     measures: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"lambda_max": {}})
     evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
+    dtype: Literal["float32", "float64"] = "float32"
 
     @field_validator("models", "measures")
     @classmethod
@@ -120,6 +127,7 @@ class RunConfig:
     data: dict
     measures: dict
     evaluate: dict
+    dtype: str = "float32"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -130,6 +138,7 @@ class RunConfig:
             "data": self.data,
             "measures": self.measures,
             "evaluate": self.evaluate,
+            "dtype": self.dtype,
         }
 
     @property
@@ -258,6 +267,7 @@ def expand(spec: StudySpec) -> list[RunConfig]:
         "data": spec.data.model_dump(),
         "measures": spec.measures,
         "evaluate": spec.evaluate.model_dump(),
+        "dtype": spec.dtype,
     }
     return [
         RunConfig(model=m, model_options=opts, recipe=point, seed=seed, **common)
