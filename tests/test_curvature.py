@@ -60,7 +60,7 @@ def test_top_eigenvalues_match_dense_hessian(tanh_case):
         true_res = (H @ v - res.values[i] * v).norm()
         assert true_res <= res.residuals[i] + 1e-9
         assert abs(res.values[i] - exact.flip(0)[i]) <= res.error_bounds[i] + 1e-12
-    assert res.cost.hvps == res.iterations
+    assert res.cost.hvps == res.iterations + 3  # one true-residual product per returned pair
 
 
 def test_smallest_and_both_ends(tanh_case):
@@ -221,3 +221,47 @@ def test_gap_stopping_rule_needs_a_second_ritz_value():
     obj = Objective.from_function(lambda x: 0.5 * (torch.arange(1.0, 31.0) * x * x).sum(), torch.ones(30))
     res = eigenvalues(obj, 1, "largest", tol=1e-8, stop="gap")
     assert res.cost.hvps > 1 and res.values[0] == pytest.approx(30.0, rel=1e-8)
+
+
+def test_float32_bounds_are_true_residuals_above_the_rounding_floor(tanh_case):
+    """In float32 the recurrence's estimate |β·s| drops far below round-off; the reported residual is the
+    true one from a fresh product, never below eps·‖H‖·√dim, and the bound covers the error vs float64."""
+    from flatminima.curvature import rounding_floor
+
+    _, _, exact = tanh_case
+    torch.manual_seed(0)
+    X, y = torch.randn(203, 6), torch.randint(0, 3, (203,))
+    model = nn.Sequential(nn.Linear(6, 7), nn.Tanh(), nn.Linear(7, 3))  # the fixture's model (same seed)
+    obj = Objective(model, "cross_entropy", (X, y), batch_size=64, dtype=torch.float32)
+    top = exact.flip(0)[:3]
+    for stop in ("residual", "gap"):
+        res = eigenvalues(obj, 3, "largest", tol=1e-4, stop=stop, max_iter=obj.dim)
+        floor = rounding_floor(torch.float32, float(top[0]), obj.dim)
+        assert res.floor == pytest.approx(floor, rel=1e-3)
+        assert torch.all(res.residuals >= res.floor) and torch.all(res.error_bounds >= res.floor)
+        assert torch.all((res.values - top).abs() <= res.error_bounds)  # the bound covers the float64 error
+        assert torch.all((res.values - top).abs() <= res.residuals)
+        assert res.converged.all()
+    power = power_iteration(obj, tol=1e-4, max_iter=2000)
+    assert power.residuals[0] >= power.floor > 0
+    assert abs(power.values[0] - top[0]) <= power.error_bounds[0]
+
+
+def test_recurrence_estimate_is_not_trusted_for_a_wrong_operator(tanh_case):
+    """A non-symmetric or noisy product makes the recurrence's estimate tiny once the Krylov space fills
+    up; the true residual exposes it and the pair is reported NOT converged."""
+    obj, _, _ = tanh_case
+    gen = torch.Generator().manual_seed(3)
+    skew = torch.triu(torch.randn(obj.dim, obj.dim, generator=gen), 1) * 0.05
+    plain = obj.hvp
+    try:
+        obj.hvp = lambda v, theta=None: plain(v, theta) + skew @ v  # non-symmetric
+        res = eigenvalues(obj, 1, tol=1e-6, max_iter=obj.dim)
+        assert not res.converged.any()
+        assert res.residuals[0] > 1e3 * res.estimates[0]
+        obj.hvp = lambda v, theta=None: plain(v, theta) + 1e-4 * torch.randn(obj.dim, generator=gen)  # noisy
+        res = eigenvalues(obj, 1, tol=1e-6, max_iter=obj.dim)
+        assert not res.converged.any() and res.residuals[0] > 1e-5
+    finally:
+        del obj.hvp
+    assert eigenvalues(obj, 1, tol=1e-6).converged.all()

@@ -5,7 +5,7 @@ Every function takes an :class:`~flatminima.Objective`, an ``operator`` (``"hess
 """
 
 from .density import spectral_density
-from .lanczos import Krylov, eigenvalues, power_iteration
+from .lanczos import Krylov, eigenvalues, power_iteration, rounding_floor
 from .operators import OPERATORS, make_operator
 from .results import DensityResult, EigenResult, TraceResult
 from .summary import curvature_report
@@ -14,5 +14,5 @@ from .trace import trace
 __all__ = [
     "OPERATORS", "curvature_report", "DensityResult", "EigenResult", "Krylov", "TraceResult", "eigenvalues",
     "make_operator",
-    "power_iteration", "spectral_density", "trace",
+    "power_iteration", "rounding_floor", "spectral_density", "trace",
 ]

@@ -3,9 +3,15 @@
 Lanczos builds an orthonormal Krylov basis Q_m and the tridiagonal T_m = Q_mᵀ M Q_m; the Ritz pairs
 (θ_i, Q_m s_i) of T_m approximate M's extreme eigenpairs, and the identity
     M Q_m s_i − θ_i Q_m s_i = β_m (e_mᵀ s_i) q_{m+1}
-gives each residual ‖M v − θ v‖ = |β_m s_{m,i}| without another product (Golub & Van Loan, §10.1).
-We stop as soon as every wanted pair has r_i <= tol·|θ_i|, which by Bauer-Fike bounds the relative
-eigenvalue error by tol: a certificate, unlike a change between successive estimates (PyHessian).
+gives each residual ‖M v − θ v‖ ≈ |β_m s_{m,i}| without another product (Golub & Van Loan, §10.1).
+That identity is only the recurrence's *estimate*: it holds for the matrix Lanczos believes it saw, and
+in floating point it keeps shrinking far below what the product can resolve (2.6e-23 for a float32
+model), and it cannot see a wrong operator (non-symmetric, noisy). So the estimate only decides when to
+*check*; the reported residual is the TRUE one, ‖M v − θ v‖ from one more product per returned pair
+(counted by the objective's meter like every other product), never below the rounding floor
+(:func:`rounding_floor`). ``converged`` is judged on that true, floored residual, which by Bauer-Fike
+bounds the eigenvalue error: a certificate, unlike a change between successive estimates (PyHessian).
+If the check fails while the true residual is still above the floor, Lanczos goes on and checks again.
 Full reorthogonalisation keeps Q_m orthonormal in floating point; when the Krylov space becomes invariant
 (β ≈ 0) we restart with a fresh random vector orthogonal to Q_m, so repeated eigenvalues are found too
 once the invariant subspace containing the first copy is exhausted.
@@ -18,6 +24,7 @@ itself is solved with NumPy's ``eigh``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -29,6 +36,24 @@ from .results import EigenResult
 
 WHICH = ("largest", "smallest", "both")
 STOPS = ("residual", "gap")
+
+
+def rounding_floor(dtype: torch.dtype, norm_estimate: float, dim: int) -> float:
+    """The smallest residual (and eigenvalue error) a product in ``dtype`` can resolve:
+    ``eps(dtype) · ‖M‖ · √dim``, with ‖M‖ estimated by the largest |Ritz value| seen (a lower bound on ‖M‖
+    that the extreme Ritz values reach within a few steps).
+
+    Why this size: a computed product is fl(Mv) = Mv + e. Each entry of Mv is, in effect, an inner product
+    of length up to ``dim`` accumulated in ``dtype``, whose rounding error grows like √n·eps in the
+    probabilistic model of rounding (Higham & Mary, SIAM J. Sci. Comput. 2019; worst case n·eps), so
+    ‖e‖ ≲ √dim·eps·‖M‖‖v‖. A residual ‖fl(Mv) − θv‖ below ‖e‖ is rounding noise, and the eigenvalue of the
+    exact M can be off by about ‖e‖ even when the residual of the computed operator is zero (the
+    operator itself is only known to that accuracy). So no residual or error bound below this floor is
+    ever reported, and a ``tol`` with ``tol·|λ|`` below it cannot be certified: use float64 then. In
+    float64 the floor is ~1e-16·√dim relative, far below any useful ``tol``; in float32 it is
+    1.2e-7·√dim (1.5e-5 relative at 15k parameters, 1.2e-4 at 1M).
+    """
+    return float(torch.finfo(dtype).eps) * float(norm_estimate) * math.sqrt(max(dim, 1))
 
 
 class Krylov:
@@ -101,15 +126,6 @@ def _wanted(values: np.ndarray, k: int, which: str) -> np.ndarray:
     return np.asarray(sorted(picked, key=lambda i: -values[i]))
 
 
-def _gap_bounds(values: np.ndarray, picked: np.ndarray, residuals: np.ndarray) -> np.ndarray:
-    bounds = []
-    for i, r in zip(picked, residuals, strict=True):
-        others = np.delete(values, i)
-        gap = np.min(np.abs(others - values[i])) if others.size else np.inf
-        bounds.append(min(r, r * r / gap) if gap > 0 else r)
-    return np.asarray(bounds)
-
-
 def _safe_gap_bounds(values: np.ndarray, picked: np.ndarray, all_residuals: np.ndarray) -> np.ndarray:
     """min(r_i, r_i²/δ_i), δ_i = min_{j≠i} (|θ_i − θ_j| − r_j): the gap shrunk by each neighbour's residual.
 
@@ -143,14 +159,20 @@ def eigenvalues(
     """The k extreme eigenvalues of the Hessian (or GGN) at θ by Lanczos with certified residuals.
 
     ``which="largest"`` gives λ₁ ≥ … ≥ λ_k, ``"smallest"`` the k most negative (ascending), ``"both"``
-    both ends (descending). Stops when every wanted pair has ``‖Mv − λv‖ <= tol·|λ|`` or after
-    ``max_iter`` products (default ``min(dim, 40·k + 100)``), and flags each pair's convergence.
+    both ends (descending). Lanczos runs until the recurrence's residual estimates say every wanted pair
+    has ``‖Mv − λv‖ <= tol·|λ|`` (or the estimates fall below the rounding floor, or ``max_iter`` products,
+    default ``min(dim, 40·k + 100)``, are spent); then one more product per pair measures the TRUE
+    residual. ``residuals`` are those true residuals and ``converged`` is judged on them, both floored at
+    :func:`rounding_floor`; if a true residual fails while still above the floor, Lanczos continues and
+    checks again (at most every ~25% more steps), so a wrong operator (non-symmetric, noisy) is reported
+    as not converged instead of certified by its own recurrence.
     ``stop="gap"`` stops instead when the gap-refined bound ``min(r, r²/δ) <= tol·|λ|`` holds, δ being the
     distance to the nearest other Ritz value less that value's residual: eigenvalues converge about twice
     as fast as residuals, so this saves products (benchmarks/curvature.py) at the price of relying on the
-    Ritz gap, an estimate of the true gap; ``converged`` then refers to this bound.
-    Ref: Lanczos 1950; Golub & Van Loan, Matrix Computations §10.1; Ghorbani et al. 2019 for its use on
-    neural-network Hessians.
+    Ritz gap, an estimate of the true gap; ``converged`` then refers to this bound, computed from the
+    true residuals. ``error_bounds`` is always that gap-refined bound from the true residuals (floored).
+    Ref: Lanczos 1950; Golub & Van Loan, Matrix Computations §10.1; Parlett, The Symmetric Eigenvalue
+    Problem §11.7; Ghorbani et al. 2019 for its use on neural-network Hessians.
     """
     _check_k(obj, k, which)
     require_choice("stop", stop, STOPS)
@@ -158,36 +180,69 @@ def eigenvalues(
     limit = min(obj.dim, max_iter if max_iter is not None else 40 * k + 100)
     require_positive_int("max_iter", limit)
     gen = torch.Generator().manual_seed(seed)
+    matvec = make_operator(obj, operator, theta)
     with obj.meter() as cost:
-        krylov = Krylov(make_operator(obj, operator, theta), random_vector(obj.dim, gen, obj.params), gen)
+        krylov = Krylov(matvec, random_vector(obj.dim, gen, obj.params), gen)
+        next_check = 0  # the Krylov size from which a true-residual check may run again
         while True:
             more = krylov.step()
             values, S = krylov.ritz()
             picked = _wanted(values, k, which)
-            residuals = np.abs(krylov.next_beta * S[-1, picked])
+            floor = rounding_floor(obj.dtype, np.abs(values).max(), obj.dim)
             scale = np.maximum(np.abs(values[picked]), 1e-3 * np.abs(values).max() + 1e-300)
-            if stop == "gap":
-                bounds = _safe_gap_bounds(values, picked, np.abs(krylov.next_beta * S[-1, :]))
-                converged = bounds <= tol * scale
-            else:
-                converged = residuals <= tol * scale
+            raw = np.abs(krylov.next_beta * S[-1, :])
+            estimate = np.maximum(raw, floor)
+            ok = _passes(values, picked, estimate, estimate[picked], scale, tol, stop)
+            # An estimate already at the floor cannot improve: check now even if tol is out of reach.
+            ok |= raw[picked] <= floor
             # After a restart the new block must grow k steps before we trust that no further copy of a
             # repeated eigenvalue hides in the rest of the space.
             settled = krylov.size - krylov.block_start >= min(k, obj.dim - krylov.block_start)
-            if (converged.all() and settled) or not more or krylov.size >= limit:
+            out_of_steps = not more or krylov.size >= limit
+            if not ((ok.all() and settled and krylov.size >= next_check) or out_of_steps):
+                continue
+            vectors = krylov.basis() @ torch.as_tensor(S[:, picked], dtype=obj.dtype, device=obj.device)
+            true = np.asarray([_true_residual(matvec, vectors[:, j], values[i])
+                               for j, i in enumerate(picked)])
+            residuals = np.maximum(true, floor)
+            converged = _passes(values, picked, estimate, residuals, scale, tol, stop)
+            # Go on only where more steps can help: some failing pair is still above the rounding floor.
+            if out_of_steps or (converged | (true <= floor)).all():
                 break
-        vectors = None
-        if return_vectors:
-            S_t = torch.as_tensor(S[:, picked], dtype=obj.dtype, device=obj.device)
-            vectors = krylov.basis() @ S_t
+            next_check = krylov.size + max(1, krylov.size // 4)
+    bounds = np.maximum(_safe_gap_bounds(values, picked, _merged(estimate, picked, residuals)), floor)
     return EigenResult(
         values=torch.as_tensor(values[picked], dtype=torch.float64),
         residuals=torch.as_tensor(residuals, dtype=torch.float64),
         converged=torch.as_tensor(converged),
-        error_bounds=torch.as_tensor(_gap_bounds(values, picked, residuals), dtype=torch.float64),
-        vectors=vectors, iterations=krylov.size, method="lanczos", operator=operator, which=which, tol=tol,
-        seed=seed, mode=obj.mode, cost=cost,
+        error_bounds=torch.as_tensor(bounds, dtype=torch.float64),
+        vectors=vectors if return_vectors else None, iterations=krylov.size, method="lanczos",
+        operator=operator, which=which, tol=tol, seed=seed, mode=obj.mode, cost=cost, floor=floor,
+        estimates=torch.as_tensor(raw[picked], dtype=torch.float64),
     )
+
+
+def _merged(all_residuals: np.ndarray, picked: np.ndarray, picked_residuals: np.ndarray) -> np.ndarray:
+    out = all_residuals.copy()
+    out[picked] = picked_residuals
+    return out
+
+
+def _passes(values, picked, all_residuals, picked_residuals, scale, tol, stop) -> np.ndarray:
+    """Whether each wanted pair meets ``tol`` by the residual (``stop="residual"``) or the gap bound."""
+    if stop == "gap":
+        bounds = _safe_gap_bounds(values, picked, _merged(all_residuals, picked, picked_residuals))
+        return bounds <= tol * scale
+    return picked_residuals <= tol * scale
+
+
+def _true_residual(matvec: MatVec, v: torch.Tensor, value: float) -> float:
+    """‖M v − θ v‖/‖v‖ from one fresh product (not the recurrence's estimate)."""
+    norm = float(v.norm())
+    if norm == 0.0:
+        return math.inf
+    v = v / norm
+    return float((matvec(v) - value * v).norm())
 
 
 def power_iteration(
@@ -203,42 +258,62 @@ def power_iteration(
 
     Power iteration converges to the eigenvalue of largest |λ|. If that is negative (a saddle whose
     negative curvature dominates), a second run on M + |λ|·I recovers the largest algebraic eigenvalue,
-    instead of silently returning the negative one. Convergence is judged on the residual ‖Mv − λv‖, not on
-    the change between iterates; ``converged`` is False if ``max_iter`` ran out.
+    instead of silently returning the negative one. Convergence is judged on the residual ‖Mv − λv‖ of the
+    product just computed (a true residual, not a change between iterates), floored at
+    :func:`rounding_floor` like Lanczos; the iteration also stops once the residual reaches the floor
+    (more products cannot help), and ``converged`` is False if ``max_iter`` ran out or tol is below the
+    floor.
     """
     require_positive("tol", tol)
     require_positive_int("max_iter", max_iter)
     matvec = make_operator(obj, operator, theta)
     gen = torch.Generator().manual_seed(seed)
+
+    def floor_of(lam: float) -> float:
+        return rounding_floor(obj.dtype, abs(lam), obj.dim)
+
     with obj.meter() as cost:
-        lam, vec, res, ok, its = _dominant(matvec, random_vector(obj.dim, gen, obj.params), tol, max_iter)
+        lam, vec, res, its = _dominant(matvec, random_vector(obj.dim, gen, obj.params), tol, max_iter, floor_of)
         if lam < 0:
             shift = abs(lam)
-            lam2, vec, res, ok, its2 = _dominant(lambda v: matvec(v) + shift * v,
-                                                 random_vector(obj.dim, gen, obj.params), tol, max_iter)
+            lam2, vec, res, its2 = _dominant(lambda v: matvec(v) + shift * v,
+                                             random_vector(obj.dim, gen, obj.params), tol, max_iter, floor_of,
+                                             shift)
             lam, its = lam2 - shift, its + its2
+            floor = floor_of(lam2)  # the shifted operator's products are what was computed
+            scale = _power_scale(lam2, shift)
+        else:
+            floor, scale = floor_of(lam), abs(lam)
+    res = max(res, floor)
+    ok = res <= tol * scale
     return EigenResult(
         values=torch.tensor([lam], dtype=torch.float64), residuals=torch.tensor([res], dtype=torch.float64),
         converged=torch.tensor([ok]), error_bounds=torch.tensor([res], dtype=torch.float64),
         vectors=vec[:, None], iterations=its, method="power", operator=operator, which="largest",
-        tol=tol, seed=seed, mode=obj.mode, cost=cost,
+        tol=tol, seed=seed, mode=obj.mode, cost=cost, floor=floor,
     )
 
 
-def _dominant(matvec: MatVec, v: torch.Tensor, tol: float, max_iter: int):
+def _power_scale(lam: float, shift: float) -> float:
+    """|λ| of the unshifted operator, kept off zero by the shifted one's size (as Lanczos' scale)."""
+    return max(abs(lam - shift), 1e-3 * abs(lam))
+
+
+def _dominant(matvec: MatVec, v: torch.Tensor, tol: float, max_iter: int, floor_of: Callable[[float], float],
+              shift: float = 0.0):
     v = v / v.norm()
     lam, res = 0.0, math.inf
     for it in range(1, max_iter + 1):
         w = matvec(v)
         lam = float(torch.dot(v, w))
         res = float((w - lam * v).norm())
-        if res <= tol * abs(lam):
-            return lam, v, res, True, it
+        if res <= max(tol * _power_scale(lam, shift), floor_of(lam)):
+            return lam, v, res, it
         norm = w.norm()
         if norm == 0:
-            return 0.0, v, 0.0, True, it
+            return 0.0, v, 0.0, it
         v = w / norm
-    return lam, v, res, False, max_iter
+    return lam, v, res, max_iter
 
 
 def _check_k(obj: Objective, k: int, which: str) -> None:

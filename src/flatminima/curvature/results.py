@@ -16,9 +16,14 @@ from ..objective import Cost
 class EigenResult:
     """Eigenpairs of the curvature operator.
 
-    ``residuals[i] = ‖M v_i − λ_i v_i‖`` (v_i unit-norm), so by Bauer-Fike each λ_i is within
-    ``residuals[i]`` of a true eigenvalue, and within ``error_bounds[i] = r_i²/gap_i`` once the gap to the
-    rest of the spectrum is resolved. ``converged[i]`` says whether ``r_i <= tol·|λ_i|``.
+    ``residuals[i] = ‖M v_i − λ_i v_i‖`` (v_i unit-norm), measured with a fresh product after the
+    iteration stopped (the TRUE residual, not the Lanczos recurrence's estimate) and never below
+    ``floor``, the rounding floor of the dtype (:func:`~flatminima.curvature.lanczos.rounding_floor`). By
+    Bauer-Fike each λ_i is within ``residuals[i]`` of a true eigenvalue, and within
+    ``error_bounds[i] = max(min(r_i, r_i²/δ_i), floor)`` once the gap δ_i to the rest of the spectrum (the
+    Ritz gap less the neighbour's residual) is resolved. ``converged[i]`` says whether ``r_i <= tol·|λ_i|``
+    (``stop="gap"``: whether the error bound is). ``estimates`` are the recurrence's own residual
+    estimates |β·s| at the stop (Lanczos only), kept to show how far they are from the true residuals.
     """
 
     values: torch.Tensor
@@ -34,6 +39,8 @@ class EigenResult:
     seed: int
     mode: str
     cost: Cost = field(default_factory=Cost)
+    floor: float = 0.0
+    estimates: torch.Tensor | None = None
 
     @property
     def all_converged(self) -> bool:
