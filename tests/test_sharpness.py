@@ -223,7 +223,10 @@ def test_fisher_rao_matches_per_sample_gradients():
 
     grads = vmap(torch.func.grad(one), in_dims=(None, 0, 0))(theta, X, y)
     exact = float((grads @ theta).pow(2).mean())
-    assert measure(obj, "fisher_rao").value == pytest.approx(exact, rel=1e-10)
+    # the empirical-Fisher square over all parameters (the paper's default is the model-Fisher norm of
+    # the weights: tests/test_sharpness_paper.py)
+    r = measure(obj, "fisher_rao", labels="data", squared=True, biases=True)
+    assert r.value == pytest.approx(exact, rel=1e-10)
 
 
 def test_relative_flatness_matches_dense_layer_hessian():
@@ -236,12 +239,16 @@ def test_relative_flatness_matches_dense_layer_hessian():
         p = {k: v.detach() for k, v in params.items()} | {"2.weight": w}
         return nn.functional.cross_entropy(functional_call(model, p, (X,)), y)
 
-    Hw = hessian(loss_w)(W)  # m × d × m × d
-    exact = float(torch.einsum("st,jsjt->", W.T @ W, Hw))
+    Hw = hessian(loss_w)(W)  # d × m × d × m
+    G = W @ W.T  # ⟨w_s, w_s'⟩ of the rows (neurons' incoming weights), Petzka et al. Def. 3
+    exact = float(torch.einsum("st,sjtj->", G, Hw))
     r = measure(obj, "relative_flatness")
     assert r.extra["layer"] == "2.weight"
     assert r.value == pytest.approx(exact, rel=1e-9)
-    assert r.cost.hvps == 9  # m² products, m = 3 classes
+    assert r.cost.hvps == 0  # output layer: closed form, one pass
+    h = measure(obj, "relative_flatness", method="hvp")
+    assert h.value == pytest.approx(exact, rel=1e-9)
+    assert h.cost.hvps == 3 * 6  # rank(W) · m products, W 3 × 6
 
 
 def test_logit_normalised_variants_run_and_differ():
