@@ -19,18 +19,18 @@ from __future__ import annotations
 import copy
 import fnmatch
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 from torch import nn
-from torch.func import functional_call, jvp, vjp
+from torch.func import functional_call, jacrev, jvp, vjp
 
 from .errors import FlatminimaError, NonFiniteLossError, require_choice
 
-__all__ = ["Cost", "MemoryPlan", "Objective"]
+__all__ = ["HVP_BACKENDS", "Cost", "MemoryPlan", "Objective"]
 
 
 @dataclass
@@ -62,10 +62,24 @@ def _match(name: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) or name == p or name.startswith(p + ".") for p in patterns)
 
 
+def _is_mapping(x: Any) -> bool:
+    return isinstance(x, Mapping)
+
+
+def _rebuild_mapping(x: Mapping, items: dict) -> Any:
+    """A mapping of the same type as ``x`` (UserDict, BatchEncoding...) when its constructor takes a dict."""
+    if type(x) is dict:
+        return items
+    try:
+        return type(x)(items)
+    except Exception:  # noqa: BLE001 - a mapping type we cannot rebuild: a plain dict carries the same data
+        return items
+
+
 def _leaves(batch: Any) -> Iterator[torch.Tensor]:
     if isinstance(batch, torch.Tensor):
         yield batch
-    elif isinstance(batch, dict):
+    elif _is_mapping(batch):
         for v in batch.values():
             yield from _leaves(v)
     elif isinstance(batch, (list, tuple)):
@@ -76,45 +90,109 @@ def _leaves(batch: Any) -> Iterator[torch.Tensor]:
 def _move(batch: Any, device: torch.device, dtype: torch.dtype) -> Any:
     if isinstance(batch, torch.Tensor):
         return batch.to(device=device, dtype=dtype if batch.is_floating_point() else None)
-    if isinstance(batch, dict):
-        return {k: _move(v, device, dtype) for k, v in batch.items()}
+    if _is_mapping(batch):
+        return _rebuild_mapping(batch, {k: _move(v, device, dtype) for k, v in batch.items()})
     if isinstance(batch, (list, tuple)):
-        return type(batch)(_move(v, device, dtype) for v in batch) if isinstance(batch, list) else tuple(
-            _move(v, device, dtype) for v in batch
-        )
+        parts = [_move(v, device, dtype) for v in batch]
+        return parts if isinstance(batch, list) else tuple(parts)
     return batch
 
 
-_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "cross_entropy": nn.functional.cross_entropy,
-    "mse": nn.functional.mse_loss,
+_LOSSES: dict[str, Callable[[], nn.Module]] = {
+    "cross_entropy": nn.CrossEntropyLoss,
+    "mse": nn.MSELoss,
+    "bce": nn.BCEWithLogitsLoss,
 }
+# Elementwise losses: the "mean" reduction divides the sum by the number of (broadcast) entries.
+_ELEMENTWISE = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss, nn.BCELoss, nn.BCEWithLogitsLoss,
+                nn.SoftMarginLoss, nn.PoissonNLLLoss)
+_DROPOUT = (nn.modules.dropout._DropoutNd, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
+class _LossTerms:
+    """One batch's terms of the objective: (s_b, w_b) from (outputs, targets).
+
+        reduction "mean":  L = Σ_b s_b / Σ_b w_b,  s_b = the batch's loss SUM, w_b = the count its mean divides by
+        reduction "sum":   L = Σ_b s_b
+
+    For a torch loss module the sum is computed by a copy with ``reduction="sum"`` and w_b is the
+    denominator torch's ``"mean"`` would use (non-ignored targets, or their class weights, for
+    cross-entropy; the broadcast entries for elementwise losses), so the value equals the loss over the
+    whole data in one batch, whatever the batch size or memory chunks. A plain callable returns the batch
+    mean (or, with ``reduction="sum"``, the batch sum) and is weighted by the batch's rows.
+    """
+
+    def __init__(self, loss: Callable, reduction: str):
+        self.loss, self.reduction = loss, reduction
+        self.sum_module: nn.Module | None = None
+        if isinstance(loss, nn.Module) and isinstance(getattr(loss, "reduction", None), str):
+            self.sum_module = copy.copy(loss)
+            self.sum_module.reduction = "sum"
+
+    def __call__(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, float]:
+        rows = float(targets.shape[0]) if targets.dim() > 0 else 1.0
+        if self.sum_module is None:
+            value = self.loss(outputs, targets)
+            _require_scalar(value, "loss(outputs, targets)")
+            return (value * rows, rows) if self.reduction == "mean" else (value, rows)
+        s = self.sum_module(outputs, targets)
+        _require_scalar(s, type(self.loss).__name__)
+        return s, (self._denominator(outputs, targets) if self.reduction == "mean" else rows)
+
+    def _denominator(self, outputs: torch.Tensor, targets: torch.Tensor) -> float:
+        m = self.loss
+        if isinstance(m, (nn.CrossEntropyLoss, nn.NLLLoss)):
+            if targets.is_floating_point():  # class probabilities: the mean is over every sample position
+                return float(outputs.numel() // outputs.shape[1]) if outputs.dim() > 1 else 1.0
+            keep = targets != m.ignore_index
+            if m.weight is not None:
+                return float(m.weight.to(outputs.dtype)[targets[keep]].sum())
+            return float(keep.sum())
+        if isinstance(m, nn.KLDivLoss):
+            return float(outputs.shape[0]) if m.reduction == "batchmean" else float(outputs.numel())
+        if isinstance(m, _ELEMENTWISE):
+            return float(torch.broadcast_shapes(outputs.shape, targets.shape).numel())
+        # An unknown module: assume a per-row mean (rows weigh the same), as for a plain callable.
+        return float(targets.shape[0]) if targets.dim() > 0 else 1.0
+
+
+def _require_scalar(value: Any, what: str) -> None:
+    if not isinstance(value, torch.Tensor) or value.dim() != 0:
+        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise FlatminimaError(
+            f"{what} must return one number per batch (a 0-dim tensor), got {shape}; reduce it with "
+            "reduction='mean' or 'sum' (reduction='none' is not an objective).")
 
 
 class _LossModule(nn.Module):
-    """Wraps model + loss so ``functional_call`` swaps the parameters the user's code sees."""
+    """Wraps model + loss so ``functional_call`` swaps the parameters the user's code sees.
 
-    def __init__(self, model: nn.Module, loss: Callable | None, loss_fn: Callable | None):
+    ``forward(batch)`` returns the batch's terms (s_b, w_b) of :class:`_LossTerms`.
+    """
+
+    def __init__(self, model: nn.Module, loss: Callable | None, loss_fn: Callable | None, reduction: str = "mean"):
         super().__init__()
         self.model = model
         self._loss = loss
         self._loss_fn = loss_fn
+        self._reduction = reduction
+        self._terms = _LossTerms(loss, reduction) if loss is not None else None
 
-    def forward(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor | float]:
+    def forward(self, batch: Any) -> tuple[torch.Tensor, float]:
         if self._loss_fn is not None:
             out = self._loss_fn(self.model, batch)
-            if isinstance(out, tuple):
-                return out[0], out[1]
-            return out, _batch_size(batch)
+            value, count = (out[0], out[1]) if isinstance(out, tuple) else (out, _batch_size(batch))
+            _require_scalar(value, "loss_fn(model, batch)")
+            count = float(count)
+            return (value * count, count) if self._reduction == "mean" else (value, count)
         outputs, targets = self.outputs(batch)
-        return self._loss(outputs, targets), targets.shape[0]
+        return self._terms(outputs, targets)
 
     def outputs(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         if not isinstance(batch, (tuple, list)) or len(batch) < 2:
             raise FlatminimaError(
                 "with a `loss`, each batch must be (inputs, targets) or (input1, ..., targets); "
-                f"got {type(batch).__name__}. For other batch structures pass loss_fn=f(model, batch)."
-            )
+                f"got {type(batch).__name__}. For other batch structures pass loss_fn=f(model, batch).")
         return self.model(*batch[:-1]), batch[-1]
 
 
@@ -142,8 +220,8 @@ def _split_rows(batch: Any, rows: int | None) -> list[Any]:
     def cut(x: Any, i: int) -> Any:
         if isinstance(x, torch.Tensor):
             return x[i:i + rows] if x.dim() > 0 and x.shape[0] == n else x
-        if isinstance(x, dict):
-            return {k: cut(v, i) for k, v in x.items()}
+        if _is_mapping(x):
+            return _rebuild_mapping(x, {k: cut(v, i) for k, v in x.items()})
         if isinstance(x, (list, tuple)):
             parts = [cut(v, i) for v in x]
             return parts if isinstance(x, list) else tuple(parts)
@@ -179,17 +257,38 @@ class MemoryPlan:
 class Objective:
     """L(θ) over a fixed data set (or an analytic function), with exact gradients and Hessian products.
 
+    The value is exactly the mean (``reduction="mean"``) or the sum (``reduction="sum"``) of the loss over
+    every sample of the data, the same whatever ``batch_size`` and ``memory_mb`` chunks it is computed in:
+
+        mean:  L(θ) = Σ_b s_b(θ) / Σ_b w_b        sum:  L(θ) = Σ_b s_b(θ)
+
+    with s_b the loss summed over batch b and w_b the number of terms a mean over it divides by (see
+    :class:`_LossTerms`). Sums are accumulated in float64, so float32 models still get exact-ish totals.
+
     Args:
         model: any ``nn.Module``; it is copied, never mutated.
-        loss: ``"cross_entropy"``, ``"mse"`` or a callable ``loss(outputs, targets)`` returning the batch
-            mean. Batches are then ``(inputs, targets)`` or ``(input1, input2, ..., targets)``.
+        loss: ``"cross_entropy"``, ``"mse"``, ``"bce"`` (``BCEWithLogitsLoss``), a torch loss module such
+            as ``nn.CrossEntropyLoss(reduction="sum")`` (its ``.reduction`` is read: ``"mean"`` or
+            ``"sum"``; ``"none"`` is refused), or a callable ``loss(outputs, targets)`` returning the batch
+            mean (the batch sum with ``reduction="sum"``). Batches are then ``(inputs, targets)`` or
+            ``(input1, input2, ..., targets)``.
         data: a DataLoader, a tuple ``(X, y)`` of tensors (split into ``batch_size`` batches), or any
             re-iterable of batches (a list, a Dataset-backed loader). One-shot iterators are refused.
-        loss_fn: instead of ``loss``: ``loss_fn(model, batch)`` returning the batch mean, or
-            ``(mean, count)`` to weight the batch by ``count`` targets (tokens, masked entries...).
+            Batches may be tensors, tuples, lists or any ``Mapping`` (dict, UserDict, HF BatchEncoding).
+        loss_fn: instead of ``loss``: ``loss_fn(model, batch)`` returning one number per batch, or
+            ``(value, count)``. With ``reduction="mean"`` the value is the batch MEAN over its ``count``
+            terms (default count: the batch's rows) and L = Σ_b count_b·value_b / Σ_b count_b; returning
+            (mean over the batch's tokens, number of tokens) gives the per-token mean over all data.
+            With ``reduction="sum"`` the value is the batch SUM and L = Σ_b value_b (count only reported).
+        reduction: ``"mean"`` (default) or ``"sum"``; for a loss module it is read from the module.
         params: parameter-name patterns (globs or module prefixes) selecting the part of the model whose
             curvature is wanted; ``None`` selects every parameter with ``requires_grad``.
-        mode: ``"eval"`` (default: BatchNorm running statistics, no dropout) or ``"train"``.
+        mode: ``"eval"`` (default: BatchNorm running statistics, no dropout) or ``"train"`` (BatchNorm
+            batch statistics, which depend on θ and are differentiated; running statistics never change).
+        fixed_mask: in ``mode="train"``, draw one dropout mask per batch (seeded by ``seed`` and the
+            batch's index) and reuse it at every evaluation, so L(θ) is one deterministic function. Without
+            it a model with active dropout in train mode is refused: its loss changes at every call.
+        seed: the seed of the fixed masks.
         dtype: ``torch.float64`` for reference-grade numbers; default keeps the model's dtype.
         device: where to compute; data batches are moved there on the fly.
         hvp_method: ``"double_backward"`` (default, measured faster on CPU) or ``"forward_over_reverse"``.
@@ -204,6 +303,10 @@ class Objective:
 
     memory_mb: float | None = None
     _mem_plan: MemoryPlan | None = None
+    reduction: str = "mean"
+    fixed_mask: bool = False
+    _batch_index: int = 0
+    _determinism_checked: bool = True
 
     def __init__(
         self,
@@ -221,27 +324,41 @@ class Objective:
         reuse_graph: bool | str = "auto",
         distributed: bool = False,
         memory_mb: float | None = None,
+        reduction: str | None = None,
+        fixed_mask: bool = False,
+        seed: int = 0,
     ):
         require_choice("mode", mode, ["eval", "train"])
         require_choice("hvp_method", hvp_method, ["double_backward", "forward_over_reverse"])
         if (loss is None) == (loss_fn is None):
             raise FlatminimaError("pass exactly one of `loss` (outputs, targets) or `loss_fn` (model, batch).")
-        if isinstance(loss, str):
-            require_choice("loss", loss, list(_LOSSES))
-            loss = _LOSSES[loss]
         if not isinstance(model, nn.Module):
             raise FlatminimaError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+        self._config = {"loss": loss, "data": data, "loss_fn": loss_fn, "params": params, "mode": mode,
+                        "batch_size": batch_size, "hvp_method": hvp_method, "reuse_graph": reuse_graph,
+                        "distributed": distributed, "memory_mb": memory_mb, "reduction": reduction,
+                        "fixed_mask": fixed_mask, "seed": seed}
+        if isinstance(loss, str):
+            require_choice("loss", loss, list(_LOSSES))
+            loss = _LOSSES[loss]()
+        self.reduction = self._resolve_reduction(loss, reduction)
+        if fixed_mask and mode != "train":
+            raise FlatminimaError("fixed_mask=True fixes dropout masks in mode='train'; in mode='eval' there are "
+                                  "none (dropout is off). Pass mode='train' or drop fixed_mask.")
         self.mode = mode
         self.hvp_method = hvp_method
         self.distributed = distributed
+        self.fixed_mask, self.seed = bool(fixed_mask), int(seed)
         first = next(model.parameters(), None)
         self.dtype = dtype or (first.dtype if first is not None else torch.get_default_dtype())
         self.device = torch.device(device) if device is not None else (
             first.device if first is not None else torch.device("cpu"))
         model = copy.deepcopy(model).to(device=self.device, dtype=self.dtype)
         model.train(mode == "train")
-        self._module = _LossModule(model, loss, loss_fn)
+        self._model = model  # the copy users get back from model_at (running statistics intact)
+        self._module = _LossModule(self._compute_model(model), loss, loss_fn, self.reduction)
         self._has_outputs = loss_fn is None
+        self._check_randomness(model)
         self._select_params(params)
         self._batches, in_memory = self._prepare_data(data, batch_size)
         self.reuse_graph = in_memory if reuse_graph == "auto" else bool(reuse_graph)
@@ -250,8 +367,51 @@ class Objective:
         self.n_batches: int | None = None
         self.total_weight: float | None = None
         self._counter = Cost()
+        self._determinism_checked = False
 
     # ----------------------------------------------------------------- construction helpers
+    @staticmethod
+    def _resolve_reduction(loss: Callable | None, reduction: str | None) -> str:
+        if reduction is not None:
+            require_choice("reduction", reduction, ["mean", "sum"])
+        own = getattr(loss, "reduction", None) if isinstance(loss, nn.Module) else None
+        if isinstance(own, str):
+            if own not in ("mean", "sum"):
+                raise FlatminimaError(
+                    f"{type(loss).__name__}(reduction={own!r}) gives one loss per sample, not an objective; "
+                    "build it with reduction='mean' (the mean over the data) or reduction='sum' (the total).")
+            if reduction is not None and reduction != own:
+                raise FlatminimaError(
+                    f"reduction={reduction!r} contradicts {type(loss).__name__}(reduction={own!r}); "
+                    "set it in one place (the loss module's reduction is used when reduction is not given).")
+            return own
+        return reduction or "mean"
+
+    def _compute_model(self, model: nn.Module) -> nn.Module:
+        """The model the functional calls run: in train mode, BatchNorm without running statistics.
+
+        In train mode BatchNorm normalises with the batch statistics (functions of θ, differentiated like
+        any layer) and would update its running statistics in place, which torch.func's forward-mode AD
+        cannot do on plain buffers and which would change the copy behind the user's back. A second copy
+        with ``torch.func.replace_all_batch_norm_modules_`` drops the running statistics from the
+        computation; ``model_at`` keeps returning the first copy, statistics intact.
+        """
+        if self.mode != "train" or not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+            return model
+        work = copy.deepcopy(model)
+        torch.func.replace_all_batch_norm_modules_(work)
+        return work
+
+    def _check_randomness(self, model: nn.Module) -> None:
+        active = sorted({type(m).__name__ for m in model.modules()
+                         if isinstance(m, _DROPOUT) and m.training and getattr(m, "p", 0.0) > 0})
+        if active and not self.fixed_mask:
+            raise FlatminimaError(
+                f"the loss is random: the model has dropout ({', '.join(active)}) active in mode='train', so "
+                "every evaluation draws a new mask and Hessian products of the same vector disagree. Use "
+                "mode='eval' (dropout off, the default), or mode='train', fixed_mask=True to reuse one "
+                "dropout mask per batch at every evaluation.")
+
     def _select_params(self, patterns: str | Sequence[str] | None) -> None:
         named = [(n, p) for n, p in self._module.model.named_parameters()]
         trainable = [(n, p) for n, p in named if p.requires_grad]
@@ -312,7 +472,7 @@ class Objective:
 
     def model_at(self, theta: torch.Tensor | None = None) -> nn.Module:
         """A fresh copy of the model holding θ (for plotting, saving or evaluation by the user)."""
-        model = copy.deepcopy(self._module.model)
+        model = copy.deepcopy(self._model)
         with torch.no_grad():
             named = dict(model.named_parameters())
             for n, t in self.unflatten(self._theta(theta)).items():
@@ -332,30 +492,101 @@ class Objective:
         state.update({"model." + n: t for n, t in self.unflatten(theta).items()})
         return state
 
+    # ----------------------------------------------------------------- the public protocol
+    @property
+    def has_outputs(self) -> bool:
+        """Whether the objective sees model outputs and targets (built with ``loss=``, not ``loss_fn=``)."""
+        return self._has_outputs
+
+    @property
+    def loss_function(self) -> Callable | None:
+        """The per-batch ``loss(outputs, targets)`` as given (a module or a callable); None with ``loss_fn``."""
+        module = getattr(self, "_module", None)
+        return None if module is None else module._loss
+
+    def batches(self) -> Iterator[Any]:
+        """The prepared batches, as every operation sees them: moved to the device, cast, split into chunks."""
+        return self._iter_batches()
+
+    def outputs(self, theta: torch.Tensor | None, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """(model outputs at θ on a prepared batch, its targets), differentiable in θ (``loss=`` objectives)."""
+        if not self._has_outputs:
+            raise FlatminimaError("outputs need (inputs, targets) batches: build the Objective with `loss=`.")
+        return self._call_outputs(self._theta(theta), batch)
+
+    def record(self, kind: str, points: int = 1, passes: float = 1.0, seconds: float = 0.0) -> None:
+        """Add work done outside the objective's own calls to its cost meter (``kind``: a :class:`Cost` count)."""
+        require_choice("kind", kind, ["losses", "grads", "hvps", "batched_points"])
+        c = self._counter
+        setattr(c, kind, getattr(c, kind) + points)
+        c.data_passes += passes
+        c.seconds += seconds
+
     # ----------------------------------------------------------------- batches and reduction
     def _iter_batches(self) -> Iterator[Any]:
         count = 0
         rows = self.memory_plan.rows if self.memory_mb is not None else None
         for batch in self._batches:
             for part in (_split_rows(batch, rows) if rows else (batch,)):
+                part = _move(part, self.device, self.dtype)
+                self._batch_index = count  # keys the fixed dropout mask of this batch
+                if not self._determinism_checked:
+                    self._check_determinism(part)
                 count += 1
-                yield _move(part, self.device, self.dtype)
+                yield part
         if count == 0 and not self.distributed:  # a rank may hold an empty shard; the sum still counts
             raise FlatminimaError("data yielded no batches; pass a non-empty data set.")
         self.n_batches = count
 
-    def _batch_loss(self, theta: torch.Tensor, batch: Any) -> tuple[torch.Tensor, float]:
+    def _check_determinism(self, batch: Any) -> None:
+        """Once: two evaluations at θ₀ on the first batch must agree (a random loss has no Hessian)."""
+        self._determinism_checked = True
+        with torch.no_grad():
+            a = float(self._batch_terms(self._theta0, batch)[0])
+            b = float(self._batch_terms(self._theta0, batch)[0])
+        tol = (1e-10 if self.dtype == torch.float64 else 1e-4) * max(1.0, abs(a))
+        if abs(a - b) > tol:
+            raise FlatminimaError(
+                f"the loss is random: two evaluations at the same θ on the same batch gave {a:.8g} and {b:.8g}. "
+                "Dropout (or another random op) is active, in train mode or in loss_fn; use mode='eval', or "
+                "mode='train', fixed_mask=True to reuse one dropout mask per batch at every evaluation.")
+
+    @contextmanager
+    def _randomness(self) -> Iterator[None]:
+        """With ``fixed_mask``: the RNG seeded by (seed, batch index), so each batch redraws the same mask."""
+        if not self.fixed_mask:
+            yield
+            return
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.seed * 1_000_003 + self._batch_index)
+            yield
+
+    def _batch_terms(self, theta: torch.Tensor, batch: Any) -> tuple[torch.Tensor, float]:
+        """(s_b, w_b) of one prepared batch at θ (see the class docstring)."""
         try:
-            loss, weight = functional_call(self._module, self._state(theta), (batch,))
+            with self._randomness():
+                s, weight = functional_call(self._module, self._state(theta), (batch,))
         except (RuntimeError, TypeError) as err:
+            if _no_second_derivative(err):
+                raise _attention_error(err) from err
             shapes = [tuple(t.shape) for t in _leaves(batch)]
             raise FlatminimaError(
                 f"the model's forward/loss failed on a batch with tensor shapes {shapes}: {err}. "
                 "Check that the data's shape matches what the model expects.") from err
-        return loss, float(weight)
+        return s, float(weight)
 
-    def _reduce(self, total: torch.Tensor, weight: float) -> torch.Tensor:
-        """Exact weighted mean Σ w·x / Σ w, summed over all ranks when distributed (one all-reduce)."""
+    def _batch_loss(self, theta: torch.Tensor, batch: Any) -> tuple[torch.Tensor, float]:
+        """(batch value, weight) such that the objective is Σ w·value / Σ w ("mean") or Σ value ("sum")."""
+        s, w = self._batch_terms(theta, batch)
+        return (s / w if w else s * 0.0, w) if self.reduction == "mean" else (s, w)
+
+    def _reduce(self, total: torch.Tensor, weight: float, reduction: str | None = None) -> torch.Tensor:
+        """Σ s / Σ w ("mean") or Σ s ("sum"), summed over all ranks when distributed (one all-reduce).
+
+        ``total`` is accumulated in float64 by the callers; the value comes back in the objective's dtype.
+        """
+        reduction = reduction or self.reduction
         if self.distributed:
             import torch.distributed as dist
 
@@ -365,13 +596,11 @@ class Objective:
         if weight <= 0:
             raise FlatminimaError("the data's total weight is zero (no samples / no targets).")
         self.total_weight = weight
-        return total / weight
+        value = total / weight if reduction == "mean" else total
+        return value.to(self.dtype)
 
     def _account(self, kind: str, start: float, points: int = 1) -> None:
-        c = self._counter
-        setattr(c, kind, getattr(c, kind) + points)
-        c.data_passes += 1.0
-        c.seconds += time.perf_counter() - start
+        self.record(kind, points, 1.0, time.perf_counter() - start)
 
     @staticmethod
     def _check_finite(value: torch.Tensor, what: str) -> None:
@@ -380,52 +609,65 @@ class Objective:
                 f"the {what} is not finite (NaN or inf). The model diverged or the data holds NaN/inf; "
                 "check the checkpoint and the inputs, or lower the learning rate that produced it.")
 
+    def _zeros(self, like: torch.Tensor) -> torch.Tensor:
+        # float64 accumulators: a float32 model's sum over many batches stays exact to float32 rounding.
+        return torch.zeros(like.shape, dtype=torch.float64, device=like.device)
+
     # ----------------------------------------------------------------- the public operations
     def loss(self, theta: torch.Tensor | None = None) -> float:
-        """L(θ): the exact mean loss over all data."""
+        """L(θ): the exact mean (or sum, with ``reduction="sum"``) of the loss over all data."""
         start, theta = time.perf_counter(), self._theta(theta)
-        total, weight = torch.zeros((), device=self.device, dtype=self.dtype), 0.0
+        total, weight = torch.zeros((), device=self.device, dtype=torch.float64), 0.0
         with torch.no_grad():
             for batch in self._iter_batches():
-                loss, w = self._batch_loss(theta, batch)
-                total, weight = total + w * loss.detach(), weight + w
+                s, w = self._batch_terms(theta, batch)
+                total, weight = total + s.detach().to(torch.float64), weight + w
         value = self._reduce(total, weight)
         self._check_finite(value, "loss")
         self._account("losses", start)
         return float(value)
 
     def grad(self, theta: torch.Tensor | None = None) -> torch.Tensor:
-        """∇L(θ), the exact mean gradient; never touches any ``.grad`` attribute."""
+        """∇L(θ), the exact derivative of the same mean (or sum); never touches any ``.grad`` attribute."""
         start, theta = time.perf_counter(), self._theta(theta).detach().requires_grad_(True)
-        total, weight = torch.zeros_like(theta), 0.0
+        total, weight = self._zeros(theta), 0.0
         for batch in self._iter_batches():
-            loss, w = self._batch_loss(theta, batch)
-            (g,) = torch.autograd.grad(loss * w, theta, allow_unused=True)
+            s, w = self._batch_terms(theta, batch)
+            (g,) = torch.autograd.grad(s, theta, allow_unused=True)
             if g is not None:
                 total += g
             weight += w
-        value = self._reduce(total.detach(), weight)
+        value = self._reduce(total, weight)
         self._check_finite(value, "gradient")
         self._account("grads", start)
         return value
 
     def hvp(self, v: torch.Tensor, theta: torch.Tensor | None = None) -> torch.Tensor:
-        """H(θ)·v with H = ∇²L(θ), exact over all data."""
+        """H(θ)·v with H = ∇²L(θ), exact over all data, by ``hvp_method`` (see :data:`HVP_BACKENDS`)."""
         start = time.perf_counter()
         v = self._check_vector(v)
         theta = self._theta(theta)
+        self._require_second_derivatives()
         plan = self.memory_plan  # plans the budget first: it may turn graph reuse off
         reuse = self.reuse_graph if plan is None else plan.reuse_graph
-        if self.hvp_method == "forward_over_reverse":
-            total, weight = self._hvp_forward_over_reverse(theta, v)
-        elif reuse:
-            total, weight = self._hvp_cached(theta, v)
-        else:
-            total, weight = self._hvp_double_backward(theta, v)
+        backend = "cached" if reuse and self.hvp_method == "double_backward" else self.hvp_method
+        try:
+            total, weight = HVP_BACKENDS[backend](self, theta, v)
+        except RuntimeError as err:
+            if _no_second_derivative(err):
+                raise _attention_error(err) from err
+            raise
         value = self._reduce(total, weight)
         self._check_finite(value, "Hessian-vector product")
         self._account("hvps", start)
         return value
+
+    def _require_second_derivatives(self) -> None:
+        """Hugging Face's fused attention (SDPA, flash) has no second derivative: refuse before the raw error."""
+        for m in self._module.model.modules():
+            impl = getattr(getattr(m, "config", None), "_attn_implementation", None)
+            if isinstance(impl, str) and impl != "eager":
+                raise _attention_error(None, impl)
 
     def _check_vector(self, v: torch.Tensor) -> torch.Tensor:
         v = torch.as_tensor(v)
@@ -434,16 +676,16 @@ class Objective:
         return v.to(device=self.device, dtype=self.dtype)
 
     def _hvp_double_backward(self, theta: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, float]:
-        theta = theta.detach().requires_grad_(True)
-        total, weight = torch.zeros_like(theta), 0.0
-        for batch in self._iter_batches():
-            loss, w = self._batch_loss(theta, batch)
-            total += self._second_backward(theta, loss * w, v, retain=False)
-            weight += w
-        return total.detach(), weight
+        return _hvp_double_backward(self, theta, v)
+
+    def _hvp_cached(self, theta: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, float]:
+        return _hvp_cached(self, theta, v)
+
+    def _hvp_forward_over_reverse(self, theta: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, float]:
+        return _hvp_forward_over_reverse(self, theta, v)
 
     @staticmethod
-    def _second_backward(theta: torch.Tensor, loss: torch.Tensor, v: torch.Tensor, retain: bool,
+    def _second_backward(theta: torch.Tensor, loss: torch.Tensor | None, v: torch.Tensor, retain: bool,
                          grad: torch.Tensor | None = None) -> torch.Tensor:
         if grad is None:
             (grad,) = torch.autograd.grad(loss, theta, create_graph=True, allow_unused=True)
@@ -452,78 +694,55 @@ class Objective:
         (hv,) = torch.autograd.grad(grad, theta, grad_outputs=v, retain_graph=retain, allow_unused=True)
         return torch.zeros_like(theta) if hv is None else hv
 
-    def _hvp_cached(self, theta: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """Double backward reusing each batch's gradient graph while θ stays the same (one build per θ)."""
-        cache = self._graph_cache
-        if cache is None or cache[0].shape != theta.shape or not torch.equal(cache[0], theta):
-            self._graph_cache = None  # free the old graph before building the new one
-            leaf = theta.detach().clone().requires_grad_(True)
-            grads = []
-            for batch in self._iter_batches():
-                loss, w = self._batch_loss(leaf, batch)
-                (g,) = torch.autograd.grad(loss * w, leaf, create_graph=True, allow_unused=True)
-                grads.append((g, w))
-            self._graph_cache = cache = (theta.detach().clone(), leaf, grads)
-        _, leaf, grads = cache
-        total, weight = torch.zeros_like(theta), 0.0
-        for g, w in grads:
-            total += self._second_backward(leaf, None, v, retain=True, grad=g)
-            weight += w
-        return total.detach(), weight
-
-    def _hvp_forward_over_reverse(self, theta: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, float]:
-        total, weight = torch.zeros_like(theta), 0.0
-        for batch in self._iter_batches():
-            w_box: list[float] = []
-
-            def f(t, batch=batch, w_box=w_box):
-                loss, w = self._batch_loss(t, batch)
-                w_box.append(w)
-                return loss
-
-            _, hv = jvp(torch.func.grad(f), (theta,), (v,))
-            total += w_box[0] * hv
-            weight += w_box[0]
-        return total.detach(), weight
-
     def ggn_vp(self, v: torch.Tensor, theta: torch.Tensor | None = None) -> torch.Tensor:
-        """G(θ)·v with the generalised Gauss-Newton G = Σ_b w_b J_bᵀ ∇²_z ℓ_b J_b / Σ_b w_b (PSD for convex ℓ).
+        """G(θ)·v with the generalised Gauss-Newton G = Σ_b J_bᵀ ∇²_z s_b J_b / Σ_b w_b (PSD for convex ℓ).
 
-        z are the model outputs; needs the ``loss(outputs, targets)`` form (Schraudolph 2002; Martens 2010).
+        z are the model outputs, J_b = ∂z/∂θ on batch b and s_b the batch's summed loss (divided by the
+        total weight with ``reduction="mean"``, not with ``"sum"``). Needs the ``loss(outputs, targets)``
+        form (Schraudolph 2002; Martens 2010). In train mode BatchNorm's batch statistics are part of z(θ).
         """
         if not self._has_outputs:
             raise FlatminimaError("the GGN needs the model outputs: build the Objective with `loss=`, not `loss_fn=`.")
         start, v, theta = time.perf_counter(), self._check_vector(v), self._theta(theta)
-        total, weight = torch.zeros_like(theta), 0.0
+        total, weight = self._zeros(theta), 0.0
         for batch in self._iter_batches():
             targets = batch[-1]
 
             def f(t, batch=batch):
                 return self._call_outputs(t, batch)[0]
 
-            out, jv = jvp(f, (theta,), (v,))
-            hjv = self._output_hvp(out, targets, jv)
-            _, pullback = vjp(f, theta)
-            (gv,) = pullback(hjv)
-            w = float(targets.shape[0])
-            total += w * gv.detach()
+            try:
+                out, jv = jvp(f, (theta,), (v,))
+                hjv, w = self._output_hvp(out, targets, jv)
+                _, pullback = vjp(f, theta)
+                (gv,) = pullback(hjv)
+            except RuntimeError as err:
+                if _no_second_derivative(err):
+                    raise _attention_error(err) from err
+                raise
+            total += gv.detach()
             weight += w
         value = self._reduce(total, weight)
         self._check_finite(value, "GGN-vector product")
         self._account("hvps", start)
         return value
 
-    def _output_hvp(self, out: torch.Tensor, targets: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """∇²_z ℓ(z, y)·u by double backward in output space (torch.func's jvp-of-grad trips on mse_loss)."""
+    def _output_hvp(self, out: torch.Tensor, targets: torch.Tensor, u: torch.Tensor
+                    ) -> tuple[torch.Tensor, float]:
+        """(∇²_z s(z, y)·u, w) by double backward in output space (torch.func's jvp-of-grad trips on mse_loss)."""
         with torch.enable_grad():
             z = out.detach().requires_grad_(True)
-            (g,) = torch.autograd.grad(self._module._loss(z, targets), z, create_graph=True)
+            s, w = self._module._terms(z, targets)
+            (g,) = torch.autograd.grad(s, z, create_graph=True)
+            if not g.requires_grad:  # a loss linear in z: zero output curvature
+                return torch.zeros_like(u), w
             (hu,) = torch.autograd.grad(g, z, grad_outputs=u)
-        return hu
+        return hu, w
 
     def _call_outputs(self, theta: torch.Tensor, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         state = {k[len("model."):]: t for k, t in self._state(theta).items()}
-        return functional_call(self._module.model, state, tuple(batch[:-1])), batch[-1]
+        with self._randomness():
+            return functional_call(self._module.model, state, tuple(batch[:-1])), batch[-1]
 
     def loss_batched(self, thetas: torch.Tensor, chunk_size: int = 32) -> torch.Tensor:
         """L(θ_i) for every row θ_i of ``thetas`` (n × dim), ``chunk_size`` rows per pass over the data.
@@ -664,12 +883,116 @@ class Objective:
         return FunctionObjective(f, x0, dtype=dtype, name=name)
 
     def describe(self) -> dict[str, Any]:
-        """What this objective is, for results and reports."""
+        """What this objective is, for results and reports (randomness included: ``fixed_mask``)."""
+        loss = self.loss_function
         return {"dim": self.dim, "mode": self.mode, "dtype": str(self.dtype).replace("torch.", ""),
                 "device": str(self.device), "params": self.param_names if len(self.param_names) <= 20
                 else f"{len(self.param_names)} tensors", "samples": self.total_weight,
-                "hvp_method": self.hvp_method, "memory_mb": self.memory_mb,
-                "chunk_rows": self._mem_plan.rows if self._mem_plan is not None else None}
+                "loss": "loss_fn" if loss is None else getattr(loss, "__name__", type(loss).__name__),
+                "reduction": self.reduction, "hvp_method": self.hvp_method, "memory_mb": self.memory_mb,
+                "chunk_rows": self._mem_plan.rows if self._mem_plan is not None else None,
+                "fixed_mask": (f"one dropout mask per batch, seed {self.seed}" if self.fixed_mask else False)}
+
+    def replace(self, **changes: Any) -> Objective:
+        """A new Objective with every setting of this one except ``changes``.
+
+        The model is this one's at θ₀ (``model_at()``); loss or loss_fn, data, params, mode, dtype, device,
+        batch_size, hvp_method, reuse_graph, distributed, memory_mb, reduction, fixed_mask and seed carry
+        over unless given. Passing ``loss`` replaces ``loss_fn`` and vice versa. A new plain-callable loss
+        keeps this objective's reduction (a loss module brings its own).
+        """
+        config = dict(self._config, dtype=self.dtype, device=self.device)
+        unknown = set(changes) - set(config) - {"model"}
+        if unknown:
+            raise FlatminimaError(f"replace() got unknown settings {sorted(unknown)}; allowed: "
+                                  f"{sorted(set(config) | {'model'})}.")
+        if "loss" in changes and changes["loss"] is not None:
+            config["loss_fn"] = None
+        if "loss_fn" in changes and changes["loss_fn"] is not None:
+            config["loss"] = None
+        if ("loss" in changes or "loss_fn" in changes) and "reduction" not in changes:
+            new = changes.get("loss", config["loss"])
+            own = isinstance(new, nn.Module) and isinstance(getattr(new, "reduction", None), str)
+            config["reduction"] = None if own else self.reduction
+        config.update(changes)
+        model = config.pop("model", None)
+        return Objective(model if model is not None else self.model_at(), **config)
+
+
+# --------------------------------------------------------------------- Hessian-vector backends
+# Each backend maps (objective, θ, v) to (Σ_b H_b v accumulated in float64, Σ_b w_b), H_b the Hessian of
+# the batch's summed terms s_b; the Objective divides by the weight (or not) and meters the call.
+def _hvp_double_backward(obj: Objective, theta: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Double backward per batch: ∇(∇s_b · v), the graph rebuilt for every product."""
+    theta = theta.detach().requires_grad_(True)
+    total, weight = obj._zeros(theta), 0.0
+    for batch in obj._iter_batches():
+        s, w = obj._batch_terms(theta, batch)
+        total += obj._second_backward(theta, s, v, retain=False)
+        weight += w
+    return total, weight
+
+
+def _hvp_cached(obj: Objective, theta: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Double backward reusing each batch's gradient graph while θ stays the same (one build per θ)."""
+    cache = obj._graph_cache
+    if cache is None or cache[0].shape != theta.shape or not torch.equal(cache[0], theta):
+        obj._graph_cache = None  # free the old graph before building the new one
+        leaf = theta.detach().clone().requires_grad_(True)
+        grads = []
+        for batch in obj._iter_batches():
+            s, w = obj._batch_terms(leaf, batch)
+            (g,) = torch.autograd.grad(s, leaf, create_graph=True, allow_unused=True)
+            grads.append((g, w))
+        obj._graph_cache = cache = (theta.detach().clone(), leaf, grads)
+    _, leaf, grads = cache
+    total, weight = obj._zeros(theta), 0.0
+    for g, w in grads:
+        total += obj._second_backward(leaf, None, v, retain=True, grad=g)
+        weight += w
+    return total, weight
+
+
+def _hvp_forward_over_reverse(obj: Objective, theta: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """torch.func forward-over-reverse: jvp of the reverse-mode gradient.
+
+    ``jacrev`` rather than ``grad``: jvp over ``torch.func.grad`` of ``mse_loss`` fails on an immutable
+    ZeroTensor inside its backward formula, jvp over ``jacrev`` does not (same numbers elsewhere).
+    """
+    total, weight = obj._zeros(theta), 0.0
+    for batch in obj._iter_batches():
+        w_box: list[float] = []
+
+        def f(t: torch.Tensor, batch: Any = batch, w_box: list = w_box) -> torch.Tensor:
+            s, w = obj._batch_terms(t, batch)
+            w_box.append(w)
+            return s
+
+        _, hv = jvp(jacrev(f), (theta.detach(),), (v,))
+        total += hv.detach()
+        weight += w_box[0]
+    return total, weight
+
+
+HVP_BACKENDS: dict[str, Callable[[Objective, torch.Tensor, torch.Tensor], tuple[torch.Tensor, float]]] = {
+    "double_backward": _hvp_double_backward,
+    "cached": _hvp_cached,
+    "forward_over_reverse": _hvp_forward_over_reverse,
+}
+
+
+def _no_second_derivative(err: BaseException) -> bool:
+    msg = str(err)
+    return "derivative for" in msg and "not implemented" in msg
+
+
+def _attention_error(err: BaseException | None, impl: str | None = None) -> FlatminimaError:
+    what = f"attn_implementation={impl!r}" if impl else f"an operation without a second derivative ({err})"
+    return FlatminimaError(
+        f"Hessian products need second derivatives, and the model uses {what}: fused attention kernels "
+        "(PyTorch SDPA, flash attention) have none. Build the Hugging Face model with "
+        "attn_implementation=\"eager\" (from_pretrained(..., attn_implementation=\"eager\"), or "
+        "config._attn_implementation = \"eager\" before constructing it from a config).")
 
 
 class FunctionObjective(Objective):
@@ -693,8 +1016,20 @@ class FunctionObjective(Objective):
     def _iter_batches(self) -> Iterator[Any]:
         yield None
 
-    def _batch_loss(self, theta: torch.Tensor, batch: Any) -> tuple[torch.Tensor, float]:
+    def _batch_terms(self, theta: torch.Tensor, batch: Any) -> tuple[torch.Tensor, float]:
         return self.f(theta), 1.0
+
+    def _require_second_derivatives(self) -> None:
+        pass
+
+    def replace(self, **changes: Any) -> Objective:
+        """The same analytic objective with ``f``, ``x0``, ``dtype`` or ``name`` changed."""
+        config = {"f": self.f, "x0": self._theta0, "dtype": self.dtype, "name": self.name}
+        unknown = set(changes) - set(config)
+        if unknown:
+            raise FlatminimaError(f"replace() got unknown settings {sorted(unknown)}; allowed: {sorted(config)}.")
+        config.update(changes)
+        return FunctionObjective(config.pop("f"), config.pop("x0"), **config)
 
     def model_at(self, theta: torch.Tensor | None = None) -> nn.Module:
         raise FlatminimaError("an analytic objective has no model; use its parameters directly.")

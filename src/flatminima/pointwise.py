@@ -46,6 +46,7 @@ from torch import nn
 from torch.func import vmap
 
 from .errors import FlatminimaError, require_choice
+from .objective import _ELEMENTWISE
 
 if TYPE_CHECKING:
     from .objective import Objective
@@ -102,7 +103,7 @@ def values_at(
     fns = [_metric_fn(obj, m) for m in metrics]
     engine = engine or default_engine(obj)
     require_choice("engine", engine, ["loop", "vmap"])
-    if engine == "loop" and not hasattr(obj, "_module"):
+    if engine == "loop" and not _has_model(obj):
         raise FlatminimaError("engine='loop' needs a model; an analytic objective is evaluated with 'vmap'.")
     loop = engine == "loop"
     chunk = _chunk(obj, chunk_size, loop)
@@ -118,15 +119,17 @@ def values_at(
         out.append(vals)
         passes += 1
         report(stop)
-    obj._counter.batched_points += n
-    obj._counter.data_passes += passes
-    obj._counter.seconds += time.perf_counter() - start
+    obj.record("batched_points", n, passes, time.perf_counter() - start)
     return [torch.cat([v[i] for v in out]) for i in range(len(fns))]
 
 
 def default_engine(obj: Objective) -> str:
     """``"loop"`` for models on the CPU, ``"vmap"`` on other devices and for analytic objectives."""
-    return "loop" if obj.device.type == "cpu" and hasattr(obj, "_module") else "vmap"
+    return "loop" if obj.device.type == "cpu" and _has_model(obj) else "vmap"
+
+
+def _has_model(obj: Objective) -> bool:
+    return getattr(obj, "_module", None) is not None
 
 
 # ----------------------------------------------------------------------------- checks and set-up
@@ -170,7 +173,7 @@ def _metric_fn(obj: Objective, metric: Metric) -> Callable | None:
     """None stands for the objective's loss; names and callables become ``f(outputs, targets)``."""
     if metric == "loss":
         return None
-    if not obj._has_outputs:
+    if not obj.has_outputs:
         raise FlatminimaError("metrics need (inputs, targets) batches and `loss=`; evaluate the loss instead.")
     if metric == "accuracy":
         return _accuracy
@@ -183,18 +186,29 @@ def _accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return (outputs.argmax(-1) == targets).to(outputs.dtype).mean()
 
 
-def _loss_of(obj: Objective) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    loss = obj._module._loss
-    if loss is not nn.functional.cross_entropy:
-        return loss
+def _loss_of(obj: Objective) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, float]]:
+    """The objective's batch terms (s_b, w_b) from (outputs, targets): its loss sum and weight."""
+    terms = obj._module._terms
+    loss = obj.loss_function
+    plain_ce = (type(loss) is nn.CrossEntropyLoss and loss.weight is None and loss.label_smoothing == 0.0
+                and loss.ignore_index < 0)
 
-    def cross_entropy(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        # logsumexp(z) − z_y equals F.cross_entropy for class-index targets (no ignore_index among them).
+    if not plain_ce:
+        return terms
+
+    def cross_entropy(z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float]:
+        # logsumexp(z) − z_y summed equals the cross-entropy sum for class-index targets none of which is
+        # ignored; each row then counts once in the mean's denominator.
         if z.dim() == 2 and y.dim() == 1 and not y.is_floating_point() and bool((y >= 0).all()):
-            return (torch.logsumexp(z, 1) - z.gather(1, y[:, None])[:, 0]).mean()
-        return loss(z, y)
+            return (torch.logsumexp(z, 1) - z.gather(1, y[:, None])[:, 0]).sum(), float(y.shape[0])
+        return terms(z, y)
 
     return cross_entropy
+
+
+def _metric_terms(f: Callable, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, float]:
+    rows = float(targets.shape[0]) if targets.dim() > 0 else 1.0
+    return f(outputs, targets) * rows, rows
 
 
 # ----------------------------------------------------------------------------- the CPU loop
@@ -203,7 +217,7 @@ def _loop_chunk(obj: Objective, points: torch.Tensor | Span, start: int, stop: i
     count = stop - start
     totals = torch.zeros(len(fns), count, dtype=torch.float64)
     weights = torch.zeros(len(fns), 1, dtype=torch.float64)
-    loss = _loss_of(obj) if obj._has_outputs else None
+    loss = _loss_of(obj) if obj.has_outputs else None
     k = points.vectors.shape[0] if isinstance(points, Span) else 0
     use_span = shortcut and k > 0 and obj.mode == "eval" and k + 1 < count
     with torch.no_grad(), _loaded(obj) as load:
@@ -217,21 +231,27 @@ def _loop_chunk(obj: Objective, points: torch.Tensor | Span, start: int, stop: i
                     load(_theta(points, start + j))
                     if layers:
                         layers.at(points.coefs[start + j].tolist())
-                    values[j], w = _forward_values(obj, batch, fns, loss)
-            totals += w[:, None] * values.T.to(torch.float64).cpu()
+                    with obj._randomness():  # fixed_mask: the same dropout mask as the objective's
+                        values[j], w = _forward_values(obj, batch, fns, loss)
+            totals += values.T.to(torch.float64).cpu()
             weights += w[:, None]
             if layers:
                 layers.clear()
-            done += batch[-1].shape[0] if obj._has_outputs else 0
-            if obj._has_outputs and obj.total_weight:  # known after the first chunk: fraction of the rows done
+            done += batch[-1].shape[0] if obj.has_outputs else 0
+            if obj.has_outputs and obj.total_weight:  # known after the first chunk: fraction of the rows done
                 report(min(done / obj.total_weight, 1.0))
-    return [obj._reduce(totals[i].to(obj.device), float(weights[i])).to(obj.dtype) for i in range(len(fns))]
+    return [obj._reduce(totals[i].to(obj.device), float(weights[i]), _reduction(obj, fns[i])) for i in range(len(fns))]
+
+
+def _reduction(obj: Objective, fn: Callable | None) -> str:
+    """The loss follows the objective's reduction; metrics are always means over rows."""
+    return obj.reduction if fn is None else "mean"
 
 
 def _forward_values(obj: Objective, batch: Any, fns: list, loss: Callable | None
                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(value of each metric on this batch, its weight) at the θ loaded in the model."""
-    if not obj._has_outputs:  # a loss_fn: it reports its own weight
+    """(sum term of each metric on this batch, its weight) at the θ loaded in the model."""
+    if not obj.has_outputs:  # a loss_fn: it reports its own weight
         value, weight = obj._module(batch)
         return torch.as_tensor(value).reshape(1), torch.tensor([float(weight)], dtype=torch.float64)
     try:
@@ -241,8 +261,9 @@ def _forward_values(obj: Objective, batch: Any, fns: list, loss: Callable | None
             f"the model's forward failed on a batch with tensor shapes "
             f"{[tuple(t.shape) for t in batch if torch.is_tensor(t)]}: {err}.") from err
     targets = batch[-1]
-    values = torch.stack([(loss if f is None else f)(outputs, targets).to(outputs.dtype) for f in fns])
-    return values, torch.full((len(fns),), float(targets.shape[0]), dtype=torch.float64)
+    terms = [loss(outputs, targets) if f is None else _metric_terms(f, outputs, targets) for f in fns]
+    values = torch.stack([s.to(outputs.dtype) for s, _ in terms])
+    return values, torch.tensor([float(w) for _, w in terms], dtype=torch.float64)
 
 
 def activation_bytes(obj: Objective) -> int:
@@ -264,7 +285,7 @@ def activation_bytes(obj: Objective) -> int:
     handles = [m.register_forward_hook(hook) for m in module.model.modules()]
     try:
         with torch.no_grad():
-            module(next(iter(obj._iter_batches())))  # batches are equal-sized but for the last
+            module(next(iter(obj.batches())))  # batches are equal-sized but for the last
     finally:
         for h in handles:
             h.remove()
@@ -274,18 +295,21 @@ def activation_bytes(obj: Objective) -> int:
 def _eval_batches(obj: Objective, fns: list, memory_mb: float) -> Iterator[Any]:
     """The objective's batches; in-memory ``(inputs..., targets)`` tuples merged up to ``MERGE_ROWS`` rows.
 
-    Only where merging leaves the weighted mean unchanged: the built-in losses and accuracy are per-row
-    means (cross-entropy only without ignored targets; a user's loss or metric may not be, so theirs are
-    never merged). Merged lazily (one merged batch alive at a time), while the activations fit
-    ``memory_mb`` and no HVP budget (``obj.memory_mb``) asks for small batches.
+    Only where merging leaves the value unchanged: the loss is a torch loss module whose sum and
+    denominator add over batches (cross-entropy, NLL, the elementwise losses), the metrics are the loss or
+    accuracy (a user's metric may not be a per-row mean, so theirs are never merged), the model is in eval
+    mode (train-mode BatchNorm statistics depend on the batch), and no HVP budget (``obj.memory_mb``) asks
+    for small batches. Merged lazily (one merged batch alive at a time), while the activations fit
+    ``memory_mb``.
     """
     batches = obj._batches
-    per_row_means = obj._has_outputs and obj._module._loss in (nn.functional.cross_entropy, nn.functional.mse_loss)
-    mergeable = (per_row_means and all(f is None or f is _accuracy for f in fns) and obj.memory_mb is None
-                 and isinstance(batches, list) and len(batches) > 1
+    loss = obj.loss_function
+    additive = obj.has_outputs and isinstance(loss, (nn.CrossEntropyLoss, nn.NLLLoss, *_ELEMENTWISE))
+    mergeable = (additive and obj.mode == "eval" and all(f is None or f is _accuracy for f in fns)
+                 and obj.memory_mb is None and isinstance(batches, list) and len(batches) > 1
                  and all(_row_tuple(b) for b in batches))
     if not mergeable:
-        yield from obj._iter_batches()
+        yield from obj.batches()
         return
     first_rows = batches[0][-1].shape[0]
     per_row = activation_bytes(obj) / max(first_rows, 1)
@@ -306,10 +330,7 @@ def _row_tuple(batch: Any) -> bool:
 
 
 def _merged(obj: Objective, group: list[tuple]) -> Iterator[tuple]:
-    targets = [b[-1] for b in group]
-    ignored = obj._module._loss is nn.functional.cross_entropy and any(
-        not t.is_floating_point() and bool((t < 0).any()) for t in targets)
-    parts = group if len(group) == 1 or ignored else [tuple(torch.cat(p) for p in zip(*group, strict=True))]
+    parts = group if len(group) == 1 else [tuple(torch.cat(p) for p in zip(*group, strict=True))]
     for b in parts:
         yield tuple(t.to(device=obj.device, dtype=obj.dtype if t.is_floating_point() else None) for t in b)
 
@@ -456,31 +477,41 @@ def _apply(m: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
 
 # ----------------------------------------------------------------------------- vmap (GPUs, analytic)
 def _vmap_chunk(obj: Objective, thetas: torch.Tensor, fns: list) -> list[torch.Tensor]:
-    totals, weight = torch.zeros(len(fns), thetas.shape[0], device=obj.device, dtype=obj.dtype), None
+    totals = torch.zeros(len(fns), thetas.shape[0], device=obj.device, dtype=torch.float64)
+    weight = None
     with torch.no_grad():
-        for batch in obj._iter_batches():
+        for batch in obj.batches():
             values, w = _vmap_batch(obj, thetas, batch, fns)
-            totals += w[:, None] * values.T
+            totals += values.T.to(torch.float64)
             weight = w if weight is None else weight + w
     if weight is None:  # an empty shard on this rank: the other ranks' sums still count
-        weight = torch.zeros(len(fns), dtype=obj.dtype, device=obj.device)
-    return [obj._reduce(totals[i], float(weight[i])) for i in range(len(fns))]
+        weight = torch.zeros(len(fns), dtype=torch.float64)
+    return [obj._reduce(totals[i], float(weight[i]), _reduction(obj, fns[i])) for i in range(len(fns))]
 
 
 def _vmap_batch(obj: Objective, thetas: torch.Tensor, batch: Any, fns: list) -> tuple[torch.Tensor, torch.Tensor]:
-    if obj._has_outputs:
-        rows = float(batch[-1].shape[0])
-        w = torch.full((len(fns),), rows, dtype=obj.dtype, device=obj.device)
+    """(sum term of every metric at every θ, each metric's weight) on one batch."""
+    if obj.has_outputs:
+        loss = obj._module._terms
+        weights = [0.0] * len(fns)  # depend on the targets only (never on θ): the same for every point
 
         def one(t: torch.Tensor) -> torch.Tensor:
             out, targets = obj._call_outputs(t, batch)
-            return torch.stack([(obj._module._loss if f is None else f)(out, targets) for f in fns])
+            values = []
+            for i, f in enumerate(fns):
+                s, weights[i] = loss(out, targets) if f is None else _metric_terms(f, out, targets)
+                values.append(s)
+            return torch.stack(values)
     else:  # a loss_fn or an analytic f(θ): the loss only, weighted by what it reports
-        w = torch.full((1,), obj._batch_loss(thetas[0], batch)[1], dtype=obj.dtype, device=obj.device)
+        weights = [0.0]
 
         def one(t: torch.Tensor) -> torch.Tensor:
-            return obj._batch_loss(t, batch)[0].reshape(1)
+            s, weights[0] = obj._batch_terms(t, batch)
+            return s.reshape(1)
     try:
-        return vmap(one)(thetas), w
+        if obj.fixed_mask:  # vmap would draw one mask per θ; the loop reuses the batch's fixed mask
+            raise RuntimeError("fixed_mask")
+        values = vmap(one)(thetas)
     except (RuntimeError, ValueError):  # ops vmap cannot batch (in-place BatchNorm updates...): loop
-        return torch.stack([one(t) for t in thetas]), w
+        values = torch.stack([one(t) for t in thetas])
+    return values, torch.tensor(weights, dtype=torch.float64)

@@ -1,7 +1,7 @@
 """Helpers shared by the measures: random perturbations, derived objectives, model outputs.
 
-The few places that read Objective internals (its batches, loss and output function) are all here, so
-the measures themselves only call public methods.
+Everything here goes through the Objective's public protocol (``batches``, ``outputs``,
+``loss_function``, ``has_outputs``, ``replace``); only ``tensor_data`` still reads the raw batches.
 """
 
 from __future__ import annotations
@@ -103,18 +103,28 @@ def hutchinson(matvec: Callable[[torch.Tensor], torch.Tensor], obj: Objective, p
 
 # ----------------------------------------------------------------------------- model outputs
 def require_outputs(obj: Objective, what: str) -> None:
-    if not getattr(obj, "_has_outputs", False):
+    if not getattr(obj, "has_outputs", False):
         raise FlatminimaError(
             f"{what} needs the model outputs: build the Objective as Objective(model, loss, data) with "
             "`loss=` (not `loss_fn=`, not Objective.from_function).")
 
 
 def output_batches(obj: Objective) -> Iterator[tuple[Callable[[torch.Tensor], torch.Tensor], Any, Callable]]:
-    """For every batch: (θ ↦ model outputs on it, targets, loss(outputs, targets) as a batch mean)."""
-    for batch in obj._iter_batches():
+    """For every batch: (θ ↦ model outputs on it, targets, ℓ(outputs, targets)).
+
+    ℓ is the batch's summed loss divided by its rows, so ``ℓ · rows`` is the sum of the per-sample
+    losses whatever the loss's reduction (a ``reduction="sum"`` module included).
+    """
+    terms = obj._module._terms
+
+    def per_row(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        rows = targets.shape[0] if targets.dim() > 0 else 1
+        return terms(outputs, targets)[0] / rows
+
+    for batch in obj.batches():
         def f(t: torch.Tensor, batch: Any = batch) -> torch.Tensor:
-            return obj._call_outputs(t, batch)[0]
-        yield f, batch[-1], obj._module._loss
+            return obj.outputs(t, batch)[0]
+        yield f, batch[-1], per_row
 
 
 def tensor_data(obj: Objective, what: str) -> tuple[torch.Tensor, ...]:
@@ -128,17 +138,20 @@ def tensor_data(obj: Objective, what: str) -> tuple[torch.Tensor, ...]:
 
 
 def derived(obj: Objective, *, data: Any = None, loss: Callable | None = None) -> Objective:
-    """The same model, parameters, mode and dtype with other data and/or another loss(outputs, targets)."""
+    """The same objective (every setting, see ``Objective.replace``) with other data and/or another loss."""
     require_outputs(obj, "this variant")
-    return Objective(obj.model_at(obj.params), loss or obj._module._loss,
-                     data if data is not None else obj._batches, params=list(obj.param_names), mode=obj.mode,
-                     dtype=obj.dtype, device=obj.device, hvp_method=obj.hvp_method)
+    changes: dict[str, Any] = {}
+    if data is not None:
+        changes["data"] = data
+    if loss is not None:
+        changes["loss"] = loss
+    return obj.replace(**changes)
 
 
 def logit_normalized_objective(obj: Objective) -> Objective:
     """The objective of the loss of z/‖z‖₂ instead of z (same model, data and parameters)."""
     require_outputs(obj, "logit_normalize=True")
-    return derived(obj, loss=logit_normalized(obj._module._loss))
+    return derived(obj, loss=logit_normalized(obj.loss_function))
 
 
 def logit_normalized(loss: Callable) -> Callable:
