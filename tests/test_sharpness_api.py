@@ -196,3 +196,34 @@ def test_one_by_one_evaluation_equals_vmap():
         b = measure(obj, name, chunk_size=1, **config)
         assert b.value == pytest.approx(a.value, rel=1e-9, abs=1e-12)
         assert b.cost.batched_points == 0 and b.cost.losses > a.cost.losses
+
+
+# ------------------------------------------------------------------ one call shape: seed= everywhere
+FAST = {"average_case": {"samples": 4, "second_order_probes": 0}, "frobenius": {"probes": 4},
+        "keskar": {"steps": 2, "restarts": 1}, "pac_bayes": {"samples": 4}, "trace": {"probes": 6},
+        "worst_case": {"steps": 2, "restarts": 1}}
+
+
+def test_every_measure_accepts_a_seed():
+    obj = mlp_objective()
+    for name in available():
+        r = measure(obj, name, seed=7, **FAST.get(name, {}))
+        assert np.isfinite(r.value), name
+        if "seed" in reg.entry(name).defaults():
+            assert r.config["seed"] == 7, name
+        else:  # deterministic: accepted, ignored, and recorded as ignored
+            assert r.config["seed"] is None and r.config["seed_note"] == reg.DETERMINISTIC, name
+            assert measure(obj, name, seed=8).value == r.value
+    with pytest.raises(FlatminimaError, match="seed must be an integer"):
+        measure(obj, "fisher_rao", seed="one")
+    res = measure_all(obj, ["fisher_rao", "trace"], settings={"trace.probes": 6}, seed=5)
+    assert res["fisher_rao"].config["seed"] is None and res["trace"].config["seed"] == 5
+
+
+def test_every_curvature_function_takes_a_seed():
+    import inspect
+
+    from flatminima import curvature
+
+    for fn in (curvature.eigenvalues, curvature.power_iteration, curvature.trace, curvature.spectral_density):
+        assert inspect.signature(fn).parameters["seed"].default == 0, fn.__name__

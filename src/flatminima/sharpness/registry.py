@@ -3,6 +3,12 @@
 A measure is a plain function ``f(obj, *, key=default, ...) -> Measure`` whose keyword arguments are its
 config. The registry checks the config keys against the signature, records every setting (defaults
 included) and meters the cost around the call, so a measure never counts its own work by hand.
+
+One call shape: every measure accepts ``seed=`` (as every curvature algorithm does). A measure that
+draws random numbers takes it as a keyword and ``.config["seed"]`` records the seed used. A
+deterministic measure (no randomness: ``fisher_rao``, ``relative_flatness``) accepts and ignores it, and
+says so: ``.config["seed"]`` is ``None`` and ``.config["seed_note"]`` is :data:`DETERMINISTIC`, whether or
+not a seed was passed, so a loop ``measure(obj, name, seed=s)`` over :func:`available` works unchanged.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ class Entry:
 
 
 _REGISTRY: dict[str, Entry] = {}
+DETERMINISTIC = "ignored: deterministic measure, the seed has no effect"
 
 
 def register(name: str, description: str) -> Callable[[Callable[..., Measure]], Callable[..., Measure]]:
@@ -56,12 +63,20 @@ def entry(name: str) -> Entry:
 
 
 def measure(obj: Objective, name: str, **config: Any) -> Measure:
-    """Compute the measure ``name`` on ``obj`` with ``config``; see :func:`available` for the names."""
+    """Compute the measure ``name`` on ``obj`` with ``config``; see :func:`available` for the names.
+
+    ``seed`` is accepted by every measure; a deterministic one ignores it (recorded in ``.config``)."""
     e = entry(name)
     allowed = e.defaults()
+    takes_seed = "seed" in allowed
+    if not takes_seed:
+        seed = config.pop("seed", None)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise FlatminimaError(f"seed must be an integer, got {seed!r}.")
     unknown = sorted(set(config) - set(allowed))
     if unknown:
-        raise FlatminimaError(f"{name} does not take {unknown}; its settings are {sorted(allowed)}.")
+        allowed_names = sorted(set(allowed) | {"seed"})
+        raise FlatminimaError(f"{name} does not take {unknown}; its settings are {allowed_names}.")
     with obj.meter() as cost:
         result = e.fn(obj, **config)
     # Work done on derived objectives (m-sharpness batches, logit-normalised losses) is in result.cost.
@@ -69,13 +84,15 @@ def measure(obj: Objective, name: str, **config: Any) -> Measure:
     result.cost.seconds = cost.seconds
     result.name = name
     result.config = {**allowed, **config, **result.config}
+    if not takes_seed:
+        result.config |= {"seed": None, "seed_note": DETERMINISTIC}
     return result
 
 
 def measure_all(obj: Objective, names: list[str] | None = None, *, settings: dict[str, Any] | None = None,
                 seed: int | None = None) -> dict[str, Measure]:
     """Several measures at once. ``settings`` maps ``"name.key"`` to a value for one measure, or ``"key"``
-    for every chosen measure that takes that key; ``seed`` goes to every measure that takes one."""
+    for every chosen measure that takes that key; ``seed`` goes to every measure (see the module docstring)."""
     names = list(available()) if not names else list(names)
     for n in names:
         entry(n)  # fail on a bad name before any work
@@ -83,7 +100,7 @@ def measure_all(obj: Objective, names: list[str] | None = None, *, settings: dic
     per: dict[str, dict[str, Any]] = {n: {} for n in names}
     for key, value in settings.items():
         target, _, k = key.rpartition(".")
-        chosen = [target] if target else [n for n in names if k in entry(n).defaults()]
+        chosen = [target] if target else [n for n in names if k in entry(n).defaults() or k == "seed"]
         for n in chosen:
             if n not in per:
                 raise FlatminimaError(f"setting {key!r} names measure {n!r}, which is not among {names}.")
@@ -91,7 +108,6 @@ def measure_all(obj: Objective, names: list[str] | None = None, *, settings: dic
         if not chosen:
             raise FlatminimaError(f"no chosen measure takes the setting {k!r}; chosen: {names}.")
     if seed is not None:
-        for n in names:
-            if "seed" in entry(n).defaults():
-                per[n].setdefault("seed", seed)
+        for n in names:  # every measure accepts a seed; the deterministic ones record that they ignore it
+            per[n].setdefault("seed", seed)
     return {n: measure(obj, n, **per[n]) for n in names}
