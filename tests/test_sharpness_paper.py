@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -174,3 +175,64 @@ def test_fisher_rao_model_labels_need_cross_entropy():
                    (X, torch.zeros(X.shape[0], dtype=torch.long)), dtype=DT)
     with pytest.raises(FlatminimaError, match="cross-entropy"):
         measure(ls, "fisher_rao")
+
+
+# ------------------------------------------------------------------ PAC-Bayes magnitude-aware σ′ (Jiang et al.)
+def test_magnitude_aware_perturbation_has_the_papers_variance():
+    from flatminima.sharpness.pac_bayes import magnitude_aware_perturbations
+
+    g = torch.Generator().manual_seed(0)
+    theta = torch.tensor([0.0, 1e-4, 0.01, -0.3, 2.0, -5.0], dtype=DT)
+    sigma, eps, n = 0.2, 1e-3, 40000
+    u = magnitude_aware_perturbations(theta, sigma, eps, torch.randn(n, theta.numel(), generator=g, dtype=DT))
+    expected = sigma ** 2 * theta ** 2 + eps ** 2
+    assert torch.allclose(u.var(0), expected, rtol=0.04)  # 4 s.e. of a variance from 40000 draws: 2.8%
+    assert u.mean(0).abs().max() < 4 * expected.sqrt().max() / n ** 0.5
+
+
+def _trained_classifier():
+    torch.manual_seed(9)
+    g = torch.Generator().manual_seed(9)
+    X = torch.randn(200, 2, generator=g, dtype=DT)
+    y = (X[:, 0] + 0.5 * X[:, 1] > 0).long()
+    model = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 2)).to(DT)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(150):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(X), y).backward()
+        opt.step()
+    return model, X, y
+
+
+def test_pac_bayes_mag_sigma_gives_the_target_accuracy_drop():
+    model, X, y = _trained_classifier()
+    obj = Objective(model, "cross_entropy", (X, y), dtype=DT)
+    r = measure(obj, "pac_bayes_mag", draws=32, seed=0)
+    sigma = r.extra["sigma"]
+    assert r.extra["train_accuracy"] > 0.95 and r.extra["converged"]
+    assert r.value == pytest.approx(1 / sigma ** 2)
+    assert abs(r.extra["drop"] - 0.1) <= 1e-2
+    assert r.config["target"] == 0.1 and r.config["eps"] == 1e-3 and "bisection" in r.config["search"]
+    # independent check: fresh draws, explicit perturbed models, the expected accuracy drop is the target
+    g = torch.Generator().manual_seed(123)
+    base = float((model(X).argmax(1) == y).double().mean())
+    accs = []
+    for _ in range(300):
+        m = _net(2, 8, 2)
+        with torch.no_grad():
+            for p, q in zip(m.parameters(), model.parameters(), strict=True):
+                std = (sigma ** 2 * q ** 2 + 1e-6).sqrt()
+                p.copy_(q + std * torch.randn(q.shape, generator=g, dtype=DT))
+            accs.append(float((m(X).argmax(1) == y).double().mean()))
+    drop = base - float(np.mean(accs))
+    se = float(np.std(accs)) / math.sqrt(len(accs))
+    assert abs(drop - 0.1) <= 0.01 + 4 * se + 4 * r.extra["drop_stderr"]
+
+
+def test_pac_bayes_mag_unreachable_targets_are_clear_errors():
+    model, X, y = _trained_classifier()
+    obj = Objective(model, "cross_entropy", (X, y), dtype=DT)
+    with pytest.raises(FlatminimaError, match="sigma_max"):
+        measure(obj, "pac_bayes_mag", sigma_max=1e-3, draws=4)
+    with pytest.raises(FlatminimaError, match="noise floor"):
+        measure(obj, "pac_bayes_mag", eps=10.0, draws=4)

@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 from ..errors import (
     FlatminimaError,
     require_choice,
+    require_in_range,
     require_nonnegative,
     require_positive,
     require_positive_int,
 )
 from ..objective import Objective
-from ._common import mean_stderr, perturbed_rises
+from ._common import gaussian_rows, generator, mean_stderr, perturbed_rises, require_outputs
 from .registry import register
 from .result import Measure
 
@@ -115,3 +118,79 @@ def _sigma_stderr(rise, sigma: float, lo: float, hi: float) -> tuple[float, floa
     if not (math.isfinite(slope) and slope > 0 and math.isfinite(se)):
         return math.nan, slope
     return se / slope, slope
+
+
+# ----------------------------------------------------------------------------- Jiang et al.'s σ′ search
+def magnitude_aware_std(theta: torch.Tensor, sigma: float, eps: float) -> torch.Tensor:
+    """Per-coordinate standard deviation sqrt(σ′²θ_i² + ε²) of Jiang et al.'s magnitude-aware noise."""
+    return (sigma ** 2 * theta.pow(2) + eps ** 2).sqrt()
+
+
+def magnitude_aware_perturbations(theta: torch.Tensor, sigma: float, eps: float, z: torch.Tensor) -> torch.Tensor:
+    """u = sqrt(σ′²θ² + ε²) ∘ z for standard normal rows z: u_i ~ N(0, σ′²θ_i² + ε²), one row per draw."""
+    return magnitude_aware_std(theta, sigma, eps) * z
+
+
+@register("pac_bayes_mag",
+          "Jiang et al.'s pacbayes.mag.flatness 1/σ′², σ′ the magnitude-aware noise that drops train accuracy by 0.1")
+def pac_bayes_mag(obj: Objective, *, target: float = 0.1, eps: float = 1e-3, draws: int = 16,
+                  sigma_min: float = 0.0, sigma_max: float = 2.0, iterations: int = 20, tol: float = 1e-2,
+                  chunk_size: int = 32, seed: int = 0) -> Measure:
+    """1/σ′² (Jiang et al. 2020, Appendix C, "pacbayes.mag.flatness"), σ′ found as in their Algorithm 1.
+
+        u_i ~ N(0, σ′²|θ_i|² + ε²),   drop(σ′) = acc(θ) − (1/M) Σ_j acc(θ + u_j)   (training accuracy)
+
+    σ′ is bisected (arithmetically) in [``sigma_min``, ``sigma_max``] until |drop − ``target``| <= ``tol``
+    or ``iterations`` halvings; the M = ``draws`` standard-normal rows z_j are fixed (one seed) for every
+    σ′ (common random numbers). A target that ``sigma_max`` does not reach, or that the ε-floor alone
+    (σ′ = ``sigma_min``) exceeds, raises FlatminimaError. ``stderr`` is NaN: on finite data the drop is
+    a step function of σ′, so no delta-method error bar exists; ``extra["drop_stderr"]`` holds the Monte
+    Carlo standard error of the drop at σ′. Needs ``loss=`` (accuracy from the outputs).
+    Cost: (iterations used + 2) × draws perturbed accuracies.
+    """
+    require_outputs(obj, "pac_bayes_mag")
+    require_in_range("target", target, 0.0, 1.0, inclusive=False)
+    require_nonnegative("eps", eps)
+    require_nonnegative("sigma_min", sigma_min)
+    require_positive("sigma_max", sigma_max)
+    require_positive("tol", tol)
+    require_positive_int("draws", draws)
+    require_positive_int("iterations", iterations)
+    require_positive_int("chunk_size", chunk_size)
+    if sigma_min >= sigma_max:
+        raise FlatminimaError(f"need sigma_min < sigma_max, got {sigma_min} and {sigma_max}.")
+    theta = obj.params
+    z = gaussian_rows(draws, obj, generator(seed))
+    base = float(obj.metric_batched(theta[None], "accuracy")[0])
+
+    def drops(sigma: float) -> torch.Tensor:
+        u = magnitude_aware_perturbations(theta, sigma, eps, z)
+        return base - obj.metric_batched(theta + u, "accuracy", chunk_size=chunk_size).to(torch.float64)
+
+    at_min, at_max = float(drops(sigma_min).mean()), float(drops(sigma_max).mean())
+    if at_max < target - tol:
+        raise FlatminimaError(
+            f"pac_bayes_mag: even σ′ = {sigma_max:g} (sigma_max) drops the training accuracy by only {at_max:.4g} "
+            f"< target {target} (train accuracy {base:.4g}); raise sigma_max or lower the target.")
+    if at_min > target + tol:
+        raise FlatminimaError(
+            f"pac_bayes_mag: the noise floor alone (σ′ = {sigma_min:g}, ε = {eps:g}) drops the training accuracy "
+            f"by {at_min:.4g} > target {target}; lower eps or sigma_min, or raise the target.")
+    lo, hi, used, converged = sigma_min, sigma_max, 0, False
+    while used < iterations and not converged:
+        used += 1
+        sigma = 0.5 * (lo + hi)
+        d = drops(sigma)
+        drop = float(d.mean())
+        converged = abs(drop - target) <= tol
+        if not converged and drop > target:
+            hi = sigma
+        elif not converged:
+            lo = sigma
+    drop, drop_se = mean_stderr(d)
+    return Measure("pac_bayes_mag", 1.0 / sigma ** 2, math.nan, config={
+        "variant": "1/σ′², u_i ~ N(0, σ′²θ_i² + ε²), σ′ where the expected train-accuracy drop equals target",
+        "search": f"arithmetic bisection in [{sigma_min:g}, {sigma_max:g}], at most {iterations} iterations, "
+                  f"stop when |drop − target| <= {tol:g}, {draws} Monte Carlo draws (fixed seed)"},
+        extra={"sigma": sigma, "drop": drop, "drop_stderr": drop_se, "converged": converged, "iterations": used,
+               "bracket": [lo, hi], "train_accuracy": base, "mode": obj.mode})
