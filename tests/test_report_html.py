@@ -15,11 +15,9 @@ from flatminima.study import Store
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory):
-    """12 finished runs whose λ_max rises with the gap (flatter = smaller gap) and falls with test accuracy
-    (sharper = more accurate); trace vs shift drop is a scrambled order (τ = 0.15, p = 0.55)."""
-    folder = tmp_path_factory.mktemp("study")
+def _make_store(folder, *, reached=lambda i, seed: True, baseline=False):
+    """12 finished runs (6 configurations × 2 seeds) whose λ_max rises with the gap (flatter = smaller gap)
+    and falls with test accuracy (sharper = more accurate); trace vs shift drop is a scrambled order."""
     with Store(folder) as store:
         store.set_meta(
             "spec",
@@ -39,6 +37,7 @@ def report(tmp_path_factory):
             (a, b, s) for a in (0.01, 0.1, 1.0) for b in (0, 0.1) for s in (0, 1)
         ):
             lam = 1 + i + 0.1 * seed
+            ok = reached(i // 2, seed)
             res = {
                 "measures": {
                     "lambda_max": {"value": lam, "stderr": 0.0, "cost": {}},
@@ -47,11 +46,20 @@ def report(tmp_path_factory):
                 "metrics": {
                     "gap": 0.01 * lam,
                     "test_acc": 0.5 + 0.02 * lam,
+                    "train_acc": 0.9,
                     "ece": 0.1 - 0.003 * lam,
                     "shift_drop": float((5 * i) % 12),
                 },
+                "training": {
+                    "epochs_run": 10 + i if ok else 50,
+                    "final_train_loss": 0.01 if ok else 0.3,
+                    "reached_target": ok,
+                    "target_train_loss": 0.01,
+                },
                 "seconds": {"total": 1.0},
             }
+            if baseline:
+                res["measures"]["param_norm"] = {"value": float((7 * i) % 12), "stderr": 0.0, "cost": {}}
             cfg = {
                 "model": "mlp",
                 "model_options": {},
@@ -62,7 +70,12 @@ def report(tmp_path_factory):
         store.add_runs((rid, label, seed, cfg) for rid, label, seed, cfg, _ in rows)
         for rid, *_, res in rows:
             assert store.claim(rid) and store.finish(rid, res)
-    return build_report(folder, n_boot=300)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    return build_report(_make_store(tmp_path_factory.mktemp("study")), n_boot=2000)
 
 
 def _row(rep, measure, target):
@@ -77,7 +90,52 @@ def test_verdicts_follow_the_planted_relations(report):
     assert (
         _row(report, "trace", "shift_drop")["tau_low"] < 0 < _row(report, "trace", "shift_drop")["tau_high"]
     )
-    assert _row(report, "trace", "shift_drop")["verdict"] == "no reliable relation"
+    assert _row(report, "trace", "shift_drop")["verdict"] == "inconclusive"
+    assert _row(report, "trace", "shift_drop")["kind"] == "inconclusive"
+
+
+def test_page_states_method_multiplicity_exclusion_and_run_quality(report):
+    page = report.html.read_text()
+    assert "cluster bootstrap over configurations" in page and "Holm–Bonferroni" in page
+    assert "Exclusion rule" in page and "Monte-Carlo" in page and f"{report.method['resamples']} resamples" in page
+    assert "Run quality" in page and "No run missed the target train loss." in page
+    assert len(report.quality) == 6 and all(q["reached"] == 2 for q in report.quality)
+    assert report.method["m_tests"] == 8 and report.method["resamples"] >= 2000
+    # the Holm-adjusted interval is wider than the unadjusted one and decides the verdict
+    r = _row(report, "lambda_max", "gap")
+    assert r["tau_adj_low"] <= r["tau_low"] and r["adj_level"] > 0.95
+
+
+def test_runs_that_missed_the_target_are_listed_and_left_out(tmp_path):
+    folder = _make_store(tmp_path / "s", reached=lambda c, seed: not (c == 0 and seed == 1), baseline=True)
+    rep = build_report(folder, n_boot=2000)
+    assert [(r["label"], r["seed"]) for r in rep.excluded] == [("lr=0.01 weight_decay=0", 1)]
+    assert all(r["n"] == 11 for r in rep.table) and rep.concluded
+    assert any("1 of 12 runs missed the target" in n for n in rep.notes)
+    assert rep.quality[0]["reached"] == 1
+    base = [r for r in rep.table if r["measure"] == "param_norm"]
+    assert base and all(r["baseline"] for r in base)
+    assert any("best baseline param_norm" in s for s in rep.summary)
+    page = rep.html.read_text()
+    assert "(baseline)" in page and "lr=0.01 weight_decay=0 seed 1" in page
+
+
+def test_fewer_than_three_configurations_reaching_the_target_cannot_conclude(tmp_path):
+    folder = _make_store(tmp_path / "s", reached=lambda c, seed: c < 2)
+    rep = build_report(folder, n_boot=500)
+    assert not rep.concluded and rep.table == [] and rep.figures == []
+    assert "only 2 configuration(s)" in rep.notes[0]
+    page = rep.html.read_text()
+    assert "Run quality" in page and "cannot conclude" in page and len(rep.excluded) == 8
+
+
+def test_legend_values_sort_numerically():
+    from flatminima.report.figures import pick_axes, sort_values
+
+    assert sort_values([256, 16, 64, 16]) == [16, 64, 256]
+    assert sort_values(["b", 2, 10]) == [2, 10, "b"]
+    rows = [dict(lr=a, wd=b, bs=16) for a in (1, 2, 3) for b in (0, 1)]
+    assert pick_axes(rows, ["wd", "lr", "bs"]) == ("lr", "wd")
 
 
 def test_csv_and_figures_are_written(report):

@@ -112,8 +112,21 @@ def test_verdict_names_a_direction_only_when_the_interval_excludes_zero():
     )
     assert verdict("trace", ece, _iv(-0.3, -0.5, -0.1), 30).kind == "sharper-better"
     v = verdict("trace", gap, _iv(0.3, -0.05, 0.6), 30)
-    assert v.headline == "no reliable relation" and "includes 0" in v.text
+    assert v.headline == "inconclusive" and v.kind == "inconclusive" and "includes 0" in v.text
     assert "function-centric" in verdict("t", gap, _iv(-0.5, -0.7, -0.2), 30).text
     assert "classic" in verdict("t", gap, _iv(0.5, 0.2, 0.7), 30).text
     assert "Caveat" in verdict("t", gap, _iv(0.5, 0.2, 0.7), 30, granulated=-0.3).text
-    assert verdict("t", gap, _iv(math.nan, math.nan, math.nan), 2).kind == "undefined"
+    assert verdict("t", gap, _iv(math.nan, math.nan, math.nan), 2).kind == "inconclusive"
+    assert "undefined" in verdict("t", gap, _iv(math.nan, math.nan, math.nan), 2).headline
+
+
+def test_verdict_accounts_for_monte_carlo_error_and_holm():
+    gap = TARGETS["gap"]
+    near = Interval(0.3, 0.01, 0.6, 0.99, 4000, mc_low=0.01, mc_high=0.01)
+    assert verdict("t", gap, near, 20).kind == "flatter-better"  # no MC margin asked
+    v = verdict("t", gap, near, 20, mc_k=3)
+    assert v.kind == "inconclusive" and "Monte-Carlo" in v.text
+    far = Interval(0.3, 0.1, 0.6, 0.99, 4000, mc_low=0.01, mc_high=0.01)
+    assert verdict("t", gap, far, 20, mc_k=3).kind == "flatter-better"
+    v = verdict("t", gap, far, 20, mc_k=3, holm_stopped=True)
+    assert v.kind == "inconclusive" and "Holm" in v.text

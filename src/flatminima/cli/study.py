@@ -78,29 +78,42 @@ def status_cmd(folder: str = typer.Argument(..., help="study folder")) -> None:
 def report_cmd(
     folder: str = typer.Argument(..., help="study folder"),
     out: str | None = typer.Option(None, help="report folder (default <study>/report)"),
-    n_boot: int = typer.Option(2000, help="bootstrap resamples"),
+    n_boot: int = typer.Option(
+        4000, help="cluster-bootstrap resamples to start with (doubled until no verdict is within Monte-Carlo error)"
+    ),
+    max_boot: int = typer.Option(64000, help="cap on the cluster-bootstrap resamples"),
+    alpha: float = typer.Option(0.05, help="family-wise error rate of the Holm-adjusted verdicts"),
     seed: int = typer.Option(0, help="bootstrap seed"),
 ) -> None:
     """Write the HTML report, figures and CSV from the study store, and print the verdicts."""
     from ..study import report
 
-    _print_report(report(folder, out=out, n_boot=n_boot, seed=seed))
+    _print_report(report(folder, out=out, n_boot=n_boot, max_boot=max_boot, alpha=alpha, seed=seed))
 
 
 def _print_report(rep) -> None:
-    table = Table(title="Does flatness predict it? (Kendall τ, 95% bootstrap CI)")
-    for col in ("measure", "target", "τ [CI]", "granulated τ", "verdict"):
+    m = rep.method
+    table = Table(
+        title="Does flatness predict it? (Kendall τ; 95% and Holm-adjusted cluster-bootstrap intervals, "
+        f"{m.get('resamples', 0)} resamples)"
+    )
+    for col in ("measure", "target", "τ [95% CI]", "τ [Holm-adjusted]", "granulated τ", "CMI", "verdict"):
         table.add_column(col)
     style = {"flatter-better": "blue", "sharper-better": "dark_orange"}
     for r in rep.table:
         table.add_row(
-            r["measure"],
+            r["measure"] + (" (baseline)" if r["baseline"] else ""),
             r["target"],
             f"{r['tau']:+.2f} [{r['tau_low']:+.2f}, {r['tau_high']:+.2f}]",
+            f"[{r['tau_adj_low']:+.2f}, {r['tau_adj_high']:+.2f}] at {r['adj_level']:.2%}",
             f"{r['granulated_tau']:+.2f}",
+            f"{r['cmi']:.2f}",
             f"[{style.get(r['kind'], 'dim')}]{r['verdict']}[/]",
         )
-    console.print(table)
+    if rep.table:
+        console.print(table)
+    for line in rep.summary:
+        console.print(line)
     for note in rep.notes:
         console.print(f"note: {note}")
     console.print(f"report: [bold]{rep.html}[/bold]")

@@ -1,4 +1,11 @@
-"""``build_report(folder)``: the study store → correlations, verdicts, figures, CSV and one HTML page."""
+"""``build_report(folder)``: the study store → run quality, correlations, verdicts, figures, CSV, one HTML page.
+
+Exclusion rule (stated in the report): a run whose ``training.reached_target`` is False (it hit the
+epoch cap before the target train loss) is listed and left out of every correlation; a run without a
+target (older stores, or a spec without one: ``reached_target`` None) is kept. A configuration takes
+part with the seeds that reached the target. With fewer than 3 configurations left, the report draws no
+correlation and no verdict and says why; it still shows the run-quality table.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +14,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from .. import statistics as st
 from ..errors import FlatminimaError
 from ..plotting import save_table
 from . import figures
 from .html import render
-from .statistics import correlate, granulated_tau
 from .verdict import TARGETS, verdict
+
+try:  # the non-flatness baselines (Jiang et al. 2020); the module may not exist yet
+    from ..sharpness.baselines import BASELINES
+except ImportError:  # pragma: no cover - depends on the installed sharpness package
+    BASELINES = ("param_norm", "distance_from_init", "output_margin", "path_norm")
+
+MIN_CONFIGS = 3
+TRAINING_KEYS = ("epochs_run", "final_train_loss", "reached_target", "target_train_loss")
 
 
 @dataclass
@@ -24,10 +41,15 @@ class Report:
     figures: list[str]
     table: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
+    quality: list[dict[str, Any]] = field(default_factory=list)
+    excluded: list[dict[str, Any]] = field(default_factory=list)
+    summary: list[str] = field(default_factory=list)
+    method: dict[str, Any] = field(default_factory=dict)
+    concluded: bool = True
 
 
 def study_rows(store: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Flat rows of the finished runs (axes, seed, label, measures, targets) and the study meta."""
+    """Flat rows of the finished runs (axes, seed, label, measures, targets, training) and the study meta."""
     from ..study.spec import recipe_label
 
     meta = {
@@ -41,6 +63,7 @@ def study_rows(store: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     rows = []
     for r in store.rows("done"):
         cfg, res = r["config"], r["results"]
+        metrics, training = res.get("metrics", {}), res.get("training") or {}
         row = {
             "id": r["id"],
             "seed": cfg["seed"],
@@ -49,17 +72,63 @@ def study_rows(store: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
             "label": recipe_label(cfg["model"], cfg["recipe"], axes),
         }
         row.update({f"m:{k}": v["value"] for k, v in res["measures"].items()})
-        row.update({k: res["metrics"].get(k) for k in TARGETS})
+        row.update({k: metrics.get(k) for k in TARGETS})
+        row["train_acc"] = metrics.get("train_acc")
+        row.update({k: training.get(k) for k in TRAINING_KEYS})
+        if row["final_train_loss"] is None:
+            row["final_train_loss"] = metrics.get("train_loss")
         rows.append(row)
     return rows, meta
 
 
-def build_report(
-    store: Any, *, out: str | Path | None = None, n_boot: int = 2000, level: float = 0.95, seed: int = 0
-) -> Report:
-    """Write ``report.html`` (self-contained), ``correlations.csv`` and ``figures/*.png|svg``.
+def _summ(values: list[Any]) -> dict[str, float]:
+    v = [float(x) for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    if not v:
+        return {"mean": math.nan, "min": math.nan, "max": math.nan}
+    return {"mean": float(np.mean(v)), "min": min(v), "max": max(v)}
 
-    ``store`` is a :class:`flatminima.study.Store` or the study folder.
+
+def run_quality(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per configuration: seeds, how many reached the target, and mean/range of train loss, epochs run,
+    train and test accuracy over its seeds."""
+    by: dict[str, list[dict]] = {}
+    for r in rows:
+        by.setdefault(r["label"], []).append(r)
+    out = []
+    for label, rs in by.items():
+        known = [r["reached_target"] for r in rs if r["reached_target"] is not None]
+        out.append(
+            {
+                "config": label,
+                "seeds": len(rs),
+                "reached": sum(bool(k) for k in known) if known else None,
+                "target": next((r["target_train_loss"] for r in rs if r["target_train_loss"] is not None), None),
+                "train_loss": _summ([r["final_train_loss"] for r in rs]),
+                "epochs": _summ([r["epochs_run"] for r in rs]),
+                "train_acc": _summ([r["train_acc"] for r in rs]),
+                "test_acc": _summ([r["test_acc"] for r in rs]),
+            }
+        )
+    return out
+
+
+def build_report(
+    store: Any,
+    *,
+    out: str | Path | None = None,
+    n_boot: int = 4000,
+    level: float = 0.95,
+    seed: int = 0,
+    max_boot: int = 64000,
+    alpha: float = 0.05,
+) -> Report:
+    """Write ``report.html`` (self-contained), ``correlations.csv``, ``runs.csv``, ``run_quality.csv`` and
+    ``figures/*.png|svg``.
+
+    ``store`` is a :class:`flatminima.study.Store` or the study folder. ``n_boot`` is the *starting*
+    number of cluster-bootstrap resamples; they double until no verdict is within Monte-Carlo error of
+    changing, up to ``max_boot`` (see :func:`flatminima.statistics.correlation_table`). ``level`` is the
+    level of the unadjusted intervals; ``alpha`` the family-wise error rate of the Holm-adjusted verdicts.
     """
     from ..study.store import Store
 
@@ -76,57 +145,184 @@ def build_report(
             "at least 3 (run or resume it with `flatminima study run`)."
         )
     out = Path(out) if out else Path(meta["folder"]) / "report"
-    measures = sorted(k[2:] for k in rows[0] if k.startswith("m:"))
     axes = list(meta["axes"])
-    table, notes, figs = [], [], []
-    for key, target in TARGETS.items():
-        usable = [r for r in rows if r[key] is not None and all(r[f"m:{m}"] is not None for m in measures)]
-        if not usable:
+    notes: list[str] = []
+    quality = run_quality(rows)
+    excluded = [r for r in rows if r["reached_target"] is False]
+    used = [r for r in rows if r["reached_target"] is not False]
+    n_configs = len({r["label"] for r in used})
+    unknown = sum(r["reached_target"] is None for r in rows)
+    if excluded:
+        notes.append(
+            f"{len(excluded)} of {len(rows)} runs missed the target train loss (stopped at the epoch cap) and are "
+            f"left out of every correlation; {len(used)} runs in {n_configs} configurations remain."
+        )
+    if unknown:
+        notes.append(
+            f"{unknown} run(s) carry no target train loss (trained for a fixed number of epochs, or an older "
+            "store): they are kept, but their flatness may partly reflect how far each converged."
+        )
+    method = {
+        "n_boot_min": n_boot, "max_boot": max_boot, "alpha": alpha, "level": level, "seed": seed,
+        "mc_k": st.MC_K, "min_configs": MIN_CONFIGS, "n_configs": n_configs, "n_runs": len(used),
+    }
+    figs: list[str] = []
+    table: list[dict[str, Any]] = []
+    summary: list[str] = []
+    concluded = n_configs >= MIN_CONFIGS
+    if not concluded:
+        notes.insert(
+            0,
+            f"No correlations and no verdicts: only {n_configs} configuration(s) have runs that reached the "
+            f"target train loss, and the intervals resample configurations, which needs at least {MIN_CONFIGS}. "
+            "Lower the target or raise the epoch cap, then rerun the missing configurations.",
+        )
+    else:
+        table, summary, figs = _correlations(used, axes, notes, method, out, n_boot, max_boot, level, alpha, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_cols = list(table[0]) if table else ["measure", "target", "verdict"]
+    csv = Path(save_table(out / "correlations.csv", {k: [r.get(k, math.nan) for r in table] for k in csv_cols}))
+    save_table(out / "runs.csv", {k: [r.get(k) for r in rows] for k in rows[0]})
+    save_table(
+        out / "run_quality.csv",
+        {
+            "config": [q["config"] for q in quality],
+            "seeds": [q["seeds"] for q in quality],
+            "reached": [q["reached"] for q in quality],
+            **{f"{k}_{s}": [q[k][s] for q in quality] for k in ("train_loss", "epochs", "test_acc")
+               for s in ("mean", "min", "max")},
+        },
+    )
+    html = out / "report.html"
+    html.write_text(render(meta, rows, table, notes, figs, quality=quality, excluded=excluded, summary=summary,
+                           method=method, axes=axes, concluded=concluded))
+    return Report(html, csv, figs, table, notes, quality, excluded, summary, method, concluded)
+
+
+def _correlations(used, axes, notes, method, out, n_boot, max_boot, level, alpha, seed):
+    measures = sorted({k[2:] for r in used for k in r if k.startswith("m:")})
+    targets = {}
+    for key in TARGETS:
+        vals = [r[key] for r in used]
+        if all(v is None for v in vals):
             if key == "shift_drop":
                 notes.append(
                     "No shift targets: the data set offered no distribution shifts (Dataset.shifts is "
                     'empty), or the spec set data.shifts = "none".'
                 )
             continue
+        targets[key] = vals
+    xs = {m: [r.get(f"m:{m}") for r in used] for m in measures}
+    clusters = [r["label"] for r in used]
+    res = st.correlation_table(xs, targets, clusters, level=level, alpha=alpha, n_boot=n_boot, max_boot=max_boot,
+                               seed=seed)
+    rhos = st.rho_intervals(xs, targets, res, level=level)
+    method.update(resamples=res.resamples, rounds=res.rounds, seconds=res.seconds, capped=res.capped,
+                  m_tests=sum(not math.isnan(c["p"]) for c in res.cells.values()))
+    if res.capped:
+        notes.append(
+            f"The resample cap ({max_boot}) was reached with some deciding bound within {st.MC_K:g} Monte-Carlo "
+            "errors of 0; those tests are reported as inconclusive."
+        )
+    colour_axis, marker_axis = figures.pick_axes(used, axes)
+    table, figs = [], []
+    for key in targets:
         for m in measures:
-            x, y = [r[f"m:{m}"] for r in usable], [r[key] for r in usable]
-            c = correlate(x, y, n_boot=n_boot, level=level, seed=seed)
-            g = granulated_tau(usable, axes, f"m:{m}", key) if axes else {"Psi": math.nan, "psi": {}}
-            v = verdict(m, target, c["tau"], len(usable), g["Psi"])
+            c = res.cells[m, key]
+            ok = [i for i, r in enumerate(used) if r[key] is not None and r.get(f"m:{m}") is not None]
+            sub = [used[i] for i in ok]
+            if axes:
+                g = st.granulated_tau(sub, axes, f"m:{m}", key)
+                gd = st.granulated_tau_draws(sub, axes, f"m:{m}", key, res.weights, res.units[ok])
+                g_iv = st.percentile_interval(g["Psi"], gd, level, "cluster bootstrap (percentile)")
+                cmi = st.conditional_mi(sub, axes, f"m:{m}", key)
+            else:
+                g = {"Psi": math.nan, "psi": {}}
+                g_iv = st.Interval(math.nan, math.nan, math.nan, level)
+                cmi = {"score": math.nan, "set": None}
+            n_cfg = len({r["label"] for r in sub})
+            v = verdict(m, TARGETS[key], c["tau_adj"], n_cfg, g["Psi"], mc_k=st.MC_K,
+                        holm_stopped=c["holm_stopped"], what=f"configurations, {len(sub)} runs")
+            tau, adj, rho = c["tau"], c["tau_adj"], rhos[m, key]
             table.append(
                 {
                     "measure": m,
+                    "baseline": m in BASELINES,
                     "target": key,
-                    "n": len(usable),
-                    "tau": c["tau"].estimate,
-                    "tau_low": c["tau"].low,
-                    "tau_high": c["tau"].high,
-                    "rho": c["rho"].estimate,
-                    "rho_low": c["rho"].low,
-                    "rho_high": c["rho"].high,
+                    "n": len(sub),
+                    "n_configs": n_cfg,
+                    "tau": tau.estimate,
+                    "tau_low": tau.low,
+                    "tau_high": tau.high,
+                    "tau_low_mc": tau.mc_low,
+                    "tau_high_mc": tau.mc_high,
+                    "adj_level": adj.level,
+                    "tau_adj_low": adj.low,
+                    "tau_adj_high": adj.high,
+                    "tau_adj_low_mc": adj.mc_low,
+                    "tau_adj_high_mc": adj.mc_high,
+                    "p": c["p"],
+                    "p_holm": c["p_holm"],
+                    "holm_step": c["step"],
+                    "rho": rho.estimate,
+                    "rho_low": rho.low,
+                    "rho_high": rho.high,
                     "granulated_tau": g["Psi"],
+                    "granulated_low": g_iv.low,
+                    "granulated_high": g_iv.high,
                     **{f"psi[{a}]": g["psi"].get(a, math.nan) for a in axes},
+                    "cmi": cmi["score"],
+                    "cmi_set": "{" + ", ".join(cmi["set"]) + "}" if cmi["set"] is not None else "",
+                    "resamples": res.resamples,
                     "kind": v.kind,
                     "verdict": v.headline,
                     "text": v.text,
                 }
             )
-            stem = out / "figures" / f"scatter_{m}_{key}"
             figs += figures.scatter(
-                x,
-                y,
-                [r["label"] for r in usable],
-                xlabel=m,
-                ylabel=target.title,
-                title=f"{m} vs {key}: τ = {c['tau'].estimate:+.2f} "
-                f"[{c['tau'].low:+.2f}, {c['tau'].high:+.2f}]",
-                stem=stem,
+                sub,
+                f"m:{m}",
+                key,
+                colour_axis=colour_axis,
+                marker_axis=marker_axis,
+                xlabel=figures.measure_name(m),
+                ylabel=TARGETS[key].title,
+                title=f"{m} vs {key}: τ = {tau.estimate:+.2f} [{tau.low:+.2f}, {tau.high:+.2f}] "
+                f"({tau.level:.0%}, cluster bootstrap)",
+                stem=out / "figures" / f"scatter_{m}_{key}",
             )
     figs += figures.forest(table, stem=out / "figures" / "tau_forest")
-    csv = Path(
-        save_table(out / "correlations.csv", {k: [r.get(k, math.nan) for r in table] for k in table[0]})
-    )
-    save_table(out / "runs.csv", {k: [r.get(k) for r in rows] for k in rows[0]})
-    html = out / "report.html"
-    html.write_text(render(meta, rows, table, notes, figs, n_boot=n_boot, level=level, axes=axes))
-    return Report(html, csv, figs, table, notes)
+    return table, _summary(table, res, targets, measures, level), figs
+
+
+def _summary(table, res, targets, measures, level) -> list[str]:
+    """What the adjusted intervals support, per target, and how flatness fares against the baselines."""
+    lines = []
+    for key in targets:
+        rows = [r for r in table if r["target"] == key]
+        sup = [r for r in rows if r["kind"] != "inconclusive"]
+        title = TARGETS[key].title
+        if sup:
+            lines.append(f"{title}: " + "; ".join(f"{r['measure']}{' (baseline)' if r['baseline'] else ''}: "
+                                                   f"{r['verdict']}" for r in sup) + ".")
+        else:
+            lines.append(f"{title}: no measure's adjusted interval excludes 0 — inconclusive for every measure.")
+        flat = [r for r in rows if not r["baseline"] and not math.isnan(r["tau"])]
+        base = [r for r in rows if r["baseline"] and not math.isnan(r["tau"])]
+        if flat and base:
+            bf = max(flat, key=lambda r: abs(r["tau"]))
+            bb = max(base, key=lambda r: abs(r["tau"]))
+            d = np.abs(res.draws[bf["measure"], key]) - np.abs(res.draws[bb["measure"], key])
+            iv = st.percentile_interval(abs(bf["tau"]) - abs(bb["tau"]), d, level)
+            resolved = iv.direction(st.MC_K)
+            word = ("flatness ahead" if resolved > 0 else "the baseline ahead" if resolved < 0
+                    else "not resolved: neither is shown to rank better")
+            lines.append(
+                f"  Flatness vs baselines for {key}: best flatness measure {bf['measure']} |τ| = {abs(bf['tau']):.2f}, "
+                f"best baseline {bb['measure']} |τ| = {abs(bb['tau']):.2f}; difference {iv.estimate:+.2f}, "
+                f"{level:.0%} CI [{iv.low:+.2f}, {iv.high:+.2f}] (same cluster resamples; 'best' chosen after "
+                f"looking, not multiplicity-adjusted): {word}."
+            )
+        elif flat and not base:
+            lines.append(f"  No baseline measures in this study for {key}: flatness cannot be compared with them.")
+    return lines

@@ -1,6 +1,7 @@
 """Plain-language verdicts that never claim more than the interval allows.
 
-A verdict names a direction only when the bootstrap interval of Kendall's τ excludes 0, and then says
+A verdict names a direction only when the (multiplicity-adjusted) interval of Kendall's τ excludes 0
+(rule: :data:`RULE` and :mod:`flatminima.statistics`), and then says
 which view of the literature the direction agrees with: the classic view (flatter minima generalise
 and resist shift better: Hochreiter & Schmidhuber 1997; Keskar et al. 2017; Jiang et al. 2020) or the
 function-centric view (with regularisation, sharper minima are often the more accurate, robust and
@@ -54,43 +55,73 @@ TARGETS = {
 class Verdict:
     measure: str
     target: str
-    kind: str  # "flatter-better" | "sharper-better" | "none" | "undefined"
+    kind: str  # "flatter-better" | "sharper-better" | "inconclusive"
     headline: str
     text: str
 
 
-def verdict(measure: str, target: Target, tau: Interval, n: int, granulated: float = math.nan) -> Verdict:
-    """The verdict for one measure × target from τ's interval (and a caveat from the granulated τ)."""
-    ci = f"τ = {tau.estimate:+.2f}, {tau.level:.0%} CI [{tau.low:+.2f}, {tau.high:+.2f}], n = {n} runs"
+RULE = (
+    "Pre-registered rule: for each measure × target, Kendall τ_b across runs with a cluster-bootstrap "
+    "percentile interval (configurations resampled with all their seeds). All measure × target tests form "
+    "one family under Holm–Bonferroni: the k-th smallest bootstrap p-value of m tests is judged on its "
+    "interval at level 1 − α/(m − k + 1), α = {alpha:g}. The verdict names a direction (flatter-better or "
+    "sharper-better) only when that adjusted interval excludes 0 by more than {mc_k:g} Monte-Carlo errors "
+    "of its nearer bound and every earlier Holm step did too; otherwise it is inconclusive."
+)
+
+
+def verdict(
+    measure: str,
+    target: Target,
+    tau: Interval,
+    n: int,
+    granulated: float = math.nan,
+    *,
+    mc_k: float = 0.0,
+    holm_stopped: bool = False,
+    what: str = "runs",
+) -> Verdict:
+    """The verdict for one measure × target from τ's (adjusted) interval, and a caveat from the granulated τ.
+
+    ``tau`` is the interval the rule judges (the Holm-level interval in the report); ``mc_k`` the margin
+    in Monte-Carlo errors; ``holm_stopped`` that Holm's step-down stopped before this test.
+    """
+    ci = f"τ = {tau.estimate:+.2f}, {tau.level:.2%} CI [{tau.low:+.2f}, {tau.high:+.2f}], n = {n} {what}"
     if math.isnan(tau.estimate) or math.isnan(tau.low):
         return Verdict(
             measure,
             target.key,
-            "undefined",
-            "not enough variation to tell",
+            "inconclusive",
+            "inconclusive (τ undefined)",
             f"{measure} vs {target.title}: τ is undefined or its interval cannot be estimated "
-            f"(n = {n}; constant values or too few runs).",
+            f"(n = {n}; constant values or too few configurations).",
         )
-    if not tau.excludes_zero():
+    d = tau.direction(mc_k)
+    if d == 0 or holm_stopped:
+        if holm_stopped:
+            why = "Holm's step-down stopped at an earlier test, so this one is not rejected"
+        elif tau.excludes_zero():
+            why = f"the interval excludes 0 by less than {mc_k:g} Monte-Carlo errors of its bound"
+        else:
+            why = "the interval includes 0"
         return Verdict(
             measure,
             target.key,
-            "none",
-            "no reliable relation",
-            f"No reliable relation between {measure} and {target.title} ({ci} includes 0): "
-            "these runs support neither the classic nor the function-centric view for this target.",
+            "inconclusive",
+            "inconclusive",
+            f"Inconclusive for {measure} and {target.title} ({ci}; {why}): these runs support neither "
+            "the classic nor the function-centric view for this target.",
         )
     # τ > 0: higher measure (sharper) goes with a higher target value
-    sharper_higher = tau.low > 0
-    sharper_better = sharper_higher != target.lower_is_better
+    sharper_better = (d > 0) != target.lower_is_better
     if sharper_better:
         kind, headline, view = "sharper-better", f"sharper went with {target.good}", FUNCTION_CENTRIC
     else:
         kind, headline, view = "flatter-better", f"flatter went with {target.good}", CLASSIC
     text = (
         f"{headline[0].upper()}{headline[1:]} ({ci}): consistent with the {view}. This is a rank "
-        "correlation across this study's recipes and seeds, not evidence that changing sharpness alone "
-        "would change the outcome."
+        "correlation across this study's configurations and seeds, not evidence that changing sharpness "
+        "alone would change the outcome."
     )
     if not math.isnan(granulated) and granulated * tau.estimate < 0:
         text += (

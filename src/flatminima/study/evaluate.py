@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..statistics import ece as _ece
+
 
 @torch.no_grad()
 def _probs(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
@@ -23,17 +25,9 @@ def _probs(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.T
 
 
 def ece(probs: torch.Tensor, y: torch.Tensor, bins: int = 15) -> float:
-    """Expected calibration error with ``bins`` equal-width confidence bins (right-closed, first closed)."""
-    conf, pred = probs.max(dim=1)
-    correct = (pred == y).double()
-    # bin b holds confidences in (b/B, (b+1)/B]; confidence 0 cannot occur for a softmax over ≥ 1 class
-    idx = torch.clamp(torch.ceil(conf * bins).long() - 1, 0, bins - 1)
-    total = 0.0
-    for b in range(bins):
-        mask = idx == b
-        if mask.any():
-            total += mask.double().mean().item() * abs(correct[mask].mean().item() - conf[mask].mean().item())
-    return total
+    """Expected calibration error with ``bins`` equal-width confidence bins (right-closed, first closed);
+    the one implementation is :func:`flatminima.statistics.ece`."""
+    return _ece(probs, y, bins)
 
 
 def classification_metrics(probs: torch.Tensor, y: torch.Tensor, bins: int = 15) -> dict[str, float]:

@@ -1,7 +1,7 @@
 """Evaluation of a model (or an ensemble) on a data split: loss, accuracy, calibration.
 
 ECE (expected calibration error, Guo et al. 2017): Σ_b (|b|/n)·|acc(b) − conf(b)| over 15 equal-width
-confidence bins. NLL is the mean cross-entropy of the predicted probabilities.
+confidence bins (:func:`flatminima.statistics.ece`). NLL is the mean cross-entropy of the predicted probabilities.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import FlatminimaError
+from ..statistics import ece as _ece
 
 
 def loss_function(name: str | Callable, label_smoothing: float = 0.0) -> Callable:
@@ -59,12 +60,9 @@ def evaluate(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], *,
     if y.is_floating_point() or out.dim() != 2:
         return result
     logp = F.log_softmax(out, dim=1)
-    conf, pred = logp.exp().max(dim=1)
+    pred = logp.argmax(dim=1)
     correct = (pred == y).float()
-    edges = torch.linspace(0, 1, bins + 1)
-    which = torch.bucketize(conf, edges[1:-1])
-    ece = sum((which == b).float().mean() * (correct[which == b].mean() - conf[which == b].mean()).abs()
-              for b in range(bins) if (which == b).any())
+    ece = _ece(logp.exp(), y, bins)  # the one ECE: equal-width bins, right-closed
     return result | {"accuracy": float(correct.mean()), "nll": float(F.nll_loss(logp, y)), "ece": float(ece)}
 
 
