@@ -9,7 +9,7 @@ generalisation gap), as in the paper:
     output_margin        1/γ²,  γ = 10th percentile over the training set of f_y(x) − max_{j≠y} f_j(x)
                                                                   (Jiang et al. "1/margin")
     path_norm            Σ_i f_{θ²}(1)_i: the outputs of the network with every parameter squared on an
-                         all-ones input                          (Neyshabur, Salakhutdinov & Srebro 2015;
+                         all-ones input                          (Neyshabur, Tomioka & Srebro 2015;
                                                                   Jiang et al. "path.norm")
 
 "Weights" are the parameters not named ``bias`` (``biases=True`` counts them too); the parameters are
