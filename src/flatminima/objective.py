@@ -651,6 +651,13 @@ class Objective:
         plan = self.memory_plan  # plans the budget first: it may turn graph reuse off
         reuse = self.reuse_graph if plan is None else plan.reuse_graph
         backend = "cached" if reuse and self.hvp_method == "double_backward" else self.hvp_method
+        if backend == "forward_over_reverse" and self._module.model is not self._model:
+            # Measured: torch.func's second derivatives through train-mode batch_norm (jvp, jacfwd or
+            # jacrev over jacrev) disagree with double backward and with a dense autograd Hessian on the
+            # BatchNorm parameters (torch 2.13), while first derivatives agree; refuse, never a wrong number.
+            raise FlatminimaError(
+                "hvp_method='forward_over_reverse' is not exact through BatchNorm in mode='train' (torch.func's "
+                "second derivatives of batch statistics are wrong); use hvp_method='double_backward'.")
         try:
             total, weight = HVP_BACKENDS[backend](self, theta, v)
         except RuntimeError as err:
@@ -829,8 +836,9 @@ class Objective:
             seen[(t.data_ptr() or id(t), t.numel())] = t.numel() * t.element_size()
             return t
 
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            self._batch_loss(theta, batch)
+        # enable_grad: the plan may be made inside loss()'s no_grad, where nothing would be saved.
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            self._batch_terms(theta, batch)
         return float(sum(seen.values()))
 
     def _known_rows(self) -> int | None:
@@ -912,7 +920,8 @@ class Objective:
             config["loss"] = None
         if ("loss" in changes or "loss_fn" in changes) and "reduction" not in changes:
             new = changes.get("loss", config["loss"])
-            own = isinstance(new, nn.Module) and isinstance(getattr(new, "reduction", None), str)
+            own = isinstance(new, str) or (isinstance(new, nn.Module)
+                                           and isinstance(getattr(new, "reduction", None), str))
             config["reduction"] = None if own else self.reduction
         config.update(changes)
         model = config.pop("model", None)
