@@ -610,12 +610,13 @@ def conditional_mi(
 ) -> dict[str, Any]:
     """The conditional-independence score of Jiang et al. (2020) / PGDL (STATISTICS.md §6).
 
-    For every pair of runs (a, b) with y_a ≠ y_b: V = sign(y_a − y_b), M = sign(x_a − x_b) (M = 0 for
-    tied measures). For each set S of hyperparameters with |S| ≤ ``max_set`` (the empty set, every
-    single axis and every pair), the pairs are split into cells that agree on the values of S; in each
-    cell with H(V) > 0, I(V; M)/H(V) is computed; the cells are averaged weighted by their share of
-    pairs. The score is the minimum over S, so a measure that only mirrors one hyperparameter scores
-    near 0 once that hyperparameter is conditioned on. Returns ``{"score", "set", "per_set"}``.
+    For every ordered pair of runs (a, b) with y_a ≠ y_b (both orders, so the row order is irrelevant):
+    V = sign(y_a − y_b), M = sign(x_a − x_b) (M = 0 for tied measures). For each set S of hyperparameters
+    with |S| ≤ ``max_set`` (the empty set, every single axis and every pair), the pairs are split into
+    cells that agree on the values of S; in each cell with H(V) > 0, I(V; M)/H(V) is computed; the cells
+    are averaged weighted by their share of pairs. The score is the minimum over S, so a measure that only
+    mirrors one hyperparameter scores near 0 once that hyperparameter is conditioned on.
+    Returns ``{"score", "set", "per_set"}``.
     """
     xs = np.array([r[x] for r in rows], float)
     ys = np.array([r[y] for r in rows], float)
@@ -626,6 +627,8 @@ def conditional_mi(
     v, mm = np.sign(ys[a] - ys[b]), np.sign(xs[a] - xs[b])
     keep = v != 0
     a, b, v, mm = a[keep], b[keep], v[keep], mm[keep]
+    # every ordered pair (a, b) and (b, a): the score must not depend on the order of the rows
+    a, b, v, mm = np.r_[a, b], np.r_[b, a], np.r_[v, -v], np.r_[mm, -mm]
     per_set: dict[tuple[str, ...], float] = {}
     for size in range(0, max_set + 1):
         for s in itertools.combinations(axes, size):
