@@ -282,10 +282,12 @@ def activation_bytes(obj: Objective) -> int:
             if torch.is_tensor(t):
                 total[0] += t.numel() * t.element_size()
 
+    # The batch is taken before the hooks go in: the objective's one-off determinism check runs forwards.
+    first = next(iter(obj.batches()))  # batches are equal-sized but for the last
     handles = [m.register_forward_hook(hook) for m in module.model.modules()]
     try:
         with torch.no_grad():
-            module(next(iter(obj.batches())))  # batches are equal-sized but for the last
+            module(first)
     finally:
         for h in handles:
             h.remove()
