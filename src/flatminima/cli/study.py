@@ -28,7 +28,7 @@ def run_cmd(
         None, help="study folder (default studies/<name>); an existing one resumes"
     ),
     retry_failed: bool = typer.Option(False, help="also redo runs that failed before"),
-    n_boot: int = typer.Option(2000, help="bootstrap resamples for the report's intervals"),
+    n_boot: int = typer.Option(4000, help="cluster-bootstrap resamples the report starts with"),
     no_report: bool = typer.Option(False, help="only run; make the report later with `study report`"),
 ) -> None:
     """Run (or resume) a study, then write its report and print the verdict table."""
