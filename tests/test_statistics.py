@@ -32,6 +32,16 @@ def test_vectorised_tau_b_and_rho_equal_scipy_on_expanded_resamples():
         assert (math.isnan(ref) and math.isnan(got[i])) or got[i] == pytest.approx(ref, abs=1e-12)
 
 
+def test_infinite_values_rank_like_scipy():
+    x = np.array([1.0, np.inf, 3.0, 2.0, np.inf, 0.5])
+    y = np.array([1.0, 5.0, 2.0, 2.5, 4.0, 0.0])
+    ones = np.ones((1, 6))
+    assert st.tau_b_weighted(x, y, ones)[0] == pytest.approx(stats.kendalltau(x, y).statistic)
+    res = st.correlation_table({"m": list(x)}, {"t": list(y)}, list(range(6)), n_boot=500, max_boot=500)
+    assert res.cells["m", "t"]["tau"].estimate == pytest.approx(stats.kendalltau(x, y).statistic)
+    assert not np.isnan(res.draws["m", "t"]).all()
+
+
 def _clustered(n_cfg=18, seeds=3, seed=0, slope=0.5):
     """Configurations with a config-level relation; seeds of a configuration nearly identical."""
     rng = np.random.default_rng(seed)

@@ -216,6 +216,16 @@ def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float:
 # vectorised τ_b and ρ of resampled data (a resample = multiplicities of the original points)
 
 
+def _ranks(v: np.ndarray) -> np.ndarray:
+    """Average ranks of the non-NaN entries (NaN kept): τ and ρ depend only on ranks, and ranks make ±inf
+    values (e.g. an infinite output margin) comparable."""
+    v = np.asarray(v, float)
+    out = np.full(len(v), np.nan)
+    ok = ~np.isnan(v)
+    out[ok] = stats.rankdata(v[ok])
+    return out
+
+
 def _sgn(v: np.ndarray) -> np.ndarray:
     return np.sign(v[:, None] - v[None, :])
 
@@ -244,7 +254,7 @@ def tau_b_weighted(x: Sequence[float], y: Sequence[float], weights: np.ndarray, 
     and the tie counts n1, n2 are quadratic forms in the multiplicities; a point drawn twice is a pair
     tied in both variables, as in ``scipy.stats.kendalltau`` on the expanded data. NaN where undefined.
     """
-    x, y = np.asarray(x, float), np.asarray(y, float)
+    x, y = _ranks(x), _ranks(y)
     w = np.atleast_2d(np.asarray(weights, float))
     p = np.eye(len(x)) if units is None else np.eye(int(np.max(units)) + 1)[np.asarray(units)]
     a = p.T @ (_sgn(x) * _sgn(y)) @ p
@@ -265,7 +275,7 @@ def rho_weighted(x: Sequence[float], y: Sequence[float], weights: np.ndarray, un
                  ) -> np.ndarray:
     """Spearman's ρ of resampled data (multiplicities as in :func:`tau_b_weighted`), vectorised: the
     weighted Pearson correlation of the average ranks of the expanded multiset. NaN where undefined."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
+    x, y = _ranks(x), _ranks(y)
     m = np.atleast_2d(np.asarray(weights, float))
     p = np.eye(len(x)) if units is None else np.eye(int(np.max(units)) + 1)[np.asarray(units)]
     w = m @ p.T  # B × n multiplicities of the points
@@ -426,9 +436,9 @@ def correlation_table(
     rng = np.random.default_rng(seed)
     prep, est = {}, {}
     for mname, xv in measures.items():
-        x = np.array([np.nan if v is None else v for v in xv], float)
+        x = _ranks(np.array([np.nan if v is None else v for v in xv], float))
         for tname, yv in targets.items():
-            y = np.array([np.nan if v is None else v for v in yv], float)
+            y = _ranks(np.array([np.nan if v is None else v for v in yv], float))
             u = ~(np.isnan(x) | np.isnan(y))
             xf, yf = np.where(u, x, 0.0), np.where(u, y, 0.0)
             mask = np.outer(u, u).astype(float)
@@ -618,8 +628,8 @@ def conditional_mi(
     mirrors one hyperparameter scores near 0 once that hyperparameter is conditioned on.
     Returns ``{"score", "set", "per_set"}``.
     """
-    xs = np.array([r[x] for r in rows], float)
-    ys = np.array([r[y] for r in rows], float)
+    xs = _ranks(np.array([np.nan if r[x] is None else r[x] for r in rows], float))
+    ys = _ranks(np.array([np.nan if r[y] is None else r[y] for r in rows], float))
     ok = ~(np.isnan(xs) | np.isnan(ys))
     idx = np.flatnonzero(ok)
     a, b = np.triu_indices(len(idx), 1)
