@@ -6,7 +6,7 @@ import typer
 
 from .common import console, fmt_cost, parse_kv, print_json
 
-MODES = ("slice", "pca", "interpolate", "paper")
+MODES = ("slice", "pca", "interpolate", "connect", "paper")
 
 
 def register(app: typer.Typer) -> None:
@@ -17,7 +17,8 @@ def landscape(
     mode: str = typer.Option(
         "slice",
         help="slice (1-D/2-D), pca (trajectory contour), interpolate (two "
-        "solutions), or paper (all figures for a small- vs large-batch pair)",
+        "solutions), connect (trained low-loss curve between two solutions vs the straight line), "
+        "or paper (all figures for a small- vs large-batch pair)",
     ),
     model: str = typer.Option("mlp", help="built-in model (mlp, cnn1d) or 'package.module:factory'"),
     model_arg: list[str] | None = typer.Option(
@@ -29,7 +30,13 @@ def landscape(
     checkpoint: str | None = typer.Option(
         None, help="state-dict checkpoint (θ_a for interpolate); without it the model is trained"
     ),
-    checkpoint_b: str | None = typer.Option(None, help="second checkpoint θ_b for --mode interpolate"),
+    checkpoint_b: str | None = typer.Option(None, help="second checkpoint θ_b for --mode interpolate / connect"),
+    seed_b: int | None = typer.Option(None, help="connect: seed of the second trained model (default seed + 1)"),
+    curve: str = typer.Option("bezier", help="connect: bezier (quadratic Bézier) or polychain (one bend)"),
+    curve_epochs: int = typer.Option(20, help="connect: epochs of training the curve's control point"),
+    curve_lr: float = typer.Option(0.01, help="connect: learning rate of the curve's control point"),
+    curve_optimizer: str = typer.Option("adam", help="connect: adam or sgd for the control point"),
+    plane_steps: int = typer.Option(31, help="connect: grid points per axis of the plane figure (0: none)"),
     epochs: int = typer.Option(20, help="training epochs when a model is trained"),
     batch_size: int = typer.Option(32, help="training batch size (the small batch in paper/interpolate)"),
     large_batch: int = typer.Option(512, help="large training batch size (paper/interpolate)"),
@@ -66,6 +73,19 @@ def landscape(
     require_choice("mode", mode, MODES)
     require_choice("dtype", dtype, ["float32", "float64"])
     dataset, tdtype, progress = get_data(data), getattr(torch, dtype), not json_out
+    if mode == "connect":
+        from ..landscape.connect import connect_models
+
+        summary = connect_models(
+            dataset, out, model=model, checkpoint=checkpoint, checkpoint_b=checkpoint_b, seed=seed, seed_b=seed_b,
+            epochs=epochs, batch_size=batch_size, lr=lr, curve=curve, curve_epochs=curve_epochs, curve_lr=curve_lr,
+            optimizer=curve_optimizer, grid=steps, plane_grid=plane_steps, test=test,
+            recompute_bn=True if recompute_bn else "auto", dtype=tdtype, log=log, progress=progress,
+            model_kw=parse_kv(model_arg),
+        )
+        summary.pop("result")
+        _report(summary, json_out)
+        return
     if mode == "paper":
         summary = figures.paper_figures(
             dataset,
