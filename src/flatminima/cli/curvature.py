@@ -26,6 +26,10 @@ def curvature(
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:1 ..."),
     seed: int = typer.Option(0, help="seed for training and for the random probes"),
     out: str | None = typer.Option(None, help="folder for the checkpoint and the density plot"),
+    per_layer: bool = typer.Option(False, "--per-layer", help="per parameter block: λmax, trace ± s.e. and trace "
+                                   "share (instead of the whole-model report); bar chart into --out"),
+    group: str = typer.Option("parameter", help="--per-layer blocks: parameter (one per tensor) or module"),
+    blocks: list[str] | None = typer.Option(None, help="--per-layer: only tensors matching this pattern (repeatable)"),
     json_out: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
 ) -> None:
     """Train (or load) a model and print its curvature report with error bars and costs."""
@@ -36,6 +40,10 @@ def curvature(
     net, info = get_model(model, dataset, checkpoint=checkpoint, recipe={"epochs": epochs, "seed": seed},
                           out_dir=out, progress=not json_out, **parse_kv(model_arg))
     obj = objective_for(net, dataset, split=split, dtype=dtype, device=device)
+    if per_layer:
+        _per_layer(obj, model, dataset.name, info, group=group, blocks=blocks, probes=probes, operator=operator,
+                   seed=seed, out=out, json_out=json_out)
+        return
     rep = curvature_report(obj, k=k, probes=probes, operator=operator, seed=seed)
     if out:
         rep["density_files"] = rep["density"].plot(f"{out}/spectral_density")
@@ -69,3 +77,28 @@ def _print(rep: dict, model: str, data: str) -> None:
                   f"rounding floor eps·‖H‖·√dim = {top.floor:.1e}")
     if "density_files" in rep:
         console.print("density plot: " + ", ".join(rep["density_files"]))
+
+
+def _per_layer(obj, model: str, data: str, info: dict, *, group: str, blocks: list[str] | None, probes: int,
+               operator: str, seed: int, out: str | None, json_out: bool) -> None:
+    from ..curvature import per_layer
+
+    res = per_layer(obj, group=group, blocks=blocks or None, probes=probes, operator=operator, seed=seed,
+                    progress=not json_out, meta={"model": model, "data": data})
+    files = res.plot(f"{out}/per_layer_curvature") if out else []
+    if json_out:
+        print_json(res.to_dict() | {"files": files, "model": info})
+        return
+    table = Table(title=f"Per-{group} curvature of the {operator}: {model} on {data} ({res.mode} mode)")
+    for col in ("block", "size", "λmax", "residual", "trace ± s.e.", "share ± s.e.", "cost"):
+        table.add_column(col)
+    for x in res.layers:
+        table.add_row(x.name, str(x.size), f"{x.lambda_max:.5g}", f"{x.residual:.1e}" + ("" if x.converged else " NO"),
+                      fmt(x.trace, x.trace_stderr), fmt(x.share, x.share_stderr), fmt_cost(x.cost))
+    table.add_row("total", str(sum(x.size for x in res.layers)), "-", "-",
+                  fmt(res.total_trace, res.total_trace_stderr), "1" if res.complete else "-", fmt_cost(res.cost))
+    console.print(table)
+    console.print(f"trace: {res.method}, {res.probes} Rademacher probes per block; λmax: Lanczos per block "
+                  "(true residual ‖Hv − λv‖)")
+    if files:
+        console.print("figure: " + ", ".join(p for p in files if p.endswith((".png", ".csv"))))
