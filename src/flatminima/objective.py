@@ -16,8 +16,8 @@ themselves come from ``torch.autograd`` (double backward) and ``torch.func`` (fo
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import fnmatch
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -28,7 +28,22 @@ import torch
 from torch import nn
 from torch.func import functional_call, jacrev, jvp, vjp
 
-from .errors import FlatminimaError, NonFiniteLossError, require_choice
+from .errors import FlatminimaError, NonFiniteLossError, require_choice, require_nonnegative
+from .objective_data import (  # noqa: F401 - _ELEMENTWISE, _DROPOUT: kept importable from here
+    _DROPOUT,
+    _ELEMENTWISE,
+    _LOSSES,
+    _batch_size,
+    _leaves,
+    _LossModule,
+    _LossTerms,
+    _match,
+    _move,
+    _require_scalar,
+    _rows,
+    _split_rows,
+)
+from .objective_memory import MemoryPlan, plan
 
 __all__ = ["HVP_BACKENDS", "Cost", "MemoryPlan", "Objective"]
 
@@ -56,202 +71,6 @@ class Cost:
 
     def as_dict(self) -> dict[str, float]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-def _match(name: str, patterns: Sequence[str]) -> bool:
-    return any(fnmatch.fnmatchcase(name, p) or name == p or name.startswith(p + ".") for p in patterns)
-
-
-def _is_mapping(x: Any) -> bool:
-    return isinstance(x, Mapping)
-
-
-def _rebuild_mapping(x: Mapping, items: dict) -> Any:
-    """A mapping of the same type as ``x`` (UserDict, BatchEncoding...) when its constructor takes a dict."""
-    if type(x) is dict:
-        return items
-    try:
-        return type(x)(items)
-    except Exception:  # noqa: BLE001 - a mapping type we cannot rebuild: a plain dict carries the same data
-        return items
-
-
-def _leaves(batch: Any) -> Iterator[torch.Tensor]:
-    if isinstance(batch, torch.Tensor):
-        yield batch
-    elif _is_mapping(batch):
-        for v in batch.values():
-            yield from _leaves(v)
-    elif isinstance(batch, (list, tuple)):
-        for v in batch:
-            yield from _leaves(v)
-
-
-def _move(batch: Any, device: torch.device, dtype: torch.dtype) -> Any:
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device=device, dtype=dtype if batch.is_floating_point() else None)
-    if _is_mapping(batch):
-        return _rebuild_mapping(batch, {k: _move(v, device, dtype) for k, v in batch.items()})
-    if isinstance(batch, (list, tuple)):
-        parts = [_move(v, device, dtype) for v in batch]
-        return parts if isinstance(batch, list) else tuple(parts)
-    return batch
-
-
-_LOSSES: dict[str, Callable[[], nn.Module]] = {
-    "cross_entropy": nn.CrossEntropyLoss,
-    "mse": nn.MSELoss,
-    "bce": nn.BCEWithLogitsLoss,
-}
-# Elementwise losses: the "mean" reduction divides the sum by the number of (broadcast) entries.
-_ELEMENTWISE = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss, nn.BCELoss, nn.BCEWithLogitsLoss,
-                nn.SoftMarginLoss, nn.PoissonNLLLoss)
-_DROPOUT = (nn.modules.dropout._DropoutNd, nn.AlphaDropout, nn.FeatureAlphaDropout)
-
-
-class _LossTerms:
-    """One batch's terms of the objective: (s_b, w_b) from (outputs, targets).
-
-        reduction "mean":  L = Σ_b s_b / Σ_b w_b,  s_b = the batch's loss SUM, w_b = the count its mean divides by
-        reduction "sum":   L = Σ_b s_b
-
-    For a torch loss module the sum is computed by a copy with ``reduction="sum"`` and w_b is the
-    denominator torch's ``"mean"`` would use (non-ignored targets, or their class weights, for
-    cross-entropy; the broadcast entries for elementwise losses), so the value equals the loss over the
-    whole data in one batch, whatever the batch size or memory chunks. A plain callable returns the batch
-    mean (or, with ``reduction="sum"``, the batch sum) and is weighted by the batch's rows.
-    """
-
-    def __init__(self, loss: Callable, reduction: str):
-        self.loss, self.reduction = loss, reduction
-        self.sum_module: nn.Module | None = None
-        if isinstance(loss, nn.Module) and isinstance(getattr(loss, "reduction", None), str):
-            self.sum_module = copy.copy(loss)
-            self.sum_module.reduction = "sum"
-
-    def __call__(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, float]:
-        rows = float(targets.shape[0]) if targets.dim() > 0 else 1.0
-        if self.sum_module is None:
-            value = self.loss(outputs, targets)
-            _require_scalar(value, "loss(outputs, targets)")
-            return (value * rows, rows) if self.reduction == "mean" else (value, rows)
-        s = self.sum_module(outputs, targets)
-        _require_scalar(s, type(self.loss).__name__)
-        return s, (self._denominator(outputs, targets) if self.reduction == "mean" else rows)
-
-    def _denominator(self, outputs: torch.Tensor, targets: torch.Tensor) -> float:
-        m = self.loss
-        if isinstance(m, (nn.CrossEntropyLoss, nn.NLLLoss)):
-            if targets.is_floating_point():  # class probabilities: the mean is over every sample position
-                return float(outputs.numel() // outputs.shape[1]) if outputs.dim() > 1 else 1.0
-            keep = targets != m.ignore_index
-            if m.weight is not None:
-                return float(m.weight.to(outputs.dtype)[targets[keep]].sum())
-            return float(keep.sum())
-        if isinstance(m, nn.KLDivLoss):
-            return float(outputs.shape[0]) if m.reduction == "batchmean" else float(outputs.numel())
-        if isinstance(m, _ELEMENTWISE):
-            return float(torch.broadcast_shapes(outputs.shape, targets.shape).numel())
-        # An unknown module: assume a per-row mean (rows weigh the same), as for a plain callable.
-        return float(targets.shape[0]) if targets.dim() > 0 else 1.0
-
-
-def _require_scalar(value: Any, what: str) -> None:
-    if not isinstance(value, torch.Tensor) or value.dim() != 0:
-        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-        raise FlatminimaError(
-            f"{what} must return one number per batch (a 0-dim tensor), got {shape}; reduce it with "
-            "reduction='mean' or 'sum' (reduction='none' is not an objective).")
-
-
-class _LossModule(nn.Module):
-    """Wraps model + loss so ``functional_call`` swaps the parameters the user's code sees.
-
-    ``forward(batch)`` returns the batch's terms (s_b, w_b) of :class:`_LossTerms`.
-    """
-
-    def __init__(self, model: nn.Module, loss: Callable | None, loss_fn: Callable | None, reduction: str = "mean"):
-        super().__init__()
-        self.model = model
-        self._loss = loss
-        self._loss_fn = loss_fn
-        self._reduction = reduction
-        self._terms = _LossTerms(loss, reduction) if loss is not None else None
-
-    def forward(self, batch: Any) -> tuple[torch.Tensor, float]:
-        if self._loss_fn is not None:
-            out = self._loss_fn(self.model, batch)
-            value, count = (out[0], out[1]) if isinstance(out, tuple) else (out, _batch_size(batch))
-            _require_scalar(value, "loss_fn(model, batch)")
-            count = float(count)
-            return (value * count, count) if self._reduction == "mean" else (value, count)
-        outputs, targets = self.outputs(batch)
-        return self._terms(outputs, targets)
-
-    def outputs(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-            raise FlatminimaError(
-                "with a `loss`, each batch must be (inputs, targets) or (input1, ..., targets); "
-                f"got {type(batch).__name__}. For other batch structures pass loss_fn=f(model, batch).")
-        return self.model(*batch[:-1]), batch[-1]
-
-
-def _batch_size(batch: Any) -> int:
-    for t in _leaves(batch):
-        return int(t.shape[0]) if t.dim() > 0 else 1
-    raise FlatminimaError("a batch holds no tensors; cannot tell its size (return (loss, count) from loss_fn).")
-
-
-def _rows(batch: Any) -> int:
-    for t in _leaves(batch):
-        return int(t.shape[0]) if t.dim() > 0 else 1
-    return 1
-
-
-def _split_rows(batch: Any, rows: int | None) -> list[Any]:
-    """Split a batch (tensor, tuple, list or dict) into parts of at most ``rows`` rows along dim 0.
-
-    Every tensor leaf whose first dimension is the batch's row count is sliced; other leaves are shared.
-    """
-    n = _rows(batch)
-    if not rows or rows >= n:
-        return [batch]
-
-    def cut(x: Any, i: int) -> Any:
-        if isinstance(x, torch.Tensor):
-            return x[i:i + rows] if x.dim() > 0 and x.shape[0] == n else x
-        if _is_mapping(x):
-            return _rebuild_mapping(x, {k: cut(v, i) for k, v in x.items()})
-        if isinstance(x, (list, tuple)):
-            parts = [cut(v, i) for v in x]
-            return parts if isinstance(x, list) else tuple(parts)
-        return x
-
-    return [cut(batch, i) for i in range(0, n, rows)]
-
-
-# Memory model of one double-backward HVP (per sample): the forward's saved tensors, the create_graph
-# backward's saved tensors (about as many again) and the transient second backward. Measured on the MLP
-# and the transformer in docs/bench_scaling.md; 3x keeps the peak under the budget there.
-_HVP_FACTOR = 3.0
-_CACHE_FACTOR = 2.0  # a cached gradient graph keeps the forward and backward saved tensors
-_FIXED_VECTORS = 8  # θ, v, the running total, grad, Hv, and copies: parameter-sized vectors alive at once
-
-
-@dataclass
-class MemoryPlan:
-    """How an Objective spends its memory budget: ``rows`` samples per chunk for one HVP.
-
-    ``per_sample_bytes`` is the slope of the bytes autograd saves in one forward pass against the rows of
-    a batch, ``fixed_bytes`` the intercept plus the parameter-sized vectors; a chunk of r rows is planned
-    as ``fixed_bytes + 3 · r · per_sample_bytes <= memory_mb``.
-    """
-
-    memory_mb: float
-    per_sample_bytes: float
-    fixed_bytes: float
-    rows: int
-    reuse_graph: bool
 
 
 class Objective:
@@ -303,6 +122,9 @@ class Objective:
 
     memory_mb: float | None = None
     _mem_plan: MemoryPlan | None = None
+    _mem_probe: tuple[float, float, int] | None = None
+    _reserved: int = 0
+    _reserved_for: tuple[str, ...] = ()
     reduction: str = "mean"
     fixed_mask: bool = False
     _batch_index: int = 0
@@ -363,6 +185,7 @@ class Objective:
         self._batches, in_memory = self._prepare_data(data, batch_size)
         self.reuse_graph = in_memory if reuse_graph == "auto" else bool(reuse_graph)
         self._set_budget(memory_mb, model)
+        self._reserved, self._reserved_for = 0, []
         self._graph_cache: tuple[torch.Tensor, torch.Tensor, list] | None = None
         self.n_batches: int | None = None
         self.total_weight: float | None = None
@@ -514,13 +337,82 @@ class Objective:
             raise FlatminimaError("outputs need (inputs, targets) batches: build the Objective with `loss=`.")
         return self._call_outputs(self._theta(theta), batch)
 
-    def record(self, kind: str, points: int = 1, passes: float = 1.0, seconds: float = 0.0) -> None:
-        """Add work done outside the objective's own calls to its cost meter (``kind``: a :class:`Cost` count)."""
-        require_choice("kind", kind, ["losses", "grads", "hvps", "batched_points"])
+    def record(self, kind: str | None, points: int = 1, passes: float = 1.0, seconds: float = 0.0) -> None:
+        """Add work done outside the objective's own calls to its cost meter.
+
+        ``kind``: the :class:`Cost` count it adds ``points`` to (``"losses"``, ``"grads"``, ``"hvps"``,
+        ``"batched_points"``), or ``None`` for data passes only (a forward pass a measure runs itself).
+        """
+        if kind is not None:
+            require_choice("kind", kind, ["losses", "grads", "hvps", "batched_points"])
         c = self._counter
-        setattr(c, kind, getattr(c, kind) + points)
+        if kind is not None:
+            setattr(c, kind, getattr(c, kind) + points)
         c.data_passes += passes
         c.seconds += seconds
+
+    def terms(self, theta: torch.Tensor | None, batch: Any) -> tuple[torch.Tensor, float]:
+        """(s_b, w_b) of one prepared batch at θ: the batch's summed loss (differentiable) and its weight."""
+        return self._batch_terms(self._theta(theta), batch)
+
+    def loss_terms(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """(s, w) of the objective's loss on given outputs and targets (``loss=`` objectives)."""
+        if not self._has_outputs:
+            raise FlatminimaError("loss_terms needs (outputs, targets): build the Objective with `loss=`.")
+        return self._module._terms(outputs, targets)
+
+    def reduce(self, total: torch.Tensor, weight: float, reduction: str | None = None) -> torch.Tensor:
+        """Σ s / Σ w ("mean") or Σ s ("sum") of sums over this rank's batches, summed over all ranks."""
+        return self._reduce(total, weight, reduction)
+
+    def fixed_randomness(self) -> contextlib.AbstractContextManager:
+        """The RNG state of the batch last yielded by ``batches()`` (``fixed_mask``: its dropout mask)."""
+        return self._randomness()
+
+    def theta_chunk(self, chunk_size: int) -> int:
+        """How many θ fit one vectorised pass: ``chunk_size``, or fewer under the memory budget."""
+        return self._theta_chunk(chunk_size)
+
+    @property
+    def has_model(self) -> bool:
+        """Whether there is a network behind the objective (False for an analytic function)."""
+        return True
+
+    @property
+    def working_model(self) -> nn.Module:
+        """The objective's own copy of the network, which every evaluation runs (never the user's model).
+
+        Engines that write θ into it in place (flatminima.pointwise's CPU loop) must restore it after.
+        """
+        return self._module.model
+
+    @property
+    def fixed_tensors(self) -> dict[str, torch.Tensor]:
+        """The tensors held fixed (unselected parameters, buffers), by name in ``working_model``."""
+        return {k[len("model."):]: t for k, t in self._fixed.items()}
+
+    @property
+    def param_numels(self) -> list[int]:
+        """Entries of each selected parameter tensor, in θ's order (``param_names``)."""
+        return list(self._numels)
+
+    @property
+    def stored_batches(self) -> Iterable:
+        """The data's batches as stored at construction: not moved, cast or split into memory chunks."""
+        return self._batches
+
+    def working_terms(self, batch: Any) -> tuple[torch.Tensor, float]:
+        """(s_b, w_b) of a prepared batch with the parameters ``working_model`` holds right now."""
+        return self._module(batch)
+
+    def with_fixed(self, tensors: Mapping[str, torch.Tensor]) -> Objective:
+        """A view of this objective with some fixed tensors (e.g. BatchNorm statistics) replaced.
+
+        Shares data, model and cost meter; ``tensors`` are named as in ``working_model``.
+        """
+        view = copy.copy(self)
+        view._fixed = dict(self._fixed) | {"model." + k: t for k, t in tensors.items()}
+        return view
 
     # ----------------------------------------------------------------- batches and reduction
     def _iter_batches(self) -> Iterator[Any]:
@@ -797,9 +689,20 @@ class Objective:
         return self._mem_plan
 
     def _plan_memory(self) -> MemoryPlan:
-        first = next(iter(self._batches), None)
-        if first is None:  # an empty shard on this rank: nothing to split, any chunk fits
+        if self._mem_probe is None:
+            self._mem_probe = self._measure_saved()
+        per_sample, intercept, batch_rows = self._mem_probe
+        if batch_rows == 0:  # an empty shard on this rank: nothing to split, any chunk fits
             return MemoryPlan(self.memory_mb, 0.0, 0.0, 1 << 62, self.reuse_graph)
+        itemsize = torch.empty((), dtype=self.dtype).element_size()
+        return plan(self.memory_mb, per_sample, intercept, self.dim * itemsize, self._reserved,
+                    self._known_rows(), batch_rows, self.reuse_graph, " and ".join(self._reserved_for))
+
+    def _measure_saved(self) -> tuple[float, float, int]:
+        """(bytes saved per sample, intercept, rows of the first batch), measured once on that batch."""
+        first = next(iter(self._batches), None)
+        if first is None:
+            return 0.0, 0.0, 0
         first = _move(first, self.device, self.dtype)
         n = _rows(first)
         small = 1 if n > 1 else n
@@ -809,22 +712,39 @@ class Objective:
         # Saved-for-backward bytes grow linearly in the rows: slope per sample, intercept fixed (θ views...).
         per_sample = (s_big - s_small) / (big - small) if big > small else s_small
         per_sample = max(per_sample, 1.0)
-        itemsize = torch.empty((), dtype=self.dtype).element_size()
-        fixed = max(s_small - per_sample * small, 0.0) + _FIXED_VECTORS * self.dim * itemsize
-        budget = self.memory_mb * 2**20
-        rows = int((budget - fixed) // (_HVP_FACTOR * per_sample))
-        if rows < 1:
-            raise FlatminimaError(
-                f"memory_mb={self.memory_mb:g} is too small: one sample needs about "
-                f"{_HVP_FACTOR * per_sample / 2**20:.3g} MiB for a Hessian-vector product on top of "
-                f"{fixed / 2**20:.3g} MiB for the parameter-sized vectors; raise memory_mb above "
-                f"{(fixed + _HVP_FACTOR * per_sample) / 2**20:.3g}.")
-        reuse = self.reuse_graph
-        total_rows = self._known_rows()
-        if reuse and (total_rows is None or fixed + _CACHE_FACTOR * per_sample * total_rows > budget):
-            reuse = False  # the cached graphs of every batch would not fit the budget: rebuild per product
-        self.reuse_graph = reuse
-        return MemoryPlan(self.memory_mb, per_sample, fixed, rows, reuse)
+        return per_sample, max(s_small - per_sample * small, 0.0), n
+
+    @contextmanager
+    def reserve(self, n_vectors: int, what: str = "") -> Iterator[MemoryPlan | None]:
+        """Hold ``n_vectors`` parameter-sized vectors inside the memory budget for the block.
+
+        Algorithms that keep vectors across products call it (Lanczos its basis, Hutch++ its sketch, SLQ
+        its steps): the plan is redone with those bytes taken out of ``memory_mb``, which lowers the rows
+        per chunk or turns graph reuse off, and a :class:`FlatminimaError` names the smallest budget that
+        works when the vectors and one sample's product do not fit. Nested reservations add up. Without a
+        budget it does nothing and yields ``None``; otherwise it yields the plan in force.
+        """
+        if isinstance(n_vectors, bool) or not isinstance(n_vectors, int):
+            raise FlatminimaError(f"n_vectors must be a whole number of vectors, got {n_vectors!r}.")
+        require_nonnegative("n_vectors", n_vectors)
+        if self.memory_mb is None:
+            yield None
+            return
+        self._reserved += n_vectors
+        self._reserved_for.append(what or f"{n_vectors} reserved vectors")
+        try:
+            self._replan()
+            yield self.memory_plan
+        finally:
+            self._reserved -= n_vectors
+            self._reserved_for.pop()
+            self._replan()
+
+    def _replan(self) -> None:
+        """Plan the budget again (a reservation changed); a cached graph that no longer fits is freed."""
+        self._mem_plan = None
+        self._graph_cache = None  # built for the old chunks and budget
+        self._mem_plan = self._plan_memory()
 
     def _saved_bytes(self, batch: Any) -> float:
         """Bytes of the tensors autograd saves for backward in one forward pass (distinct storages)."""
@@ -856,7 +776,8 @@ class Objective:
         if plan is not None and plan.per_sample_bytes > 0:
             itemsize = torch.empty((), dtype=self.dtype).element_size()
             per_theta = plan.rows * plan.per_sample_bytes + 2 * self.dim * itemsize
-            chunk = max(1, min(chunk, int((plan.memory_mb * 2**20 - plan.fixed_bytes) // per_theta)))
+            free = plan.memory_mb * 2**20 - plan.fixed_bytes - plan.reserved_bytes
+            chunk = max(1, min(chunk, int(free // per_theta)))
         if self.distributed and plan is not None:
             import torch.distributed as dist
 
@@ -1021,6 +942,7 @@ class FunctionObjective(Objective):
         self._has_outputs, self.reuse_graph, self._graph_cache = False, False, None
         self._batches, self.n_batches, self.total_weight = [None], 1, 1.0
         self._counter = Cost()
+        self._reserved, self._reserved_for = 0, []
 
     def _iter_batches(self) -> Iterator[Any]:
         yield None

@@ -48,7 +48,8 @@ def spectral_density(
     matvec = make_operator(obj, operator, theta)
     gen = torch.Generator().manual_seed(seed)
     nodes, weights = np.zeros((probes, steps)), np.zeros((probes, steps))
-    with obj.meter() as cost:
+    # One probe's Lanczos basis (steps + 1 vectors) and its stacked copy for reorthogonalisation.
+    with obj.reserve(2 * (steps + 1), f"the SLQ basis of steps={steps}"), obj.meter() as cost:
         for p in range(probes):
             # Rademacher probes: ‖z‖² = n exactly, so each weight (u_jᵀz)²/‖z‖² varies less than with
             # Gaussian z (variance 2 − 2Σ_i u_ji⁴ instead of ≈ 2; Hutchinson 1989, Avron & Toledo 2011).

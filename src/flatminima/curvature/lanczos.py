@@ -181,7 +181,8 @@ def eigenvalues(
     require_positive_int("max_iter", limit)
     gen = torch.Generator().manual_seed(seed)
     matvec = make_operator(obj, operator, theta)
-    with obj.meter() as cost:
+    # The basis (limit + 1 vectors), its stacked copy for reorthogonalisation and the k Ritz vectors.
+    with obj.reserve(2 * (limit + 1) + k, f"Lanczos's basis of max_iter={limit}"), obj.meter() as cost:
         krylov = Krylov(matvec, random_vector(obj.dim, gen, obj.params), gen)
         next_check = 0  # the Krylov size from which a true-residual check may run again
         while True:

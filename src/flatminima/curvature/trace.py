@@ -45,7 +45,9 @@ def trace(
         raise FlatminimaError(f"probes must be >= 2 to estimate a standard error, got {probes}.")
     matvec = make_operator(obj, operator, theta)
     gen = torch.Generator().manual_seed(seed)
-    with obj.meter() as cost:
+    # Hutch++ holds its sketch S, M·S and Q = orth(M·S) with the QR's workspace: 4·probes/3 vectors.
+    reserved = 4 * min(probes // 3, obj.dim) if method == "hutch++" else 0
+    with obj.reserve(reserved, f"the Hutch++ sketch of probes={probes}"), obj.meter() as cost:
         if method == "hutchinson":
             value, stderr = _hutchinson(matvec, obj, gen, probes, basis=None)
         else:

@@ -1,0 +1,95 @@
+"""The Objective's memory model: one budget (``memory_mb``) for everything a curvature computation holds.
+
+    peak ≈ fixed + reserved + HVP_FACTOR · r · s                    (graph rebuilt for every product)
+    peak ≈ fixed + reserved + s · (CACHE_FACTOR · N + r)            (reuse_graph: every batch's graph kept)
+
+    fixed    = c + FIXED_VECTORS · dim · itemsize   (the products' own parameter-sized vectors)
+    reserved = n · dim · itemsize                   (the vectors the running algorithm keeps: ``reserve(n)``)
+
+``s`` is the slope of the bytes autograd saves in one forward pass against the rows of a batch (measured
+once with ``saved_tensors_hooks`` on 1 and 4 rows of the first batch), ``c`` its intercept, ``r`` the rows
+of one chunk and ``N`` the rows of the whole data. The plan takes the largest ``r`` that fits, keeps graph
+reuse only where the cached graphs fit too, and refuses a budget too small for one row.
+
+Where the factors come from (``benchmarks/scaling.py``, MLP 40-256-256-10, float32, fresh processes,
+peak resident set above the level before the operation, docs/bench_scaling.md):
+
+- ``HVP_FACTOR = 3.1``: one double-backward product at r = 500, 2,000 and 8,000 rows peaked at
+  3.07 · r · s above an intercept of 1.8 MB: the forward's saved tensors (1×), those the ``create_graph``
+  backward saves (about 1× again) and the second backward's transients (about 1×).
+- ``CACHE_FACTOR = 2.0``: with the gradient graph of every batch kept, three products at one θ peaked at
+  1.95–2.0 · N · s above that intercept (forward plus ``create_graph`` backward saved tensors, per row), plus
+  the transients of one chunk's backward (``r · s``).
+- ``FIXED_VECTORS = 6``: the intercept, 1.8 MB at dim 78,858 in float32, is six parameter-sized vectors
+  (θ's leaf, v, the float64 running total counting two, the batch's gradient and its H·v).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import FlatminimaError
+
+__all__ = ["CACHE_FACTOR", "FIXED_VECTORS", "HVP_FACTOR", "MemoryPlan", "plan"]
+
+HVP_FACTOR = 3.1
+CACHE_FACTOR = 2.0
+FIXED_VECTORS = 6
+MIB = 2**20
+
+
+@dataclass
+class MemoryPlan:
+    """How an Objective spends its memory budget (see :mod:`flatminima.objective_memory`).
+
+    ``rows`` samples per chunk; ``per_sample_bytes`` (s) and ``fixed_bytes`` (c plus the products' own
+    vectors) as measured; ``reserved_bytes`` for the ``reserved_vectors`` the running algorithm holds
+    (``Objective.reserve``); ``reuse_graph`` whether every batch's gradient graph is kept between products;
+    ``peak_bytes`` the planned peak of one product, never above ``memory_mb``.
+    """
+
+    memory_mb: float
+    per_sample_bytes: float
+    fixed_bytes: float
+    rows: int
+    reuse_graph: bool
+    reserved_vectors: int = 0
+    reserved_bytes: float = 0.0
+    peak_bytes: float = 0.0
+
+    @property
+    def floor_mb(self) -> float:
+        """The smallest budget that works for the same data and reservation (one row per chunk, no reuse)."""
+        return (self.fixed_bytes + self.reserved_bytes + HVP_FACTOR * self.per_sample_bytes) / MIB
+
+
+def plan(memory_mb: float, per_sample: float, intercept: float, vector_bytes: float, reserved: int,
+         total_rows: int | None, batch_rows: int, reuse: bool, what: str = "") -> MemoryPlan:
+    """The memory plan for a budget, the measured bytes per sample and a reservation of vectors.
+
+    ``vector_bytes``: one parameter-sized vector; ``reserved``: vectors the algorithm holds (``what`` names
+    it in errors); ``total_rows``: rows of the whole data (None: unknown, streamed, so no graph reuse);
+    ``batch_rows``: the rows of the largest batch (a chunk never exceeds it).
+    """
+    budget = memory_mb * MIB
+    fixed = intercept + FIXED_VECTORS * vector_bytes
+    held = reserved * vector_bytes
+    one_row = HVP_FACTOR * per_sample
+    floor = (fixed + held + one_row) / MIB
+    if held and fixed + held + one_row > budget:
+        raise FlatminimaError(
+            f"memory_mb={memory_mb:g} is too small for {what or 'the algorithm'}: its {reserved} "
+            f"parameter-sized vectors alone take {held / MIB:.3g} MiB, and one Hessian-vector product needs "
+            f"{(fixed + one_row) / MIB:.3g} MiB more; raise memory_mb above {floor:.3g} or keep fewer vectors "
+            "(a smaller max_iter, probes or steps).")
+    rows = int((budget - fixed - held) // one_row)
+    if rows < 1:
+        raise FlatminimaError(
+            f"memory_mb={memory_mb:g} is too small: one sample needs about {one_row / MIB:.3g} MiB for a "
+            f"Hessian-vector product on top of {fixed / MIB:.3g} MiB for the parameter-sized vectors; raise "
+            f"memory_mb above {floor:.3g}.")
+    chunk = min(rows, max(batch_rows, 1))  # the rows a chunk really holds
+    cached = fixed + held + per_sample * (CACHE_FACTOR * (total_rows or 0) + chunk)
+    reuse = bool(reuse and total_rows is not None and cached <= budget)
+    peak = cached if reuse else fixed + held + one_row * chunk
+    return MemoryPlan(memory_mb, per_sample, fixed, rows, reuse, reserved, held, peak)
