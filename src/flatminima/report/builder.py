@@ -242,7 +242,8 @@ def _correlations(used, axes, notes, method, out, n_boot, max_boot, level, alpha
                 cmi = {"score": math.nan, "set": None}
             n_cfg = len({r["label"] for r in sub})
             v = verdict(m, TARGETS[key], c["tau_adj"], n_cfg, g["Psi"], mc_k=st.MC_K,
-                        holm_stopped=c["holm_stopped"], what=f"configurations, {len(sub)} runs")
+                        holm_stopped=c["holm_stopped"], what=f"configurations, {len(sub)} runs",
+                        baseline=m in BASELINES)
             tau, adj, rho = c["tau"], c["tau_adj"], rhos[m, key]
             table.append(
                 {
@@ -309,6 +310,14 @@ def _summary(table, res, targets, measures, level) -> list[str]:
             lines.append(f"{title}: no measure's adjusted interval excludes 0 — inconclusive for every measure.")
         flat = [r for r in rows if not r["baseline"] and not math.isnan(r["tau"])]
         base = [r for r in rows if r["baseline"] and not math.isnan(r["tau"])]
+        kinds = [r["kind"] for r in rows if not r["baseline"]]
+        if kinds:
+            lines.append(
+                f"  The two readings for {key}, over {len(kinds)} flatness measures: "
+                f"{kinds.count('flatter-better')} support the classic view (flatter went with "
+                f"{TARGETS[key].good}), {kinds.count('sharper-better')} the function-centric view (sharper went "
+                f"with {TARGETS[key].good}), {kinds.count('inconclusive')} are inconclusive."
+            )
         if flat and base:
             bf = max(flat, key=lambda r: abs(r["tau"]))
             bb = max(base, key=lambda r: abs(r["tau"]))

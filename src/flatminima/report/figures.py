@@ -109,7 +109,8 @@ def forest(rows: Sequence[dict], *, stem: str | Path) -> list[str]:
     = unadjusted interval; the dashed line is τ = 0."""
     fig, ax = plt.subplots(figsize=(6.8, 0.35 * len(rows) + 1.4))
     for i, r in enumerate(rows):
-        colour = {"flatter-better": "tab:blue", "sharper-better": "tab:orange"}.get(r["kind"], "tab:gray")
+        colour = {"flatter-better": "tab:blue", "sharper-better": "tab:orange", "simpler-better": "tab:green",
+                  "complex-better": "tab:purple"}.get(r["kind"], "tab:gray")
         if not math.isnan(r["tau_adj_low"]):
             ax.plot([r["tau_adj_low"], r["tau_adj_high"]], [i, i], color=colour, lw=0.9)
         if not math.isnan(r["tau_low"]):
@@ -122,7 +123,7 @@ def forest(rows: Sequence[dict], *, stem: str | Path) -> list[str]:
     ax.invert_yaxis()
     ax.set_xlabel(
         "Kendall τ_b; thick: 95% cluster-bootstrap interval, thin: Holm-adjusted interval\n"
-        "blue: flatter better, orange: sharper better, grey: inconclusive",
+        "blue: flatter better, orange: sharper better, green/purple: lower/higher baseline better, grey: inconclusive",
         fontsize=7,
     )
     return save_figure(fig, stem)

@@ -23,6 +23,7 @@ h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-to
 table{border-collapse:collapse;font-size:.85em;margin:1em 0}
 td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}
 th{background:#f3f3f3}.flatter-better{background:#e3efff}.sharper-better{background:#fff0dc}
+.simpler-better{background:#e6f5e6}.complex-better{background:#f1e6f5}
 .none,.undefined{color:#666}
 .figs{display:flex;flex-wrap:wrap;gap:1em}.figs figure{margin:0;flex:1 1 480px}
 .figs img{width:100%;height:auto}

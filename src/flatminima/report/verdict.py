@@ -80,11 +80,14 @@ def verdict(
     mc_k: float = 0.0,
     holm_stopped: bool = False,
     what: str = "runs",
+    baseline: bool = False,
 ) -> Verdict:
     """The verdict for one measure × target from τ's (adjusted) interval, and a caveat from the granulated τ.
 
     ``tau`` is the interval the rule judges (the Holm-level interval in the report); ``mc_k`` the margin
-    in Monte-Carlo errors; ``holm_stopped`` that Holm's step-down stopped before this test.
+    in Monte-Carlo errors; ``holm_stopped`` that Holm's step-down stopped before this test. A ``baseline``
+    (a complexity measure that is not about flatness: norms, margin) is read as "higher = more complex",
+    not as sharpness, and its verdict says so (kinds ``simpler-better`` / ``complex-better``).
     """
     ci = f"τ = {tau.estimate:+.2f}, {tau.level:.2%} CI [{tau.low:+.2f}, {tau.high:+.2f}], n = {n} {what}"
     if math.isnan(tau.estimate) or math.isnan(tau.low):
@@ -114,6 +117,8 @@ def verdict(
         )
     # τ > 0: higher measure (sharper) goes with a higher target value
     sharper_better = (d > 0) != target.lower_is_better
+    if baseline:
+        return _baseline_verdict(measure, target, sharper_better, ci)
     if sharper_better:
         kind, headline, view = "sharper-better", f"sharper went with {target.good}", FUNCTION_CENTRIC
     else:
@@ -129,4 +134,17 @@ def verdict(
             "opposite sign, so the pooled relation may come from which recipes were compared rather than "
             "from sharpness tracking the target within each knob."
         )
+    return Verdict(measure, target.key, kind, headline, text)
+
+
+def _baseline_verdict(measure: str, target: Target, higher_better: bool, ci: str) -> Verdict:
+    """A resolved direction for a non-flatness baseline: named by the measure, not by sharpness."""
+    if higher_better:
+        kind, headline = "complex-better", f"higher {measure} went with {target.good}"
+    else:
+        kind, headline = "simpler-better", f"lower {measure} went with {target.good}"
+    text = (
+        f"{headline[0].upper()}{headline[1:]} ({ci}). {measure} is a baseline that is not about flatness "
+        "(Jiang et al. 2020's comparison); a rank correlation across this study's configurations and seeds."
+    )
     return Verdict(measure, target.key, kind, headline, text)
