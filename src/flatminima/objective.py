@@ -953,6 +953,14 @@ class FunctionObjective(Objective):
     def _require_second_derivatives(self) -> None:
         pass
 
+    @property
+    def has_model(self) -> bool:
+        return False
+
+    @property
+    def working_model(self) -> nn.Module:
+        raise FlatminimaError("an analytic objective has no model; use its parameters directly.")
+
     def replace(self, **changes: Any) -> Objective:
         """The same analytic objective with ``f``, ``x0``, ``dtype`` or ``name`` changed."""
         config = {"f": self.f, "x0": self._theta0, "dtype": self.dtype, "name": self.name}

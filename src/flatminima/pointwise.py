@@ -46,7 +46,7 @@ from torch import nn
 from torch.func import vmap
 
 from .errors import FlatminimaError, require_choice
-from .objective import _ELEMENTWISE
+from .objective_data import ELEMENTWISE_LOSSES
 
 if TYPE_CHECKING:
     from .objective import Objective
@@ -129,7 +129,7 @@ def default_engine(obj: Objective) -> str:
 
 
 def _has_model(obj: Objective) -> bool:
-    return getattr(obj, "_module", None) is not None
+    return bool(getattr(obj, "has_model", False))
 
 
 # ----------------------------------------------------------------------------- checks and set-up
@@ -166,7 +166,7 @@ def _chunk(obj: Objective, chunk_size: int | None, loop: bool) -> int:
         raise FlatminimaError(f"chunk_size must be a positive number of points, got {chunk_size!r}.")
     if loop:
         return int(chunk_size or LOOP_CHUNK)
-    return obj._theta_chunk(chunk_size or 32)
+    return obj.theta_chunk(chunk_size or 32)
 
 
 def _metric_fn(obj: Objective, metric: Metric) -> Callable | None:
@@ -188,7 +188,7 @@ def _accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 def _loss_of(obj: Objective) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, float]]:
     """The objective's batch terms (s_b, w_b) from (outputs, targets): its loss sum and weight."""
-    terms = obj._module._terms
+    terms = obj.loss_terms
     loss = obj.loss_function
     plain_ce = (type(loss) is nn.CrossEntropyLoss and loss.weight is None and loss.label_smoothing == 0.0
                 and loss.ignore_index < 0)
@@ -231,7 +231,7 @@ def _loop_chunk(obj: Objective, points: torch.Tensor | Span, start: int, stop: i
                     load(_theta(points, start + j))
                     if layers:
                         layers.at(points.coefs[start + j].tolist())
-                    with obj._randomness():  # fixed_mask: the same dropout mask as the objective's
+                    with obj.fixed_randomness():  # fixed_mask: the same dropout mask as the objective's
                         values[j], w = _forward_values(obj, batch, fns, loss)
             totals += values.T.to(torch.float64).cpu()
             weights += w[:, None]
@@ -240,7 +240,7 @@ def _loop_chunk(obj: Objective, points: torch.Tensor | Span, start: int, stop: i
             done += batch[-1].shape[0] if obj.has_outputs else 0
             if obj.has_outputs and obj.total_weight:  # known after the first chunk: fraction of the rows done
                 report(min(done / obj.total_weight, 1.0))
-    return [obj._reduce(totals[i].to(obj.device), float(weights[i]), _reduction(obj, fns[i])) for i in range(len(fns))]
+    return [obj.reduce(totals[i].to(obj.device), float(weights[i]), _reduction(obj, fns[i])) for i in range(len(fns))]
 
 
 def _reduction(obj: Objective, fn: Callable | None) -> str:
@@ -252,10 +252,10 @@ def _forward_values(obj: Objective, batch: Any, fns: list, loss: Callable | None
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum term of each metric on this batch, its weight) at the θ loaded in the model."""
     if not obj.has_outputs:  # a loss_fn: it reports its own weight
-        value, weight = obj._module(batch)
+        value, weight = obj.working_terms(batch)
         return torch.as_tensor(value).reshape(1), torch.tensor([float(weight)], dtype=torch.float64)
     try:
-        outputs = obj._module.model(*batch[:-1])
+        outputs = obj.working_model(*batch[:-1])
     except (RuntimeError, TypeError) as err:
         raise FlatminimaError(
             f"the model's forward failed on a batch with tensor shapes "
@@ -272,8 +272,7 @@ def activation_bytes(obj: Objective) -> int:
     An over-estimate of a forward's peak (it counts every output as alive at once): the safe side for a
     budget. Analytic objectives count a few vectors of θ's size.
     """
-    module = getattr(obj, "_module", None)
-    if module is None:
+    if not _has_model(obj):
         return 4 * obj.dim * torch.empty((), dtype=obj.dtype).element_size()
     total = [0]
 
@@ -284,10 +283,10 @@ def activation_bytes(obj: Objective) -> int:
 
     # The batch is taken before the hooks go in: the objective's one-off determinism check runs forwards.
     first = next(iter(obj.batches()))  # batches are equal-sized but for the last
-    handles = [m.register_forward_hook(hook) for m in module.model.modules()]
+    handles = [m.register_forward_hook(hook) for m in obj.working_model.modules()]
     try:
         with torch.no_grad():
-            module(first)
+            obj.working_terms(first)
     finally:
         for h in handles:
             h.remove()
@@ -304,9 +303,9 @@ def _eval_batches(obj: Objective, fns: list, memory_mb: float) -> Iterator[Any]:
     for small batches. Merged lazily (one merged batch alive at a time), while the activations fit
     ``memory_mb``.
     """
-    batches = obj._batches
+    batches = obj.stored_batches
     loss = obj.loss_function
-    additive = obj.has_outputs and isinstance(loss, (nn.CrossEntropyLoss, nn.NLLLoss, *_ELEMENTWISE))
+    additive = obj.has_outputs and isinstance(loss, (nn.CrossEntropyLoss, nn.NLLLoss, *ELEMENTWISE_LOSSES))
     mergeable = (additive and obj.mode == "eval" and all(f is None or f is _accuracy for f in fns)
                  and obj.memory_mb is None and isinstance(batches, list) and len(batches) > 1
                  and all(_row_tuple(b) for b in batches))
@@ -347,17 +346,17 @@ def _loaded(obj: Objective) -> Iterator[Callable[[torch.Tensor], None]]:
     BatchNorm statistics in place). The original tensors keep their values and autograd version counters,
     so a cached gradient graph (``reuse_graph``) stays valid.
     """
-    model = obj._module.model
+    model = obj.working_model
     named = dict(model.named_parameters())
     params = [named[n] for n in obj.param_names]
     saved_data = [p.data for p in params]
     flat = torch.cat([p.detach().reshape(-1) for p in params])
     owners = {n: model.get_submodule(n.rpartition(".")[0]) for n, _ in model.named_buffers()}
     originals = {n: owners[n]._buffers[n.rpartition(".")[2]] for n in owners}
-    fixed = {n[len("model."):]: t for n, t in obj._fixed.items()}
+    fixed = obj.fixed_tensors
     try:
         with torch.no_grad():
-            for p, part in zip(params, torch.split(flat, obj._numels), strict=True):
+            for p, part in zip(params, torch.split(flat, obj.param_numels), strict=True):
                 p.data = part.view_as(p)
         for n, original in originals.items():
             t = fixed.get(n, original)
@@ -383,7 +382,7 @@ class _InputLayers:
     def find(cls, obj: Objective, span: Span, batch: Any, loss: Callable | None,
              memory_mb: float) -> _InputLayers | None:
         """The qualifying layers for this objective (None if there are none, or the check fails)."""
-        model = obj._module.model
+        model = obj.working_model
         names = {m: n for n, m in model.named_modules() if type(m) in _INPUT_LAYERS and _plain(m)}
         calls: dict[nn.Module, list[bool]] = {m: [] for m in names}
         sizes: dict[nn.Module, int] = {}
@@ -395,7 +394,7 @@ class _InputLayers:
         handles = [m.register_forward_hook(record) for m in names]
         try:
             with torch.enable_grad():  # the model's own parameters require grad: θ-dependence shows
-                obj._module(batch)
+                obj.working_terms(batch)
         finally:
             for h in handles:
                 h.remove()
@@ -488,17 +487,17 @@ def _vmap_chunk(obj: Objective, thetas: torch.Tensor, fns: list) -> list[torch.T
             weight = w if weight is None else weight + w
     if weight is None:  # an empty shard on this rank: the other ranks' sums still count
         weight = torch.zeros(len(fns), dtype=torch.float64)
-    return [obj._reduce(totals[i], float(weight[i]), _reduction(obj, fns[i])) for i in range(len(fns))]
+    return [obj.reduce(totals[i], float(weight[i]), _reduction(obj, fns[i])) for i in range(len(fns))]
 
 
 def _vmap_batch(obj: Objective, thetas: torch.Tensor, batch: Any, fns: list) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum term of every metric at every θ, each metric's weight) on one batch."""
     if obj.has_outputs:
-        loss = obj._module._terms
+        loss = obj.loss_terms
         weights = [0.0] * len(fns)  # depend on the targets only (never on θ): the same for every point
 
         def one(t: torch.Tensor) -> torch.Tensor:
-            out, targets = obj._call_outputs(t, batch)
+            out, targets = obj.outputs(t, batch)
             values = []
             for i, f in enumerate(fns):
                 s, weights[i] = loss(out, targets) if f is None else _metric_terms(f, out, targets)
@@ -508,7 +507,7 @@ def _vmap_batch(obj: Objective, thetas: torch.Tensor, batch: Any, fns: list) -> 
         weights = [0.0]
 
         def one(t: torch.Tensor) -> torch.Tensor:
-            s, weights[0] = obj._batch_terms(t, batch)
+            s, weights[0] = obj.terms(t, batch)
             return s.reshape(1)
     try:
         if obj.fixed_mask:  # vmap would draw one mask per θ; the loop reuses the batch's fixed mask

@@ -106,4 +106,4 @@ def _cap(chunk_size: int | None, default: int) -> int:
 
 def has_outputs(obj: Objective) -> bool:
     """Whether the objective can report accuracy (built with ``loss=``; analytic ones cannot)."""
-    return bool(getattr(obj, "_has_outputs", False))
+    return bool(getattr(obj, "has_outputs", False))

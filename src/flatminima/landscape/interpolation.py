@@ -20,7 +20,6 @@ then evaluate in eval mode.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import numpy as np
@@ -110,9 +109,8 @@ def _run_bn(
             for split, o in (("train", obj), ("test", test)):
                 if o is None:
                     continue
-                # Same objective, BatchNorm buffers replaced (a shallow copy shares the cost counter).
-                view = copy.copy(o)
-                view._fixed = dict(o._fixed) | buffers
+                # Same objective, BatchNorm buffers replaced (the view shares the cost counter).
+                view = o.with_fixed(buffers)
                 loss, acc = view.values_at(theta[None], ["loss", "accuracy"], chunk_size=1)
                 values.setdefault(f"{split}_loss", []).append(float(loss[0]))
                 values.setdefault(f"{split}_accuracy", []).append(float(acc[0]))
@@ -130,8 +128,8 @@ def _recomputed_buffers(obj: Objective, theta: torch.Tensor) -> dict[str, torch.
         bn.momentum = None  # cumulative moving average: every batch weighs the same
     model.train()
     with torch.no_grad():
-        for batch in obj._iter_batches():  # the objective's own data, on its device and dtype
+        for batch in obj.batches():  # the objective's own data, on its device and dtype
             model(*batch[:-1])
     model.eval()
-    obj._counter.data_passes += 1  # the statistics pass is paid for like any other pass over the data
-    return {"model." + n: b for n, b in model.named_buffers()}
+    obj.record(None, passes=1.0)  # the statistics pass is paid for like any other pass over the data
+    return dict(model.named_buffers())

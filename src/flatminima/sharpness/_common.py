@@ -115,7 +115,7 @@ def output_batches(obj: Objective) -> Iterator[tuple[Callable[[torch.Tensor], to
     ℓ is the batch's summed loss divided by its rows, so ``ℓ · rows`` is the sum of the per-sample
     losses whatever the loss's reduction (a ``reduction="sum"`` module included).
     """
-    terms = obj._module._terms
+    terms = obj.loss_terms
 
     def per_row(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         rows = targets.shape[0] if targets.dim() > 0 else 1
@@ -130,7 +130,7 @@ def output_batches(obj: Objective) -> Iterator[tuple[Callable[[torch.Tensor], to
 def tensor_data(obj: Objective, what: str) -> tuple[torch.Tensor, ...]:
     """The objective's data as one tuple of tensors (inputs..., targets), for splitting into batches."""
     require_outputs(obj, what)
-    batches = list(obj._batches)
+    batches = list(obj.stored_batches)
     if not batches or not all(isinstance(b, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in b)
                               for b in batches):
         raise FlatminimaError(f"{what} needs data made of (inputs, targets) tensor batches to split it.")

@@ -93,7 +93,7 @@ def output_margin(obj: Objective, *, percentile: float = 10.0) -> Measure:
             others = out.scatter(1, targets[:, None], -math.inf).max(1).values
             margins.append((true - others).to(torch.float64))
     m = torch.cat(margins)
-    obj._counter.data_passes += 1.0  # one forward pass outside the Objective's metered calls
+    obj.record(None, passes=1.0)  # one forward pass outside the Objective's metered calls
     gamma = float(torch.quantile(m, percentile / 100.0))
     value = 1.0 / gamma ** 2 if gamma > 0 else math.inf
     return Measure("output_margin", value, None, config={
@@ -129,7 +129,7 @@ def path_norm(obj: Objective) -> Measure:
         for p in model.parameters():
             p.pow_(2)
         out = model(*ones)
-    obj._counter.data_passes += 1.0 / max(1, data[0].shape[0])  # one sample's forward pass
+    obj.record(None, passes=1.0 / max(1, data[0].shape[0]))  # one sample's forward pass
     return Measure("path_norm", float(out.to(torch.float64).sum()), None, config={
         "variant": "Σ_i f_{θ²}(1)_i, every parameter squared (biases included), all-ones input, eval mode"},
         extra={"input_shape": [list(t.shape[1:]) for t in data[:-1]]})

@@ -101,8 +101,7 @@ def fisher_rao(obj: Objective, *, squared: bool = False, labels: str = "model", 
         count += n
     # The outputs were computed outside the Objective's metered calls: count the pass (a JVP and a
     # backward per batch, about one gradient's work) so the cost is not hidden.
-    obj._counter.data_passes += 1.0
-    obj._counter.grads += 1
+    obj.record("grads", 1, 1.0)
     sq = total / count
     fisher = ("Fisher of p_θ(y|x) (labels from the model, exact sum over classes)" if labels == "model"
               else "empirical Fisher (labels from the data)")
@@ -229,7 +228,7 @@ def _kappa_output(obj: Objective, parts, factors: torch.Tensor, rows: int = 1024
                     total += float((V * hv).sum())
     finally:
         hook.remove()
-    obj._counter.data_passes += 1.0  # one forward pass outside the Objective's metered calls
+    obj.record(None, passes=1.0)  # one forward pass outside the Objective's metered calls
     return total / n
 
 
