@@ -47,3 +47,18 @@ def require_in_range(name: str, value: Any, low: float, high: float, *, inclusiv
     if not ok:
         bracket = "[{}, {}]" if inclusive else "({}, {})"
         raise FlatminimaError(f"{name} must be in {bracket.format(low, high)}, got {value!r}.")
+
+
+class StoreError(FlatminimaError):
+    """A study store (or its folder) that cannot be used as it is: damaged, read-only, or in use."""
+
+
+class StudyLockedError(StoreError):
+    """Another process holds the study folder's writer lock (one ``study run`` per folder at a time)."""
+
+
+def require_int(name: str, value: Any, low: int | None = None) -> None:
+    """An integer (not a bool), at least ``low`` when given."""
+    if not isinstance(value, int) or isinstance(value, bool) or (low is not None and value < low):
+        bound = f" ≥ {low}" if low is not None else ""
+        raise FlatminimaError(f"{name} must be an integer{bound}, got {value!r}.")

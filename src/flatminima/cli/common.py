@@ -55,3 +55,85 @@ def print_names(names: dict[str, str], title: str, header: str, json_out: bool) 
     for name, desc in names.items():
         table.add_row(name, desc)
     console.print(table)
+
+
+# ---- option checks shared by the commands (each refuses before any data is loaded or model trained) ----
+SPLITS = ("train", "test")
+DTYPES = ("float32", "float64")
+MIN_BOOT = 20
+
+
+def check_positive(option: str, value: int) -> None:
+    from ..errors import FlatminimaError
+
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise FlatminimaError(f"{option} must be a positive integer, got {value!r}.")
+
+
+def check_boot(n_boot: int, max_boot: int | None = None) -> None:
+    """``--n-boot`` (and ``--max-boot``): enough cluster-bootstrap resamples for a 95% interval."""
+    from ..errors import FlatminimaError
+
+    if n_boot < MIN_BOOT:
+        raise FlatminimaError(f"--n-boot must be at least {MIN_BOOT} cluster-bootstrap resamples (4000 is the "
+                              f"default), got {n_boot}.")
+    if max_boot is not None and max_boot < n_boot:
+        raise FlatminimaError(f"--max-boot ({max_boot}) must be at least --n-boot ({n_boot}).")
+
+
+def check_out_folder(option: str, path: str | None) -> None:
+    """An output folder option must not name an existing file."""
+    from pathlib import Path
+
+    from ..errors import FlatminimaError
+
+    if path is not None and Path(path).exists() and not Path(path).is_dir():
+        raise FlatminimaError(f"{option} {path!r} is a file; give a folder (it is created if missing).")
+
+
+def check_split(split: str) -> None:
+    from ..errors import require_choice
+
+    require_choice("--split", split, SPLITS)
+
+
+def check_dtype(dtype: str) -> None:
+    from ..errors import FlatminimaError
+
+    if dtype not in DTYPES:
+        extra = " (half precision is not supported: curvature needs float32 or better)" if "16" in dtype else ""
+        raise FlatminimaError(f"--dtype must be one of {list(DTYPES)}, got {dtype!r}{extra}.")
+
+
+def check_device(device: str | None) -> None:
+    """``--device``: a device torch knows and this machine has, checked before any training."""
+    import torch
+
+    from ..errors import FlatminimaError
+
+    if device is None:
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        raise FlatminimaError(f"--device {device!r} is not a device name (cpu, cuda, cuda:1, mps): {err}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise FlatminimaError(f"--device {device!r}: CUDA is not available on this machine; use --device cpu.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise FlatminimaError(f"--device {device!r}: this machine has {torch.cuda.device_count()} CUDA "
+                                  "device(s).")
+    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise FlatminimaError(f"--device {device!r}: MPS is not available on this machine; use --device cpu.")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise FlatminimaError(f"--device {device!r}: use cpu, cuda[:N] or mps.")
+
+
+def check_measure_options(*, split: str = "train", dtype: str = "float32", device: str | None = None,
+                          epochs: int | None = None) -> None:
+    """The options ``curvature``, ``sharpness`` and ``landscape`` share, checked before any training."""
+    check_split(split)
+    check_dtype(dtype)
+    check_device(device)
+    if epochs is not None:
+        check_positive("--epochs", epochs)

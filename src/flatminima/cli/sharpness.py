@@ -5,7 +5,16 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from .common import console, fmt, fmt_cost, parse_kv, print_json, print_names
+from .common import (
+    check_measure_options,
+    check_out_folder,
+    console,
+    fmt,
+    fmt_cost,
+    parse_kv,
+    print_json,
+    print_names,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -40,6 +49,8 @@ def sharpness(
     settings = parse_kv(set_ or [])
     from ..sharpness import entry
 
+    check_measure_options(split=split, dtype=dtype, device=device, epochs=None if checkpoint else epochs)
+    check_out_folder("--out", out)
     for n in names or []:
         entry(n)  # an unknown name fails before training
     dataset = get_data(data)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
+from ..errors import FlatminimaError
 from .common import console
 
 study_app = typer.Typer(
@@ -33,9 +34,14 @@ def run_cmd(
 ) -> None:
     """Run (or resume) a study, then write its report and print the verdict table."""
     from ..study import report, run
+    from .common import check_boot, check_out_folder, check_positive
 
     if spec is None and preset is None:
-        raise typer.BadParameter("give a spec file or --preset (e.g. --preset quick)")
+        raise FlatminimaError("give a spec file or --preset (e.g. --preset quick).")
+    if workers is not None:
+        check_positive("--workers", workers)
+    check_boot(n_boot)
+    check_out_folder("--out", out)
     result = run(
         spec,
         preset=preset,
@@ -58,20 +64,28 @@ def run_cmd(
 def status_cmd(folder: str = typer.Argument(..., help="study folder")) -> None:
     """Done, running, failed and left, with the failures' messages."""
     from ..study import Store
+    from ..study.store import lock_holder
 
-    with Store(folder, create=False) as store:
+    with Store(folder, create=False, readonly=True) as store:  # writes nothing: works on read-only copies
         c, failed, running = store.counts(), store.rows("failed"), store.rows("running")
+        store.rows("done")
+        unreadable = store.unreadable
+    holder = lock_holder(folder)
     console.print(
         f"[bold]{folder}[/bold]: {c.total} runs: [green]{c.done} done[/green], {c.running} running, "
         f"[red]{c.failed} failed[/red], {c.pending} left."
     )
+    if holder is not None:
+        console.print(f"  in use by process {holder.get('pid')} on {holder.get('host')!r} "
+                      f"({holder.get('command', 'a study run')})")
     for r in running:
-        console.print(
-            f"  running: {r['label']} seed={r['seed']} (claimed by {r['claimed_by']}; if that process "
-            "is gone, the next `study run` redoes it)"
-        )
+        gone = "" if holder is not None else "; that process is gone: the next `study run` redoes it"
+        console.print(f"  running: {r['label']} seed={r['seed']} (claimed by {r['claimed_by']}{gone})")
+    for u in unreadable:
+        console.print(f"  [red]unreadable[/red]: {u['label']} seed={u['seed']}: {u['reason']} "
+                      "(the next `study run` redoes it)")
     for r in failed:
-        console.print(f"  [red]failed[/red]: {r['label']} seed={r['seed']}: {r['error'].splitlines()[0]}")
+        console.print(f"  [red]failed[/red]: {r['label']} seed={r['seed']}: {(r['error'] or '?').splitlines()[0]}")
 
 
 @study_app.command("report")
@@ -87,8 +101,28 @@ def report_cmd(
 ) -> None:
     """Write the HTML report, figures and CSV from the study store, and print the verdicts."""
     from ..study import report
+    from .common import check_boot, check_out_folder
 
+    check_boot(n_boot, max_boot)
+    check_out_folder("--out", out)
+    if not 0 < alpha < 1:
+        raise FlatminimaError(f"--alpha must be in (0, 1), got {alpha!r}.")
     _print_report(report(folder, out=out, n_boot=n_boot, max_boot=max_boot, alpha=alpha, seed=seed))
+
+
+@study_app.command("repair")
+def repair_cmd(folder: str = typer.Argument(..., help="study folder whose store is damaged")) -> None:
+    """Copy every intact row of a damaged store into a fresh one (the damaged file is kept beside it)."""
+    from ..study.store import repair
+
+    res = repair(folder)
+    console.print(
+        f"[bold]{folder}[/bold]: read {res['rows_read']} row(s); {res['kept']} finished run(s) kept, "
+        f"{res['redo']} to redo; the damaged file is kept as {res['damaged_copy']}."
+    )
+    for problem in res["problems"][:10]:
+        console.print(f"  lost: {problem}")
+    console.print("next: `flatminima study run <spec> --out " + f"{folder}` redoes what was lost.")
 
 
 def _print_report(rep) -> None:

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import inspect
 import math
+import sys
+import sysconfig
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from torch import nn
 
@@ -76,10 +81,32 @@ def register_model(name: str, factory: Callable[..., nn.Module]) -> Callable[...
     return factory
 
 
+def check_outputs(model: nn.Module, input_shape: Sequence[int], num_classes: int, name: str = "the model") -> None:
+    """Refuse a classifier whose output is not ``(batch, num_classes)`` logits for inputs of ``input_shape``
+    (one forward pass of two zero samples in eval mode; the model's mode is restored)."""
+    import torch
+
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.zeros(2, *input_shape))
+    except Exception as err:
+        raise FlatminimaError(f"model {name!r} cannot take inputs of per-sample shape {tuple(input_shape)}: "
+                              f"{type(err).__name__}: {err}.") from None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
+        got = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise FlatminimaError(f"model {name!r} outputs {got} per sample; a classifier for this data must output "
+                              f"{num_classes} logits (one per class): fix its output layer, or the labels.")
+
+
 def build(name: str, input_shape: Sequence[int], num_classes: int, **kwargs) -> nn.Module:
     """A built-in model by name, or a user's ``package.module:factory`` called with ``**kwargs``."""
     if ":" in name:
-        return from_factory(name, **kwargs)
+        model = from_factory(name, **kwargs)
+        check_outputs(model, input_shape, num_classes, name)
+        return model
     if name not in MODELS:
         raise FlatminimaError(f"unknown model {name!r}; built in: {sorted(MODELS)}, "
                               "or 'package.module:factory'.")
@@ -93,20 +120,99 @@ def build(name: str, input_shape: Sequence[int], num_classes: int, **kwargs) -> 
         raise FlatminimaError(f"model {name!r}: {err}; its options are {takes}.") from err
 
 
-def from_factory(spec: str, **kwargs) -> nn.Module:
-    """Import ``package.module:factory`` (named explicitly by the user) and call it."""
+def _system_dirs() -> tuple[list[Path], list[Path]]:
+    """(standard-library folders, installed-package folders) of this interpreter."""
+    paths = sysconfig.get_paths()
+    stdlib = {paths[k] for k in ("stdlib", "platstdlib") if paths.get(k)}
+    packages = {paths[k] for k in ("purelib", "platlib") if paths.get(k)}
+    packages |= {p for p in sys.path if p.rstrip("/").endswith(("site-packages", "dist-packages"))}
+    resolve = lambda ps: [Path(p).resolve() for p in ps]  # noqa: E731
+    return resolve(stdlib - packages), resolve(packages)
+
+
+def _under(path: Path, folders: list[Path]) -> bool:
+    return any(path == f or f in path.parents for f in folders)
+
+
+def factory_origin(spec: str) -> dict[str, str]:
+    """Where ``package.module:factory`` would be imported from, found *without importing it*.
+
+    Returns ``{"spec", "module", "attr", "file", "kind"}`` with ``kind`` ``"user"`` (your own module: any
+    ``nn.Module`` class or function returning one) or ``"installed"`` (a package in site-packages: only
+    ``nn.Module`` classes, e.g. ``torch.nn:Linear``). The standard library, built-in and frozen modules
+    are refused: a spec can never name ``os:system``, ``subprocess:run`` or ``builtins:eval``.
+    """
     module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
+    if not module_name or not attr or not all(p.isidentifier() for p in module_name.split(".") + attr.split(".")):
         raise FlatminimaError(f"a model factory must look like 'package.module:factory', got {spec!r}.")
+    top = module_name.split(".")[0]
+    refuse = (f"model factory {spec!r} is not a torch.nn.Module class or a function of your own: module "
+              f"{top!r} is ")
+    if top in sys.builtin_module_names or top in getattr(sys, "stdlib_module_names", ()):
+        raise FlatminimaError(refuse + "part of Python's standard library (or built in), which a spec may "
+                              "never call; put the factory in a module of your own.")
     try:
-        factory = getattr(importlib.import_module(module_name), attr)
+        found = importlib.util.find_spec(top)
+    except (ImportError, ValueError) as err:
+        raise FlatminimaError(f"cannot load model factory {spec!r}: {err}.") from err
+    if found is None:
+        raise FlatminimaError(f"cannot load model factory {spec!r}: no module named {top!r} (is its folder on "
+                              "PYTHONPATH, or the working directory?).")
+    origin = found.origin if found.has_location else None
+    if origin is None and found.submodule_search_locations:
+        origin = next(iter(found.submodule_search_locations), None)
+    if origin is None or origin in ("built-in", "frozen"):
+        raise FlatminimaError(refuse + "built into the interpreter; put the factory in a module of your own.")
+    file = Path(origin).resolve()
+    stdlib, packages = _system_dirs()
+    if _under(file, packages):
+        kind = "installed"
+    elif _under(file, stdlib):
+        raise FlatminimaError(refuse + f"part of Python's standard library ({file}); put the factory in a "
+                              "module of your own.")
+    else:
+        kind = "user"
+    return {"spec": spec, "module": module_name, "attr": attr, "file": str(file), "kind": kind}
+
+
+def load_factory(spec: str) -> Callable[..., nn.Module]:
+    """The callable ``package.module:factory`` names, after :func:`factory_origin`'s checks: a
+    ``torch.nn.Module`` subclass, or (from your own modules only) a plain Python function."""
+    where = factory_origin(spec)
+    try:
+        obj: object = importlib.import_module(where["module"])
+        for part in where["attr"].split("."):
+            obj = getattr(obj, part)
     except (ImportError, AttributeError) as err:
         raise FlatminimaError(f"cannot load model factory {spec!r}: {err}.") from err
+    except Exception as err:  # the user's module raised while being imported
+        raise FlatminimaError(f"importing the module of model factory {spec!r} raised "
+                              f"{type(err).__name__}: {err}.") from err
+    if inspect.isclass(obj) and issubclass(obj, nn.Module):
+        return obj
+    if where["kind"] == "user" and inspect.isfunction(obj):
+        return obj
+    what = "a function" if inspect.isfunction(obj) else type(obj).__name__
+    allowed = ("a torch.nn.Module class" if where["kind"] == "installed"
+               else "a torch.nn.Module class or a Python function returning one")
+    raise FlatminimaError(f"model factory {spec!r} is {what}, not a torch.nn.Module class; from "
+                          f"{'an installed package' if where['kind'] == 'installed' else 'your module'} "
+                          f"a factory must be {allowed}.")
+
+
+def from_factory(spec: str, **kwargs) -> nn.Module:
+    """Import ``package.module:factory`` (named explicitly by the user, checked by :func:`load_factory`)
+    and call it."""
+    factory = load_factory(spec)
     try:
         model = factory(**kwargs)
     except TypeError as err:  # wrong keyword arguments for the user's factory
         raise FlatminimaError(f"model factory {spec!r} refused its arguments "
                               f"{sorted(kwargs)}: {err}.") from err
+    except FlatminimaError:
+        raise
+    except Exception as err:  # the factory itself failed
+        raise FlatminimaError(f"model factory {spec!r} raised {type(err).__name__}: {err}.") from err
     if not isinstance(model, nn.Module):
         raise FlatminimaError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module.")
     return model

@@ -10,6 +10,9 @@ correlation and no verdict and says why; it still shows the run-quality table.
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,9 +136,10 @@ def build_report(
     from ..study.store import Store
 
     own = not isinstance(store, Store)
-    store = Store(store, create=False) if own else store
+    store = Store(store, create=False, readonly=True) if own else store
     try:
         rows, meta = study_rows(store)
+        unreadable = list(getattr(store, "unreadable", []))
     finally:
         if own:
             store.close()
@@ -144,9 +148,16 @@ def build_report(
             f"the study in {meta['folder']!r} has {len(rows)} finished run(s); a report needs "
             "at least 3 (run or resume it with `flatminima study run`)."
         )
-    out = Path(out) if out else Path(meta["folder"]) / "report"
+    final = Path(out) if out else Path(meta["folder"]) / "report"
+    out = _staging(final)  # everything is written here, then moved into place at once (see _publish)
     axes = list(meta["axes"])
     notes: list[str] = []
+    if unreadable:
+        notes.append(
+            f"{len(unreadable)} finished run(s) have results that cannot be read (a damaged row) and are left out: "
+            + ", ".join(f"{u['label']} seed={u['seed']} ({u['reason']})" for u in unreadable[:5])
+            + ". The next `flatminima study run` on the folder redoes them."
+        )
     quality = run_quality(rows)
     excluded = [r for r in rows if r["reached_target"] is False]
     used = [r for r in rows if r["reached_target"] is not False]
@@ -193,10 +204,72 @@ def build_report(
                for s in ("mean", "min", "max")},
         },
     )
-    html = out / "report.html"
-    html.write_text(render(meta, rows, table, notes, figs, quality=quality, excluded=excluded, summary=summary,
-                           method=method, axes=axes, concluded=concluded))
-    return Report(html, csv, figs, table, notes, quality, excluded, summary, method, concluded)
+    (out / "report.html").write_text(render(meta, rows, table, notes, figs, quality=quality, excluded=excluded,
+                                            summary=summary, method=method, axes=axes, concluded=concluded))
+    _publish(out, final)
+    moved = lambda f: str(final / Path(f).relative_to(out))  # noqa: E731
+    return Report(final / "report.html", final / Path(csv).name, [moved(f) for f in figs], table, notes, quality,
+                  excluded, summary, method, concluded)
+
+
+def _staging(final: Path) -> Path:
+    """A fresh temporary folder beside ``final`` (same file system, so the move is a rename); staging folders
+    left by a report process that was killed are removed."""
+    if final.exists() and not final.is_dir():
+        raise FlatminimaError(f"the report folder {str(final)!r} is a file; give a folder with --out.")
+    parent = final.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        for stale in parent.glob(f".{final.name}.writing-*"):
+            pid = stale.name.rpartition("-")[2]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.writing-", suffix=f"-{os.getpid()}", dir=parent))
+        umask = os.umask(0o022)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the published report gets the usual mode
+        return tmp
+    except PermissionError:
+        raise FlatminimaError(f"cannot write the report into {str(parent)!r} (read-only or not yours); give a "
+                              "writable folder with --out.") from None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where not available."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Move the finished report into place: a reader sees the old complete report or the new one, never a
+    mix (an atomic exchange of the two folders where the OS offers one, else two renames)."""
+    if not final.exists():
+        os.rename(tmp, final)
+        return
+    if _exchange(tmp, final):
+        shutil.rmtree(tmp, ignore_errors=True)  # now holds the old report
+        return
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    os.rename(final, old)
+    os.rename(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _correlations(used, axes, notes, method, out, n_boot, max_boot, level, alpha, seed):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 import sys
 import types
 import typing
@@ -31,6 +32,10 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
+
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+"""A study ``name`` is a folder *name* under the output root, never a path: letters, digits, ``_ . -``."""
 
 
 class _Strict(BaseModel):
@@ -85,6 +90,16 @@ class StudySpec(_Strict):
     evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
     dtype: Literal["float32", "float64"] = "float32"
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        if not re.fullmatch(NAME_PATTERN, v) or ".." in v:
+            raise ValueError(
+                "a study name is a folder name under the output root, not a path: up to 100 letters, digits, "
+                "'_', '.' or '-', starting with a letter or digit, no '..' (choose the folder with --out)"
+            )
+        return v
 
     @field_validator("models", "measures")
     @classmethod
@@ -237,7 +252,7 @@ def _check_recipes(spec: StudySpec, source: str) -> None:
 
 
 def _check_measures(spec: StudySpec, source: str) -> None:
-    from .measures import available, settings
+    from .measures import available, check_settings, settings
 
     known = available()
     for name, config in spec.measures.items():
@@ -252,6 +267,11 @@ def _check_measures(spec: StudySpec, source: str) -> None:
                 f"invalid study spec {source}:\n  measures.{name}.{unknown[0]} = "
                 f"{config[unknown[0]]!r}: unknown setting; {name} takes {sorted(allowed)}"
             )
+    for name, config in spec.measures.items():
+        try:
+            check_settings(name, config)
+        except FlatminimaError as err:
+            raise FlatminimaError(f"invalid study spec {source}:\n  {err}") from None
 
 
 def grid_points(spec: StudySpec) -> list[dict[str, Any]]:
@@ -286,6 +306,11 @@ def load(path: str | Path) -> StudySpec:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
         raise FlatminimaError(f"study spec {str(path)!r} is not valid TOML: {err}") from None
+    if not raw:
+        raise FlatminimaError(
+            f"study spec {str(path)!r} is empty; a spec names at least its models, recipe and measures "
+            f"(start from a preset: `flatminima study run --preset quick`, presets: {presets()})."
+        )
     return validate(raw, source=repr(str(path)))
 
 

@@ -13,6 +13,7 @@ import inspect
 import json
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,7 +24,7 @@ from ..errors import FlatminimaError
 @functools.lru_cache(maxsize=4)
 def _dataset(data_json: str):
     from ..data import LOADERS
-    from ..workflow import get_data
+    from ..data import load as get_data  # a file path keeps its options (test_fraction, input_shape, ...)
 
     d = json.loads(data_json)
     options = dict(d.get("options", {}))
@@ -38,6 +39,10 @@ def _dataset(data_json: str):
 def dataset_for(data: dict[str, Any]):
     """The run's data set (cached per process: every run of a study shares it)."""
     key = {"name": data["name"], "options": data.get("options", {}), "shifts": data.get("shifts", "all")}
+    path = Path(data["name"])
+    if path.suffix.lower() in (".npz", ".csv", ".pt") and path.is_file():  # a rewritten file is read again
+        st = path.stat()
+        key["file_stat"] = [st.st_mtime_ns, st.st_size]
     return _dataset(json.dumps(key, sort_keys=True))
 
 
