@@ -1,4 +1,4 @@
-"""The claims report: one row per claim, verdicts from the lab, Markdown + HTML + JSON output, CLI wiring."""
+"""The claims report: derived from the registry, verdicts from the rules, Markdown + HTML + JSON, CLI wiring."""
 
 import json
 from pathlib import Path
@@ -9,33 +9,53 @@ from typer.testing import CliRunner
 from flatminima import claims, lab
 from flatminima.cli import app
 from flatminima.errors import FlatminimaError
+from flatminima.lab import rules
 
 
-def test_claims_cover_c1_to_c17_with_registered_experiments():
-    assert list(claims.CLAIMS) == [f"C{i}" for i in range(1, 18)]
+def test_claim_list_comes_from_the_registry():
+    assert claims.claim_ids() == [s.claim for s in lab.specs()]
     known = lab.available()
-    for cid, (_, name) in claims.CLAIMS.items():
-        assert name in known and known[name].startswith(cid + ":")
+    for s in lab.specs():
+        assert known[s.experiment].startswith(s.claim + ":")
+
+
+def test_docs_table_lists_every_registered_claim():
+    doc = (Path(__file__).parents[1] / "docs" / "claims.md").read_text()
+    for s in lab.specs():
+        assert f"| {s.claim} |" in doc and f"`{s.experiment}`" in doc
+
+
+def _row(s, verdicts):
+    return claims.ClaimRow(s.claim, s.statement, s.experiment, s.kind, s.hypothesis, s.quantity, s.rule, s.power,
+                           s.n_full, rules.stable(verdicts), verdicts, ["x = 1 [0.5, 1.5] | y"] * len(verdicts),
+                           [[]] * len(verdicts), [[0, 1]] * len(verdicts), 1.0, [])
 
 
 def test_report_files_have_one_row_per_claim(tmp_path: Path):
-    rows = [
-        claims.ClaimRow(c, s, e, "x = 1 [0.5, 1.5]", "mixed", "why | not", 1.0, [])
-        for c, (s, e) in claims.CLAIMS.items()
-    ]
-    paths = claims.write_reports(rows, tmp_path, quick=True, seed=0)
+    specs = lab.specs()
+    rows = [_row(s, ["supported", "supported", "contradicted"]) for s in specs]
+    paths = claims.write_reports(rows, tmp_path, quick=False, seed=0)
     md = Path(paths["markdown"]).read_text()
-    assert sum(line.startswith("| C") for line in md.splitlines()) == 17
-    assert "why \\| not" in md  # table cells are escaped
-    assert Path(paths["html"]).read_text().count("<tr style") == 17
-    assert len(json.loads(Path(paths["json"]).read_text())) == 17
+    assert sum(line.startswith("| C") for line in md.splitlines()) == len(specs)
+    assert "x = 1 [0.5, 1.5] \\| y" in md  # table cells are escaped
+    assert "**inconclusive** (supported, supported, contradicted)" in md  # unstable → inconclusive
+    assert Path(paths["html"]).read_text().count("<tr style") == len(specs)
+    assert len(json.loads(Path(paths["json"]).read_text())) == len(specs)
 
 
 def test_run_one_claim_end_to_end(tmp_path: Path):
     rows = claims.run(quick=True, out=tmp_path, only=["C8"], progress=True)
-    assert len(rows) == 1 and rows[0].verdict in ("supported", "not supported", "mixed", "not testable here")
-    assert (tmp_path / "claims.md").exists() and (tmp_path / "claims.html").exists()
+    assert len(rows) == 1 and rows[0].verdict == "demonstration"
+    assert rows[0].rule and rows[0].n >= 1
+    md = (tmp_path / "claims.md").read_text()
+    assert (tmp_path / "claims.html").exists() and ".png)" in md and ".csv)" in md
     assert any(f.endswith(".png") for f in rows[0].files)
+
+
+def test_full_mode_runs_three_disjoint_seed_sets(tmp_path: Path):
+    rows = claims.run(quick=False, out=tmp_path, only=["C8"], progress=False)
+    r = rows[0]
+    assert len(r.per_seed_set) == 3 and r.seeds == [[0], [1], [2]]
 
 
 def test_unknown_claim_refused():

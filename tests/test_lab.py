@@ -9,13 +9,19 @@ from scipy import stats
 
 from flatminima import lab
 from flatminima.errors import FlatminimaError
-from flatminima.lab.registry import VERDICTS
+from flatminima.lab import rules
 from flatminima.lab.stats import sign_verdict, spearman_ci, t_interval, wilson
 
 
-def test_every_claim_has_an_experiment():
-    claims = {desc.split(":")[0] for desc in lab.available().values()}
-    assert claims == {f"C{i}" for i in range(1, 18)}
+def test_every_registered_claim_has_a_full_spec():
+    specs = lab.specs()
+    assert [s.number for s in specs] == sorted(s.number for s in specs)
+    assert len({s.claim for s in specs}) == len(specs) == len(lab.available())
+    for s in specs:
+        assert s.hypothesis and s.quantity and s.rule and s.power and s.n_full >= s.n_quick >= 1
+        assert s.kind in ("test", "demonstration")
+    demos = {s.claim for s in specs if s.kind == "demonstration"}
+    assert {"C1", "C8", "C9"} <= demos
 
 
 def test_unknown_experiment_lists_known_ones():
@@ -44,15 +50,25 @@ def test_spearman_ci_and_sign_verdict():
     rho, lo, hi = spearman_ci(x, x**3)
     assert rho == pytest.approx(1.0) and lo == pytest.approx(1.0)
     assert sign_verdict((rho, lo, hi)) == "supported"
-    assert sign_verdict((-0.5, -0.8, -0.2)) == "not supported"
-    assert sign_verdict((0.1, -0.2, 0.4)) == "mixed"
+    assert sign_verdict((-0.5, -0.8, -0.2)) == "contradicted"
+    assert sign_verdict((0.1, -0.2, 0.4)) == "inconclusive"
+
+
+def test_seed_sets_are_disjoint():
+    sets = [set(rules.seed_set(k, 8)) for k in range(4)]
+    assert all(len(s) == 8 for s in sets)
+    assert all(not (a & b) for i, a in enumerate(sets) for b in sets[i + 1:])
+    assert rules.seed_set(2, 5) == [10, 11, 12, 13, 14]
 
 
 def test_data_sculpting_runs_and_saves(tmp_path: Path):
     res = lab.run("data_sculpting", out=tmp_path, quick=True, seed=0)
-    assert res.claim == "C7" and res.verdict in VERDICTS
+    assert res.claim == "C7" and res.verdict in rules.CLAIM_OUTCOMES
     exts = {Path(f).suffix for f in res.files}
     assert {".png", ".svg", ".csv", ".json"} <= exts
     assert all(Path(f).exists() for f in res.files)
-    # n = 1000 samples: the empirical Welsch risk has the population's single minimum
-    assert res.numbers["minima"]["1000"][0] == 1.0
+    # one sub-test per width and sub-claim; the widest kernel always has exactly one minimum
+    assert len(res.subtests) == 6
+    assert res.numbers["minima"]["1.0:1000"] == 1.0
+    # at h = 0.1 the count of minima rises with n: this width contradicts the claim
+    assert res.subtests[0]["verdict"] == "contradicted"

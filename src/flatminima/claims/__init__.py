@@ -1,11 +1,11 @@
-"""``flatminima claims``: one experiment per claim C1–C17 of the seed documents, with a measured verdict.
+"""``flatminima claims``: one pre-registered experiment per claim of the seed documents, three-valued verdicts.
 
-    flatminima.claims.run(quick=True, out="claims_report") -> list[ClaimRow]
+    flatminima.claims.run(quick=True, out="claims_report", seed=0) -> list[ClaimRow]
 
-Writes ``claims.md``, ``claims.html`` and ``claims.json`` (one row per claim: the claim, the experiment, the
-measured numbers with intervals, the verdict and why) plus every experiment's figure and data.
+The claims, their experiments and decision rules come from the lab's registry (``flatminima.lab.specs()``).
+Writes ``claims.md``, ``claims.html`` and ``claims.json`` plus every experiment's figure and CSV data.
 """
 
-from .report import CLAIMS, ClaimRow, run, write_reports
+from .report import ClaimRow, claim_ids, run, write_reports
 
-__all__ = ["CLAIMS", "ClaimRow", "run", "write_reports"]
+__all__ = ["ClaimRow", "claim_ids", "run", "write_reports"]

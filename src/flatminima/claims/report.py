@@ -1,80 +1,62 @@
-"""Run one lab experiment per claim and write the claims report (Markdown, HTML, JSON)."""
+"""Run each claim's pre-registered experiment and write the claims report (Markdown, HTML, JSON).
+
+The list of claims, their statements, experiments and rules come from the lab's registry
+(:func:`flatminima.lab.specs`); nothing here is per-claim. In full mode every experiment runs on 3 disjoint
+seed sets (``seed``, ``seed + 1``, ``seed + 2``: seeds k·n … k·n + n − 1 each) and the verdict stands only if
+it is the same on all three (:func:`flatminima.lab.rules.stable`).
+"""
 
 from __future__ import annotations
 
 import html
 import json
+import os
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import FlatminimaError
+from ..lab import rules
 
-# claim id -> (short statement, lab experiment)
-CLAIMS: dict[str, tuple[str, str]] = {
-    "C1": (
-        "Flatness is measured by the Hessian's eigenvalues: top eigenvalue, trace, spectrum.",
-        "flatness_measures",
-    ),
-    "C2": ("Gaussian weight noise of variance σ² raises the expected loss by about ½σ²·tr(H).", "noise_rise"),
-    "C3": ("Small batches end in flatter minima than full-batch GD, and generalise better.", "batch_size"),
-    "C4": ("Training with injected weight noise ends flatter.", "weight_noise"),
-    "C5": ("SWA finds the centre of a wide basin (flatter than the SGD iterates).", "swa"),
-    "C6": ("A statistical test using noise can tell a flat minimum from a flat saddle.", "saddle_test"),
-    "C7": (
-        "Few samples: many sharp spurious minima; more data: they merge and the landscape smooths.",
-        "data_sculpting",
-    ),
-    "C8": (
-        "Flat regions: AdaGrad stalls, RMSProp moves; warm restarts reach deeper basins; a function-value "
-        "stopping rule is cheaper; Newton is linear at a degenerate minimum.",
-        "flat_regions",
-    ),
-    "C9": (
-        "Physical landscapes: entropy vs enthalpy basins, seeding, fluxional hopping, annealing, tempering "
-        "stalls on a golf course.",
-        "physical_landscapes",
-    ),
-    "C10": ("Flatter minima go with smaller accuracy drops under distribution shift.", "ood_flatness"),
-    "C11": (
-        "Schedules, adaptive optimisers, dropout, weight decay, BN, label smoothing, depth each move both "
-        "flatness and OOD robustness.",
-        "interventions",
-    ),
-    "C12": ("Fine-tuning from a flatter starting point loses less under shift.", "finetune_flatness"),
-    "C13": (
-        "On analytic functions the sharpness found reflects the function, not the optimiser.",
-        "sphere_vs_rosenbrock",
-    ),
-    "C14": ("Close classes give a sharper 100%-accuracy solution than far classes.", "class_separation"),
-    "C15": (
-        "With regularisation the best models are often the sharpest; sharpness is not a reliable signal.",
-        "regularised_sharpness",
-    ),
-    "C16": (
-        "Most critical points in high dimensions are saddles; the negative-eigenvalue fraction falls "
-        "with the "
-        "loss.",
-        "critical_points",
-    ),
-    "C17": (
-        "On plateaus the gradient vanishes into noise; momentum/Adam cross plateaus GD stalls on.",
-        "plateaus",
-    ),
-}
+FULL_REPEATS = 3
 
 
 @dataclass
 class ClaimRow:
+    """One claim in the report: the registry's text and rule, and the measured outcome on each seed set."""
+
     claim: str
     statement: str
     experiment: str
-    summary: str
+    kind: str
+    hypothesis: str
+    quantity: str
+    rule: str
+    power: str
+    n: int
     verdict: str
-    reason: str
-    seconds: float
-    files: list[str]
+    per_seed_set: list[str] = field(default_factory=list)
+    summaries: list[str] = field(default_factory=list)
+    subtests: list[list[dict]] = field(default_factory=list)
+    seeds: list[list[int]] = field(default_factory=list)
+    seconds: float = 0.0
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def summary(self) -> str:
+        return self.summaries[0] if self.summaries else ""
+
+
+def _spec_map() -> dict:
+    from .. import lab
+
+    return {s.claim: s for s in lab.specs()}
+
+
+def claim_ids() -> list[str]:
+    """The claim ids in the registry, in order."""
+    return list(_spec_map())
 
 
 def run(
@@ -84,99 +66,129 @@ def run(
     seed: int = 0,
     only: list[str] | None = None,
     progress: bool = True,
+    repeats: int | None = None,
 ) -> list[ClaimRow]:
-    """Run the experiment of every claim (or ``only`` those ids) and write the reports under ``out``."""
+    """Run the experiment of every claim (or ``only`` those ids) and write the reports under ``out``.
+
+    ``seed`` = k selects the first seed set; full mode runs ``repeats`` (default 3) disjoint sets k, k+1, …"""
     from .. import lab
     from ..progress import progress_bar
 
-    ids = only or list(CLAIMS)
-    bad = [c for c in ids if c not in CLAIMS]
+    specs = _spec_map()
+    ids = only or list(specs)
+    bad = [c for c in ids if c not in specs]
     if bad:
-        raise FlatminimaError(f"unknown claims {bad}; known: {', '.join(CLAIMS)}.")
+        raise FlatminimaError(f"unknown claims {bad}; known: {', '.join(specs)}.")
+    reps = repeats or (1 if quick else FULL_REPEATS)
     out = Path(out)
+    bench = lab.Bench()
     rows: list[ClaimRow] = []
-    with progress_bar(len(ids), "claims", enabled=progress) as advance:
+    with progress_bar(len(ids) * reps, "claims", enabled=progress) as advance:
         for cid in ids:
-            statement, name = CLAIMS[cid]
+            s = specs[cid]
+            row = ClaimRow(cid, s.statement, s.experiment, s.kind, s.hypothesis, s.quantity, s.rule, s.power,
+                           s.n_quick if quick else s.n_full, "")
             t0 = time.perf_counter()
-            try:
-                r = lab.run(name, out=out / "experiments", quick=quick, seed=seed)
-                rows.append(
-                    ClaimRow(cid, statement, name, r.summary, r.verdict, r.reason, r.seconds, r.files)
-                )
-            except Exception as err:  # noqa: BLE001 - one failing experiment must not sink the report
-                rows.append(
-                    ClaimRow(
-                        cid,
-                        statement,
-                        name,
-                        "",
-                        "not testable here",
-                        f"the experiment failed: {type(err).__name__}: {err}",
-                        time.perf_counter() - t0,
-                        [],
-                    )
-                )
-                (out / "errors").mkdir(parents=True, exist_ok=True)
-                (out / "errors" / f"{cid}.txt").write_text(traceback.format_exc())
-            advance()
+            for k in range(seed, seed + reps):
+                try:
+                    r = lab.run(s.experiment, out=out / "experiments", quick=quick, seed=k, bench=bench)
+                    row.per_seed_set.append(r.verdict)
+                    row.summaries.append(r.summary)
+                    row.subtests.append(r.subtests)
+                    row.seeds.append(r.seeds)
+                    row.files += r.files
+                except Exception as err:  # noqa: BLE001 - one failing experiment must not sink the report
+                    row.per_seed_set.append(rules.FAILED)
+                    row.summaries.append(f"the experiment failed: {type(err).__name__}: {err}")
+                    (out / "errors").mkdir(parents=True, exist_ok=True)
+                    (out / "errors" / f"{cid}_seed{k}.txt").write_text(traceback.format_exc())
+                advance()
+            row.seconds = time.perf_counter() - t0
+            row.verdict = _final(row.per_seed_set)
+            rows.append(row)
     write_reports(rows, out, quick=quick, seed=seed)
     return rows
+
+
+def _final(verdicts: list[str]) -> str:
+    if rules.FAILED in verdicts:
+        return rules.FAILED
+    if verdicts and all(v in (rules.DEMONSTRATION, rules.QUICK) for v in verdicts):
+        return verdicts[0]
+    return rules.stable(verdicts)
 
 
 def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _pick(files: list[str], ext: str) -> list[str]:
+    return [f for f in files if f.endswith(ext)]
+
+
+def _rel(path: str, out: Path) -> str:
+    return os.path.relpath(path, out)
+
+
+COLOUR = {rules.SUPPORTED: "#d4f4dd", rules.CONTRADICTED: "#f8d7da", rules.MIXED: "#fff3cd",
+          rules.INCONCLUSIVE: "#e2e3e5", rules.QUICK: "#e2e3e5", rules.DEMONSTRATION: "#dde7f6",
+          rules.FAILED: "#f5c6cb"}
+
+
 def write_reports(rows: list[ClaimRow], out: str | Path, *, quick: bool, seed: int) -> dict[str, str]:
-    """Write ``claims.md``, ``claims.html`` and ``claims.json`` under ``out``."""
+    """Write ``claims.md``, ``claims.html`` and ``claims.json`` under ``out``: per claim its rule, n, numbers
+    with intervals (per seed set), verdict, figure and the CSV behind it."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     mode = "quick" if quick else "full"
-    counts = {
-        v: sum(r.verdict == v for r in rows)
-        for v in ("supported", "not supported", "mixed", "not testable here")
-    }
-    head = (
-        f"# flatminima claims report ({mode} run, seed {seed})\n\n"
-        f"{len(rows)} claims: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + ". Intervals are 95% "
-        "(Student-t across seeds, bootstrap over models, or Wilson for rates). "
-        "Verdicts are computed from the "
-        "measured numbers; see each experiment's folder for its figure and data.\n\n"
-    )
-    lines = [
-        "| claim | statement | experiment | measured | verdict | why | s |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    counts: dict[str, int] = {}
     for r in rows:
-        lines.append(
-            f"| {r.claim} | {_md_cell(r.statement)} | `{r.experiment}` | {_md_cell(r.summary)} | "
-            f"**{r.verdict}** | {_md_cell(r.reason)} | {r.seconds:.0f} |"
-        )
+        counts[r.verdict] = counts.get(r.verdict, 0) + 1
+    tally = ", ".join(f"{n} {v}" for v, n in counts.items())
+    head = (f"# flatminima claims report ({mode} run, seed set {seed})\n\n{len(rows)} claims: {tally}.\n\n"
+            f"Rules were fixed before the data (see docs/claims.md). Sub-claims combine as: {rules.COMBINE_RULE}. "
+            f"{rules.STABILITY_RULE}. Intervals are 95% unless a Holm or Bonferroni level is stated.\n\n")
+    lines = ["| claim | statement | rule | n | verdict (per seed set) | s |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.claim} | {_md_cell(r.statement)} | {_md_cell(r.rule)} | {r.n} | **{r.verdict}** "
+                     f"({', '.join(r.per_seed_set)}) | {r.seconds:.0f} |")
+    detail = []
+    for r in rows:
+        detail.append(f"\n## {r.claim}: {r.verdict}\n\n{r.statement}\n\n- hypothesis: {r.hypothesis}\n"
+                      f"- measured: {r.quantity}\n- rule: {r.rule}\n- power: {r.power}\n- n per seed set: {r.n}\n")
+        for k, (summ, seeds) in enumerate(zip(r.summaries, r.seeds + [[]] * len(r.summaries), strict=False)):
+            span = f"seeds {seeds[0]}–{seeds[-1]}" if seeds else ""
+            detail.append(f"- seed set {seed + k} ({span}): **{r.per_seed_set[k]}** — {_md_cell(summ)}\n")
+        for f in _pick(r.files, ".png")[:1]:
+            detail.append(f"\n![{r.claim}]({_rel(f, out)})\n")
+        csvs = _pick(r.files, ".csv")
+        if csvs:
+            detail.append("\ndata: " + ", ".join(f"[{Path(c).name}]({_rel(c, out)})" for c in csvs) + "\n")
     md = out / "claims.md"
-    md.write_text(head + "\n".join(lines) + "\n")
-    colour = {
-        "supported": "#d4f4dd",
-        "not supported": "#f8d7da",
-        "mixed": "#fff3cd",
-        "not testable here": "#e2e3e5",
-    }
+    md.write_text(head + "\n".join(lines) + "\n" + "".join(detail))
+
+    def cell(r: ClaimRow) -> str:
+        parts = "".join(f"<li><b>{html.escape(v)}</b>: {html.escape(s)}</li>"
+                        for v, s in zip(r.per_seed_set, r.summaries, strict=False))
+        figs = "".join(f"<img src='{html.escape(_rel(f, out))}' width='360'>" for f in _pick(r.files, ".png")[:1])
+        csvs = " ".join(f"<a href='{html.escape(_rel(c, out))}'>{html.escape(Path(c).name)}</a>"
+                        for c in _pick(r.files, ".csv"))
+        return f"<ul>{parts}</ul>{figs}<br>data: {csvs}"
+
     body = "".join(
-        f"<tr style='background:{colour.get(r.verdict, '#fff')}'><td>{r.claim}</td>"
-        f"<td>{html.escape(r.statement)}"
-        f"</td><td><code>{r.experiment}</code></td><td>{html.escape(r.summary)}</td><td><b>{r.verdict}</b></td>"
-        f"<td>{html.escape(r.reason)}</td><td>{r.seconds:.0f}</td></tr>"
+        f"<tr style='background:{COLOUR.get(r.verdict, '#fff')}'><td>{r.claim}</td>"
+        f"<td>{html.escape(r.statement)}</td><td>{html.escape(r.rule)}<br><i>{html.escape(r.power)}</i></td>"
+        f"<td>{r.n}</td><td><b>{html.escape(r.verdict)}</b></td><td>{cell(r)}</td><td>{r.seconds:.0f}</td></tr>"
         for r in rows
     )
     page = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>flatminima claims</title><style>"
+        "<!doctype html><html><head><meta charset='utf-8'><title>flatminima claims</title><style>"
         "body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:4px;vertical-align:top;"
         "font-size:13px}table{border-collapse:collapse}</style></head><body>"
-        f"<h1>flatminima claims report ({mode} run, seed {seed})</h1><p>"
-        + html.escape(", ".join(f"{n} {v}" for v, n in counts.items()))
-        + "</p><table><tr><th>claim</th><th>statement</th><th>experiment</th>"
-        + "<th>measured (95% intervals)</th>"
-        f"<th>verdict</th><th>why</th><th>s</th></tr>{body}</table></body></html>"
+        f"<h1>flatminima claims report ({mode} run, seed set {seed})</h1><p>{html.escape(tally)}</p>"
+        f"<p>{html.escape(rules.COMBINE_RULE)}. {html.escape(rules.STABILITY_RULE)}.</p>"
+        "<table><tr><th>claim</th><th>statement</th><th>rule / power</th><th>n</th><th>verdict</th>"
+        f"<th>measured (per seed set), figure, data</th><th>s</th></tr>{body}</table></body></html>"
     )
     htm = out / "claims.html"
     htm.write_text(page)

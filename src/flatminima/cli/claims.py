@@ -1,4 +1,4 @@
-"""``flatminima claims``: run one experiment per claim C1–C17 and write the claims report."""
+"""``flatminima claims``: run each claim's pre-registered experiment and write the claims report."""
 
 from __future__ import annotations
 
@@ -14,27 +14,29 @@ def register(app: typer.Typer) -> None:
 
 def claims(
     quick: bool = typer.Option(
-        True, "--quick/--full", help="quick: a few minutes on a CPU; full: more seeds"
+        True, "--quick/--full", help="quick: few seeds, one seed set; full: powered n, 3 disjoint seed sets"
     ),
     out: str = typer.Option(
         "claims_report", help="folder for claims.md / claims.html / claims.json and figures"
     ),
     only: str | None = typer.Option(None, help="comma-separated claim ids, e.g. C2,C6"),
-    seed: int = typer.Option(0, help="random seed"),
+    seed: int = typer.Option(0, help="seed set k: seeds k·n … k·n+n−1 (full mode also runs k+1, k+2)"),
     json_out: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
-    """Test every claim of the seed documents: a measured verdict (supported / not / mixed / not testable)."""
+    """Test every claim: supported / contradicted / mixed / inconclusive, or demonstration, with rule and n."""
+    from dataclasses import asdict
+
     from ..claims import run
 
     ids = [c.strip().upper() for c in only.split(",")] if only else None
     rows = run(quick=quick, out=out, seed=seed, only=ids, progress=not json_out)
     if json_out:
-        print_json([r.__dict__ for r in rows])
+        print_json([asdict(r) for r in rows])
         return
     table = Table(title=f"claims ({'quick' if quick else 'full'})")
-    for col in ("claim", "experiment", "verdict", "why"):
+    for col in ("claim", "n", "verdict", "per seed set", "rule"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r.claim, r.experiment, r.verdict, r.reason)
+        table.add_row(r.claim, str(r.n), r.verdict, ", ".join(r.per_seed_set), r.rule)
     console.print(table)
     console.print(f"report: {out}/claims.md, {out}/claims.html")

@@ -26,11 +26,11 @@ def run_experiment(
     out: str | None = typer.Option(
         "lab_out", help="folder for the figure (PNG + SVG), CSV data and result.json"
     ),
-    full: bool = typer.Option(False, "--full", help="more seeds / samples than the quick default"),
-    seed: int = typer.Option(0, help="random seed"),
+    full: bool = typer.Option(False, "--full", help="the powered number of seeds (quick: fewer)"),
+    seed: int = typer.Option(0, help="seed set k: seeds k·n … k·n+n−1, disjoint for distinct k"),
     json_out: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
-    """Run one experiment: prints its measured numbers (with intervals) and verdict, saves its figure."""
+    """Run one experiment: prints its sub-tests (intervals, rules), its verdict, and saves its figure and CSV."""
     from ..lab import run
 
     res = run(name, out=out, quick=not full, seed=seed)
@@ -38,6 +38,8 @@ def run_experiment(
         print_json(res.to_dict())
         return
     console.print(f"[bold]{res.name}[/bold] ({res.claim}: {res.title})")
+    for sub in res.subtests:
+        console.print(f"  {sub['name']}: {sub['verdict']} — {sub['rule']}")
     console.print(res.summary)
-    console.print(f"verdict: [bold]{res.verdict}[/bold] — {res.reason}")
+    console.print(f"verdict: [bold]{res.verdict}[/bold] (n={res.n}, seeds {res.seeds[0]}–{res.seeds[-1]})")
     console.print(f"{res.seconds:.1f} s; files: " + ", ".join(res.files))

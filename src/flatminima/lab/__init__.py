@@ -1,10 +1,13 @@
-"""The landscape lab: named experiments, one per claim, each printing numbers and saving its figure.
+"""The landscape lab: one pre-registered experiment per claim, each printing numbers and saving its figure.
 
-flatminima.lab.available()               -> {name: "Cn: title"}
-flatminima.lab.run(name, out=..., quick=True, seed=0) -> LabResult
+flatminima.lab.specs()                   -> [ClaimSpec] in claim order: the single source of truth
+flatminima.lab.available()               -> {name: "Cn: statement"}
+flatminima.lab.run(name, out=..., quick=True, seed=k) -> LabResult (seed set k: seeds k·n … k·n + n − 1)
+flatminima.lab.rules                     -> the decision rules (sign, band, Holm, combine, stable)
 """
 
-from . import analytic, networks  # noqa: F401  (registers the experiments)
-from .registry import LabResult, available, get, run
+from . import analytic, networks, rules  # noqa: F401  (registers the experiments)
+from .bench import Bench
+from .registry import ClaimSpec, Context, LabResult, available, get, run, specs
 
-__all__ = ["LabResult", "available", "get", "run"]
+__all__ = ["Bench", "ClaimSpec", "Context", "LabResult", "available", "get", "rules", "run", "specs"]

@@ -1,605 +1,500 @@
-"""Lab experiments on small trained networks (claims C1–C5, C10–C12, C14, C15), on scikit-learn digits.
+"""Network claims (C1–C5, C10–C12, C14, C15) on MNIST-1D MLPs trained to a matched training loss.
 
-A shared "zoo" of small MLPs trained with many recipes (each with several seeds) is built once per process and
-measured once (λ_max by Lanczos, tr(H) by Hutch++, the loss rise under Gaussian weight noise, clean and
-shifted
-test accuracy, ECE); each claim then reads its comparison off the zoo. Intervals are Student-t across seeds
-for
-paired differences, or bootstrap over models for rank correlations.
+Every model is trained by :class:`flatminima.lab.bench.Bench` with ``target_train_loss = bench.TARGET``;
+runs that miss the target are listed in the CSV and left out of the comparison (with their pair partner).
+Paired differences share the seed (same initialisation and data order); flatness differences are taken
+on the log scale (ratios), since λ_max differs by factors between recipes.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from .. import statistics as st
 from ..plotting import save_figure, save_table
-from .registry import experiment
-from .stats import fmt_ci, sign_verdict, spearman_ci, t_interval
+from . import bench as B
+from .registry import ClaimSpec, Context, experiment
+from .rules import Outcome, SubTest, band_sub, mde, sign_sub, sign_test
 
-SHIFTS = ("gaussian_noise", "blur")
-SEVERITY = 3
-SIGMA = 0.01  # weight-noise std for the loss-rise measurements (small: the second-order regime)
-
-# recipe name -> (recipe overrides, model overrides); "base" is the reference for C11
-RECIPES: dict[str, tuple[dict, dict]] = {
-    "base": ({}, {}),
-    "small_batch": ({"batch_size": 8}, {}),
-    "full_batch": ({"batch_size": "full", "lr": 0.2, "epochs": 300}, {}),
-    "noise": ({"noise": "gaussian", "noise_std": 0.02}, {}),
-    "swa": ({"swa": True, "swa_start": 8, "epochs": 16}, {}),
-    "cosine": ({"schedule": "cosine"}, {}),
-    "adam": ({"optimizer": "adam", "lr": 0.002}, {}),
-    "rmsprop": ({"optimizer": "rmsprop", "lr": 0.001, "momentum": 0.0}, {}),
-    "weight_decay": ({"weight_decay": 5e-3}, {}),
-    "label_smoothing": ({"label_smoothing": 0.1}, {}),
-    "dropout": ({}, {"dropout": 0.2}),
-    "batchnorm": ({}, {"batchnorm": True}),
-    "depth": ({}, {"depth": 3}),
-    "sam": ({"sam": "sam", "rho": 0.05}, {}),
-    "augment": ({"augment": ["noise", "shift"], "augment_noise": 0.1, "augment_shift": 1}, {}),
-}
-BASE_RECIPE = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "batch_size": 32, "epochs": 12}
-BASE_MODEL = {"width": 32, "depth": 2}
+LOG_FLAT = math.log(1.25)  # the flatness effect looked for: a 25 % change of λ_max (Keskar et al.: 2–10×)
 
 
-@dataclass
-class Trained:
-    recipe: str
-    seed: int
-    model: torch.nn.Module
-    lambda_max: float
-    trace: float
-    trace_se: float
-    rise: float
-    rise_se: float
-    train_loss: float
-    test_acc: float
-    shift_acc: float
-    ece: float
-    seconds: float
-
-    @property
-    def drop(self) -> float:
-        """Accuracy lost under shift (clean − shifted, averaged over the shifts at severity 3)."""
-        return self.test_acc - self.shift_acc
+def _cfg(name: str, recipe: dict | None = None, model: dict | None = None) -> B.NetConfig:
+    return B.NetConfig.of(name, recipe, model)
 
 
-_ZOO: dict[tuple, list[Trained]] = {}
-_DATA: dict = {}
+BASE = _cfg("base")
 
 
-def digits():
-    if "digits" not in _DATA:
-        from ..data import load_digits
-
-        _DATA["digits"] = load_digits(shifts=list(SHIFTS))
-    return _DATA["digits"]
+def _paired_sub(name: str, hyp: str, a, b, attr: str, claimed: int, *, log: bool = False) -> SubTest:
+    d = B.paired(a, b, attr, log=log)
+    iv = st.t_interval(d) if len(d) >= 2 else st.Interval(math.nan, math.nan, math.nan, 0.95)
+    return sign_sub(name, hyp, iv, len(d), claimed=claimed, mde_value=mde(d))
 
 
-def measure_model(model: torch.nn.Module, ds, *, n: int = 512, seed: int = 0) -> dict:
-    """λ_max, tr(H) and E[L(θ+δ)] − L(θ) on (up to) ``n`` training samples, float64, eval mode."""
-    from ..objective import Objective
-    from ..sharpness import measure
-    from ..train import evaluate
-
-    X, y = ds.x_train[:n], ds.y_train[:n]
-    obj = Objective(model, "cross_entropy", (X, y), dtype=torch.float64)
-    lam = measure(obj, "lambda_max", tol=1e-3, seed=seed)
-    tr = measure(obj, "trace", probes=30, seed=seed)
-    avg = measure(obj, "average_case", sigma=SIGMA, samples=64, second_order_probes=0, seed=seed)
-    clean = evaluate(model, ds.test)
-    shifted = np.mean([evaluate(model, ds.shifts[s][SEVERITY])["accuracy"] for s in SHIFTS])
-    return {
-        "lambda_max": lam.value,
-        "trace": tr.value,
-        "trace_se": tr.stderr or 0.0,
-        "rise": avg.value,
-        "rise_se": avg.stderr or 0.0,
-        "train_loss": obj.loss(),
-        "test_acc": clean["accuracy"],
-        "shift_acc": float(shifted),
-        "ece": clean.get("ece", float("nan")),
-    }
-
-
-def train_one(recipe: str, seed: int, ds=None, *, epochs: int | None = None) -> Trained:
-    from ..models import build
-    from ..train import fit
-
-    ds = ds or digits()
-    rec, mk = RECIPES[recipe]
-    torch.manual_seed(seed)
-    model = build("mlp", ds.input_shape, ds.num_classes, **{**BASE_MODEL, **mk})
-    r = {**BASE_RECIPE, **rec, "seed": seed}
-    if epochs and recipe != "full_batch":
-        r["epochs"] = epochs
-    t0 = time.perf_counter()
-    fit(model, ds.train, r, progress=False)
-    m = measure_model(model, ds, seed=seed)
-    return Trained(recipe, seed, model, seconds=time.perf_counter() - t0, **m)
-
-
-def zoo(quick: bool, seed: int, recipes: list[str] | None = None) -> list[Trained]:
-    """Train (once per process) every recipe × seed; returns the measured models."""
-    seeds = 3 if quick else 5
-    out = []
-    for name in recipes or list(RECIPES):
-        for s in range(seeds):
-            key = (name, seed + s)
-            if key not in _ZOO:
-                _ZOO[key] = [train_one(name, seed + s)]
-            out += _ZOO[key]
-    return out
-
-
-def _by(models: list[Trained], recipe: str) -> list[Trained]:
-    return sorted((m for m in models if m.recipe == recipe), key=lambda m: m.seed)
-
-
-def _paired(models, a: str, b: str, attr: str) -> tuple[float, float, float]:
-    """t-interval of (a − b) paired by seed."""
-    xa, xb = _by(models, a), _by(models, b)
-    return t_interval([getattr(p, attr) - getattr(q, attr) for p, q in zip(xa, xb, strict=True)])
-
-
-def _zoo_table(models: list[Trained], path: Path) -> str:
-    cols = (
-        "recipe",
-        "seed",
-        "lambda_max",
-        "trace",
-        "rise",
-        "train_loss",
-        "test_acc",
-        "shift_acc",
-        "drop",
-        "ece",
-    )
-    return save_table(path, {c: [getattr(m, c) for m in models] for c in cols})
-
-
-def _scatter(models: list[Trained], x: str, y: str, stem: Path, title: str) -> list[str]:
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for name in dict.fromkeys(m.recipe for m in models):
-        pts = [m for m in models if m.recipe == name]
-        ax.scatter([getattr(m, x) for m in pts], [getattr(m, y) for m in pts], label=name, s=18)
-    ax.set_xscale("log")
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
-    ax.set_title(title)
-    ax.legend(fontsize=6, ncol=2)
+def _strip(models: dict[str, list[B.Trained]], attr: str, stem, ylabel: str, *, log: bool = True) -> list[str]:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for i, ms in enumerate(models.values()):
+        v = [getattr(m, attr) for m in ms if m.reached_target]
+        ax.scatter(np.full(len(v), i) + np.linspace(-0.15, 0.15, max(len(v), 1))[: len(v)], v, s=14)
+    ax.set_xticks(range(len(models)), list(models), rotation=30, fontsize=7)
+    if log:
+        ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"MNIST-1D MLPs at train loss ≤ {B.TARGET}")
+    fig.tight_layout()
     return save_figure(fig, stem)
 
 
-def _result(numbers: dict, summary: str, verdict: str, reason: str, files: list[str]) -> dict:
-    return {"numbers": numbers, "summary": summary, "verdict": verdict, "reason": reason, "files": files}
+def _all(models: dict[str, list[B.Trained]]) -> list[B.Trained]:
+    return [m for ms in models.values() for m in ms]
 
 
 # --- C1 ----------------------------------------------------------------------------------------------------
 
 
-@experiment(
-    "flatness_measures", "C1", "λ_max, trace and spectrum measure flatness (and agree with each other)"
-)
-def flatness_measures(out: Path, quick: bool, seed: int) -> dict:
+@experiment(ClaimSpec(
+    "C1", "flatness_measures",
+    "Flatness is measured by the Hessian's eigenvalues: top eigenvalue, trace, and the spectrum.",
+    hypothesis="a definition: λ_max, tr H and the spectral density are the measures of flatness",
+    quantity="λ_max (Lanczos), tr H (Hutch++), spectral density (SLQ) of MNIST-1D MLPs; f'' of the double well",
+    rule="demonstration: a definition cannot be contradicted by data; the numbers show the measures "
+         "and how far they agree (Spearman ρ of λ_max and tr H, for information)",
+    power="n seeds of the base recipe; no verdict", n_full=6, n_quick=3, kind="demonstration"))
+def flatness_measures(ctx: Context) -> Outcome:
     from ..curvature import spectral_density
     from ..objective import Objective
     from ..toy import get
 
+    bench = ctx.workbench()
     dw = get("double_well")
     sharp, flat = (float(dw.hessian(torch.tensor([x]))) for x in (1.0, -1.0))
-    # the loss rise under noise on the analytic pair (exact second-order check)
-    models = zoo(quick, seed, ["base", "small_batch", "full_batch", "sam", "adam", "weight_decay"])
-    lam, tr, rise = ([getattr(m, a) for m in models] for a in ("lambda_max", "trace", "rise"))
-    r_lt, r_tr = spearman_ci(lam, tr, seed=seed), spearman_ci(tr, rise, seed=seed)
-    ds = digits()
-    obj = Objective(
-        models[0].model, "cross_entropy", (ds.x_train[:512], ds.y_train[:512]), dtype=torch.float64
-    )
-    dens = (
-        spectral_density(obj, seed=seed)
-        if "seed" in spectral_density.__code__.co_varnames
-        else spectral_density(obj)
-    )
-    files = [_zoo_table(models, out / "zoo.csv")]
+    models = bench.many([BASE, _cfg("sam", {"sam": "sam", "rho": 0.05})], ctx.seeds)
+    ms = B.reached(_all(models))
+    lam, tr = [m.lambda_max for m in ms], [m.trace for m in ms]
+    rho = st.bootstrap(np.column_stack([lam, tr]), lambda p: st.spearman_rho(p[:, 0], p[:, 1]), seed=ctx.index)
+    ds = bench.data
+    obj = Objective(ms[0].model, "cross_entropy", (ds.x_train[:512], ds.y_train[:512]), dtype=torch.float64)
+    files = [B.table(_all(models), ctx.out / "models.csv")]
     try:
-        files += dens.plot(str(out / "spectral_density"))
-    except Exception:  # noqa: BLE001 - the density plot is a bonus, the verdict does not depend on it
+        files += spectral_density(obj).plot(str(ctx.out / "spectral_density"))
+    except Exception:  # noqa: BLE001 - the density figure is illustration only
         pass
-    files += _scatter(models, "lambda_max", "trace", out / "lambda_vs_trace", "λ_max vs tr(H) across recipes")
-    verdict = "supported" if sharp > flat and r_lt[1] > 0 and r_tr[1] > 0 else "mixed"
-    summary = (
-        f"double well: f''(sharp)={sharp:.3g} vs f''(flat)={flat:.3g}; across {len(models)} nets: "
-        f"Spearman(λ_max, tr H) {fmt_ci(r_lt, 2)}, Spearman(tr H, noise rise) {fmt_ci(r_tr, 2)}"
-    )
-    return _result(
-        {"sharp": sharp, "flat": flat, "rho_lambda_trace": r_lt, "rho_trace_rise": r_tr},
-        summary,
-        verdict,
-        "the eigenvalue measures rank minima consistently with each other and with the noise rise"
-        if verdict == "supported"
-        else "the eigenvalue-based measures disagree on the ranking",
-        files,
-    )
+    files += _strip(models, "lambda_max", ctx.out / "lambda_max", "λ_max")
+    summary = (f"double well f''(sharp)={sharp:.3g}, f''(flat)={flat:.3g}; {len(ms)} nets: λ_max "
+               f"{np.min(lam):.3g}–{np.max(lam):.3g}, tr H {np.min(tr):.3g}–{np.max(tr):.3g}, "
+               f"Spearman(λ_max, tr H) {st.fmt_interval(rho, 2)}")
+    return Outcome(summary, [], {"rho_lambda_trace": rho.triple(), "sharp": sharp, "flat": flat}, files, len(ms))
 
 
 # --- C2 ----------------------------------------------------------------------------------------------------
 
+ACTIVATIONS = ("relu", "gelu", "tanh")
+C2_SIGMAS = (0.003, 0.01, 0.03)
+C2_DECIDE = 0.01
 
-@experiment("noise_rise", "C2", "Gaussian weight noise raises the loss by ½σ²·tr(H)")
-def noise_rise(out: Path, quick: bool, seed: int) -> dict:
+
+@experiment(ClaimSpec(
+    "C2", "noise_rise",
+    "Gaussian weight noise of variance σ² raises the expected loss by about ½σ²·tr(H) near a minimum.",
+    hypothesis="ratio R = (E[L(θ+δ)] − L(θ)) / (½σ²·tr H) ≈ 1 at small σ, for each activation",
+    quantity=f"R at σ = {C2_DECIDE} (also {C2_SIGMAS}) per activation (ReLU, GELU, tanh), 95% t-interval "
+             "over seeds",
+    rule="per activation: supported if the interval of R ⊂ [0.8, 1.25]; contradicted if wholly outside; "
+         "else inconclusive; claim by the combine rule",
+    power="n = 8 nets per activation; R's seed-to-seed s ≈ 0.05–0.1 resolves |R − 1| ≳ 0.1",
+    n_full=8, n_quick=3))
+def noise_rise(ctx: Context) -> Outcome:
     from ..objective import Objective
     from ..sharpness import measure
 
-    models = zoo(quick, seed, ["base", "sam", "full_batch"])
-    ds = digits()
-    sigmas = [0.003, 0.01, 0.03] if quick else [0.001, 0.003, 0.01, 0.03, 0.1]
-    rows = []
-    for m in models[:3] if quick else models:
-        obj = Objective(m.model, "cross_entropy", (ds.x_train[:512], ds.y_train[:512]), dtype=torch.float64)
-        for s in sigmas:
-            a = measure(obj, "average_case", sigma=s, samples=128, second_order_probes=0, seed=seed)
-            pred = 0.5 * s * s * m.trace
-            rows.append((m.recipe, m.seed, s, a.value, a.stderr or 0.0, pred))
-    ratios = {s: t_interval([r[3] / r[5] for r in rows if r[2] == s]) for s in sigmas}
-    files = [
-        save_table(
-            out / "noise_rise.csv",
-            {
-                "recipe": [r[0] for r in rows],
-                "seed": [r[1] for r in rows],
-                "sigma": [r[2] for r in rows],
-                "rise": [r[3] for r in rows],
-                "rise_se": [r[4] for r in rows],
-                "half_sigma2_trace": [r[5] for r in rows],
-            },
-        )
-    ]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.errorbar([r[5] for r in rows], [r[3] for r in rows], yerr=[1.96 * r[4] for r in rows], fmt="o", ms=3)
-    lim = [min(r[5] for r in rows), max(r[5] for r in rows)]
-    ax.plot(lim, lim, "k--", lw=0.8)
+    bench = ctx.workbench()
+    ds = bench.data
+    rows, subs = [], []
+    for act in ACTIVATIONS:
+        cfg = BASE if act == "relu" else _cfg(f"act_{act}", model={"activation": act})
+        ratios = {s: [] for s in C2_SIGMAS}
+        for seed in ctx.seeds:
+            m = bench.train(cfg, seed)
+            if not m.reached_target:
+                continue
+            obj = Objective(m.model, "cross_entropy", (ds.x_train[:B.MEASURE_N], ds.y_train[:B.MEASURE_N]),
+                            dtype=torch.float64)
+            for s in C2_SIGMAS:
+                a = measure(obj, "average_case", sigma=s, samples=256, second_order_probes=0, seed=seed)
+                r = a.value / (0.5 * s * s * m.trace)
+                ratios[s].append(r)
+                rows.append((act, seed, s, a.value, a.stderr or 0.0, m.trace, r))
+        iv = st.t_interval(ratios[C2_DECIDE])
+        note = ("ReLU is piecewise linear: the loss is not twice differentiable at the kinks, the Hessian "
+                "(zero second derivative of the activation) misses the curvature concentrated there, so the "
+                "noise rise exceeds ½σ²tr H" if act == "relu" else "smooth activation: Taylor's theorem applies")
+        subs.append(band_sub(f"R({act}, σ={C2_DECIDE})", f"{act}: R ≈ 1", iv, len(ratios[C2_DECIDE]), 0.8, 1.25,
+                             mde_value=mde(ratios[C2_DECIDE]), note=note))
+    cols = ("activation", "seed", "sigma", "rise", "rise_se", "trace", "ratio")
+    files = [save_table(ctx.out / "noise_rise.csv", {c: [r[i] for r in rows] for i, c in enumerate(cols)})]
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for act in ACTIVATIONS:
+        m = [st.t_interval([r[6] for r in rows if r[0] == act and r[2] == s]) for s in C2_SIGMAS]
+        ax.errorbar(C2_SIGMAS, [i.estimate for i in m], yerr=[[i.estimate - i.low for i in m],
+                                                            [i.high - i.estimate for i in m]],
+                    marker="o", capsize=2, label=act)
+    ax.axhline(1, c="k", ls="--", lw=0.8)
+    ax.axhspan(0.8, 1.25, color="0.9")
     ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("½σ²·tr(H) (Hutch++)")
-    ax.set_ylabel("measured E[L(θ+δ)] − L(θ)")
-    files += save_figure(fig, out / "noise_rise")
-    small = ratios[sigmas[0]]
-    ok = small[1] <= 1.15 and small[2] >= 0.85
-    big = ratios[sigmas[-1]]
-    summary = (
-        "measured/predicted rise: "
-        + ", ".join(f"σ={s}: {fmt_ci(ratios[s])}" for s in sigmas)
-        + f" over {len(rows) // len(sigmas)} nets"
-    )
-    verdict = "supported" if ok else "not supported"
-    reason = (
-        f"ratio ≈ 1 at small σ; departs at σ={sigmas[-1]} ({big[0]:.2f}) where higher orders enter"
-        if ok
-        else "the measured rise does not match ½σ²tr(H) even at small σ"
-    )
-    return _result({"ratios": ratios, "rows": rows}, summary, verdict, reason, files)
+    ax.set_xlabel("σ")
+    ax.set_ylabel("measured rise / ½σ²tr H")
+    ax.legend()
+    files += save_figure(fig, ctx.out / "noise_rise")
+    summary = "; ".join(
+        f"{act}: " + ", ".join(f"σ={s} R={np.mean([r[6] for r in rows if r[0] == act and r[2] == s]):.2f}"
+                               for s in C2_SIGMAS) for act in ACTIVATIONS)
+    return Outcome(summary, subs, {"rows": rows}, files, len(ctx.seeds))
 
 
-# --- C3 / C4 / C5 ------------------------------------------------------------------------------------------
+# --- C3 ----------------------------------------------------------------------------------------------------
+
+C3_SMALL = _cfg("batch32_lr0.1", {"momentum": 0.0, "lr": 0.1, "batch_size": 32})
+C3_LARGE = _cfg("batch512_lr0.1", {"momentum": 0.0, "lr": 0.1, "batch_size": 512, "epochs": 3000})
+C3_LOW_RATIO = _cfg("batch32_lr0.03", {"momentum": 0.0, "lr": 0.03, "batch_size": 32, "epochs": 600})
 
 
-def _flatter_and_better(models, a: str, b: str, out: Path, claim_text: str) -> dict:
-    """Is recipe ``a`` flatter than ``b`` (λ_max, tr H) and does it generalise better (test acc)?"""
-    d_lam = _paired(models, a, b, "lambda_max")
-    d_tr = _paired(models, a, b, "trace")
-    d_acc = _paired(models, a, b, "test_acc")
-    flatter = sign_verdict((-d_lam[0], -d_lam[2], -d_lam[1]))
-    better = sign_verdict(d_acc)
-    sub = [m for m in models if m.recipe in (a, b)]
-    files = [
-        _zoo_table(sub, out / "models.csv"),
-        *_scatter(sub, "lambda_max", "test_acc", out / "flatness", claim_text),
+@experiment(ClaimSpec(
+    "C3", "batch_size",
+    "SGD's noise is an implicit regulariser: small batches (or larger learning-rate-to-batch ratios) end in "
+    "flatter minima than large batches, and those tend to generalise better.",
+    hypothesis="at matched train loss: (a) batch 32 has lower λ_max than batch 512 (same lr 0.1, plain SGD); "
+               "(b) batch 32 has higher test accuracy; (c) at batch 32, lr 0.1 (ratio 3.1e-3) has lower λ_max "
+               "than lr 0.03 (ratio 9.4e-4)",
+    quantity="paired by seed: Δlog λ_max (a, c) and Δ test accuracy (b), 95% t-intervals",
+    rule="each sub-claim: supported if the interval excludes 0 in the claimed direction, contradicted if it "
+         "excludes 0 in the other, else inconclusive; claim by the combine rule",
+    power="n = 10 pairs; per-pair s of Δlog λ_max ≈ 0.15 resolves ≈ 0.14 (a 15% change; Keskar et al. "
+          "report 2–10×); s of Δacc ≈ 0.01 resolves ≈ 1 point",
+    n_full=10, n_quick=3))
+def batch_size(ctx: Context) -> Outcome:
+    bench = ctx.workbench()
+    m = bench.many([C3_SMALL, C3_LARGE, C3_LOW_RATIO], ctx.seeds)
+    s, lg, lo = m[C3_SMALL.name], m[C3_LARGE.name], m[C3_LOW_RATIO.name]
+    subs = [
+        _paired_sub("Δlog λ_max (batch 32 − 512)", "small batch flatter", s, lg, "lambda_max", -1, log=True),
+        _paired_sub("Δtest acc (batch 32 − 512)", "small batch generalises better", s, lg, "test_acc", +1),
+        _paired_sub("Δlog λ_max (lr/B high − low)", "higher lr/B flatter", s, lo, "lambda_max", -1, log=True),
     ]
-    if flatter == "supported" and better in ("supported", "mixed"):
-        verdict = "supported" if better == "supported" else "mixed"
-    elif flatter == "not supported":
-        verdict = "not supported"
-    else:
-        verdict = "mixed"
-    summary = (
-        f"{a} − {b} (paired by seed, n={len(_by(models, a))}): Δλ_max {fmt_ci(d_lam)}, "
-        f"Δtr(H) {fmt_ci(d_tr)}, "
-        f"Δtest acc {fmt_ci(d_acc)}"
-    )
-    reason = f"flatter: {flatter}; generalises better: {better}"
-    return _result(
-        {"d_lambda_max": d_lam, "d_trace": d_tr, "d_test_acc": d_acc}, summary, verdict, reason, files
-    )
+    files = [B.table(_all(m), ctx.out / "models.csv"), *_strip(m, "lambda_max", ctx.out / "batch_size", "λ_max")]
+    miss = sum(not x.reached_target for x in _all(m))
+    summary = "; ".join(x.line() for x in subs) + f"; {miss} runs missed the target"
+    return Outcome(summary, subs, {}, files, len(ctx.seeds))
 
 
-@experiment("batch_size", "C3", "small batches end flatter than full-batch GD and generalise better")
-def batch_size(out: Path, quick: bool, seed: int) -> dict:
-    models = zoo(quick, seed, ["small_batch", "full_batch"])
-    return _flatter_and_better(models, "small_batch", "full_batch", out, "batch 8 vs full batch")
+# --- C4 / C5 -----------------------------------------------------------------------------------------------
+
+C4_NOISE = _cfg("weight_noise", {"noise": "gaussian", "noise_std": 0.01})
 
 
-@experiment("weight_noise", "C4", "training with injected weight noise ends flatter")
-def weight_noise(out: Path, quick: bool, seed: int) -> dict:
-    models = zoo(quick, seed, ["noise", "base"])
-    return _flatter_and_better(models, "noise", "base", out, "weight noise vs none")
+@experiment(ClaimSpec(
+    "C4", "weight_noise",
+    "Training with injected weight noise optimises a smoothed loss with a trace penalty, and ends flatter.",
+    hypothesis="at matched train loss, weight-noise training (σ = 0.01) has lower tr H and lower λ_max than "
+               "the same recipe without noise",
+    quantity="paired by seed: Δlog tr H and Δlog λ_max, 95% t-intervals",
+    rule="each: supported if the interval < 0, contradicted if > 0, else inconclusive; combine rule",
+    power="n = 8 pairs; s ≈ 0.1 on the log scale resolves ≈ 0.1 (10%)", n_full=8, n_quick=3))
+def weight_noise(ctx: Context) -> Outcome:
+    bench = ctx.workbench()
+    m = bench.many([C4_NOISE, BASE], ctx.seeds)
+    a, b = m[C4_NOISE.name], m[BASE.name]
+    subs = [_paired_sub("Δlog tr H (noise − none)", "noise flatter (trace)", a, b, "trace", -1, log=True),
+            _paired_sub("Δlog λ_max (noise − none)", "noise flatter (λ_max)", a, b, "lambda_max", -1, log=True)]
+    files = [B.table(_all(m), ctx.out / "models.csv"), *_strip(m, "trace", ctx.out / "weight_noise", "tr H")]
+    return Outcome("; ".join(x.line() for x in subs), subs, {}, files, len(ctx.seeds))
 
 
-@experiment("swa", "C5", "SWA lands in the centre of a wide basin (flatter than the SGD iterate)")
-def swa(out: Path, quick: bool, seed: int) -> dict:
-    """SWA against the last SGD iterate of the same run (same recipe without averaging, same seed/epochs)."""
+@experiment(ClaimSpec(
+    "C5", "swa",
+    "Stochastic Weight Averaging finds the centre of a wide basin (flatter than the SGD iterates).",
+    hypothesis="the SWA average has lower λ_max and tr H than the last SGD iterate of the same run",
+    quantity="paired within a run: Δlog λ_max and Δlog tr H (SWA − last iterate); train losses reported "
+             "(SWA cannot stop at a target loss: both come from one 60-epoch run)",
+    rule="each: supported if the interval < 0, contradicted if > 0, else inconclusive; combine rule",
+    power="n = 8 runs; s ≈ 0.1 resolves ≈ 0.1 (10%)", n_full=8, n_quick=3))
+def swa(ctx: Context) -> Outcome:
     from ..models import build
     from ..train import fit
 
-    ds = digits()
-    seeds = 3 if quick else 5
-    rows = []
-    for s in range(seed, seed + seeds):
-        for avg in (True, False):
-            torch.manual_seed(s)
-            model = build("mlp", ds.input_shape, ds.num_classes, **BASE_MODEL)
-            fit(
-                model,
-                ds.train,
-                {**BASE_RECIPE, "epochs": 16, "swa": avg, "swa_start": 8, "swa_lr": 0.05, "seed": s},
-                progress=False,
-            )
-            m = measure_model(model, ds, seed=s)
-            rows.append(Trained("swa" if avg else "sgd_iterate", s, model, seconds=0.0, **m))
-    return _flatter_and_better(rows, "swa", "sgd_iterate", out, "SWA vs last SGD iterate")
+    bench = ctx.workbench()
+    ds = bench.data
+    rows = {"swa": [], "sgd_iterate": []}
+    for seed in ctx.seeds:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = build("mlp", ds.input_shape, ds.num_classes, **B.BASE_MODEL)
+        rec = {**B.BASE_RECIPE, "epochs": 60, "swa": True, "swa_start": 30, "swa_lr": 0.02, "seed": seed}
+        rec.pop("target_train_loss")
+        res = fit(model, ds.train, rec, progress=False)
+        last = build("mlp", ds.input_shape, ds.num_classes, **B.BASE_MODEL)
+        last.load_state_dict(res.last_iterate)
+        last.eval()
+        from ..train.trainer import exact_train_loss
+
+        for name, net in (("swa", model), ("sgd_iterate", last)):
+            loss = exact_train_loss(net, *ds.train, "cross_entropy")
+            rows[name].append(B.Trained(name, seed, net, True, loss, 60, seconds=0.0, **bench.measure(net, seed)))
+    a, b = rows["swa"], rows["sgd_iterate"]
+    subs = [_paired_sub("Δlog λ_max (SWA − iterate)", "SWA flatter (λ_max)", a, b, "lambda_max", -1, log=True),
+            _paired_sub("Δlog tr H (SWA − iterate)", "SWA flatter (trace)", a, b, "trace", -1, log=True)]
+    files = [B.table(a + b, ctx.out / "models.csv"), *_strip(rows, "lambda_max", ctx.out / "swa", "λ_max")]
+    summary = "; ".join(x.line() for x in subs) + (
+        f"; train loss SWA {np.mean([x.train_loss for x in a]):.3g} vs iterate "
+        f"{np.mean([x.train_loss for x in b]):.3g}")
+    return Outcome(summary, subs, {}, files, len(ctx.seeds))
 
 
-# --- C10 / C11 / C15 ---------------------------------------------------------------------------------------
+# --- C10 / C11 / C15: one zoo of interventions ---------------------------------------------------------
+
+INTERVENTIONS = {
+    "cosine": _cfg("cosine", {"schedule": "cosine", "epochs": 100}),
+    "adam": _cfg("adam", {"optimizer": "adam", "lr": 0.002}),
+    "rmsprop": _cfg("rmsprop", {"optimizer": "rmsprop", "lr": 0.001, "momentum": 0.0}),
+    "ensemble_member_wider": _cfg("wider", model={"width": 128}),
+    "dropout": _cfg("dropout", model={"dropout": 0.1}),
+    "weight_decay": _cfg("weight_decay", {"weight_decay": 5e-4}),
+    "batchnorm": _cfg("batchnorm", model={"batchnorm": True}),
+    "label_smoothing": _cfg("label_smoothing", {"label_smoothing": 0.05}),
+    "depth": _cfg("depth3", model={"depth": 3}),
+}
+REGULARISED = [BASE, _cfg("wd1e-4", {"weight_decay": 1e-4}), INTERVENTIONS["weight_decay"],
+               _cfg("sam0.02", {"sam": "sam", "rho": 0.02}), _cfg("sam0.05", {"sam": "sam", "rho": 0.05}),
+               _cfg("aug_noise0.03", {"augment": ("noise",), "augment_noise": 0.03}),
+               _cfg("aug_noise0.06", {"augment": ("noise",), "augment_noise": 0.06})]
+C11_BAND_LOG, C11_BAND_DROP = math.log(1.1), 0.01
 
 
-@experiment("ood_flatness", "C10", "flatter minima lose less accuracy under distribution shift")
-def ood_flatness(out: Path, quick: bool, seed: int) -> dict:
-    models = zoo(quick, seed)
-    rho_l = spearman_ci([m.lambda_max for m in models], [m.drop for m in models], seed=seed)
-    rho_t = spearman_ci([m.trace for m in models], [m.drop for m in models], seed=seed)
-    files = [
-        _zoo_table(models, out / "zoo.csv"),
-        *_scatter(models, "lambda_max", "drop", out / "ood_flatness", "accuracy drop under shift vs λ_max"),
-    ]
-    verdict = sign_verdict(rho_l)
-    summary = (
-        f"{len(models)} nets, {len(RECIPES)} recipes; Spearman(λ_max, drop) {fmt_ci(rho_l, 2)}, "
-        f"Spearman(tr H, drop) {fmt_ci(rho_t, 2)} "
-        f"(drop = clean − shifted acc, {'+'.join(SHIFTS)} sev {SEVERITY})"
-    )
-    reason = {
-        "supported": "sharper models lose more under shift (interval above 0)",
-        "not supported": "sharper models lose less under shift (interval below 0)",
-        "mixed": "the rank correlation's interval contains 0",
-    }[verdict]
-    return _result({"rho_lambda_drop": rho_l, "rho_trace_drop": rho_t}, summary, verdict, reason, files)
+def _cluster_rho(models: list[B.Trained], x: str, y, seed: int) -> st.Interval:
+    ys = [y(m) for m in models] if callable(y) else [getattr(m, y) for m in models]
+    return st.cluster_bootstrap([getattr(m, x) for m in models], ys, [m.config for m in models],
+                                statistic="rho", n_boot=4000, seed=seed)
 
 
-@experiment(
-    "interventions",
-    "C11",
-    "schedules, optimisers, dropout, WD, BN, label smoothing, depth move flatness and OOD",
-)
-def interventions(out: Path, quick: bool, seed: int) -> dict:
-    models = zoo(quick, seed)
-    names = [
-        n for n in RECIPES if n not in ("base", "small_batch", "full_batch", "noise", "swa", "sam", "augment")
-    ]
-    rows, both = [], 0
-    for n in names:
-        d_lam = _paired(models, n, "base", "lambda_max")
-        d_drop = _paired(models, n, "base", "drop")
-        moves_flat = sign_verdict(d_lam) != "mixed"
-        moves_ood = sign_verdict(d_drop) != "mixed"
-        both += moves_flat and moves_ood
-        rows.append((n, d_lam, d_drop, moves_flat, moves_ood))
-    files = [
-        save_table(
-            out / "interventions.csv",
-            {
-                "intervention": [r[0] for r in rows],
-                "d_lambda_max": [r[1][0] for r in rows],
-                "d_lambda_lo": [r[1][1] for r in rows],
-                "d_lambda_hi": [r[1][2] for r in rows],
-                "d_drop": [r[2][0] for r in rows],
-                "d_drop_lo": [r[2][1] for r in rows],
-                "d_drop_hi": [r[2][2] for r in rows],
-            },
-        )
-    ]
+@experiment(ClaimSpec(
+    "C10", "ood_flatness", "Flatter minima go with smaller accuracy drops under distribution shift.",
+    hypothesis="across recipes at matched train loss, Spearman ρ(λ_max, accuracy drop under shift) > 0",
+    quantity="ρ over the intervention zoo (10 configurations × n seeds), configuration-cluster bootstrap 95%",
+    rule="supported if the interval > 0, contradicted if < 0, else inconclusive",
+    power="10 configurations × 6 seeds; a cluster bootstrap over 10 clusters resolves |ρ| ≳ 0.4",
+    n_full=6, n_quick=3))
+def ood_flatness(ctx: Context) -> Outcome:
+    bench = ctx.workbench()
+    m = bench.many([BASE, *INTERVENTIONS.values()], ctx.seeds)
+    ms = B.reached(_all(m))
+    rho = _cluster_rho(ms, "lambda_max", "drop", ctx.index)
+    sub = sign_sub("ρ(λ_max, drop)", "sharper → larger drop", rho, len(ms), claimed=+1)
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for name, v in m.items():
+        v = B.reached(v)
+        ax.scatter([x.lambda_max for x in v], [x.drop for x in v], s=14, label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("λ_max")
+    ax.set_ylabel("accuracy drop under shift")
+    ax.legend(fontsize=6, ncol=2)
+    files = [B.table(_all(m), ctx.out / "models.csv"), *save_figure(fig, ctx.out / "ood_flatness")]
+    return Outcome(sub.line(2), [sub], {}, files, len(ms))
+
+
+@experiment(ClaimSpec(
+    "C11", "interventions",
+    "Learning-rate schedules, adaptive optimisers, ensembles, dropout, weight decay, batch normalisation, "
+    "label smoothing and architecture depth each move both flatness and OOD robustness.",
+    hypothesis="each intervention changes both log λ_max and the accuracy drop under shift vs the base recipe "
+               "(direction not claimed)",
+    quantity="paired by seed, per intervention: Δlog λ_max and Δdrop; the 2 × 9 tests are one Holm family",
+    rule="per intervention: supported if both Holm-adjusted intervals exclude 0; contradicted if either "
+         f"adjusted interval lies inside the no-effect band (|Δlog λ| < log 1.1, |Δdrop| < {C11_BAND_DROP}); "
+         "else inconclusive; claim by the combine rule",
+    power="n = 6 pairs at Holm level ≈ 0.05/18: resolves ≈ 4.5·s/√n (Δlog λ ≈ 0.2, Δdrop ≈ 2 points)",
+    n_full=6, n_quick=3))
+def interventions(ctx: Context) -> Outcome:
+    bench = ctx.workbench()
+    m = bench.many([BASE, *INTERVENTIONS.values()], ctx.seeds)
+    base = m[BASE.name]
+    diffs, keys = [], []
+    for label, cfg in INTERVENTIONS.items():
+        for attr, log in (("lambda_max", True), ("drop", False)):
+            diffs.append(B.paired(m[cfg.name], base, attr, log=log))
+            keys.append((label, attr))
+    p = [float(__import__("scipy").stats.ttest_1samp(d, 0.0).pvalue) if len(d) > 1 and d.std() > 0 else 1.0
+         for d in diffs]
+    step, lev = st.holm_levels(p)
+    ivs, decided, open_ = {}, {}, True
+    for i in np.argsort(step):
+        iv = st.t_interval(diffs[i], 1 - float(lev[i]))
+        ivs[keys[i]] = iv
+        moves = open_ and sign_test(iv, 1) != "inconclusive"
+        open_ = open_ and moves
+        decided[keys[i]] = moves
+    subs, rows = [], []
+    for label in INTERVENTIONS:
+        li, di = ivs[(label, "lambda_max")], ivs[(label, "drop")]
+        flat_none = -C11_BAND_LOG < li.low and li.high < C11_BAND_LOG
+        drop_none = -C11_BAND_DROP < di.low and di.high < C11_BAND_DROP
+        if decided[(label, "lambda_max")] and decided[(label, "drop")]:
+            v = "supported"
+        elif flat_none or drop_none:
+            v = "contradicted"
+        else:
+            v = "inconclusive"
+        subs.append(SubTest(label, f"{label} moves λ_max and drop", di, "Holm family of 18; see claim rule", v,
+                            len(diffs[keys.index((label, "drop"))]),
+                            note=f"Δlog λ {st.fmt_interval(li, 2)}, Δdrop {st.fmt_interval(di, 2)}"))
+        rows.append((label, *li.triple(), *di.triple()))
+    cols = ("intervention", "dlog_lambda", "dlog_lambda_lo", "dlog_lambda_hi", "d_drop", "d_drop_lo", "d_drop_hi")
+    files = [save_table(ctx.out / "interventions.csv", {c: [r[i] for r in rows] for i, c in enumerate(cols)}),
+             B.table(_all(m), ctx.out / "models.csv")]
     fig, ax = plt.subplots(figsize=(6, 4))
-    for n, dl, dd, *_ in rows:
-        ax.errorbar(
-            dl[0],
-            dd[0],
-            xerr=[[dl[0] - dl[1]], [dl[2] - dl[0]]],
-            yerr=[[dd[0] - dd[1]], [dd[2] - dd[0]]],
-            fmt="o",
-            label=n,
-            capsize=2,
-        )
+    for r in rows:
+        ax.errorbar(r[1], r[4], xerr=[[r[1] - r[2]], [r[3] - r[1]]], yerr=[[r[4] - r[5]], [r[6] - r[4]]],
+                    fmt="o", capsize=2, label=r[0])
     ax.axhline(0, c="k", lw=0.5)
     ax.axvline(0, c="k", lw=0.5)
-    ax.set_xlabel("Δλ_max vs base")
-    ax.set_ylabel("Δ accuracy drop under shift vs base")
+    ax.set_xlabel("Δlog λ_max vs base (Holm-adjusted)")
+    ax.set_ylabel("Δ accuracy drop vs base")
     ax.legend(fontsize=6)
-    files += save_figure(fig, out / "interventions")
-    verdict = "supported" if both == len(names) else ("not supported" if both == 0 else "mixed")
-    summary = "; ".join(f"{n}: Δλ_max {fmt_ci(dl, 2)}, Δdrop {fmt_ci(dd, 2)}" for n, dl, dd, *_ in rows)
-    return _result(
-        {"rows": rows, "both": both},
-        summary,
-        verdict,
-        f"{both}/{len(names)} interventions move both λ_max and the shift drop (95% intervals excluding 0)",
-        files,
-    )
+    files += save_figure(fig, ctx.out / "interventions")
+    summary = "; ".join(f"{s.name}: {s.note} → {s.verdict}" for s in subs)
+    return Outcome(summary, subs, {"rows": rows}, files, len(ctx.seeds))
 
 
-@experiment("regularised_sharpness", "C15", "with regularisation the best models are often the sharpest")
-def regularised_sharpness(out: Path, quick: bool, seed: int) -> dict:
-    models = zoo(quick, seed, ["base", "weight_decay", "sam", "augment", "label_smoothing"])
-    lam = [m.lambda_max for m in models]
-    rho_acc = spearman_ci(lam, [m.test_acc for m in models], seed=seed)
-    rho_rob = spearman_ci(lam, [m.shift_acc for m in models], seed=seed)
-    rho_cal = spearman_ci(lam, [-m.ece for m in models], seed=seed)
-    files = [
-        _zoo_table(models, out / "zoo.csv"),
-        *_scatter(models, "lambda_max", "test_acc", out / "regularised", "accuracy vs λ_max (regularised)"),
-    ]
-    signs = [sign_verdict(r) for r in (rho_acc, rho_rob, rho_cal)]
-    if "supported" in signs and "not supported" not in signs:
-        verdict, reason = (
-            "supported",
-            "sharper models score better on at least one of accuracy/robustness/calibration",
-        )
-    elif all(s == "mixed" for s in signs):
-        verdict, reason = "mixed", "no significant link either way: sharpness is not a reliable signal here"
-    elif "not supported" in signs and "supported" not in signs:
-        verdict, reason = "not supported", "flatter models score better (the conventional direction)"
-    else:
-        verdict, reason = "mixed", "sharpness helps one metric and hurts another"
-    summary = (
-        f"{len(models)} nets; Spearman(λ_max, ·): accuracy {fmt_ci(rho_acc, 2)}, shifted accuracy "
-        f"{fmt_ci(rho_rob, 2)}, calibration (−ECE) {fmt_ci(rho_cal, 2)}"
-    )
-    return _result(
-        {"rho_acc": rho_acc, "rho_robust": rho_rob, "rho_calibration": rho_cal},
-        summary,
-        verdict,
-        reason,
-        files,
-    )
+@experiment(ClaimSpec(
+    "C15", "regularised_sharpness",
+    "With regularisation (augmentation, weight decay, SAM), the best models by accuracy, robustness and "
+    "calibration are often the sharpest; sharpness alone is not a reliable signal either way.",
+    hypothesis="among regularised models all at the same train loss, Spearman ρ(λ_max, metric) > 0 for "
+               "test accuracy, shifted accuracy and calibration (−ECE)",
+    quantity="ρ over 7 configurations (base, 2 × weight decay, 2 × SAM, 2 × input-noise augmentation, each "
+             "tuned so it reaches the target loss) × n seeds; configuration-cluster bootstrap 95%",
+    rule="per metric: supported if the interval > 0 (sharper is better), contradicted if < 0 (flatter is "
+         "better), else inconclusive; claim by the combine rule",
+    power="7 clusters × 6 seeds resolves |ρ| ≳ 0.4", n_full=6, n_quick=3))
+def regularised_sharpness(ctx: Context) -> Outcome:
+    bench = ctx.workbench()
+    m = bench.many(REGULARISED, ctx.seeds)
+    ms = B.reached(_all(m))
+    subs = [sign_sub(f"ρ(λ_max, {lab})", f"sharper → better {lab}", _cluster_rho(ms, "lambda_max", y, ctx.index),
+                     len(ms), claimed=+1)
+            for lab, y in (("test acc", "test_acc"), ("shifted acc", "shift_acc"), ("−ECE", lambda x: -x.ece))]
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for name, v in m.items():
+        v = B.reached(v)
+        ax.scatter([x.lambda_max for x in v], [x.test_acc for x in v], s=14, label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("λ_max")
+    ax.set_ylabel("test accuracy")
+    ax.legend(fontsize=6)
+    files = [B.table(_all(m), ctx.out / "models.csv"), *save_figure(fig, ctx.out / "regularised")]
+    miss = [f"{x.config}/{x.seed}" for x in _all(m) if not x.reached_target]
+    summary = "; ".join(s.line(2) for s in subs) + f"; missed target: {miss or 'none'}"
+    return Outcome(summary, subs, {}, files, len(ms))
 
 
 # --- C12 ---------------------------------------------------------------------------------------------------
 
 
-@experiment("finetune_flatness", "C12", "fine-tuning from a flatter start loses less under shift")
-def finetune_flatness(out: Path, quick: bool, seed: int) -> dict:
-    """Pre-train on digits classes 0–4 (flat start: SAM + small batch; sharp start: full-batch GD), then
-    fine-tune
-    both on all ten classes with the same recipe, and compare the accuracy drop under shift."""
-    from ..models import build
-    from ..train import fit
-
-    ds = digits()
+@experiment(ClaimSpec(
+    "C12", "finetune_flatness", "Fine-tuning from a flatter starting point loses less under shift.",
+    hypothesis="pre-train on digits 0–4 to the matched loss with SAM (flat start) or full-batch GD (sharp "
+               "start); fine-tune both on all digits to the matched loss; the flat start loses less under shift",
+    quantity="paired by seed: Δlog λ_max of the starts (manipulation check) and Δdrop after fine-tuning",
+    rule="manipulation: supported if Δlog λ_max < 0; the claim's test: if the manipulation holds, supported if "
+         "Δdrop < 0, contradicted if > 0, else inconclusive; if it fails, inconclusive",
+    power="n = 8 pairs; s of Δdrop ≈ 0.015 resolves ≈ 1.5 points", n_full=8, n_quick=3))
+def finetune_flatness(ctx: Context) -> Outcome:
+    bench = ctx.workbench()
+    ds = bench.data
     X, y = ds.train
     src = y < 5
-    seeds = 3 if quick else 5
-    rows = []
-    for s in range(seed, seed + seeds):
-        for start, rec in (
-            ("flat", {"sam": "sam", "rho": 0.1, "batch_size": 16}),
-            ("sharp", {"batch_size": "full", "lr": 0.2, "epochs": 200}),
-        ):
-            torch.manual_seed(s)
-            model = build("mlp", ds.input_shape, ds.num_classes, **BASE_MODEL)
-            fit(model, (X[src], y[src]), {**BASE_RECIPE, **rec, "seed": s}, progress=False)
-            pre = measure_model(model, ds, seed=s)
-            fit(model, (X, y), {**BASE_RECIPE, "lr": 0.02, "epochs": 5, "seed": s}, progress=False)
-            post = measure_model(model, ds, seed=s)
-            rows.append(Trained(start, s, model, seconds=0.0, **post))
-            rows[-1].pre_lambda = pre["lambda_max"]  # type: ignore[attr-defined]
-    d_pre = t_interval(
-        [a.pre_lambda - b.pre_lambda for a, b in zip(_by(rows, "flat"), _by(rows, "sharp"), strict=True)]
-    )
-    d_drop = _paired(rows, "flat", "sharp", "drop")
-    d_acc = _paired(rows, "flat", "sharp", "test_acc")
-    files = [
-        _zoo_table(rows, out / "finetuned.csv"),
-        *_scatter(rows, "lambda_max", "drop", out / "finetune", "after fine-tuning"),
-    ]
-    start_flatter = d_pre[2] < 0
-    verdict = sign_verdict((-d_drop[0], -d_drop[2], -d_drop[1])) if start_flatter else "mixed"
-    summary = (
-        f"flat − sharp start: Δλ_max before fine-tuning {fmt_ci(d_pre)}; after: Δdrop under shift "
-        f"{fmt_ci(d_drop)}, Δclean acc {fmt_ci(d_acc)} (n={seeds} seeds)"
-    )
-    reason = (
-        "the flat start was not measurably flatter, so the comparison is inconclusive"
-        if not start_flatter
-        else {
-            "supported": "the flatter start loses less under shift",
-            "not supported": "the flatter start loses more",
-            "mixed": "no significant difference in the shift drop",
-        }[verdict]
-    )
-    return _result({"d_pre_lambda": d_pre, "d_drop": d_drop, "d_acc": d_acc}, summary, verdict, reason, files)
+    starts = {"flat": _cfg("pre_sam", {"sam": "sam", "rho": 0.1}),
+              "sharp": _cfg("pre_full", {"batch_size": "full", "lr": 0.5, "epochs": 1500})}
+    fine = _cfg("fine", {"lr": 0.01})
+    pre, post = {k: [] for k in starts}, {k: [] for k in starts}
+    from ..train import fit
+
+    for seed in ctx.seeds:
+        for k, cfg in starts.items():
+            t = bench.train(cfg, seed, data=(X[src], y[src]))
+            pre[k].append(t)
+            r = fit(t.model, (X, y), fine.recipe_dict(seed), progress=False)
+            post[k].append(B.Trained(k, seed, t.model, bool(r.reached_target) and t.reached_target,
+                                     float(r.final_train_loss), int(r.epochs_run), seconds=0.0,
+                                     **bench.measure(t.model, seed)))
+    manip = _paired_sub("Δlog λ_max of the start (flat − sharp)", "flat start flatter", pre["flat"],
+                        pre["sharp"], "lambda_max", -1, log=True)
+    main = _paired_sub("Δdrop after fine-tuning (flat − sharp)", "flat start loses less", post["flat"],
+                       post["sharp"], "drop", -1)
+    if manip.verdict != "supported":
+        main.verdict, main.note = "inconclusive", "the flat start was not measurably flatter"
+    files = [B.table(pre["flat"] + pre["sharp"], ctx.out / "pretrained.csv"),
+             B.table(post["flat"] + post["sharp"], ctx.out / "finetuned.csv"),
+             *_strip(post, "drop", ctx.out / "finetune", "accuracy drop under shift", log=False)]
+    return Outcome(f"{manip.line()}; {main.line()}", [main], {"manipulation": manip.line()}, files, len(ctx.seeds))
 
 
 # --- C14 ---------------------------------------------------------------------------------------------------
 
+C14_SEPS = (0.1, 0.3, 1.0, 3.0)
 
-@experiment("class_separation", "C14", "close classes give sharper 100%-accuracy solutions than far classes")
-def class_separation(out: Path, quick: bool, seed: int) -> dict:
+
+@experiment(ClaimSpec(
+    "C14", "class_separation",
+    "Separating two classes that are close together yields a sharper solution than separating classes far "
+    "apart, with the same 100% accuracy.",
+    hypothesis="two separable Gaussian classes at gaps 0.1–3: at 100% train accuracy and the same train loss "
+               "(0.01), the closest pair has a larger λ_max than the farthest",
+    quantity="paired by seed: log λ_max(gap 0.1) − log λ_max(gap 3); Spearman ρ(gap, λ_max) for information",
+    rule="supported if the interval > 0, contradicted if < 0, else inconclusive (runs below 100% accuracy or "
+         "above the target loss are dropped with their pair)",
+    power="n = 8 pairs; s ≈ 0.3 resolves ≈ 0.3 (a 35% change)", n_full=8, n_quick=3))
+def class_separation(ctx: Context) -> Outcome:
     from ..data import load_two_class
     from ..models import build
     from ..objective import Objective
     from ..sharpness import measure
     from ..train import evaluate, fit
 
-    seps, seeds = [0.2, 0.5, 1.0, 2.0, 4.0], 3 if quick else 6
     rows = []
-    for sep in seps:
-        for s in range(seed, seed + seeds):
-            ds = load_two_class(400, separation=sep, spread=0.5, seed=s)
-            torch.manual_seed(s)
-            model = build("mlp", ds.input_shape, 2, width=16, depth=1)
-            fit(model, ds.train, {**BASE_RECIPE, "epochs": 40, "seed": s}, progress=False)
+    for sep in C14_SEPS:
+        for seed in ctx.seeds:
+            ds = load_two_class(400, separation=sep, spread=0.5, seed=seed)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                model = build("mlp", ds.input_shape, 2, width=16, depth=1)
+            r = fit(model, ds.train, {**B.BASE_RECIPE, "lr": 0.05, "epochs": 2000, "target_train_loss": 0.01,
+                                      "seed": seed}, progress=False)
             obj = Objective(model, "cross_entropy", ds.train, dtype=torch.float64)
-            lam = measure(obj, "lambda_max", tol=1e-4, seed=s).value
-            rows.append((sep, s, lam, evaluate(model, ds.train)["accuracy"], obj.loss()))
-    lam = {sep: t_interval([r[2] for r in rows if r[0] == sep]) for sep in seps}
-    acc = {sep: float(np.mean([r[3] for r in rows if r[0] == sep])) for sep in seps}
-    rho = spearman_ci([r[0] for r in rows], [r[2] for r in rows], seed=seed)
-    files = [
-        save_table(
-            out / "separation.csv",
-            {
-                "separation": [r[0] for r in rows],
-                "seed": [r[1] for r in rows],
-                "lambda_max": [r[2] for r in rows],
-                "train_acc": [r[3] for r in rows],
-                "train_loss": [r[4] for r in rows],
-            },
-        )
-    ]
+            lam = measure(obj, "lambda_max", tol=1e-4, seed=seed).value
+            acc = evaluate(model, ds.train)["accuracy"]
+            rows.append((sep, seed, lam, acc, float(r.final_train_loss), bool(r.reached_target) and acc >= 1.0))
+    d = []
+    for seed in ctx.seeds:
+        a = [r for r in rows if r[1] == seed and r[0] == C14_SEPS[0]][0]
+        b = [r for r in rows if r[1] == seed and r[0] == C14_SEPS[-1]][0]
+        if a[5] and b[5]:
+            d.append(math.log(a[2]) - math.log(b[2]))
+    sub = sign_sub("log λ(close) − log λ(far)", "close classes sharper", st.t_interval(d), len(d), claimed=+1,
+                   mde_value=mde(d))
+    ok = [r for r in rows if r[5]]
+    rho = st.spearman_rho([r[0] for r in ok], [r[2] for r in ok]) if len(ok) > 2 else math.nan
+    cols = ("separation", "seed", "lambda_max", "train_acc", "train_loss", "kept")
+    files = [save_table(ctx.out / "separation.csv", {c: [r[i] for r in rows] for i, c in enumerate(cols)})]
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.errorbar(seps, [lam[s][0] for s in seps], yerr=[lam[s][0] - lam[s][1] for s in seps], marker="o")
+    ax.scatter([r[0] for r in ok], [r[2] for r in ok], s=14)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("class separation")
-    ax.set_ylabel("λ_max (train)")
-    files += save_figure(fig, out / "class_separation")
-    perfect = all(a >= 0.999 for a in acc.values())
-    verdict = sign_verdict((-rho[0], -rho[2], -rho[1]))
-    if not perfect and verdict == "supported":
-        verdict = "mixed"
-    summary = (
-        "λ_max: "
-        + ", ".join(f"sep {s}: {fmt_ci(lam[s])}" for s in seps)
-        + "; train acc "
-        + ", ".join(f"{a:.3f}" for a in acc.values())
-        + f"; Spearman(separation, λ_max) {fmt_ci(rho, 2)}"
-    )
-    reason = (
-        "closer classes give sharper solutions"
-        if verdict == "supported"
-        else "not all runs reached 100% training accuracy"
-        if not perfect
-        else "no monotone link"
-    )
-    return _result({"lambda": lam, "train_acc": acc, "rho": rho}, summary, verdict, reason, files)
-
-
-def seconds_per_model() -> float:
-    """Mean training + measuring time of the zoo models built so far (for the report's cost line)."""
-    vals = [m.seconds for v in _ZOO.values() for m in v]
-    return float(np.mean(vals)) if vals else math.nan
+    ax.set_xlabel("class gap")
+    ax.set_ylabel("λ_max at train loss 0.01, 100% accuracy")
+    files += save_figure(fig, ctx.out / "class_separation")
+    return Outcome(f"{sub.line()}; Spearman(gap, λ_max) {rho:.2f}; kept {len(ok)}/{len(rows)} runs", [sub],
+                   {"rho": rho}, files, len(ctx.seeds))

@@ -1,4 +1,11 @@
-"""The lab's experiment registry: ``@experiment(name, claim, title)`` on ``fn(out, quick, seed) -> dict``."""
+"""The lab's registry: one :class:`ClaimSpec` per claim — statement, experiment, hypothesis, measured quantity,
+pre-registered rule, power note — is the single source of truth for the lab, the claims report, the docs
+table and the tests.
+
+An experiment is ``fn(ctx: Context) -> Outcome`` registered with ``@experiment(ClaimSpec(...))``. The
+registry decides the verdict from the outcome's sub-tests (:func:`flatminima.lab.rules.combine`); the
+experiment never writes a verdict itself.
+"""
 
 from __future__ import annotations
 
@@ -13,21 +20,68 @@ import torch
 
 from ..errors import FlatminimaError
 from ..jsonable import plain as _plain
+from . import rules
+from .rules import Outcome, seed_set
 
-VERDICTS = ("supported", "not supported", "mixed", "not testable here")
+
+@dataclass(frozen=True)
+class ClaimSpec:
+    """A claim and its pre-registered test, written before any data.
+
+    ``kind`` is ``"test"`` (three-valued verdict) or ``"demonstration"`` (a definition or constructed
+    mechanism: numbers and a figure, no verdict). ``n_full`` / ``n_quick``: seeds (or configurations) per
+    seed set; ``quick_powered`` says whether the quick run has the power of the full one (otherwise quick
+    reports ``inconclusive (quick)``)."""
+
+    claim: str
+    experiment: str
+    statement: str
+    hypothesis: str
+    quantity: str
+    rule: str
+    power: str
+    n_full: int
+    n_quick: int
+    kind: str = "test"
+    quick_powered: bool = False
+
+    @property
+    def number(self) -> int:
+        return int(self.claim[1:])
+
+
+@dataclass
+class Context:
+    """What an experiment gets: its output folder, quick or full, its (disjoint) seeds and a bench that
+    shares trained models between experiments of one claims run."""
+
+    out: Path
+    quick: bool
+    seeds: list[int]
+    index: int = 0
+    bench: Any = None
+
+    def workbench(self):
+        if self.bench is None:
+            from .bench import Bench
+
+            self.bench = Bench()
+        return self.bench
 
 
 @dataclass
 class LabResult:
-    """One experiment's outcome: measured numbers (with intervals), a verdict on its claim and the reason."""
+    """One experiment's outcome on one seed set: sub-tests with intervals, the combined verdict, files."""
 
     name: str
     claim: str
     title: str
-    numbers: dict[str, Any]
     summary: str
     verdict: str
-    reason: str
+    subtests: list[dict]
+    numbers: dict[str, Any]
+    seeds: list[int]
+    n: int
     files: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -37,27 +91,44 @@ class LabResult:
 
 @dataclass(frozen=True)
 class Experiment:
-    name: str
-    claim: str
-    title: str
-    fn: Callable[..., dict]
+    spec: ClaimSpec
+    fn: Callable[[Context], Outcome]
+
+    @property
+    def name(self) -> str:
+        return self.spec.experiment
+
+    @property
+    def claim(self) -> str:
+        return self.spec.claim
+
+    @property
+    def title(self) -> str:
+        return self.spec.statement
 
 
 _REGISTRY: dict[str, Experiment] = {}
 
 
-def experiment(name: str, claim: str, title: str) -> Callable:
-    """Register ``fn(out, quick, seed) -> dict(numbers, summary, verdict, reason, files)``."""
+def experiment(spec: ClaimSpec) -> Callable:
+    """Register ``fn(ctx) -> Outcome`` as the experiment of ``spec``."""
+    if spec.kind not in ("test", "demonstration"):
+        raise FlatminimaError(f"{spec.claim}: kind must be 'test' or 'demonstration', got {spec.kind!r}.")
 
-    def wrap(fn: Callable[..., dict]) -> Callable[..., dict]:
-        _REGISTRY[name] = Experiment(name, claim, title, fn)
+    def wrap(fn: Callable[[Context], Outcome]) -> Callable[[Context], Outcome]:
+        _REGISTRY[spec.experiment] = Experiment(spec, fn)
         return fn
 
     return wrap
 
 
+def specs() -> list[ClaimSpec]:
+    """Every registered claim, in claim order (C1, C2, …)."""
+    return sorted((e.spec for e in _REGISTRY.values()), key=lambda s: s.number)
+
+
 def available() -> dict[str, str]:
-    """Every experiment name with its claim and title."""
+    """Every experiment name with its claim and statement."""
     return {n: f"{e.claim}: {e.title}" for n, e in sorted(_REGISTRY.items())}
 
 
@@ -69,29 +140,34 @@ def get(name: str) -> Experiment:
     return _REGISTRY[name]
 
 
-def run(name: str, *, out: str | Path | None = None, quick: bool = True, seed: int = 0) -> LabResult:
-    """Run experiment ``name``; its figure (PNG + SVG), CSV data and ``result.json`` go to ``out/name/``."""
+def run(name: str, *, out: str | Path | None = None, quick: bool = True, seed: int = 0,
+        bench: Any = None) -> LabResult:
+    """Run experiment ``name`` on seed set ``seed`` (seeds seed·n … seed·n + n − 1, disjoint for distinct
+    ``seed``); its figure (PNG + SVG), CSV data and ``result.json`` go to ``out/name/seed<k>/``."""
     exp = get(name)
-    folder = Path(out or "lab_out") / name
+    spec = exp.spec
+    n = spec.n_quick if quick else spec.n_full
+    folder = Path(out or "lab_out") / name / f"seed{seed}"
     folder.mkdir(parents=True, exist_ok=True)
+    ctx = Context(folder, quick, seed_set(seed, n), seed, bench)
     t0 = time.perf_counter()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the lab's models are tiny: one thread avoids contention (and is deterministic)
     try:
-        res = exp.fn(folder, quick, seed)
+        res = exp.fn(ctx)
     finally:
         torch.set_num_threads(threads)
-    if res["verdict"] not in VERDICTS:
-        raise FlatminimaError(f"experiment {name} returned verdict {res['verdict']!r}; allowed {VERDICTS}.")
+    if not isinstance(res, Outcome):
+        raise FlatminimaError(f"experiment {name} returned {type(res).__name__}, expected lab.rules.Outcome.")
+    verdict = res.verdict
+    if spec.kind == "demonstration":
+        verdict = rules.DEMONSTRATION
+    elif quick and not spec.quick_powered:
+        verdict = rules.QUICK
     result = LabResult(
-        name,
-        exp.claim,
-        exp.title,
-        _plain(res["numbers"]),
-        res["summary"],
-        res["verdict"],
-        res["reason"],
-        list(res.get("files", [])),
+        name, spec.claim, spec.statement, res.summary, verdict,
+        [_plain(asdict(s)) | {"interval": list(s.interval.triple())} for s in res.subtests],
+        _plain(res.numbers) | {"raw_verdict": res.verdict}, ctx.seeds, res.n or n, list(res.files),
         time.perf_counter() - t0,
     )
     path = folder / "result.json"

@@ -55,8 +55,8 @@ def sign_verdict(
     ci: tuple[float, float, float],
     *,
     positive: str = "supported",
-    negative: str = "not supported",
-    neither: str = "mixed",
+    negative: str = "contradicted",
+    neither: str = "inconclusive",
 ) -> str:
     """Verdict from an interval for an effect whose claimed sign is positive."""
     d = _st.Interval(*ci, level=math.nan).direction()
