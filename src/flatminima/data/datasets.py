@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import FlatminimaError, require_in_range
+from ..errors import FlatminimaError, require_in_range, require_positive_int
 from .corruptions import CORRUPTIONS, corrupt
 from .files import read_arrays, split_arrays
 from .mnist1d_shifts import SHIFTS as MNIST1D_SHIFTS
@@ -80,6 +80,9 @@ def load_mnist1d(num_samples: int = 5000, seed: int = 42, *, shifts: bool | Sequ
     ``iid_noise, corr_noise, translation, scale, shear``) adds test sets regenerated with that parameter at
     severities 1..5 (see :mod:`flatminima.data.mnist1d_shifts`).
     """
+    require_positive_int("num_samples", num_samples)
+    if num_samples < 10:
+        raise FlatminimaError(f"num_samples must be at least 10 (one per digit class), got {num_samples}.")
     d = mnist1d_arrays(num_samples, seed, **overrides)
     names = _shift_names(shifts, list(MNIST1D_SHIFTS))
     raw = mnist1d_shifts(d, overrides, names) if names else {}
@@ -114,6 +117,8 @@ def load_two_class(num_samples: int = 1000, separation: float = 1.0, *, dim: int
                    test_fraction: float = 0.2, seed: int = 0) -> Dataset:
     """Two separable classes with a gap ``separation`` along x₁ (:mod:`flatminima.data.synthetic`)."""
     require_in_range("test_fraction", test_fraction, 0.0, 1.0, inclusive=False)
+    require_positive_int("num_samples", num_samples)
+    require_positive_int("dim", dim)
     x, y = two_class_arrays(num_samples, separation, dim=dim, spread=spread, seed=seed)
     cut = int(round(num_samples * (1 - test_fraction)))
     return Dataset("two_class", _x(x[:cut]), _y(y[:cut]), _x(x[cut:]), _y(y[cut:]), 2,
@@ -152,8 +157,17 @@ def load_file(path: str, *, name: str | None = None, test_fraction: float = 0.2,
     arrays = read_arrays(path, label_column=label_column)
     x, y, xt, yt = split_arrays(arrays, str(path), test_fraction=test_fraction, seed=seed,
                                 input_shape=input_shape)
+    if num_classes is not None:
+        require_positive_int("num_classes", num_classes)
     found = int(max(y.max(), yt.max())) + 1
     if num_classes is not None and num_classes < found:
         raise FlatminimaError(f"num_classes={num_classes} but the labels go up to {found - 1}.")
+    unseen = sorted(set(np.unique(yt).tolist()) - set(np.unique(y).tolist()))
+    if unseen and num_classes is None:  # they would silently add classes the model never trains on
+        raise FlatminimaError(
+            f"data file {str(path)!r}: the test labels include class(es) {unseen[:10]} that no training sample "
+            f"has (training labels go up to {int(y.max())}); fix the labels, or pass num_classes= to say how "
+            "many classes there are."
+        )
     return Dataset(name or Path(path).stem, _x(x), _y(y), _x(xt), _y(yt), num_classes or found,
                    info={"path": str(path)})

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import math
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,8 +33,14 @@ def _read_npz(p: Path) -> dict[str, np.ndarray]:
         with np.load(p, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except ValueError as err:  # object arrays need pickle: refused
+        if "pickle" not in str(err).lower():
+            raise FlatminimaError(f"data file {str(p)!r} is not a readable .npz archive ({err}); save it again "
+                                  "with numpy.savez.") from None
         raise FlatminimaError(f"data file {str(p)!r} cannot be read without pickle ({err}); "
                               "save plain numeric arrays.") from err
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as err:  # truncated or not a zip archive
+        raise FlatminimaError(f"data file {str(p)!r} is damaged or not a .npz archive "
+                              f"({type(err).__name__}: {err}); save it again with numpy.savez.") from None
 
 
 def _read_pt(p: Path) -> dict[str, np.ndarray]:
@@ -48,8 +55,11 @@ def _read_pt(p: Path) -> dict[str, np.ndarray]:
 
 
 def _read_csv(p: Path, label_column: str | None) -> dict[str, np.ndarray]:
-    with p.open(newline="") as fh:
-        rows = list(csv.reader(fh))
+    try:
+        with p.open(newline="", encoding="utf-8") as fh:
+            rows = [r for r in csv.reader(fh) if any(cell.strip() for cell in r)]  # blank lines skipped
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise FlatminimaError(f"data file {str(p)!r} is not a UTF-8 CSV text file ({err}).") from None
     if len(rows) < 2:
         raise FlatminimaError(f"data file {str(p)!r} needs a header row and at least one data row.")
     header = [h.strip() for h in rows[0]]
@@ -57,6 +67,13 @@ def _read_csv(p: Path, label_column: str | None) -> dict[str, np.ndarray]:
     if label is None or label not in header:
         raise FlatminimaError(f"data file {str(p)!r} has no label column {label_column or 'label/y'!r}; "
                               f"its columns are {header}.")
+    if len(set(header)) != len(header):
+        dup = sorted({h for h in header if header.count(h) > 1})
+        raise FlatminimaError(f"data file {str(p)!r}: the header names column(s) {dup} more than once.")
+    for n, r in enumerate(rows[1:], start=2):
+        if len(r) != len(header):  # a value too many (or too few) would shift every column after it
+            raise FlatminimaError(f"data file {str(p)!r}, line {n}: {len(r)} values but the header has "
+                                  f"{len(header)} columns; every row needs one value per column.")
     li, si = header.index(label), header.index("split") if "split" in header else None
     feats = [i for i in range(len(header)) if i not in (li, si)]
     try:
