@@ -25,6 +25,13 @@ def test_docs_table_lists_every_registered_claim():
         assert f"| {s.claim} |" in doc and f"`{s.experiment}`" in doc
 
 
+def test_docs_generated_part_matches_the_registry():
+    from flatminima.claims import docs
+
+    doc = (Path(__file__).parents[1] / "docs" / "claims.md").read_text()
+    assert docs.render() in doc, "run: python -m flatminima.claims.docs docs/claims.md"
+
+
 def _row(s, verdicts):
     return claims.ClaimRow(s.claim, s.statement, s.experiment, s.kind, s.hypothesis, s.quantity, s.rule, s.power,
                            s.n_full, rules.stable(verdicts), verdicts, ["x = 1 [0.5, 1.5] | y"] * len(verdicts),
