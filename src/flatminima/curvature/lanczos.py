@@ -155,6 +155,7 @@ def eigenvalues(
     seed: int = 0,
     theta: torch.Tensor | None = None,
     stop: str = "residual",
+    v0: torch.Tensor | None = None,
 ) -> EigenResult:
     """The k extreme eigenvalues of the Hessian (or GGN) at θ by Lanczos with certified residuals.
 
@@ -171,6 +172,9 @@ def eigenvalues(
     as fast as residuals, so this saves products (benchmarks/curvature.py) at the price of relying on the
     Ritz gap, an estimate of the true gap; ``converged`` then refers to this bound, computed from the
     true residuals. ``error_bounds`` is always that gap-refined bound from the true residuals (floored).
+    ``v0`` starts the Krylov space from a given vector instead of a seeded random one (a warm start: the
+    previous top eigenvector while tracking λmax during training, so a few products suffice); ``seed``
+    still draws any restart vector.
     Ref: Lanczos 1950; Golub & Van Loan, Matrix Computations §10.1; Parlett, The Symmetric Eigenvalue
     Problem §11.7; Ghorbani et al. 2019 for its use on neural-network Hessians.
     """
@@ -181,9 +185,10 @@ def eigenvalues(
     require_positive_int("max_iter", limit)
     gen = torch.Generator().manual_seed(seed)
     matvec = make_operator(obj, operator, theta)
+    start = random_vector(obj.dim, gen, obj.params) if v0 is None else _check_start(obj, v0)
     # The basis (limit + 1 vectors), its stacked copy for reorthogonalisation and the k Ritz vectors.
     with obj.reserve(2 * (limit + 1) + k, f"Lanczos's basis of max_iter={limit}"), obj.meter() as cost:
-        krylov = Krylov(matvec, random_vector(obj.dim, gen, obj.params), gen)
+        krylov = Krylov(matvec, start, gen)
         next_check = 0  # the Krylov size from which a true-residual check may run again
         while True:
             more = krylov.step()
@@ -221,6 +226,14 @@ def eigenvalues(
         operator=operator, which=which, tol=tol, seed=seed, mode=obj.mode, cost=cost, floor=floor,
         estimates=torch.as_tensor(raw[picked], dtype=torch.float64),
     )
+
+
+def _check_start(obj: Objective, v0: torch.Tensor) -> torch.Tensor:
+    v0 = torch.as_tensor(v0).detach().reshape(-1).to(device=obj.device, dtype=obj.dtype)
+    if v0.numel() != obj.dim or not torch.isfinite(v0).all() or float(v0.norm()) == 0.0:
+        raise FlatminimaError(f"v0 must be a finite, non-zero vector of {obj.dim} entries (the parameter count), "
+                              f"got {v0.numel()} entries.")
+    return v0
 
 
 def _merged(all_residuals: np.ndarray, picked: np.ndarray, picked_residuals: np.ndarray) -> np.ndarray:

@@ -159,7 +159,7 @@ def _batches(order: torch.Tensor, bs: int) -> list[torch.Tensor]:
 
 
 def _train_epoch(model: nn.Module, X: torch.Tensor, y: torch.Tensor, r: Recipe, st: _State, loss_fn: Callable,
-                 device: Any, epoch: int) -> float:
+                 device: Any, epoch: int, on_step: Callable[[], None] | None = None) -> float:
     model.train()
     bs, total, count = r.batch_for(len(X)), 0.0, 0
     dims = spatial_dims_of(tuple(X.shape[1:]))
@@ -190,6 +190,8 @@ def _train_epoch(model: nn.Module, X: torch.Tensor, y: torch.Tensor, r: Recipe, 
         st.opt.step()
         if st.noise:
             st.noise.after_step()
+        if on_step is not None:
+            on_step()
         total, count = total + value * len(idx), count + len(idx)
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         raise NonFiniteLossError(f"the weights became NaN/inf at epoch {epoch + 1}; the run was stopped. "
@@ -228,14 +230,18 @@ def exact_train_loss(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss: s
 def fit(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], recipe: Recipe | dict | None = None, *,
         checkpoint_dir: str | Path | None = None, progress: bool = True, device: str | torch.device = "cpu",
         eval_data: tuple[torch.Tensor, torch.Tensor] | None = None, loss_fn: Callable | None = None,
-        callback: Callable[[int, dict, nn.Module], None] | None = None) -> TrainResult:
+        callback: Callable[[int, dict, nn.Module], None] | None = None,
+        step_callback: Callable[[int, nn.Module, torch.optim.Optimizer], None] | None = None) -> TrainResult:
     """Train ``model`` in place on ``data = (X, y)`` (or a Dataset) with ``recipe``; return a TrainResult.
 
     The same seed gives the same weights bit for bit on the CPU. With ``checkpoint_dir``, ``last.pt`` is
     written every ``recipe.checkpoint_every`` epochs and at the end, and a run finding it there resumes
     after the last finished epoch (same recipe required). ``eval_data`` adds test loss/accuracy to each
     epoch's history row; ``loss_fn(outputs, targets)`` replaces the recipe's loss; ``callback(epoch,
-    row, model)`` runs after each epoch (after the checkpoint).
+    row, model)`` runs after each epoch (after the checkpoint); ``step_callback(step, model, optimizer)``
+    after every optimiser step (``step`` counts updates from 1, across resumes; the epoch's schedule step
+    comes later, so ``optimizer``'s learning rate is the one that update used), and once with step 0 before
+    the first update of a fresh run: the hook :class:`flatminima.dynamics.SharpnessMonitor` uses.
 
     With ``recipe.target_train_loss`` the run stops at the first epoch end where the exact train loss
     (:func:`exact_train_loss`: the recipe's plain cross-entropy/MSE, never smoothed, in eval mode on all
@@ -261,10 +267,19 @@ def fit(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], recipe: Recip
         exact = result.history[-1].get("exact_train_loss") if result.history else None
         done = target is not None and exact is not None and exact <= target  # a resumed run that had stopped
         result.epochs_run = start
+        per_epoch = len(_batches(torch.arange(len(X)), r.batch_for(len(X))))
+        steps = [start * per_epoch]
+        on_step = None
+        if step_callback is not None:
+            def on_step() -> None:
+                steps[0] += 1
+                step_callback(steps[0], model, st.opt)
+            if start == 0 and not done:
+                step_callback(0, model, st.opt)
         with progress_bar(r.epochs - start, "training", enabled=progress and not done) as advance:
             for epoch in range(start, r.epochs if not done else start):
                 lr = st.opt.param_groups[0]["lr"]
-                train_loss = _train_epoch(model, X, y, r, st, lossf, device, epoch)
+                train_loss = _train_epoch(model, X, y, r, st, lossf, device, epoch, on_step)
                 _end_epoch(model, r, st, epoch)
                 row = {"epoch": epoch + 1, "train_loss": train_loss, "lr": lr}
                 if target is not None:

@@ -1,0 +1,192 @@
+"""Training dynamics: thresholds exact on a quadratic, the edge of stability on a tanh MLP, warm Lanczos."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from flatminima import Objective
+from flatminima.curvature import eigenvalues
+from flatminima.dynamics import SharpnessMonitor, plot_dynamics, preconditioner, stability_threshold, summarize
+from flatminima.errors import FlatminimaError
+
+A = torch.diag(torch.tensor([3.0, 1.0, 0.2], dtype=torch.float64))
+
+
+def _quadratic_run(make_opt, steps=400):
+    """Final |θ| after ``steps`` of ``make_opt([θ])`` on f = ½θᵀAθ, and the optimiser."""
+    theta = nn.Parameter(torch.ones(3, dtype=torch.float64))
+    opt = make_opt([theta])
+    for _ in range(steps):
+        opt.zero_grad()
+        (0.5 * theta @ A @ theta).backward()
+        opt.step()
+    return float(theta.detach().norm()), opt
+
+
+@pytest.mark.parametrize("kind", ["gd", "heavy_ball", "nesterov", "dampened"])
+def test_sgd_thresholds_are_exact_on_a_quadratic(kind):
+    obj = Objective.from_function(lambda x: 0.5 * x @ A @ x, torch.ones(3, dtype=torch.float64))
+    lam = float(eigenvalues(obj, 1, tol=1e-10).values[0])
+    assert lam == pytest.approx(3.0, rel=1e-10)
+    kw = {"gd": {}, "heavy_ball": {"momentum": 0.9}, "nesterov": {"momentum": 0.5, "nesterov": True},
+          "dampened": {"momentum": 0.8, "dampening": 0.5}}[kind]
+    th = stability_threshold(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0, **kw))
+    # η at which λ = 3 sits exactly on the threshold: threshold(η) = c/η, so η* = c/λ.
+    eta_star = th.value / lam
+    below, _ = _quadratic_run(lambda p: torch.optim.SGD(p, lr=0.99 * eta_star, **kw), 3000)
+    above, opt = _quadratic_run(lambda p: torch.optim.SGD(p, lr=1.01 * eta_star, **kw), 3000)
+    assert below < 1e-3 and above > 1e3
+    assert stability_threshold(opt).value == pytest.approx(th.value / (1.01 * eta_star), rel=1e-12)
+    assert stability_threshold(opt).kind == ("heavy_ball" if kind == "dampened" else kind)
+
+
+def test_adam_threshold_is_exact_with_its_preconditioner_frozen():
+    # Adam's update is θ ← θ − η P⁻¹ m (P from `preconditioner`); with P frozen it is heavy ball with an EMA
+    # on P⁻¹A, which is stable exactly below λmax(P⁻¹A) = (2+2β₁)/((1−β₁)η).
+    theta = nn.Parameter(torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64))
+    opt = torch.optim.Adam([theta], lr=0.01, betas=(0.9, 0.99), eps=1e-8)
+    for _ in range(5):
+        before = theta.detach().clone()
+        opt.zero_grad()
+        (0.5 * theta @ A @ theta).backward()
+        opt.step()
+        p = preconditioner(opt, [theta])
+        m = opt.state[theta]["exp_avg"]
+        # the step torch took is exactly η P⁻¹ m: P is the preconditioner of the latest update
+        assert torch.allclose(before - theta.detach(), 0.01 * m / p, rtol=1e-12, atol=0)
+    th = stability_threshold(opt)
+    assert th.preconditioned and th.value == pytest.approx(38 / 0.01)
+    sharp = float(torch.linalg.eigvalsh(torch.diag(p.rsqrt()) @ A @ torch.diag(p.rsqrt()))[-1])
+    b1 = 0.9
+    for factor, diverges in ((0.99, False), (1.01, True)):
+        eta = factor * (2 + 2 * b1) / ((1 - b1) * sharp)
+        x, mom = torch.ones(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
+        for _ in range(5000):
+            mom = b1 * mom + (1 - b1) * (A @ x)
+            x = x - eta * mom / p
+        assert (not float(x.norm()) < 1e3) == diverges  # NaN (overflow) counts as diverged
+
+
+def test_v0_warm_start_saves_products_and_checks_input():
+    obj = Objective.from_function(lambda x: 0.5 * (x**2 * torch.linspace(0.1, 5, 50, dtype=torch.float64)).sum(),
+                                  torch.ones(50, dtype=torch.float64))
+    cold = eigenvalues(obj, 1, tol=1e-6, return_vectors=True)
+    near = cold.vectors[:, 0] + 1e-7 * torch.randn(50, generator=torch.Generator().manual_seed(1),
+                                                   dtype=torch.float64)
+    warm = eigenvalues(obj, 1, tol=1e-6, v0=near)
+    assert float(warm.values[0]) == pytest.approx(5.0, rel=1e-8) and bool(warm.converged[0])
+    assert warm.cost.hvps < cold.cost.hvps / 2
+    with pytest.raises(FlatminimaError, match="v0"):
+        eigenvalues(obj, 1, v0=torch.zeros(50))
+    with pytest.raises(FlatminimaError, match="v0"):
+        eigenvalues(obj, 1, v0=torch.ones(7))
+
+
+def _mlp_data(seed=0, n=64):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, 6, generator=g)
+    y = torch.sin(X @ torch.randn(6, 2, generator=g))
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(6, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 2))
+    return model, X, y
+
+
+def _train(model, X, y, opt, steps, monitor, sched=None):
+    monitor.step(0, optimizer=opt)
+    for s in range(1, steps + 1):
+        opt.zero_grad()
+        nn.functional.mse_loss(model(X), y).backward()
+        opt.step()
+        monitor.step(s)
+        if sched is not None:
+            sched.step()
+    return monitor
+
+
+@pytest.mark.parametrize("lr", [0.3, 0.6])
+def test_gradient_descent_reaches_and_stays_at_2_over_eta(lr):
+    model, X, y = _mlp_data()
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    mon = _train(model, X, y, opt, 600, SharpnessMonitor(model, (X, y), loss="mse", optimizer=opt, every=10))
+    s = summarize(mon.history)
+    assert s["initial_ratio"] < 0.8 and s["onset"] is not None
+    steps, ratio = mon.series("edge_ratio")
+    late = [r for st, r in zip(steps, ratio, strict=True) if st >= 300]
+    assert all(0.9 <= r <= 1.1 for r in late), late
+    _, th = mon.series("threshold")
+    assert th[-1] == pytest.approx(2 / lr)
+
+
+def test_heavy_ball_settles_at_its_threshold():
+    model, X, y = _mlp_data()
+    opt = torch.optim.SGD(model.parameters(), lr=0.4, momentum=0.5)
+    mon = _train(model, X, y, opt, 600, SharpnessMonitor(model, (X, y), loss="mse", optimizer=opt, every=10))
+    assert mon.threshold.value == pytest.approx(3.0 / 0.4)  # (2 + 2β)/η
+    steps, ratio = mon.series("edge_ratio")
+    late = [r for st, r in zip(steps, ratio, strict=True) if st >= 300]
+    assert ratio[0] < 0.8 and all(0.85 <= r <= 1.15 for r in late), late
+
+
+def test_adam_preconditioned_sharpness_settles_near_its_threshold(tmp_path):
+    model, X, y = _mlp_data()
+    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
+    mon = SharpnessMonitor(model, (X, y), loss="mse", optimizer=opt, every=10, store=tmp_path / "t.sqlite")
+    _train(model, X, y, opt, 600, mon)
+    steps, ratio = mon.series("edge_ratio")
+    _, pre = mon.series("preconditioned_sharpness")
+    assert len(pre) == len(mon.series("lambda_max")[0]) - 1  # none at step 0: no second moments yet
+    late = [r for st, r in zip(steps, ratio, strict=True) if st >= 300]
+    assert ratio[0] < 0.2 and all(0.8 <= r <= 1.2 for r in late), ratio
+    assert 0.9 <= sorted(late)[len(late) // 2] <= 1.1
+    files = plot_dynamics(mon, tmp_path / "fig")
+    assert [f[-3:] for f in files] == ["png", "svg", "csv"]
+    assert all(math.isfinite(r["value"]) for r in mon.history)
+
+
+def test_schedule_moves_the_threshold_and_batch_sharpness():
+    model, X, y = _mlp_data()
+    opt = torch.optim.SGD(model.parameters(), lr=0.4)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=5, gamma=0.5)
+    mon = SharpnessMonitor(model, (X, y), loss="mse", optimizer=opt, every=5, batch_sharpness=16,
+                           batch_samples=4)
+    _train(model, X, y, opt, 10, mon, sched)
+    _, th = mon.series("threshold")
+    assert th == pytest.approx([2 / 0.4, 2 / 0.4, 2 / 0.2])  # the η of the latest update
+    _, bs = mon.series("batch_sharpness")
+    assert len(bs) == 3 and all(b > 0 for b in bs)
+    # the batch sharpness of one batch is gᵀHg/‖g‖², by hand
+    one = SharpnessMonitor(model, (X[:16], y[:16]), loss="mse", batch_sharpness=16, batch_samples=1)
+    row = {r["measure"]: r["value"] for r in one.record(0)}
+    obj = Objective(model, "mse", (X[:16], y[:16]))
+    g = obj.grad()
+    assert row["batch_sharpness"] == pytest.approx(float(g @ obj.hvp(g) / (g @ g)), rel=1e-6)
+
+
+def test_warm_start_costs_half_and_agrees_with_cold():
+    runs = {}
+    for warm in (True, False):
+        model, X, y = _mlp_data()
+        opt = torch.optim.SGD(model.parameters(), lr=0.3)
+        runs[warm] = _train(model, X, y, opt, 200, SharpnessMonitor(model, (X, y), loss="mse", optimizer=opt,
+                                                                   every=2, warm=warm))
+    hv = {w: [r["hvps"] for r in m.history if r["measure"] == "lambda_max"][1:] for w, m in runs.items()}
+    assert sum(hv[True]) <= 0.55 * sum(hv[False])  # measured 0.46 here (every=2, a cold refresh every 10)
+    _, a = runs[True].series("lambda_max")
+    _, b = runs[False].series("lambda_max")
+    errors = [abs(x - z) / z for x, z in zip(a, b, strict=True)]
+    # warm runs follow their own eigenvector: right to 1% except for a few records after the top two cross
+    assert sum(e < 0.01 for e in errors) >= 0.85 * len(errors) and max(errors) < 0.15
+
+
+def test_bad_input():
+    model, X, y = _mlp_data()
+    with pytest.raises(FlatminimaError, match="no stability threshold"):
+        SharpnessMonitor(model, (X, y), loss="mse", optimizer=torch.optim.LBFGS(model.parameters()))
+    with pytest.raises(FlatminimaError, match="batch_sharpness"):
+        SharpnessMonitor(model, (X, y), loss="mse", batch_sharpness=0)
+    with pytest.raises(FlatminimaError, match="no tracked rows"):
+        plot_dynamics([], "/tmp/never")
