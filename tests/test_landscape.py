@@ -288,3 +288,33 @@ def test_surface_saves_and_plots(tmp_path):
     assert all(p.endswith((".png", ".svg")) for p in plot_curves([a, b], tmp_path / "overlay", log=True))
     with pytest.raises(FlatminimaError, match="1-D"):
         plot_curves([surf], tmp_path / "bad")
+
+
+def test_figures_name_their_model_and_the_path_ends(tmp_path, monkeypatch):
+    """A contour's title names its model (the Surface label) and any note; a PCA path marks "start" and
+    "end"; an overlay's legend names each curve's model and its title holds no single model's label."""
+    from flatminima.landscape import surface as surface_module
+
+    figs = []
+    monkeypatch.setattr(surface_module, "save_figure", lambda fig, stem: figs.append(fig) or [str(stem)])
+    X, y = _data()
+    obj = Objective(_mlp(), "cross_entropy", (X, y))
+    snaps = [obj.params + 0.1 * k * torch.randn(obj.dim, dtype=torch.float64) for k in range(4, 0, -1)] + [
+        obj.params
+    ]
+    note = "NOT matched at train loss"
+    pca = directions(obj, "pca", 2, snapshots=snaps)
+    surf = slice_2d(obj, pca, grid=(5, 4), progress=False, label="net A: train loss 0.5", meta={"note": note})
+    surf.plot(tmp_path / "plane", kind="contour", save_data=False)
+    ax = figs[-1].axes[0]
+    assert "net A: train loss 0.5" in ax.get_title() and note in ax.get_title()
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any(t.startswith("start") for t in legend) and any(t.startswith("end") for t in legend)
+    assert not any("θ₀" in t for t in legend)  # the path's last point is its end, not an unexplained θ₀
+    a = slice_1d(obj, None, grid=5, progress=False, label="flat net")
+    b = slice_1d(obj, None, grid=5, seed=1, progress=False, label="sharp net")
+    plot_curves([a, b], tmp_path / "overlay")
+    ax = figs[-1].axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any(t.startswith("flat net") for t in legend) and any(t.startswith("sharp net") for t in legend)
+    assert "flat net" not in ax.get_title()

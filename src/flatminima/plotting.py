@@ -6,14 +6,20 @@ import csv
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
+# No ``matplotlib.use`` here: importing flatminima must not change the caller's backend (a notebook keeps
+# its inline plots). Without a display, matplotlib's own automatic choice already falls back to Agg.
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # no screen here or on clusters; set before pyplot is imported anywhere
-
-import matplotlib.pyplot as plt  # noqa: E402
+__all__ = ["Figure", "new_figure", "plt", "save_figure", "save_table"]
 
 
-def save_figure(fig: plt.Figure, stem: str | Path, *, dpi: int = 160) -> list[str]:
+def new_figure(**kwargs) -> Figure:
+    """A figure outside pyplot (no window, no backend switch, nothing left open): for figures only saved."""
+    return Figure(**kwargs)
+
+
+def save_figure(fig: Figure, stem: str | Path, *, dpi: int = 160) -> list[str]:
     """Write ``stem.png`` and ``stem.svg`` (a suffix on ``stem`` is dropped) and close the figure."""
     stem = Path(stem)
     if stem.suffix.lower() in {".png", ".svg", ".pdf"}:
@@ -25,7 +31,7 @@ def save_figure(fig: plt.Figure, stem: str | Path, *, dpi: int = 160) -> list[st
         path = stem.with_suffix(f".{ext}")
         fig.savefig(path, dpi=dpi, bbox_inches="tight")  # keeps legends placed outside the axes
         paths.append(str(path))
-    plt.close(fig)
+    plt.close(fig)  # a no-op for figures made with new_figure
     return paths
 
 

@@ -6,6 +6,11 @@ folder: 1-D filter-normalised slices of both overlaid, a 2-D filter-normalised c
 small-batch solution, the trajectory-PCA contour with the training path on it, and the linear
 interpolation large-batch → small-batch with its barrier. Each figure as PNG + SVG with its data
 (CSV, NPZ, JSON).
+
+Every figure names its model(s) with their exact train loss and accuracy, and says whether the two were
+compared at a matched training loss: with ``target_train_loss`` both stop at the first epoch whose exact
+train loss is ≤ the target (Keskar et al. 2017 compare at matched loss); without it both train the same
+number of epochs, so the large-batch one usually ends at a higher loss, and the figures say so.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from ..data import Dataset
 from ..errors import require_positive_int
 from ..models import build
 from ..objective import Objective
-from ..train import Recipe, TrainResult, fit
+from ..train import Recipe, TrainResult, evaluate, fit
 from .directions import directions
 from .interpolation import interpolate
 from .slices import slice_1d, slice_2d
@@ -47,17 +52,44 @@ def train_pair(
     lr: float = 0.05,
     seed: int = 0,
     progress: bool = True,
+    target_train_loss: float | None = None,
     **model_kw: Any,
 ) -> dict[str, TrainResult]:
-    """Train the same model from the same initialisation with a small and a large batch size."""
+    """Train the same model from the same initialisation with a small and a large batch size.
+
+    With ``target_train_loss`` each run stops at the first epoch whose exact train loss is ≤ the target
+    (``epochs`` is then the cap), so the pair is compared at a matched training loss."""
     require_positive_int("small_batch", small_batch)
     require_positive_int("large_batch", large_batch)
     out = {}
     for name, bs in (("small-batch", small_batch), ("large-batch", large_batch)):
-        out[name] = _train(
-            model, dataset, Recipe(batch_size=bs, epochs=epochs, lr=lr, seed=seed), progress, **model_kw
-        )
+        recipe = Recipe(batch_size=bs, epochs=epochs, lr=lr, seed=seed, target_train_loss=target_train_loss)
+        out[name] = _train(model, dataset, recipe, progress, **model_kw)
     return out
+
+
+def _fit_stats(run: TrainResult, dataset: Dataset) -> dict[str, float]:
+    """The trained model's exact train loss and accuracy (eval mode, all training data)."""
+    ev = evaluate(run.model, dataset.train)
+    acc = ev.get("accuracy", float("nan"))
+    return {"exact_train_loss": ev["loss"], "exact_train_accuracy": acc, "epochs": run.epochs_run}
+
+
+def _describe(name: str, batch: int, st: dict[str, float]) -> str:
+    return f"{name} (batch {batch}): train loss {st['exact_train_loss']:.3g}, acc {st['exact_train_accuracy']:.3f}"
+
+
+def _pairing_note(runs: dict[str, TrainResult], stats: dict[str, dict], target: float | None) -> tuple[bool, str]:
+    """Whether the pair is at a matched training loss, and one line saying so for the figures."""
+    losses = " vs ".join(f"{stats[n]['exact_train_loss']:.3g}" for n in runs)
+    if target is not None and all(r.reached_target for r in runs.values()):
+        epochs = " vs ".join(str(stats[n]["epochs"]) for n in runs)
+        return True, f"matched: each stopped at the first epoch with train loss ≤ {target:g} ({epochs} epochs)"
+    if target is not None:
+        missed = ", ".join(n for n, r in runs.items() if not r.reached_target)
+        return False, f"NOT matched: {missed} did not reach train loss ≤ {target:g} (train loss {losses})"
+    epochs = stats[next(iter(runs))]["epochs"]
+    return False, f"NOT matched at train loss ({losses}): both trained {epochs} epochs"
 
 
 def _objectives(net: nn.Module, dataset: Dataset, dtype: torch.dtype) -> tuple[Objective, Objective]:
@@ -83,9 +115,14 @@ def paper_figures(
     log: bool = False,
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
+    target_train_loss: float | None = None,
     **model_kw: Any,
 ) -> dict[str, Any]:
-    """Draw the four standard landscape figures into ``out`` and return a summary with every file written."""
+    """Draw the four standard landscape figures into ``out`` and return a summary with every file written.
+
+    ``target_train_loss``: train both models to this exact train loss (``epochs`` is the cap) so they are
+    compared at a matched loss; without it both train ``epochs`` epochs and the figures say they are not
+    matched. Each figure states each model's train loss and accuracy."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     runs = train_pair(
@@ -97,9 +134,13 @@ def paper_figures(
         lr=lr,
         seed=seed,
         progress=progress,
+        target_train_loss=target_train_loss,
         **model_kw,
     )
-    common = {"model": model, "data": dataset.name}
+    stats = {name: _fit_stats(run, dataset) for name, run in runs.items()}
+    matched, note = _pairing_note(runs, stats, target_train_loss)
+    desc = {name: _describe(name, run_batch(name, small_batch, large_batch), stats[name]) for name in runs}
+    common = {"model": model, "data": dataset.name, "note": note}
     files: dict[str, list[str]] = {}
     curves: list[Surface] = []
     objs = {}
@@ -115,7 +156,7 @@ def paper_figures(
                 test=test,
                 memory_mb=memory_mb,
                 progress=progress,
-                label=f"{name} (batch {run_batch(name, small_batch, large_batch)})",
+                label=desc[name],
                 meta=common,
             )
         )
@@ -130,7 +171,7 @@ def paper_figures(
         test=test,
         memory_mb=memory_mb,
         progress=progress,
-        label="small-batch",
+        label=desc["small-batch"],
         meta=common,
     )
     files["slice2d_filter"] = plane.plot(out / "slice2d_filter", log=log)
@@ -143,7 +184,7 @@ def paper_figures(
         span=(-reach, reach),
         memory_mb=memory_mb,
         progress=progress,
-        label="small-batch trajectory",
+        label=f"training path of the {desc['small-batch']}",
         meta=common,
     )
     files["pca_contour"] = path.plot(out / "pca_contour", kind="contour", log=log)
@@ -157,13 +198,18 @@ def paper_figures(
         test=test,
         memory_mb=memory_mb,
         progress=progress,
-        label="large-batch → small-batch",
+        label=(
+            f"large-batch (train loss {stats['large-batch']['exact_train_loss']:.3g}) → "
+            f"small-batch (train loss {stats['small-batch']['exact_train_loss']:.3g})"
+        ),
         meta=common,
     )
     files["interpolation"] = line.plot(out / "interpolation_lb_sb", log=log)
     summary = {
         "files": files,
-        "training": {n: r.history[-1] | {"seconds": r.seconds} for n, r in runs.items()},
+        "training": {n: r.history[-1] | stats[n] | {"seconds": r.seconds} for n, r in runs.items()},
+        "matched_train_loss": matched,
+        "pairing": note,
         # max over the 1-D slice of L(θ₀ + αd) − L(θ₀): a crude flatness read-out of the first figure
         "slice1d_rise": {c.label: float(c.loss.max() - c.loss[np.argmin(np.abs(c.axes[0]))]) for c in curves},
         "pca_explained_variance": [float(v) for v in pca.explained_variance_ratio],
@@ -239,6 +285,9 @@ def single_figure(
     train, test_obj = _objectives(net, dataset, dtype)
     test_obj = test_obj if test else None
     common = {"model": model, "data": dataset.name}
+    ev = evaluate(net, dataset.train)
+    who = f"{model} ({'checkpoint ' + Path(checkpoint).name if checkpoint else f'trained, batch {batch_size}'})"
+    label = f"{who}: train loss {ev['loss']:.3g}, acc {ev.get('accuracy', float('nan')):.3f}"
     if mode == "slice":
         d = directions(train, kind, dims, seed=seed, include_1d=include_1d)
         fn = slice_1d if dims == 1 else slice_2d
@@ -250,7 +299,7 @@ def single_figure(
             test=test_obj,
             memory_mb=memory_mb,
             progress=progress,
-            label=model,
+            label=label,
             meta=common,
         )
         name = f"slice{dims}d_{kind}"
@@ -264,7 +313,7 @@ def single_figure(
             span=(-reach, reach),
             memory_mb=memory_mb,
             progress=progress,
-            label=model,
+            label=label,
             meta=common,
         )
         name = "pca_contour"
@@ -291,7 +340,7 @@ def single_figure(
             recompute_bn=recompute_bn,
             memory_mb=memory_mb,
             progress=progress,
-            label="θ_a → θ_b",
+            label=f"θ_a = {label} → θ_b",
             meta=common,
         )
         name = "interpolation"

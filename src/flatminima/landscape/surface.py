@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import FlatminimaError, require_choice
 from ..jsonable import json_default
 from ..objective import Cost
-from ..plotting import plt, save_figure, save_table
+from ..plotting import new_figure, save_figure, save_table
 
 __all__ = ["Surface", "plot_curves"]
 
@@ -108,7 +108,8 @@ class Surface:
         z = np.asarray(self.values[key], dtype=float)
         return (1.0 - z if metric == "error" else z), f"{split} {metric}"
 
-    def _caption(self) -> str:
+    def _caption(self, with_label: bool = True) -> str:
+        """The figure title: which model (``label``, first line), data, directions, and ``meta["note"]``."""
         m = self.meta
         d = m.get("directions", {})
         parts = [
@@ -118,7 +119,12 @@ class Surface:
             _direction_text(d),
         ]
         # wrapped so long direction descriptions stay inside narrow contour figures
-        return "\n".join(textwrap.wrap(", ".join(p for p in parts if p), 75))
+        lines = textwrap.wrap(", ".join(p for p in parts if p), 75)
+        if with_label and self.label:
+            lines = textwrap.wrap(self.label, 75) + lines
+        if m.get("note"):
+            lines += textwrap.wrap(str(m["note"]), 75)
+        return "\n".join(lines)
 
     def _labels(self) -> list[str]:
         d = self.meta.get("directions", {})
@@ -137,12 +143,12 @@ class Surface:
     def _contour(self, stem: Path, metric: str, log: bool, levels: int) -> list[str]:
         z, name = self._field(metric)
         a, b = self.axes
-        fig, ax = plt.subplots(figsize=(5.6, 4.6))
+        fig = new_figure(figsize=(5.6, 4.6))
+        ax = fig.add_subplot()
         zz = np.log10(np.maximum(z, 1e-12)) if log else z
         filled = ax.contourf(a, b, zz.T, levels=levels, cmap="viridis")
         ax.contour(a, b, zz.T, levels=levels, colors="k", linewidths=0.3, alpha=0.5)
         fig.colorbar(filled, ax=ax, label=f"log10 {name}" if log else name)
-        ax.plot([0], [0], marker="*", color="red", markersize=12, linestyle="none", label="origin θ₀")
         if self.trajectory is not None:
             t = np.asarray(self.trajectory)
             ax.plot(
@@ -155,6 +161,13 @@ class Surface:
                 markeredgecolor="k",
                 label="training trajectory",
             )
+            # the plane is centred on the trained weights: the path runs from "start" to "end" (= the origin)
+            ax.plot(t[0, 0], t[0, 1], marker="o", color="orange", markersize=9, markeredgecolor="k",
+                    linestyle="none", label="start (first snapshot)")
+            ax.plot(t[-1, 0], t[-1, 1], marker="*", color="red", markersize=12, linestyle="none",
+                    label="end (trained weights)")
+        else:
+            ax.plot([0], [0], marker="*", color="red", markersize=12, linestyle="none", label="origin θ₀ (the model)")
         xl, yl = self._labels()
         ax.set_xlabel(xl)
         ax.set_ylabel(yl)
@@ -166,7 +179,7 @@ class Surface:
         z, name = self._field(metric)
         A, B = np.meshgrid(*self.axes, indexing="ij")
         zz = np.log10(np.maximum(z, 1e-12)) if log else z
-        fig = plt.figure(figsize=(6, 4.8))
+        fig = new_figure(figsize=(6, 4.8))
         ax = fig.add_subplot(projection="3d")
         ax.plot_surface(A, B, zz, cmap="viridis", linewidth=0, antialiased=True)
         xl, yl = self._labels()
@@ -210,14 +223,17 @@ def plot_curves(
         labels = [s.label or f"curve {i + 1}" for i, s in enumerate(surfaces)]
     if len(labels) != len(surfaces):
         raise FlatminimaError(f"got {len(labels)} labels for {len(surfaces)} surfaces; give one per surface.")
-    fig, ax = plt.subplots(figsize=(6.2, 4.2))
+    fig = new_figure(figsize=(6.2, 4.2))
+    ax = fig.add_subplot()
     acc_ax = None
+    many = len(surfaces) > 1
     for i, (s, lab) in enumerate(zip(surfaces, labels, strict=True)):
         color = f"C{i}"
         x = s.axes[0]
         for split, style in zip(s._splits(), ("-", "--", ":"), strict=False):
             z, _ = s._field(metric, split)
-            ax.plot(x, z, style, color=color, label=f"{lab}: {split} {metric}")
+            # one surface: the title names it; several: each legend entry does
+            ax.plot(x, z, style, color=color, label=f"{lab}: {split} {metric}" if many else f"{split} {metric}")
             if accuracy and metric == "loss" and f"{split}_accuracy" in s.values:
                 acc_ax = acc_ax or ax.twinx()
                 acc_ax.plot(x, s.values[f"{split}_accuracy"], style, color=color, alpha=0.35, linewidth=1)
@@ -230,7 +246,8 @@ def plot_curves(
             b = s.meta.get("barrier", {}).get("train_loss")
             if b is not None:
                 ax.plot(
-                    [], [], " ", label=f"{s.label}: train-loss barrier {b['height']:.3g} (t={b['t']:.2f})"
+                    [], [], " ",
+                    label=(f"{s.label}: " if many else "") + f"train-loss barrier {b['height']:.3g} (t={b['t']:.2f})",
                 )
     ax.set_xlabel(
         surfaces[0]._labels()[0]
@@ -241,7 +258,9 @@ def plot_curves(
     if acc_ax is not None:
         acc_ax.set_ylabel("accuracy (faint lines)")
         acc_ax.set_ylim(0, 1.02)
-    ax.set_title(surfaces[0]._caption(), fontsize=8)
+    # the curves' labels name the models (legend); the title holds what they share, and any note
+    ax.set_title(surfaces[0]._caption(with_label=not many), fontsize=8)
     # Below the axes: inside, the legend hides the curves' ends or the faint accuracy lines.
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
+    ncol = 1 if many and max(len(str(lab)) for lab in labels) > 30 else 2  # long labels: one column
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=ncol, frameon=False)
     return save_figure(fig, stem)
