@@ -454,17 +454,23 @@ def _salvage(path: Path) -> tuple[list[tuple], dict[str, str], list[str]]:
         cols = ", ".join(RUN_COLUMNS)
         try:
             top = con.execute("SELECT MAX(rowid) FROM runs").fetchone()[0] or 0
-            ids = range(1, top + 1)
-        except sqlite3.DatabaseError as err:
-            ids, problems = range(0), [f"runs table unreadable: {err}"]
-        for rowid in ids:
+        except sqlite3.DatabaseError as err:  # the b-tree's right edge is damaged: probe until 1000 misses
+            top = 0 if "no such table" in str(err) else None
+            problems = [f"runs table {'missing' if top == 0 else 'partly unreadable'}: {err}"]
+        rowid, misses = 0, 0
+        while (rowid < top) if top is not None else (misses < 1000):
+            rowid += 1
             try:
                 r = con.execute(f"SELECT {cols} FROM runs WHERE rowid = ?", (rowid,)).fetchone()
             except sqlite3.DatabaseError as err:
                 problems.append(f"row {rowid}: {err}")
+                misses += 1
                 continue
-            if r is not None:
+            if r is None:
+                misses += 1
+            else:
                 rows.append(r)
+                misses = 0
         try:
             for key, value in con.execute("SELECT key, value FROM meta").fetchall():
                 meta[key] = value
