@@ -207,3 +207,49 @@ def test_huggingface_callback():
     assert values[0] == pytest.approx(ref, rel=1e-6)
     with pytest.raises(FlatminimaError, match="Tracker"):
         FlatminimaTrainerCallback("not a tracker")
+
+
+def test_sharpness_monitor_in_lightning_and_huggingface_callbacks():
+    # The callbacks hand the engine's optimiser (unwrapped) to a SharpnessMonitor: threshold rows appear.
+    from flatminima.dynamics import SharpnessMonitor
+
+    model, X, y = _setup()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    pytest.importorskip("transformers")
+    from flatminima.integrations.huggingface import FlatminimaTrainerCallback
+
+    monitor = SharpnessMonitor(model, (X, y), loss="cross_entropy", every=2)
+    hf = FlatminimaTrainerCallback(monitor)
+    wrapped = SimpleNamespace(optimizer=opt)  # like accelerate's AcceleratedOptimizer
+    for step in range(3):
+        hf.on_step_end(None, SimpleNamespace(global_step=step), None, model=model, optimizer=wrapped)
+    steps, th = monitor.series("threshold")
+    assert steps == [0, 2] and th == pytest.approx([4.0, 4.0])
+    assert monitor.series("lambda_max")[1][0] == pytest.approx(_dense_lambda_max(model, X, y), rel=1e-3)
+
+    pytest.importorskip("lightning")
+    import lightning.pytorch as pl
+
+    from flatminima.integrations.lightning import FlatminimaCallback
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = model
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, batch_idx):
+            return nn.functional.cross_entropy(self(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.25, momentum=0.5)
+
+    module = Module()
+    callback = FlatminimaCallback(tracker=SharpnessMonitor(module, (X, y), loss="cross_entropy", every=2))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=20)
+    pl.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+               enable_model_summary=False, callbacks=[callback]).fit(module, loader)
+    steps, th = callback.tracker.series("threshold")
+    assert steps == [2] and th == pytest.approx([3.0 / 0.25])  # heavy ball (2 + 2β)/η

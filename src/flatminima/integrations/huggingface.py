@@ -3,6 +3,9 @@
     tracker = Tracker(model, probe_batches, loss_fn=lm_loss, measures=["loss", "lambda_max"], every=50)
     trainer = Trainer(model=model, ..., callbacks=[FlatminimaTrainerCallback(tracker)])
 
+A :class:`flatminima.dynamics.SharpnessMonitor` gets the Trainer's optimiser at every step, so its
+stability threshold follows the Trainer's learning-rate schedule.
+
 Probe batches are dicts ``{"input_ids", "attention_mask", "labels"}``; the losses in
 :mod:`flatminima.models.transformer` call ``model(input_ids=..., attention_mask=...)`` and read ``.logits``.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..dynamics import SharpnessMonitor
 from ..errors import FlatminimaError
 from ..track import Tracker
 
@@ -35,7 +39,12 @@ class FlatminimaTrainerCallback(TrainerCallback):
         self.tracker.step(int(state.global_step))
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.tracker.step(int(state.global_step))
+        optimizer = kwargs.get("optimizer")
+        if isinstance(self.tracker, SharpnessMonitor) and optimizer is not None:
+            # the Trainer's optimiser (the monitor unwraps accelerate's wrapper): its lr and state give the threshold
+            self.tracker.step(int(state.global_step), optimizer=optimizer)
+        else:
+            self.tracker.step(int(state.global_step))
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.tracker.close()

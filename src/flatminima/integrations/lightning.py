@@ -3,6 +3,8 @@
     trainer = lightning.Trainer(callbacks=[FlatminimaCallback(probe_data, loss="cross_entropy",
                                                               measures=["loss", "lambda_max"], every=50)])
 
+A :class:`flatminima.dynamics.SharpnessMonitor` (``FlatminimaCallback(tracker=SharpnessMonitor(...))``)
+gets the trainer's first optimiser at every step, so its stability threshold follows Lightning's schedulers.
 The tracker is built on the LightningModule at ``on_fit_start`` (or pass ``tracker=`` built by hand, e.g.
 on an inner network) and called after every training batch with ``trainer.global_step``. With
 ``loss=``, the module's ``forward`` must map inputs to outputs; otherwise pass ``loss_fn(module, batch)``.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..dynamics import SharpnessMonitor
 from ..errors import FlatminimaError
 from ..track import Tracker
 
@@ -46,8 +49,13 @@ class FlatminimaCallback(pl.Callback):
         step = int(trainer.global_step)
         if step != self._last_step:  # with gradient accumulation several batches share one step
             self._last_step = step
-            self.tracker.step(step)
+            if isinstance(self.tracker, SharpnessMonitor) and trainer.optimizers:
+                # the optimiser as Lightning built it: its learning rate and state give the threshold
+                self.tracker.step(step, optimizer=trainer.optimizers[0])
+            else:
+                self.tracker.step(step)
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         if self.tracker is not None:
             self.tracker.close()
+
