@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Set up (if needed) and run the whole test suite.
+# Set up (if needed: core + test extras, in ./.venv) and run the whole test suite: ruff, then pytest
+# (which also runs the example scripts and notebooks in examples/). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+SETUP_STEP=1 SETUP_STEPS=4 bash scripts/setup.sh test
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} HF_HUB_OFFLINE=1  # tiny models, several processes on few cores
 # Headless Chromium renders the study report in one test; install it where we may (Debian, as root).
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
@@ -10,5 +11,7 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 &
     || echo "note: could not install chromium; the browser test will be skipped"
 fi
 . .venv/bin/activate
+echo "[3/4] ruff check src tests"
 ruff check src tests
-python -m pytest tests
+echo "[4/4] pytest tests"
+python -m pytest tests "$@"
