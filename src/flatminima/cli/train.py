@@ -69,6 +69,10 @@ def train(
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1 ..."),
     progress: bool = typer.Option(True, help="show a progress bar"),
     json_out: bool = typer.Option(False, "--json", help="print the metrics as JSON"),
+    track_sharpness: str | None = typer.Option(
+        None, help="record λmax (warm Lanczos), the optimiser's stability threshold, the preconditioned and batch "
+                   "sharpness and the loss: 'every=N' plus optional ',probe=M' (first M train samples; default "
+                   "all), ',batch_samples=K', ',tol=T'; writes track.sqlite and sharpness.png/svg/csv"),
 ) -> None:
     """Train a model with a recipe and write its checkpoint, metrics (with shifts) and training curve."""
     from ..train.recipes import Recipe, make_recipe
@@ -82,10 +86,12 @@ def train(
                  augment=None if augment is None else [a.strip() for a in augment.split(",") if a.strip()])
     base = Recipe.from_toml(recipe) if recipe else None
     r = make_recipe(base, **{k: v for k, v in flags.items() if v is not None}, **_pairs(set_, "--set"))
+    tracking = None if track_sharpness is None else _pairs(
+        [p for p in track_sharpness.split(",") if p.strip()], "--track-sharpness")
     summary = run_training(model, data, r, model_kwargs=_pairs(model_arg, "--model-arg"),
                            data_kwargs=_pairs(data_arg, "--data-arg"), shifts=shifts, members=ensemble,
                            out=out,
-                           device=device, progress=progress and not json_out)
+                           device=device, progress=progress and not json_out, track_sharpness=tracking)
     if json_out:
         print_json(summary)
         return
@@ -103,11 +109,23 @@ def train(
         console.print(f"target train loss {r.target_train_loss:g}: "
                       + ("reached" if not missed else f"[yellow]not reached within {r.epochs} epochs[/yellow]"
                          + (f" (members {missed})" if len(runs) > 1 else "")))
+    if "dynamics" in summary:
+        d = summary["dynamics"]
+        th = d.get("threshold")
+        console.print(f"edge of stability ({th['formula']} = {th['value']:.4g} at the last record)" if th else
+                      "sharpness tracked", end=": ")
+        console.print(f"onset at step {d['onset']}, sharpness/threshold median {d['ratio_median']:.3f} "
+                      f"(range {d['ratio_min']:.3f}-{d['ratio_max']:.3f}) from then on" if d.get("onset") is not None
+                      else f"not reached (sharpness/threshold {d.get('initial_ratio')} at the start)")
     console.print("written: " + ", ".join(summary["files"]))
 
 
+_TRACK_KEYS = {"every", "probe", "batch_samples", "tol", "warm", "seed", "batch_sharpness"}
+
+
 def run_training(model: str, data: str, recipe, *, model_kwargs: dict, data_kwargs: dict, shifts: bool,
-                 members: int, out: str, device: str, progress: bool) -> dict:
+                 members: int, out: str, device: str, progress: bool, track_sharpness: dict | None = None
+                 ) -> dict:
     """The library calls behind ``flatminima train`` (importable for scripts and tests)."""
     import torch
 
@@ -122,7 +140,12 @@ def run_training(model: str, data: str, recipe, *, model_kwargs: dict, data_kwar
     dataset = load(data, **data_kwargs)
     outp = Path(out)
     make = lambda: build(model, dataset.input_shape, dataset.num_classes, **model_kwargs)  # noqa: E731
+    monitor = None
     if members > 1:
+        if track_sharpness:
+            from ..errors import FlatminimaError
+
+            raise FlatminimaError("--track-sharpness tracks one run; drop --ensemble.")
         net, results = train_ensemble(make, dataset.train, recipe, members=members, checkpoint_dir=outp,
                                       progress=progress, device=device, eval_data=dataset.test)
         history, seconds = results[0].history, sum(r.seconds for r in results)
@@ -130,22 +153,67 @@ def run_training(model: str, data: str, recipe, *, model_kwargs: dict, data_kwar
     else:
         torch.manual_seed(recipe.seed)
         net = make()
+        monitor = _monitor(net, dataset.train, recipe, track_sharpness, outp) if track_sharpness else None
         res = fit(net, dataset.train, recipe, checkpoint_dir=outp, progress=progress, device=device,
-                  eval_data=dataset.test)
+                  eval_data=dataset.test,
+                  step_callback=None if monitor is None else lambda s, m, o: monitor.step(s, optimizer=o))
         history, seconds = res.history, res.seconds
         training = _training(res)
     metrics = run_metrics(net, dataset, loss=recipe.loss, device=device)
     files = [save_checkpoint(outp / "model.pt", net, recipe=recipe.model_dump(), model_name=model,
                              model_kwargs=json.dumps(model_kwargs), data=data)]
     files += save_curve(history, outp / "curve")
+    dynamics = None
+    if monitor is not None:
+        from dataclasses import asdict
+
+        from ..dynamics import plot_dynamics, summarize
+
+        monitor.close()
+        files += [str(outp / "track.sqlite")] + plot_dynamics(monitor.history, outp / "sharpness",
+                                                             title=f"{model} on {data}, {recipe.optimizer}")
+        dynamics = summarize(monitor.history) | {
+            "threshold": asdict(monitor.threshold) if monitor.threshold else None,
+            "probe": monitor.probe_size, "every": monitor.every}
     summary = {"model": model, "data": data, "recipe": recipe.model_dump(), "model_kwargs": model_kwargs,
                "data_kwargs": data_kwargs, "members": members, "epochs": recipe.epochs, "seconds": seconds,
                "epochs_run": max(t["epochs_run"] for t in training) if members > 1 else training["epochs_run"],
                "training": training,
                "metrics": metrics, "history": history}
+    if dynamics is not None:
+        summary["dynamics"] = dynamics
     files.append(write_json(outp / "metrics.json", summary))
     summary["files"] = files
     return summary
+
+
+def _monitor(net, train, recipe, options: dict, outp: Path):
+    """The SharpnessMonitor behind ``--track-sharpness``: on all training data (the full-data Hessian) or its
+    first ``probe`` samples, with the recipe's loss; batch sharpness at the recipe's batch size for
+    mini-batch runs."""
+    from ..dynamics import SharpnessMonitor
+    from ..errors import FlatminimaError
+    from ..train.evaluate import loss_function
+
+    unknown = sorted(set(options) - _TRACK_KEYS)
+    if unknown or "every" not in options:
+        raise FlatminimaError(f"--track-sharpness takes every=N and optionally {sorted(_TRACK_KEYS - {'every'})}; "
+                              f"got {sorted(options)}.")
+    if recipe.sam != "none" or recipe.swa:
+        raise FlatminimaError("--track-sharpness supports plain optimiser steps; drop sam/swa.")
+    X, y = train
+    options = dict(options)
+    probe = options.pop("probe", None)
+    if probe is not None:
+        X, y = X[: int(probe)], y[: int(probe)]
+    bs = recipe.batch_for(len(train[0]))
+    options.setdefault("batch_sharpness", bs if bs < len(train[0]) else None)
+    outp.mkdir(parents=True, exist_ok=True)
+    (outp / "track.sqlite").unlink(missing_ok=True)
+    mon = SharpnessMonitor(net, (X, y), loss=loss_function(recipe.loss), store=outp / "track.sqlite",
+                           run="train", **options)
+    mon.probe_size = len(X)
+    return mon
 
 
 def _training(res) -> dict:
