@@ -1,9 +1,9 @@
 """Run each claim's pre-registered experiment and write the claims report (Markdown, HTML, JSON).
 
 The list of claims, their statements, experiments and rules come from the lab's registry
-(:func:`flatminima.lab.specs`); nothing here is per-claim. In full mode every experiment runs on 3 disjoint
-seed sets (``seed``, ``seed + 1``, ``seed + 2``: seeds k·n … k·n + n − 1 each) and the verdict stands only if
-it is the same on all three (:func:`flatminima.lab.rules.stable`).
+(:func:`flatminima.lab.specs`); nothing here is per-claim. In full mode ``--seed k`` runs every experiment on
+the 3 disjoint seed sets 3k, 3k + 1, 3k + 2 (set j holds seeds j·n … j·n + n − 1), so distinct k never share a
+seed, and the verdict stands only if it is the same on all three (:func:`flatminima.lab.rules.stable`).
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ def run(
 ) -> list[ClaimRow]:
     """Run the experiment of every claim (or ``only`` those ids) and write the reports under ``out``.
 
-    ``seed`` = k selects the first seed set; full mode runs ``repeats`` (default 3) disjoint sets k, k+1, …"""
+    Quick mode runs seed set ``seed``; full mode runs ``repeats`` (default 3) disjoint sets
+    ``repeats·seed`` … ``repeats·seed + repeats − 1``."""
     from .. import lab
     from ..progress import progress_bar
 
@@ -89,7 +90,7 @@ def run(
             row = ClaimRow(cid, s.statement, s.experiment, s.kind, s.hypothesis, s.quantity, s.rule, s.power,
                            s.n_quick if quick else s.n_full, "")
             t0 = time.perf_counter()
-            for k in range(seed, seed + reps):
+            for k in range(reps * seed, reps * seed + reps):
                 try:
                     r = lab.run(s.experiment, out=out / "experiments", quick=quick, seed=k, bench=bench)
                     row.per_seed_set.append(r.verdict)
@@ -158,7 +159,8 @@ def write_reports(rows: list[ClaimRow], out: str | Path, *, quick: bool, seed: i
                       f"- measured: {r.quantity}\n- rule: {r.rule}\n- power: {r.power}\n- n per seed set: {r.n}\n")
         for k, (summ, seeds) in enumerate(zip(r.summaries, r.seeds + [[]] * len(r.summaries), strict=False)):
             span = f"seeds {seeds[0]}–{seeds[-1]}" if seeds else ""
-            detail.append(f"- seed set {seed + k} ({span}): **{r.per_seed_set[k]}** — {_md_cell(summ)}\n")
+            detail.append(f"- seed set {k + 1} of {len(r.summaries)} ({span}): **{r.per_seed_set[k]}** — "
+                          f"{_md_cell(summ)}\n")
         for f in _pick(r.files, ".png")[:1]:
             detail.append(f"\n![{r.claim}]({_rel(f, out)})\n")
         csvs = _pick(r.files, ".csv")

@@ -20,7 +20,7 @@ def claims(
         "claims_report", help="folder for claims.md / claims.html / claims.json and figures"
     ),
     only: str | None = typer.Option(None, help="comma-separated claim ids, e.g. C2,C6"),
-    seed: int = typer.Option(0, help="seed set k: seeds k·n … k·n+n−1 (full mode also runs k+1, k+2)"),
+    seed: int = typer.Option(0, help="quick: seed set k (seeds k·n … k·n+n−1); full: the disjoint sets 3k, 3k+1, 3k+2"),
     json_out: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Test every claim: supported / contradicted / mixed / inconclusive, or demonstration, with rule and n."""
