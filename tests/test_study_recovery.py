@@ -250,3 +250,20 @@ def test_factories_are_announced_before_any_import(tmp_path, monkeypatch):
     assert found[0]["file"] == str((tmp_path / "announced_mod.py").resolve()) and found[0]["kind"] == "user"
     assert "announced_mod" not in sys.modules
     json.dumps(found)
+
+
+def test_study_repair_command_recovers_a_store_with_its_runs_table_dropped(tmp_path):
+    from typer.testing import CliRunner
+
+    from flatminima.cli import app
+
+    folder = _synthetic_store(tmp_path / "s", n_configs=3)
+    con = sqlite3.connect(folder / DB_NAME, isolation_level=None)
+    con.execute("DROP TABLE runs")
+    con.close()
+    with pytest.raises(FlatminimaError, match=r"table\(s\) \['runs'\] are missing"):
+        Store(folder, readonly=True)
+    res = CliRunner().invoke(app, ["study", "repair", str(folder)])
+    assert res.exit_code == 0 and "0 finished run(s) kept" in res.output and "damaged file is kept" in res.output
+    with Store(folder, readonly=True) as store:  # a valid (empty) store with the study's meta kept
+        assert store.counts().total == 0 and store.get_meta("spec")["name"] == "synthetic"

@@ -7,7 +7,7 @@ rank correlations with bootstrap intervals, plots and a plain-language verdict (
 
 from .runner import StudyRun, run
 from .spec import StudySpec, expand, load, load_preset, presets, validate
-from .store import Store
+from .store import Store, WriterLock, lock_holder, repair
 
 
 def report(store, **kwargs):
@@ -20,11 +20,14 @@ def report(store, **kwargs):
 __all__ = [
     "Store",
     "StudyRun",
+    "WriterLock",
     "StudySpec",
     "expand",
     "load",
     "load_preset",
+    "lock_holder",
     "presets",
+    "repair",
     "report",
     "run",
     "validate",
