@@ -125,7 +125,10 @@ def test_toml_file_errors_name_the_file(tmp_path):
 def test_presets_ship_and_validate():
     assert {"quick", "function_centric"} <= set(presets())
     quick = load_preset("quick")
-    assert 24 <= len(expand(quick)) <= 72  # "a few dozen" runs
+    assert 24 <= len(expand(quick)) <= 120  # a few dozen configurations x 3 seeds
+    # hyperparameters and regularisers side by side, every run stopped at a matched train loss
+    assert {"batch_size", "lr", "weight_decay", "augment", "sam"} <= set(quick.axes)
+    assert quick.recipe["target_train_loss"] > 0 and quick.dtype == "float32"
     fc = load_preset("function_centric")
     assert {"model", "sam", "weight_decay", "augment"} <= set(fc.axes)
     with pytest.raises(FlatminimaError, match="shipped"):
