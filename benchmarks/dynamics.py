@@ -1,0 +1,109 @@
+"""Training dynamics: the edge of stability reached, and what a warm-started λmax update costs.
+
+Full-batch training with MSE of a tanh MLP (6 → 32 → 32 → 2, 64 samples, y = sin(XW)): gradient descent
+at two learning rates, heavy ball (β = 0.5), Nesterov (β = 0.5) and Adam (β₁ = 0.9), each tracked by a
+:class:`flatminima.dynamics.SharpnessMonitor` on all the training data (the full-data Hessian) every
+``--every`` steps, and once more with cold Lanczos starts (``warm=False``) on the identical trajectory
+(the monitor never changes the run). Reported: the threshold, sharpness/threshold at the start, the edge
+onset (first record ≥ 0.9·threshold), the ratio's median and range over the second half of the run,
+Hessian-vector products per λmax update warm and cold (same tolerance, ``stop="gap"``, tol 1e-3; the warm
+monitor starts cold every ``refresh`` = 10 records), their ratio, the largest relative gap between the warm
+and the cold λmax, and the cost of the tracker's earlier cold ``lambda_max`` measure (tol 1e-4, residual).
+
+    OMP_NUM_THREADS=1 python benchmarks/dynamics.py --out docs/bench_dynamics.json   # ~1 minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from flatminima import Objective
+from flatminima.dynamics import SharpnessMonitor, summarize
+from flatminima.sharpness import measure
+
+RUNS = [
+    ("gd", {"lr": 0.3}),
+    ("gd", {"lr": 0.6}),
+    ("heavy_ball", {"lr": 0.4, "momentum": 0.5}),
+    ("nesterov", {"lr": 0.5, "momentum": 0.5, "nesterov": True}),
+    ("adam", {"lr": 5e-3}),
+]
+
+
+def setup(seed: int = 0, n: int = 64):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, 6, generator=g)
+    y = torch.sin(X @ torch.randn(6, 2, generator=g))
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(6, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 2))
+    return model, X, y
+
+
+def run(kind: str, options: dict, steps: int, every: int) -> dict:
+    model, X, y = setup()
+    opt = (torch.optim.Adam(model.parameters(), **options) if kind == "adam"
+           else torch.optim.SGD(model.parameters(), **options))
+    warm = SharpnessMonitor(model, (X, y), loss="mse", optimizer=opt, every=every)
+    cold = SharpnessMonitor(model, (X, y), loss="mse", optimizer=opt, every=every, warm=False)
+    seconds = {"warm": 0.0, "cold": 0.0}
+    legacy = []
+    for s in range(steps + 1):
+        if s:
+            opt.zero_grad()
+            nn.functional.mse_loss(model(X), y).backward()
+            opt.step()
+        for name, mon in (("warm", warm), ("cold", cold)):
+            t = time.perf_counter()
+            mon.step(s)
+            seconds[name] += time.perf_counter() - t
+        if s % (every * 10) == 0:  # the tracker's earlier cold lambda_max measure, sampled
+            obj = Objective(model, "mse", (X, y))
+            with obj.meter() as cost:
+                measure(obj, "lambda_max")
+            legacy.append(cost.hvps)
+    hv = {n: [r["hvps"] for r in m.history if r["measure"] == "lambda_max"][1:] for n, m in
+          (("warm", warm), ("cold", cold))}
+    _, a = warm.series("lambda_max")
+    _, b = cold.series("lambda_max")
+    steps_r, ratio = warm.series("edge_ratio")
+    late = sorted(r for st, r in zip(steps_r, ratio, strict=True) if st >= steps // 2)
+    s = summarize(warm.history)
+    per = {n: sum(v) / len(v) for n, v in hv.items()}
+    return {"optimizer": kind, **{k: v for k, v in options.items() if k != "nesterov"},
+            "threshold": warm.threshold.value, "formula": warm.threshold.formula,
+            "initial_ratio": s["initial_ratio"], "onset": s["onset"],
+            "late_median": late[len(late) // 2], "late_min": late[0], "late_max": late[-1],
+            "hvps_warm": per["warm"], "hvps_cold": per["cold"], "warm_over_cold": per["warm"] / per["cold"],
+            "hvps_legacy_lambda_max": sum(legacy) / len(legacy),
+            "max_rel_gap_warm_cold": max(abs(x - z) / z for x, z in zip(a, b, strict=True)),
+            "seconds_warm": seconds["warm"], "seconds_cold": seconds["cold"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--every", type=int, nargs="+", default=[10, 2])
+    ap.add_argument("--out", default="docs/bench_dynamics.json")
+    args = ap.parse_args()
+    rows = []
+    for every in args.every:
+        for kind, options in RUNS:
+            row = run(kind, options, args.steps, every) | {"every": every}
+            rows.append(row)
+            print(f"every={every:3d} {kind:10s} lr={options['lr']:<6g} threshold {row['threshold']:8.4g}  "
+                  f"start {row['initial_ratio']:.2f}  onset {row['onset']}  late ratio {row['late_median']:.3f} "
+                  f"[{row['late_min']:.3f}, {row['late_max']:.3f}]  HVPs/update warm {row['hvps_warm']:.2f} cold "
+                  f"{row['hvps_cold']:.2f} ({row['warm_over_cold']:.2f}), legacy {row['hvps_legacy_lambda_max']:.1f}"
+                  f"  max |warm-cold|/cold {row['max_rel_gap_warm_cold']:.3f}", flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"steps": args.steps, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
