@@ -150,7 +150,7 @@ def noise_rise(ctx: Context) -> Outcome:
     ax.set_ylabel("measured rise / ½σ²tr H")
     ax.legend()
     files += save_figure(fig, ctx.out / "noise_rise")
-    summary = "; ".join(
+    summary = "; ".join(x.line() for x in subs) + "; means: " + "; ".join(
         f"{act}: " + ", ".join(f"σ={s} R={np.mean([r[6] for r in rows if r[0] == act and r[2] == s]):.2f}"
                                for s in C2_SIGMAS) for act in ACTIVATIONS)
     return Outcome(summary, subs, {"rows": rows}, files, len(ctx.seeds))
