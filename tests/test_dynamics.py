@@ -190,3 +190,60 @@ def test_bad_input():
         SharpnessMonitor(model, (X, y), loss="mse", batch_sharpness=0)
     with pytest.raises(FlatminimaError, match="no tracked rows"):
         plot_dynamics([], "/tmp/never")
+
+
+def test_preconditioned_sharpness_matches_a_dense_reference():
+    from torch.func import functional_call, hessian
+
+    model, X, y = _mlp_data(n=16)
+    model = nn.Sequential(nn.Linear(6, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    X, y = X.double(), y.double()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(3):
+        opt.zero_grad()
+        nn.functional.mse_loss(model(X), y).backward()
+        opt.step()
+    row = {r["measure"]: r["value"] for r in
+           SharpnessMonitor(model, (X, y), loss="mse", optimizer=opt, tol=1e-8).record(3)}
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def f(t):
+        parts = dict(zip(names, (s.view(sh) for s, sh in zip(torch.split(t, [s.numel() for s in shapes]), shapes,
+                                                              strict=True)), strict=True))
+        return nn.functional.mse_loss(functional_call(model, parts, (X,)), y)
+
+    H = hessian(f)(theta)
+    d = preconditioner(opt, list(model.parameters())).rsqrt()
+    ref = float(torch.linalg.eigvalsh(d[:, None] * H * d[None, :])[-1])
+    assert row["preconditioned_sharpness"] == pytest.approx(ref, rel=1e-6)
+    assert row["lambda_max"] == pytest.approx(float(torch.linalg.eigvalsh(H)[-1]), rel=1e-6)
+    assert row["edge_ratio"] == pytest.approx(ref / (38 / 1e-2), rel=1e-6)
+
+
+def test_fit_step_callback_and_cli_track_sharpness(tmp_path):
+    from flatminima.cli.train import run_training
+    from flatminima.train import fit
+    from flatminima.train.recipes import make_recipe
+
+    model, X, y = _mlp_data(n=40)
+    seen = []
+    fit(model, (X, y), make_recipe(None, batch_size=16, epochs=2, loss="mse", lr=0.05), progress=False,
+        step_callback=lambda s, m, o: seen.append((s, o.param_groups[0]["lr"])))
+    assert [s for s, _ in seen] == [0, 1, 2, 3, 4, 5, 6]  # 40 samples in batches of 16: 3 steps an epoch
+
+    recipe = make_recipe(None, optimizer="sgd", momentum=0.0, batch_size="full", loss="mse", lr=0.5, epochs=12)
+    summary = run_training("mlp", "two_class", recipe, model_kwargs={"activation": "tanh", "width": 8},
+                           data_kwargs={"num_samples": 40}, shifts=False, members=1, out=str(tmp_path),
+                           device="cpu", progress=False, track_sharpness={"every": 4})
+    d = summary["dynamics"]
+    assert d["records"] == 4 and d["threshold"]["value"] == pytest.approx(4.0) and d["probe"] == 32
+    assert {"sharpness.png", "sharpness.svg", "sharpness.csv", "track.sqlite"} <= {p.name for p in tmp_path.iterdir()}
+    from flatminima.track import load
+
+    assert {r["measure"] for r in load(tmp_path / "track.sqlite")} >= {"lambda_max", "threshold", "loss", "lr"}
+    with pytest.raises(FlatminimaError, match="track-sharpness"):
+        run_training("mlp", "two_class", recipe, model_kwargs={}, data_kwargs={"num_samples": 40}, shifts=False,
+                     members=1, out=str(tmp_path / "b"), device="cpu", progress=False,
+                     track_sharpness={"evry": 4})
