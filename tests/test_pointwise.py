@@ -95,10 +95,10 @@ def test_loss_and_accuracy_equal_the_point_by_point_loop(build, shape, engine):
 def test_input_layer_identity_is_found_and_exact(build, shape, layer):
     obj = _objective(build(), shape)
     span = _span(obj)
-    batch = next(iter(obj._iter_batches()))
+    batch = next(iter(obj.batches()))
     found = _InputLayers.find(obj, span, batch, _loss_of(obj), memory_mb=512)
     assert found is not None
-    named = dict(obj._module.model.named_modules())
+    named = dict(obj.working_model.named_modules())
     assert [m for m, _, _ in found.layers] == [named[layer]]
     fast = values_at(obj, span, ["loss"])[0]
     plain = values_at(obj, span, ["loss"], shortcut=False)[0]
@@ -108,28 +108,28 @@ def test_input_layer_identity_is_found_and_exact(build, shape, layer):
 @pytest.mark.parametrize(("build", "why"), [(_ScaledInput, "input depends on θ"), (_Tied, "called twice")])
 def test_input_layer_identity_refuses_layers_it_cannot_serve(build, why):
     obj = _objective(build().double(), (6,))
-    batch = next(iter(obj._iter_batches()))
+    batch = next(iter(obj.batches()))
     found = _InputLayers.find(obj, _span(obj), batch, _loss_of(obj), memory_mb=512)
     assert found is None, why
 
 
 def test_input_layer_identity_respects_the_memory_budget():
     obj = _objective(_mlp(), (6,))
-    batch = next(iter(obj._iter_batches()))
+    batch = next(iter(obj.batches()))
     assert _InputLayers.find(obj, _span(obj), batch, _loss_of(obj), memory_mb=1e-6) is None
 
 
 def test_model_and_parameters_are_restored_even_when_the_forward_fails():
     obj = _objective(_mlp(), (6,))
-    before = {k: v.clone() for k, v in obj._module.model.state_dict().items()}
-    data_ptrs = [p.data_ptr() for p in obj._module.model.parameters()]
+    before = {k: v.clone() for k, v in obj.working_model.state_dict().items()}
+    data_ptrs = [p.data_ptr() for p in obj.working_model.parameters()]
     values_at(obj, _span(obj), ["loss"])
     obj._batches = [(torch.randn(4, 5, dtype=torch.float64), torch.zeros(4, dtype=torch.long))]  # wrong width
     with pytest.raises(FlatminimaError, match="forward failed"):
         values_at(obj, _span(obj), ["loss"], shortcut=False)
-    after = obj._module.model.state_dict()
+    after = obj.working_model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
-    assert [p.data_ptr() for p in obj._module.model.parameters()] == data_ptrs
+    assert [p.data_ptr() for p in obj.working_model.parameters()] == data_ptrs
 
 
 def test_loss_fn_user_losses_and_ignored_targets_match_the_reference():
@@ -183,9 +183,9 @@ def test_streamed_data_and_train_mode_leave_the_model_untouched():
     for obj in (Objective(net, "cross_entropy", loader), Objective(net, "cross_entropy", (X, y), mode="train")):
         span = _span(obj)
         ref = torch.tensor([obj.loss(t) for t in span.rows(0, len(span))], dtype=torch.float64)
-        before = {k: v.clone() for k, v in obj._module.model.state_dict().items()}
+        before = {k: v.clone() for k, v in obj.working_model.state_dict().items()}
         torch.testing.assert_close(values_at(obj, span, ["loss"])[0], ref, rtol=1e-12, atol=1e-13)
-        after = obj._module.model.state_dict()  # train-mode forwards moved BatchNorm statistics: restored
+        after = obj.working_model.state_dict()  # train-mode forwards moved BatchNorm statistics: restored
         assert all(torch.equal(before[k], after[k]) for k in before)
 
 
@@ -194,7 +194,7 @@ def test_a_parameter_selection_is_respected(params, shortcut_used):
     X, y = _data()
     obj = Objective(_mlp(), "cross_entropy", (X, y), batch_size=32, params=params)
     span = _span(obj)
-    batch = next(iter(obj._iter_batches()))
+    batch = next(iter(obj.batches()))
     assert (_InputLayers.find(obj, span, batch, _loss_of(obj), memory_mb=512) is not None) == shortcut_used
     ref = torch.tensor([obj.loss(t) for t in span.rows(0, len(span))], dtype=torch.float64)
     torch.testing.assert_close(values_at(obj, span, ["loss"])[0], ref, rtol=1e-12, atol=1e-13)
