@@ -196,7 +196,7 @@ def test_memory_budget_splits_batches_and_keeps_exact_values():
         9, ref.dim, generator=torch.Generator().manual_seed(5), dtype=torch.float64
     )
     torch.testing.assert_close(small.loss_batched(thetas), ref.loss_batched(thetas), rtol=1e-12, atol=1e-14)
-    assert small._theta_chunk(32) < 32  # the θ chunk shrank to the budget too
+    assert small.theta_chunk(32) < 32  # the θ chunk shrank to the budget too
 
 
 def test_memory_budget_per_sample_estimate_matches_saved_activations():
