@@ -577,13 +577,12 @@ def granulated_tau_draws(
     w = np.asarray(weights, float)
     per_axis = []
     for axis in axes:
-        taus = []
+        by_size: dict[int, list[list[int]]] = defaultdict(list)
         for members in _groups(rows, axes, axis, fixed):
-            if len({repr(rows[i][axis]) for i in members}) < 2:
-                continue
-            xs = np.array([rows[i][x] for i in members], float)
-            ys = np.array([rows[i][y] for i in members], float)
-            taus.append(tau_b_weighted(xs, ys, w[:, units[members]]))
+            if len({repr(rows[i][axis]) for i in members}) >= 2:
+                by_size[len(members)].append(members)
+        # Groups of one size share one batched computation (all groups x all resamples at once).
+        taus = [_group_taus(rows, groups, x, y, w, units) for groups in by_size.values()]
         if taus:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
@@ -593,6 +592,32 @@ def granulated_tau_draws(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmean(np.column_stack(per_axis), axis=1)
+
+
+def _group_taus(rows: Sequence[Mapping[str, Any]], groups: list[list[int]], x: str, y: str, w: np.ndarray,
+                units: np.ndarray) -> np.ndarray:
+    """τ_b within each of several equal-sized groups, on every resample: B × (number of groups).
+
+    The same quadratic forms as :func:`tau_b_weighted`, each point its own unit weighted by its
+    configuration's multiplicity, batched over the groups with ``einsum``."""
+    idx = np.asarray(groups)  # n_groups × k row indices
+    xs = np.array([[rows[i][x] for i in g] for g in groups], float)
+    ys = np.array([[rows[i][y] for i in g] for g in groups], float)
+    xr = np.array([_ranks(v) for v in xs])
+    yr = np.array([_ranks(v) for v in ys])
+    a = np.sign(xr[:, :, None] - xr[:, None, :]) * np.sign(yr[:, :, None] - yr[:, None, :])
+    tx = (xr[:, :, None] == xr[:, None, :]).astype(float)
+    ty = (yr[:, :, None] == yr[:, None, :]).astype(float)
+    m = w[:, units[idx]]  # B × n_groups × k multiplicities
+    n_tot = m.sum(2)
+    s = 0.5 * np.einsum("bgi,gij,bgj->bg", m, a, m)
+    n0 = n_tot * (n_tot - 1) / 2
+    n1 = 0.5 * (np.einsum("bgi,gij,bgj->bg", m, tx, m) - n_tot)
+    n2 = 0.5 * (np.einsum("bgi,gij,bgj->bg", m, ty, m) - n_tot)
+    den = (n0 - n1) * (n0 - n2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tau = np.where(den > 0, s / np.sqrt(np.where(den > 0, den, 1.0)), np.nan)
+    return np.clip(tau, -1.0, 1.0)
 
 
 # ----------------------------------------------------------------------------------------------------------
