@@ -6,6 +6,10 @@
 - ``.csv``: a header row; the label column (``label`` or ``y``, or ``label_column=``), an optional ``split``
   column (``train``/``test``), every other column a numeric feature; ``input_shape`` reshapes the features.
 
+Images: 4-D inputs may be channels-first ``(N, C, H, W)`` or channels-last ``(N, H, W, C)`` with ``C`` in 1, 3
+or 4 (moved to channels-first, which PyTorch's convolutions take); ``uint8`` inputs (0-255 pixels) are
+scaled to ``[0, 1]``. Other integer or float inputs are used as they are.
+
 Checks (each failure names the split, what was found and what is required): the file and keys exist;
 inputs are numeric and finite with at least one feature; labels are 1-D integers ≥ 0; inputs and labels
 have the same number of rows; train and test inputs have the same per-sample shape; ``input_shape``, if
@@ -170,4 +174,22 @@ def split_arrays(arrays: dict[str, np.ndarray], path: str, *, test_fraction: flo
         raise FlatminimaError(f"data file {path!r}: train inputs have per-sample shape "
                               f"{tuple(x.shape[1:])} but "
                               f"test inputs {tuple(xt.shape[1:])}; they must be the same.")
+    x, xt = _as_images(x, input_shape), _as_images(xt, input_shape)
     return _reshape("train", x, input_shape), y, _reshape("test", xt, input_shape), yt
+
+
+CHANNELS = (1, 3, 4)
+
+
+def _as_images(x: np.ndarray, input_shape: Sequence[int] | None = None) -> np.ndarray:
+    """uint8 inputs scaled to [0, 1]; 4-D image arrays in channels-last layout (N, H, W, C) with C in 1, 3
+    or 4 (and H not) moved to PyTorch's channels-first (N, C, H, W). An ``input_shape`` the array already
+    has is kept as it is."""
+    if x.dtype == np.uint8:
+        x = x.astype(np.float32) / 255.0
+    if input_shape is not None and tuple(x.shape[1:]) == tuple(int(s) for s in input_shape):
+        return x
+    if x.ndim == 4 and x.shape[3] in CHANNELS and x.shape[1] not in CHANNELS:
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    return x
+

@@ -134,6 +134,15 @@ def _under(path: Path, folders: list[Path]) -> bool:
     return any(path == f or f in path.parents for f in folders)
 
 
+def current_folder_importable() -> None:
+    """Make the working directory importable for ``module:factory`` (as ``python -m`` would), appended to
+    ``sys.path`` so a file there never shadows an installed package or the standard library."""
+    cwd = str(Path.cwd())
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
+        importlib.invalidate_caches()
+
+
 def factory_origin(spec: str) -> dict[str, str]:
     """Where ``package.module:factory`` would be imported from, found *without importing it*.
 
@@ -142,6 +151,7 @@ def factory_origin(spec: str) -> dict[str, str]:
     ``nn.Module`` classes, e.g. ``torch.nn:Linear``). The standard library, built-in and frozen modules
     are refused: a spec can never name ``os:system``, ``subprocess:run`` or ``builtins:eval``.
     """
+    current_folder_importable()
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr or not all(p.isidentifier() for p in module_name.split(".") + attr.split(".")):
         raise FlatminimaError(f"a model factory must look like 'package.module:factory', got {spec!r}.")
@@ -156,8 +166,9 @@ def factory_origin(spec: str) -> dict[str, str]:
     except (ImportError, ValueError) as err:
         raise FlatminimaError(f"cannot load model factory {spec!r}: {err}.") from err
     if found is None:
-        raise FlatminimaError(f"cannot load model factory {spec!r}: no module named {top!r} (is its folder on "
-                              "PYTHONPATH, or the working directory?).")
+        raise FlatminimaError(f"cannot load model factory {spec!r}: no module named {top!r} in the working "
+                              f"directory ({Path.cwd()}) or on PYTHONPATH; run from the folder holding "
+                              f"{top}.py (or {top}/), or add that folder to PYTHONPATH.")
     origin = found.origin if found.has_location else None
     if origin is None and found.submodule_search_locations:
         origin = next(iter(found.submodule_search_locations), None)

@@ -108,11 +108,42 @@ class _State:
         torch.set_rng_state(blob["torch_rng"])
 
 
+def materialise(data: Any, what: str = "data") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(X, y)`` tensors from a ``torch.utils.data.Dataset`` (items ``(x, y)``) or a ``DataLoader`` (batches
+    ``(x, y)``), read once into memory in their order: the trainer shuffles and batches them itself."""
+    from torch.utils.data import DataLoader
+    from torch.utils.data import Dataset as TorchDataset
+
+    if isinstance(data, DataLoader):
+        parts = list(data)
+    elif isinstance(data, TorchDataset):
+        try:
+            parts = [data[i] for i in range(len(data))]  # type: ignore[arg-type]
+        except TypeError as err:  # an IterableDataset has no len()
+            raise FlatminimaError(f"{what}: a Dataset without len() cannot be read; wrap it in a DataLoader.") \
+                from err
+        parts = [(torch.as_tensor(x)[None], torch.as_tensor(y).reshape(1)) for x, y in parts]
+    else:
+        raise FlatminimaError(f"{what} must be (X, y) tensors, a Dataset or a DataLoader, got {type(data).__name__}.")
+    if not parts:
+        raise FlatminimaError(f"{what} is empty.")
+    if not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in parts):
+        raise FlatminimaError(f"{what}: every item (or batch) must be a pair (inputs, labels).")
+    return (torch.cat([torch.as_tensor(p[0]) for p in parts]),
+            torch.cat([torch.as_tensor(p[1]).reshape(-1) for p in parts]))
+
+
 def _check_data(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    from torch.utils.data import DataLoader
+    from torch.utils.data import Dataset as TorchDataset
+
     if hasattr(data, "train") and hasattr(data, "x_train"):  # a flatminima Dataset
         data = data.train
+    if isinstance(data, (DataLoader, TorchDataset)):
+        data = materialise(data, "fit's data")
     if not (isinstance(data, (tuple, list)) and len(data) == 2):
-        raise FlatminimaError(f"fit needs data=(X, y) tensors (or a Dataset), got {type(data).__name__}.")
+        raise FlatminimaError(f"fit needs data=(X, y) tensors, a flatminima Dataset, a torch Dataset or a "
+                              f"DataLoader, got {type(data).__name__}.")
     X, y = (torch.as_tensor(t) for t in data)
     if len(X) == 0 or len(X) != len(y):
         raise FlatminimaError(f"fit needs as many labels as inputs (≥ 1), got {len(X)} inputs, "
@@ -227,12 +258,16 @@ def exact_train_loss(model: nn.Module, X: torch.Tensor, y: torch.Tensor, loss: s
     return float(loss_function(loss)(predict(model, X, device=device), y))
 
 
-def fit(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], recipe: Recipe | dict | None = None, *,
+def fit(model: nn.Module, data: Any, recipe: Recipe | dict | None = None, *,
         checkpoint_dir: str | Path | None = None, progress: bool = True, device: str | torch.device = "cpu",
-        eval_data: tuple[torch.Tensor, torch.Tensor] | None = None, loss_fn: Callable | None = None,
+        eval_data: Any = None, loss_fn: Callable | None = None,
         callback: Callable[[int, dict, nn.Module], None] | None = None,
         step_callback: Callable[[int, nn.Module, torch.optim.Optimizer], None] | None = None) -> TrainResult:
-    """Train ``model`` in place on ``data = (X, y)`` (or a Dataset) with ``recipe``; return a TrainResult.
+    """Train ``model`` in place on ``data = (X, y)`` with ``recipe``; return a TrainResult.
+
+    ``data`` may also be a flatminima Dataset (its train split), a ``torch.utils.data.Dataset`` of ``(x, y)``
+    items or a ``DataLoader`` of ``(x, y)`` batches: read once into memory, then shuffled and batched by the
+    recipe (``recipe.batch_size``), like tensors. ``eval_data`` takes the same forms.
 
     The same seed gives the same weights bit for bit on the CPU. With ``checkpoint_dir``, ``last.pt`` is
     written every ``recipe.checkpoint_every`` epochs and at the end, and a run finding it there resumes
@@ -252,6 +287,8 @@ def fit(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], recipe: Recip
     """
     r = make_recipe(recipe)
     X, y = _check_data(data)
+    if eval_data is not None and not isinstance(eval_data, (tuple, list)):
+        eval_data = _check_data(eval_data)
     if not any(p.requires_grad for p in model.parameters()):
         raise FlatminimaError("the model has no trainable parameters (requires_grad=True); nothing to train.")
     model.to(device)
