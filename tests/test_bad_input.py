@@ -396,3 +396,83 @@ def test_entry_point_prints_one_line_and_exits_2(tmp_path):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "--n-boot" in res.stderr
+
+
+# ---- train, curvature and landscape: every option checked before any data is loaded or model trained ---------
+@pytest.mark.parametrize("command", ["curvature", "landscape", "train"])
+def test_measuring_and_training_commands_refuse_an_out_that_is_a_file(tmp_path, command):
+    (tmp_path / "f").write_text("x")
+    _refused_cli([command, "--data", "two_class", "--out", str(tmp_path / "f")], "is a file")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+@pytest.mark.parametrize("command", ["curvature", "landscape", "train", "sharpness"])
+def test_device_cuda_without_cuda_is_refused_before_training(tmp_path, command):
+    _refused_cli([command, "--data", "two_class", "--device", "cuda", "--out", str(tmp_path / "o")],
+                 "CUDA is not available")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("command", ["curvature", "landscape"])
+@pytest.mark.parametrize("args,fragment", [
+    (["--dtype", "float16"], "--dtype must be one of"),
+    (["--device", "nonsense"], "--device 'nonsense'"),
+    (["--epochs", "0"], "--epochs must be a positive"),
+])
+def test_curvature_and_landscape_refuse_bad_options(tmp_path, command, args, fragment):
+    _refused_cli([command, "--data", "two_class", "--out", str(tmp_path / "o"), *args], fragment)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--split", "trian"], "--split must be one of"),
+    (["--compute", "eigenvalues,nope"], "--compute: unknown"),
+    (["--compute", ""], "--compute is empty"),
+    (["--k", "0"], "--k must be a positive"),
+    (["--operator", "fisher"], "--operator must be one of"),
+])
+def test_curvature_refuses_bad_options(tmp_path, args, fragment):
+    _refused_cli(["curvature", "--data", "two_class", "--out", str(tmp_path / "o"), *args], fragment)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--mode", "slise"], "--mode must be one of"),
+    (["--dims", "3"], "--dims must be 1 or 2"),
+    (["--kind", "filtr"], "--kind must be one of"),
+])
+def test_landscape_refuses_bad_options(tmp_path, args, fragment):
+    _refused_cli(["landscape", "--data", "two_class", "--out", str(tmp_path / "o"), *args], fragment)
+    assert not (tmp_path / "o").exists()
+
+
+def test_split_typo_is_not_read_as_the_test_split():
+    from flatminima.workflow import get_data, objective_for
+
+    with pytest.raises(FlatminimaError, match="split must be one of"):
+        objective_for(torch.nn.Linear(2, 2), get_data("two_class", num_samples=20), split="trian")
+
+
+@pytest.mark.parametrize("recipe,fragment", [
+    (None, "does not exist"),
+    ("lr = [", "not a valid TOML file"),
+    ("[recipe]\nlr = -1\n", "lr"),
+    ("[recipe]\nno_such_field = 1\n", "no_such_field"),
+])
+def test_train_refuses_a_missing_or_invalid_recipe(tmp_path, recipe, fragment):
+    path = tmp_path / "r.toml"
+    if recipe is not None:
+        path.write_text(recipe)
+    _refused_cli(["train", "--data", "two_class", "--recipe", str(path), "--out", str(tmp_path / "o")], fragment)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--ensemble", "0"], "--ensemble must be a positive"),
+    (["--ensemble", "-1"], "--ensemble must be a positive"),
+    (["--epochs", "0"], "--epochs must be a positive"),
+    (["--device", "nonsense"], "--device 'nonsense'"),
+])
+def test_train_refuses_bad_options(tmp_path, args, fragment):
+    _refused_cli(["train", "--data", "two_class", "--out", str(tmp_path / "o"), *args], fragment)
+    assert not (tmp_path / "o").exists()

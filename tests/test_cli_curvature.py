@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -15,6 +16,11 @@ from flatminima.models import mlp
 from flatminima.train import save_checkpoint
 
 runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default output root flatminima-out/ lands in the test's folder
 
 
 def _user_files(tmp_path, width=8):

@@ -16,9 +16,21 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 
 
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        print(f"flatminima {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
-    """flatminima: loss-landscape geometry with error bars and costs."""
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
+    """flatminima: loss-landscape geometry with error bars and costs.
+
+    Every command writes under flatminima-out/ (one folder per command and run) unless given --out.
+    """
 
 
 COMMANDS = ("curvature", "sharpness", "landscape", "train", "study", "lab", "claims")

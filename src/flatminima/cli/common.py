@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from typing import Any
 
 from rich.console import Console
 
-console = Console()
+# Off a terminal (a log file, nohup, SLURM) Rich would wrap every line at 80 columns: use a wide page instead.
+console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160)
 
 
 def fmt(value: float, err: float | None = None) -> str:
@@ -111,12 +114,13 @@ def check_device(device: str | None) -> None:
 
     from ..errors import FlatminimaError
 
-    if device is None:
+    if device is None or device == "auto":
         return
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError) as err:
-        raise FlatminimaError(f"--device {device!r} is not a device name (cpu, cuda, cuda:1, mps): {err}") from None
+        raise FlatminimaError(f"--device {device!r} is not a device name (cpu, cuda, cuda:1, mps, auto): "
+                              f"{err}") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise FlatminimaError(f"--device {device!r}: CUDA is not available on this machine; use --device cpu.")
@@ -137,3 +141,134 @@ def check_measure_options(*, split: str = "train", dtype: str = "float32", devic
     check_device(device)
     if epochs is not None:
         check_positive("--epochs", epochs)
+
+
+def check_recipe_file(path: str | None) -> None:
+    """``--recipe``: an existing, readable TOML file whose fields make a valid recipe (checked before training)."""
+    from pathlib import Path
+
+    from ..errors import FlatminimaError
+
+    if path is None:
+        return
+    p = Path(path)
+    if not p.exists():
+        raise FlatminimaError(f"--recipe {path!r} does not exist; give a TOML recipe file.")
+    if p.is_dir():
+        raise FlatminimaError(f"--recipe {path!r} is a folder; give a TOML recipe file.")
+    import tomllib
+
+    try:
+        tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise FlatminimaError(f"--recipe {path!r} is not a valid TOML file: {err}.") from None
+
+
+# ---- the shared option vocabulary (one name, one meaning, on every command that takes it) --------------------
+OUT_ROOT = "flatminima-out"
+DEVICES = ("cpu", "cuda", "mps", "auto")
+
+
+def opt_seed(default: int | None = 0, what: str = "training and every random probe") -> Any:
+    import typer
+
+    return typer.Option(default, "--seed", help=f"seed for {what}")
+
+
+def opt_out(command: str, what: str = "results") -> Any:
+    import typer
+
+    return typer.Option(None, "--out", help=f"folder for {what} (default {OUT_ROOT}/{command}/<run>; "
+                                            "created if missing, reused when rerun)")
+
+
+def opt_device(what: str = "training and measuring") -> Any:
+    import typer
+
+    return typer.Option("cpu", "--device", help=f"device for {what}: cpu, cuda, cuda:N, mps or auto "
+                                                "(checked before any work)")
+
+
+def opt_dtype() -> Any:
+    import typer
+
+    return typer.Option("float32", "--dtype", help="float32 or float64 (float64 for reference-grade numbers)")
+
+
+def opt_model_arg() -> Any:
+    import typer
+
+    return typer.Option(None, "--model-arg", help="model keyword KEY=VALUE (repeatable), e.g. width=32")
+
+
+def opt_data_arg() -> Any:
+    import typer
+
+    return typer.Option(None, "--data-arg", help="data keyword KEY=VALUE (repeatable), e.g. num_samples=500")
+
+
+def opt_json() -> Any:
+    import typer
+
+    return typer.Option(False, "--json", help="print JSON instead of tables")
+
+
+def opt_workers(default: int | None = None, what: str = "parallel runs") -> Any:
+    import typer
+
+    return typer.Option(default, "--workers", help=what)
+
+
+def opt_progress() -> Any:
+    import typer
+
+    return typer.Option(True, "--progress/--no-progress",
+                        help="progress with rate and ETA (plain lines every 10 s when not a terminal)")
+
+
+def resolve_device(device: str | None) -> str:
+    """``--device``: checked (see :func:`check_device`); ``auto`` becomes cuda, mps or cpu, whichever exists."""
+    import torch
+
+    if device is None or device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        return "mps" if mps is not None and mps.is_available() else "cpu"
+    check_device(device)
+    return device
+
+
+def run_name(*parts: Any, **settings: Any) -> str:
+    """A readable folder name for one run: the parts (a model factory's or a file's name shortened) and a short
+    hash of every setting, so different settings never share (or clash in) a folder."""
+    import hashlib
+    import re
+
+    text = "-".join(re.sub(r"[^A-Za-z0-9_.]+", "_", str(p).rsplit("/", 1)[-1].rsplit(":", 1)[-1]).strip("_.")
+                    for p in parts if p not in (None, ""))
+    digest = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:6]
+    return f"{text or 'run'}-{digest}"
+
+
+def out_folder(command: str, out: str | None, name: str | None = None) -> str:
+    """The output folder of one command's run: ``--out`` as given, else ``flatminima-out/<command>/<name>``."""
+    from pathlib import Path
+
+    check_out_folder("--out", out)
+    if out is not None:
+        return out
+    return str(Path(OUT_ROOT) / command / name) if name else str(Path(OUT_ROOT) / command)
+
+
+def parse_list(option: str, text: str | None, allowed: tuple[str, ...]) -> list[str]:
+    """``"a,b"`` → ``["a", "b"]``, each checked against ``allowed``."""
+    from ..errors import FlatminimaError
+
+    items = [t.strip() for t in (text or "").split(",") if t.strip()]
+    if not items:
+        raise FlatminimaError(f"{option} is empty; give one or more of {list(allowed)}, comma-separated.")
+    bad = [t for t in items if t not in allowed]
+    if bad:
+        raise FlatminimaError(f"{option}: unknown {bad}; choose from {list(allowed)} (comma-separated).")
+    return list(dict.fromkeys(items))

@@ -5,86 +5,170 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from .common import console, fmt, fmt_cost, parse_kv, print_json
+from ..progress import count_products
+from .common import (
+    check_measure_options,
+    check_positive,
+    console,
+    fmt,
+    fmt_cost,
+    opt_data_arg,
+    opt_device,
+    opt_dtype,
+    opt_json,
+    opt_model_arg,
+    opt_out,
+    opt_progress,
+    opt_seed,
+    out_folder,
+    parse_kv,
+    parse_list,
+    print_json,
+    resolve_device,
+    run_name,
+)
 
 
 def register(app: typer.Typer) -> None:
     app.command("curvature")(curvature)
 
 
+COMPUTE = ("eigenvalues", "smallest", "trace", "density")
+
+
 def curvature(
-    model: str = typer.Option("mlp", help="built-in model (mlp, cnn1d, ...) or 'package.module:factory'"),
-    model_arg: list[str] | None = typer.Option(None, help="model keyword KEY=VALUE (repeatable), e.g. width=32"),
-    data: str = typer.Option("mnist1d", help="built-in data set or a .npz file (x_train, y_train[, x_test, y_test])"),
+    model: str = typer.Option("mlp", help="built-in model (mlp, cnn1d, ...) or 'module:factory' (the current "
+                              "folder is importable)"),
+    model_arg: list[str] | None = opt_model_arg(),
+    data: str = typer.Option("mnist1d", help="built-in data set, a data file (.npz, .csv, .pt: x_train, y_train[, "
+                             "x_test, y_test]) or 'module:factory' returning a Dataset/DataLoader"),
+    data_arg: list[str] | None = opt_data_arg(),
     checkpoint: str | None = typer.Option(None, help="state-dict checkpoint; without it the model is trained"),
     epochs: int = typer.Option(20, help="training epochs when no checkpoint is given"),
+    compute: str = typer.Option(",".join(COMPUTE), help="what to compute, comma-separated: eigenvalues (top k, "
+                                "Lanczos), smallest (λmin), trace (Hutch++), density (SLQ)"),
     k: int = typer.Option(5, help="how many top eigenvalues"),
     probes: int = typer.Option(60, help="Hessian-vector products for the Hutch++ trace"),
+    density_probes: int = typer.Option(4, help="SLQ probes for the density"),
+    density_steps: int = typer.Option(60, help="Lanczos steps per SLQ probe (products = probes × steps)"),
+    tol: float = typer.Option(1e-4, help="Lanczos tolerance on the relative residual"),
     operator: str = typer.Option("hessian", help="hessian or ggn"),
     split: str = typer.Option("train", help="measure on the train or test split"),
-    dtype: str = typer.Option("float32", help="float32 or float64"),
-    device: str | None = typer.Option(None, help="cpu, cuda, cuda:1 ..."),
-    seed: int = typer.Option(0, help="seed for training and for the random probes"),
-    out: str | None = typer.Option(None, help="folder for the checkpoint and the density plot"),
+    dtype: str = opt_dtype(),
+    device: str = opt_device(),
+    seed: int = opt_seed(),
+    out: str | None = opt_out("curvature", "the checkpoint and the density plot"),
     per_layer: bool = typer.Option(False, "--per-layer", help="per parameter block: λmax, trace ± s.e. and trace "
                                    "share (instead of the whole-model report); bar chart into --out"),
     group: str = typer.Option("parameter", help="--per-layer blocks: parameter (one per tensor) or module"),
     blocks: list[str] | None = typer.Option(None, help="--per-layer: only tensors matching this pattern (repeatable)"),
-    json_out: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
+    progress: bool = opt_progress(),
+    json_out: bool = opt_json(),
 ) -> None:
     """Train (or load) a model and print its curvature report with error bars and costs."""
-    from ..curvature import curvature_report
+    from ..errors import FlatminimaError, require_choice
     from ..workflow import get_data, get_model, objective_for
 
-    dataset = get_data(data)
+    check_measure_options(split=split, dtype=dtype, device=device, epochs=None if checkpoint else epochs)
+    parts = parse_list("--compute", compute, COMPUTE)
+    for name, value in (("--k", k), ("--probes", probes), ("--density-probes", density_probes),
+                        ("--density-steps", density_steps)):
+        check_positive(name, value)
+    if not tol > 0:
+        raise FlatminimaError(f"--tol must be positive, got {tol!r}.")
+    require_choice("--operator", operator, ("hessian", "ggn"))
+    require_choice("--group", group, ("parameter", "module"))
+    model_kw, data_kw = parse_kv(model_arg), parse_kv(data_arg)
+    dev = resolve_device(device)
+    folder = out_folder("curvature", out, run_name(model, data, model=model, data=data, model_kw=model_kw,
+                                                   data_kw=data_kw, epochs=epochs, seed=seed,
+                                                   checkpoint=checkpoint))
+    show = progress and not json_out
+    dataset = get_data(data, **data_kw)
     net, info = get_model(model, dataset, checkpoint=checkpoint, recipe={"epochs": epochs, "seed": seed},
-                          out_dir=out, progress=not json_out, **parse_kv(model_arg))
-    obj = objective_for(net, dataset, split=split, dtype=dtype, device=device)
+                          out_dir=None if checkpoint else folder, progress=show, device=dev,
+                          say=None if json_out else console.print, **model_kw)
+    obj = objective_for(net, dataset, split=split, dtype=dtype, device=dev)
     if per_layer:
         _per_layer(obj, model, dataset.name, info, group=group, blocks=blocks, probes=probes, operator=operator,
-                   seed=seed, out=out, json_out=json_out)
+                   seed=seed, out=folder, json_out=json_out, progress=show)
         return
-    rep = curvature_report(obj, k=k, probes=probes, operator=operator, seed=seed)
-    if out:
-        rep["density_files"] = rep["density"].plot(f"{out}/spectral_density")
+    rep = compute_report(obj, parts, k=k, probes=probes, density_probes=density_probes,
+                         density_steps=density_steps, operator=operator, tol=tol, seed=seed, progress=show)
+    if "density" in rep:
+        rep["density_files"] = rep["density"].plot(f"{folder}/spectral_density")
+    rep["out"] = folder
     if json_out:
         print_json({key: (v.to_dict() if hasattr(v, "to_dict") else v) for key, v in rep.items()} | {"model": info})
         return
     _print(rep, model, dataset.name)
 
 
+def compute_report(obj, parts: list[str], *, k: int, probes: int, density_probes: int, density_steps: int,
+                   operator: str, tol: float, seed: int, progress: bool) -> dict:
+    """The parts of :func:`flatminima.curvature.curvature_report` asked for, each with a progress line."""
+    from ..curvature import eigenvalues, spectral_density, trace
+
+    limit = min(obj.dim, 40 * k + 100)
+    rep: dict = {"loss": obj.loss()}
+    if "eigenvalues" in parts:
+        with count_products(obj, None, f"Lanczos, top {k} (products, at most {limit})", enabled=progress):
+            rep["top"] = eigenvalues(obj, k, "largest", tol=tol, operator=operator, seed=seed)
+    if "smallest" in parts:
+        with count_products(obj, None, f"Lanczos, smallest (products, at most {min(obj.dim, 140)})",
+                            enabled=progress):
+            rep["bottom"] = eigenvalues(obj, 1, "smallest", tol=tol, operator=operator, seed=seed)
+    if "trace" in parts:
+        with count_products(obj, probes, "Hutch++ trace (products)", enabled=progress):
+            rep["trace"] = trace(obj, "hutch++", probes, operator=operator, seed=seed)
+    if "density" in parts:
+        with count_products(obj, density_probes * min(density_steps, obj.dim),
+                            f"SLQ density, {density_probes} probes (products)", enabled=progress):
+            rep["density"] = spectral_density(obj, density_probes, density_steps, operator=operator, seed=seed)
+    return {"objective": obj.describe()} | rep
+
+
 def _print(rep: dict, model: str, data: str) -> None:
     o = rep["objective"]
     console.print(f"[bold]{model}[/bold] on [bold]{data}[/bold]: {o['dim']} parameters, {o['samples']:.0f} "
                   f"samples, {o['mode']} mode, {o['dtype']}; loss {rep['loss']:.5g}")
-    table = Table(title=f"Curvature of the {rep['top'].operator} (full-data mean)")
+    op = next((rep[key].operator for key in ("top", "bottom") if key in rep), "hessian")
+    table = Table(title=f"Curvature of the {op} (full-data mean)")
     for col in ("quantity", "value", "true residual", "error bound", "converged", "cost"):
         table.add_column(col)
-    top, bottom = rep["top"], rep["bottom"]
-    rows = [(f"λ{i + 1}", top, i) for i in range(len(top.values))] + [("λmin", bottom, 0)]
+    rows = []
+    if "top" in rep:
+        rows += [(f"λ{i + 1}", rep["top"], i) for i in range(len(rep["top"].values))]
+    if "bottom" in rep:
+        rows += [("λmin", rep["bottom"], 0)]
     for name, res, i in rows:
         table.add_row(name, f"{res.values[i]:.6g}", f"{res.residuals[i]:.1e}", f"{res.error_bounds[i]:.1e}",
                       "yes" if res.converged[i] else "NO", fmt_cost(res.cost) if i == 0 else "")
-    tr = rep["trace"]
-    table.add_row("trace (Hutch++)", fmt(tr.value, tr.stderr), "-", f"±{tr.stderr:.2g} (s.e.)", "-", fmt_cost(tr.cost))
-    d = rep["density"]
-    table.add_row("negative mass (SLQ)", fmt(d.negative_mass, d.negative_mass_stderr), "-", "s.e. over probes", "-",
-                  fmt_cost(d.cost))
-    table.add_row("outliers above bulk", ", ".join(f"{x:.4g}" for x in d.outliers[:5]) or "none", "-",
-                  f"bulk edge {d.bulk_edge:.3g}", "-", "")
+    if "trace" in rep:
+        tr = rep["trace"]
+        table.add_row("trace (Hutch++)", fmt(tr.value, tr.stderr), "-", f"±{tr.stderr:.2g} (s.e.)", "-",
+                      fmt_cost(tr.cost))
+    if "density" in rep:
+        d = rep["density"]
+        table.add_row("negative mass (SLQ)", fmt(d.negative_mass, d.negative_mass_stderr), "-", "s.e. over probes",
+                      "-", fmt_cost(d.cost))
+        table.add_row("outliers above bulk", ", ".join(f"{x:.4g}" for x in d.outliers[:5]) or "none", "-",
+                      f"bulk edge {d.bulk_edge:.3g}", "-", "")
     console.print(table)
-    console.print(f"true residual ‖Hv − λv‖ from one extra product per pair; no bound is below the {o['dtype']} "
-                  f"rounding floor eps·‖H‖·√dim = {top.floor:.1e}")
+    first = rep.get("top") or rep.get("bottom")
+    if first is not None:
+        console.print(f"true residual ‖Hv − λv‖ from one extra product per pair; no bound is below the "
+                      f"{o['dtype']} rounding floor eps·‖H‖·√dim = {first.floor:.1e}")
     if "density_files" in rep:
         console.print("density plot: " + ", ".join(rep["density_files"]))
 
 
 def _per_layer(obj, model: str, data: str, info: dict, *, group: str, blocks: list[str] | None, probes: int,
-               operator: str, seed: int, out: str | None, json_out: bool) -> None:
+               operator: str, seed: int, out: str | None, json_out: bool, progress: bool = True) -> None:
     from ..curvature import per_layer
 
     res = per_layer(obj, group=group, blocks=blocks or None, probes=probes, operator=operator, seed=seed,
-                    progress=not json_out, meta={"model": model, "data": data})
+                    progress=progress, meta={"model": model, "data": data})
     files = res.plot(f"{out}/per_layer_curvature") if out else []
     if json_out:
         print_json(res.to_dict() | {"files": files, "model": info})

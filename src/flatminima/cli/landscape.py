@@ -4,7 +4,25 @@ from __future__ import annotations
 
 import typer
 
-from .common import console, fmt_cost, parse_kv, print_json
+from .common import (
+    check_measure_options,
+    check_positive,
+    console,
+    fmt_cost,
+    opt_data_arg,
+    opt_device,
+    opt_dtype,
+    opt_json,
+    opt_model_arg,
+    opt_out,
+    opt_progress,
+    opt_seed,
+    out_folder,
+    parse_kv,
+    print_json,
+    resolve_device,
+    run_name,
+)
 
 MODES = ("slice", "pca", "interpolate", "connect", "paper")
 
@@ -20,13 +38,13 @@ def landscape(
         "solutions), connect (trained low-loss curve between two solutions vs the straight line), "
         "or paper (all figures for a small- vs large-batch pair)",
     ),
-    model: str = typer.Option("mlp", help="built-in model (mlp, cnn1d) or 'package.module:factory'"),
-    model_arg: list[str] | None = typer.Option(
-        None, help="model keyword KEY=VALUE (repeatable), e.g. width=32"
-    ),
+    model: str = typer.Option("mlp", help="built-in model (mlp, cnn1d) or 'module:factory' (the current folder "
+                              "is importable)"),
+    model_arg: list[str] | None = opt_model_arg(),
     data: str = typer.Option(
-        "mnist1d", help="built-in data set or a .npz file (x_train, y_train, x_test, y_test)"
+        "mnist1d", help="built-in data set, a data file (.npz, .csv, .pt) or 'module:factory'"
     ),
+    data_arg: list[str] | None = opt_data_arg(),
     checkpoint: str | None = typer.Option(
         None, help="state-dict checkpoint (θ_a for interpolate); without it the model is trained"
     ),
@@ -56,23 +74,39 @@ def landscape(
         512.0, help="memory budget (MiB) of the grid evaluation: a vmap chunk on GPUs; cached layer outputs "
         "and merged batches on the CPU"),
     log: bool = typer.Option(False, "--log", help="logarithmic loss axis / colour scale"),
-    dtype: str = typer.Option("float32", help="float32 or float64"),
-    seed: int = typer.Option(0, help="seed for training and directions"),
-    out: str = typer.Option(
-        "landscape", help="output folder for figures (PNG, SVG) and data (CSV, NPZ, JSON)"
-    ),
-    json_out: bool = typer.Option(False, "--json", help="print JSON instead of text"),
+    dtype: str = opt_dtype(),
+    device: str = opt_device("training and the grid (landscape computes on the CPU)"),
+    seed: int = opt_seed(0, "training and directions"),
+    out: str | None = opt_out("landscape", "figures (PNG, SVG) and data (CSV, NPZ, JSON)"),
+    progress: bool = opt_progress(),
+    json_out: bool = opt_json(),
 ) -> None:
     """Draw loss-landscape figures (Li et al. 2018) with exact full-data losses, into --out."""
     import torch
 
-    from ..errors import require_choice
+    from ..errors import FlatminimaError, require_choice
     from ..landscape import figures
     from ..workflow import get_data
 
-    require_choice("mode", mode, MODES)
-    require_choice("dtype", dtype, ["float32", "float64"])
-    dataset, tdtype, progress = get_data(data), getattr(torch, dtype), not json_out
+    require_choice("--mode", mode, MODES)
+    require_choice("--kind", kind, ("filter", "layer", "random", "hessian"))
+    require_choice("--curve", curve, ("bezier", "polychain"))
+    check_measure_options(dtype=dtype, device=device)
+    if resolve_device(device) != "cpu":
+        raise FlatminimaError(f"--device {device!r}: landscape trains and evaluates on the CPU for now; use "
+                              "--device cpu (curvature and sharpness run on GPUs).")
+    if dims not in (1, 2):
+        raise FlatminimaError(f"--dims must be 1 or 2, got {dims}.")
+    for name, value in (("--epochs", epochs), ("--batch-size", batch_size), ("--large-batch", large_batch),
+                        ("--steps", steps), ("--curve-epochs", curve_epochs)):
+        check_positive(name, value)
+    if not span > 0 or not lr > 0:
+        raise FlatminimaError(f"--span and --lr must be positive, got {span!r} and {lr!r}.")
+    model_kw, data_kw = parse_kv(model_arg), parse_kv(data_arg)
+    out = out_folder("landscape", out, run_name(mode, model, data, mode=mode, model=model, data=data,
+                                                model_kw=model_kw, data_kw=data_kw, epochs=epochs, seed=seed,
+                                                checkpoint=checkpoint, checkpoint_b=checkpoint_b))
+    dataset, tdtype, progress = get_data(data, **data_kw), getattr(torch, dtype), progress and not json_out
     if mode == "connect":
         from ..landscape.connect import connect_models
 
@@ -81,7 +115,7 @@ def landscape(
             epochs=epochs, batch_size=batch_size, lr=lr, curve=curve, curve_epochs=curve_epochs, curve_lr=curve_lr,
             optimizer=curve_optimizer, grid=steps, plane_grid=plane_steps, test=test,
             recompute_bn=True if recompute_bn else "auto", dtype=tdtype, log=log, progress=progress,
-            model_kw=parse_kv(model_arg),
+            model_kw=model_kw,
         )
         summary.pop("result")
         _report(summary, json_out)
@@ -102,7 +136,7 @@ def landscape(
             log=log,
             dtype=tdtype,
             progress=progress,
-            **parse_kv(model_arg),
+            **model_kw,
         )
         _report(summary, json_out)
         return
@@ -127,7 +161,7 @@ def landscape(
         seed=seed,
         out=out,
         progress=progress,
-        model_kw=parse_kv(model_arg),
+        model_kw=model_kw,
     )
     summary = figures.single_figure(dataset, mode, **kw)
     _report(summary, json_out)

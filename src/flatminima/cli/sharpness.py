@@ -7,13 +7,23 @@ from rich.table import Table
 
 from .common import (
     check_measure_options,
-    check_out_folder,
     console,
     fmt,
     fmt_cost,
+    opt_data_arg,
+    opt_device,
+    opt_dtype,
+    opt_json,
+    opt_model_arg,
+    opt_out,
+    opt_progress,
+    opt_seed,
+    out_folder,
     parse_kv,
     print_json,
     print_names,
+    resolve_device,
+    run_name,
 )
 
 
@@ -23,23 +33,28 @@ def register(app: typer.Typer) -> None:
 
 def sharpness(
     measures: str | None = typer.Option(None, help="comma-separated measure names (default all; --list)"),
-    model: str = typer.Option("mlp", help="built-in model (mlp, cnn1d, ...) or 'package.module:factory'"),
-    data: str = typer.Option("mnist1d", help="built-in data set or a data file (.npz, .csv, .pt)"),
+    model: str = typer.Option("mlp", help="built-in model (mlp, cnn1d, ...) or 'module:factory' (the current "
+                              "folder is importable)"),
+    model_arg: list[str] | None = opt_model_arg(),
+    data: str = typer.Option("mnist1d", help="built-in data set, a data file (.npz, .csv, .pt) or 'module:factory'"),
+    data_arg: list[str] | None = opt_data_arg(),
     checkpoint: str | None = typer.Option(None, help="state-dict checkpoint; else the model is trained"),
     epochs: int = typer.Option(20, help="training epochs when no checkpoint is given"),
     split: str = typer.Option("train", help="measure on the train or the held-out test split"),
-    dtype: str = typer.Option("float32", help="float32 or float64"),
-    device: str | None = typer.Option(None, help="cpu, cuda, cuda:1 ..."),
-    seed: int = typer.Option(0, help="seed for training and for every random measure"),
+    dtype: str = opt_dtype(),
+    device: str = opt_device(),
+    seed: int = opt_seed(0, "training and every random measure"),
     set_: list[str] | None = typer.Option(
         None, "--set", help="a measure setting, 'name.key=value' or 'key=value' for every measure taking it "
                             "(e.g. --set rho=0.1 --set worst_case.adaptive=true); repeatable"),
-    out: str | None = typer.Option(None, help="folder for the checkpoint of the trained model"),
+    out: str | None = opt_out("sharpness", "the checkpoint of the trained model"),
     list_: bool = typer.Option(False, "--list", help="list the measures and exit"),
-    json_out: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+    progress: bool = opt_progress(),
+    json_out: bool = opt_json(),
 ) -> None:
     """Train (or load) a model and print its sharpness measures with error bars and costs."""
-    from ..sharpness import available, measure_all
+    from ..progress import progress_bar
+    from ..sharpness import available, measure
     from ..workflow import get_data, get_model, objective_for
 
     if list_:
@@ -47,22 +62,51 @@ def sharpness(
         return
     names = [m.strip() for m in measures.split(",") if m.strip()] if measures else None
     settings = parse_kv(set_ or [])
-    from ..sharpness import entry
-
     check_measure_options(split=split, dtype=dtype, device=device, epochs=None if checkpoint else epochs)
-    check_out_folder("--out", out)
-    for n in names or []:
-        entry(n)  # an unknown name fails before training
-    dataset = get_data(data)
+    model_kw, data_kw = parse_kv(model_arg), parse_kv(data_arg)
+    chosen = names or list(available())
+    per = _settings(chosen, settings, seed)  # unknown names and settings fail before training
+    dev = resolve_device(device)
+    folder = out_folder("sharpness", out, run_name(model, data, model=model, data=data, model_kw=model_kw,
+                                                   data_kw=data_kw, epochs=epochs, seed=seed))
+    show = progress and not json_out
+    dataset = get_data(data, **data_kw)
     net, info = get_model(model, dataset, checkpoint=checkpoint, recipe={"epochs": epochs, "seed": seed},
-                          out_dir=out, progress=not json_out)
-    obj = objective_for(net, dataset, split=split, dtype=dtype, device=device)
-    results = measure_all(obj, names, settings=settings, seed=seed)
+                          out_dir=None if checkpoint else folder, progress=show, device=dev,
+                          say=None if json_out else console.print, **model_kw)
+    obj = objective_for(net, dataset, split=split, dtype=dtype, device=dev)
+    results = {}
+    with progress_bar(len(chosen), "sharpness measures", enabled=show) as advance:
+        for n in chosen:
+            results[n] = measure(obj, n, **per[n])
+            advance()
     if json_out:
-        print_json({"objective": obj.describe(), "split": split, "model": info,
+        print_json({"objective": obj.describe(), "split": split, "model": info, "out": folder,
                     "measures": {n: r.to_dict() for n, r in results.items()}})
         return
     _print(results, obj.describe(), model, dataset.name, split)
+
+
+def _settings(names: list[str], settings: dict, seed: int) -> dict[str, dict]:
+    """Each measure's settings from ``--set`` (as :func:`flatminima.sharpness.measure_all` reads them)."""
+    from ..errors import FlatminimaError
+    from ..sharpness import entry
+
+    per: dict[str, dict] = {n: {} for n in names}
+    for n in names:
+        entry(n)
+    for key, value in settings.items():
+        target, _, k = key.rpartition(".")
+        chosen = [target] if target else [n for n in names if k in entry(n).defaults() or k == "seed"]
+        for n in chosen:
+            if n not in per:
+                raise FlatminimaError(f"setting {key!r} names measure {n!r}, which is not among {names}.")
+            per[n][k] = value
+        if not chosen:
+            raise FlatminimaError(f"no chosen measure takes the setting {k!r}; chosen: {names}.")
+    for n in names:
+        per[n].setdefault("seed", seed)
+    return per
 
 
 def _list(names: dict[str, str], json_out: bool) -> None:

@@ -6,7 +6,7 @@ import typer
 from rich.table import Table
 
 from ..errors import FlatminimaError
-from .common import console
+from .common import OUT_ROOT, console, opt_json, opt_progress, opt_seed, opt_workers, print_json
 
 study_app = typer.Typer(
     no_args_is_help=True,
@@ -22,46 +22,66 @@ def register(app: typer.Typer) -> None:
 def run_cmd(
     spec: str | None = typer.Argument(None, help="study spec (TOML); or use --preset"),
     preset: str | None = typer.Option(None, help="a shipped spec: quick, function_centric"),
-    workers: int | None = typer.Option(None, help="parallel runs (default: the spec's executor.workers)"),
+    workers: int | None = opt_workers(None, "parallel runs (default: the spec's executor.workers)"),
     executor: str | None = typer.Option(None, help="local (process pool) or ray"),
     address: str | None = typer.Option(None, help="Ray cluster address (with --executor ray)"),
     out: str | None = typer.Option(
-        None, help="study folder (default studies/<name>); an existing one resumes"
+        None, "--out", help=f"study folder (default {OUT_ROOT}/<spec name>, e.g. {OUT_ROOT}/quick); an existing one "
+        "resumes: finished runs are kept, only the rest run"
     ),
+    seed: int | None = opt_seed(None, "the runs: seeds seed, seed+1, ... (default: the spec's seeds)"),
     retry_failed: bool = typer.Option(False, help="also redo runs that failed before"),
     n_boot: int = typer.Option(4000, help="cluster-bootstrap resamples the report starts with"),
-    no_report: bool = typer.Option(False, help="only run; make the report later with `study report`"),
+    report_: bool = typer.Option(True, "--report/--no-report",
+                                 help="write the report after the runs (or later with `study report`)"),
+    progress: bool = opt_progress(),
+    json_out: bool = opt_json(),
 ) -> None:
     """Run (or resume) a study, then write its report and print the verdict table."""
     from ..study import report, run
+    from ..study.runner import resolve_spec
     from .common import check_boot, check_out_folder, check_positive
 
     if spec is None and preset is None:
         raise FlatminimaError("give a spec file or --preset (e.g. --preset quick).")
     if workers is not None:
         check_positive("--workers", workers)
+    if executor is not None and executor not in ("local", "ray"):
+        raise FlatminimaError(f"--executor must be local or ray, got {executor!r}.")
     check_boot(n_boot)
     check_out_folder("--out", out)
-    result = run(
-        spec,
-        preset=preset,
-        out=out,
-        executor=executor,
-        workers=workers,
-        address=address,
-        retry_failed=retry_failed,
-    )
+    study = resolve_spec(spec, preset)
+    if seed is not None:
+        n = study.seeds if isinstance(study.seeds, int) else len(study.seeds)
+        study = resolve_spec(study.model_dump(mode="json") | {"seeds": list(range(seed, seed + n))})
+    result = run(study, out=out, executor=executor, workers=workers, address=address, retry_failed=retry_failed,
+                 root=OUT_ROOT, progress=progress and not json_out)
     c = result.counts
-    console.print(
-        f"[bold]{result.folder}[/bold]: {result.resumed_message}; ran {result.executed} run(s) in "
-        f"{result.seconds:.0f}s; now {c.done} done, {c.failed} failed, {c.pending + c.running} left."
-    )
-    if not no_report:
-        _print_report(report(result.folder, n_boot=n_boot))
+    reused = result.executed == 0 and c.done > 0
+    if json_out:
+        payload = {"folder": str(result.folder), "executed": result.executed, "seconds": result.seconds,
+                   "done": c.done, "failed": c.failed, "left": c.pending + c.running, "reused": reused}
+    else:
+        console.print(
+            f"[bold]{result.folder}[/bold]: {result.resumed_message}; ran {result.executed} run(s) in "
+            f"{result.seconds:.0f}s; now {c.done} done, {c.failed} failed, {c.pending + c.running} left."
+        )
+        if reused:
+            console.print(f"every run was already done in {result.folder}: its results are reused (give another "
+                          "--out, or --retry-failed, to run again).")
+    if report_:
+        rep = report(result.folder, n_boot=n_boot)
+        if json_out:
+            payload["report"] = str(rep.html)
+        else:
+            _print_report(rep)
+    if json_out:
+        print_json(payload)
 
 
 @study_app.command("status")
-def status_cmd(folder: str = typer.Argument(..., help="study folder")) -> None:
+def status_cmd(folder: str = typer.Argument(..., help=f"study folder, e.g. {OUT_ROOT}/quick"),
+               json_out: bool = opt_json()) -> None:
     """Done, running, failed and left, with the failures' messages."""
     from ..study import Store
     from ..study.store import lock_holder
@@ -71,6 +91,11 @@ def status_cmd(folder: str = typer.Argument(..., help="study folder")) -> None:
         store.rows("done")
         unreadable = store.unreadable
     holder = lock_holder(folder)
+    if json_out:
+        print_json({"folder": folder, "total": c.total, "done": c.done, "running": c.running, "failed": c.failed,
+                    "left": c.pending, "in_use_by": holder,
+                    "failures": [{"label": r["label"], "seed": r["seed"], "error": r["error"]} for r in failed]})
+        return
     console.print(
         f"[bold]{folder}[/bold]: {c.total} runs: [green]{c.done} done[/green], {c.running} running, "
         f"[red]{c.failed} failed[/red], {c.pending} left."

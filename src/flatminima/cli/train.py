@@ -8,7 +8,23 @@ from pathlib import Path
 
 import typer
 
-from .common import console, print_json
+from .common import (
+    check_out_folder,
+    check_positive,
+    check_recipe_file,
+    console,
+    opt_data_arg,
+    opt_device,
+    opt_json,
+    opt_model_arg,
+    opt_out,
+    opt_progress,
+    opt_seed,
+    out_folder,
+    print_json,
+    resolve_device,
+    run_name,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -38,8 +54,10 @@ def _pairs(items: list[str], what: str) -> dict:
 
 
 def train(
-    model: str = typer.Option("mlp", help="mlp, cnn1d, cnn2d, resnet, vgg or 'package.module:factory'"),
-    data: str = typer.Option("mnist1d", help="mnist1d, digits, two_class, or a .npz/.csv/.pt file"),
+    model: str = typer.Option("mlp", help="mlp, cnn1d, cnn2d, resnet, vgg or 'module:factory' (the current folder "
+                              "is importable)"),
+    data: str = typer.Option("mnist1d", help="mnist1d, digits, two_class, a .npz/.csv/.pt file, or 'module:factory' "
+                             "returning a Dataset/DataLoader"),
     recipe: str | None = typer.Option(None, help="TOML recipe file (flags below override it)"),
     optimizer: str | None = typer.Option(None, help="sgd, adam, adamw, rmsprop, adagrad"),
     lr: float | None = typer.Option(None, help="learning rate"),
@@ -49,7 +67,7 @@ def train(
     epochs: int | None = typer.Option(None, help="epochs (the cap when --target-train-loss is given)"),
     target_train_loss: float | None = typer.Option(
         None, help="stop at the first epoch whose exact train loss (eval mode, all train data) is <= this"),
-    seed: int | None = typer.Option(None, help="seed for the initialisation and the training"),
+    seed: int | None = opt_seed(None, "the initialisation and the training (default: the recipe's, 0)"),
     schedule: str | None = typer.Option(None, help="constant, step, cosine, warm_restarts"),
     sam: str | None = typer.Option(None, help="none, sam, asam"),
     rho: float | None = typer.Option(None, help="SAM radius"),
@@ -61,14 +79,14 @@ def train(
     label_smoothing: float | None = typer.Option(None),
     augment: str | None = typer.Option(None, help="comma-separated: shift,noise,flip"),
     set_: list[str] = typer.Option([], "--set", help="any other recipe field: --set t0=5 (repeatable)"),
-    model_arg: list[str] = typer.Option([], help="model option: --model-arg width=128 (repeatable)"),
-    data_arg: list[str] = typer.Option([], help="data option: --data-arg separation=0.5 (repeatable)"),
+    model_arg: list[str] | None = opt_model_arg(),
+    data_arg: list[str] | None = opt_data_arg(),
     shifts: bool = typer.Option(True, help="evaluate the data set's distribution shifts (built-in data)"),
     ensemble: int = typer.Option(1, help="train N members (seeds seed..seed+N-1) and evaluate their average"),
-    out: str = typer.Option("runs/train", help="folder for checkpoint, metrics.json and the curve plot"),
-    device: str = typer.Option("cpu", help="cpu, cuda, cuda:1 ..."),
-    progress: bool = typer.Option(True, help="show a progress bar"),
-    json_out: bool = typer.Option(False, "--json", help="print the metrics as JSON"),
+    out: str | None = opt_out("train", "checkpoint, metrics.json and the curve plot"),
+    device: str = opt_device("training and evaluation"),
+    progress: bool = opt_progress(),
+    json_out: bool = opt_json(),
     track_sharpness: str | None = typer.Option(
         None, help="record λmax (warm Lanczos), the optimiser's stability threshold, the preconditioned and batch "
                    "sharpness and the loss: 'every=N' plus optional ',probe=M' (first M train samples; default "
@@ -76,6 +94,13 @@ def train(
 ) -> None:
     """Train a model with a recipe and write its checkpoint, metrics (with shifts) and training curve."""
     from ..train.recipes import Recipe, make_recipe
+
+    check_recipe_file(recipe)
+    check_positive("--ensemble", ensemble)
+    if epochs is not None:
+        check_positive("--epochs", epochs)
+    check_out_folder("--out", out)
+    dev = resolve_device(device)
 
     flags = dict(optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
                  batch_size=None if batch_size is None else _value(batch_size), epochs=epochs,
@@ -88,10 +113,19 @@ def train(
     r = make_recipe(base, **{k: v for k, v in flags.items() if v is not None}, **_pairs(set_, "--set"))
     tracking = None if track_sharpness is None else _pairs(
         [p for p in track_sharpness.split(",") if p.strip()], "--track-sharpness")
-    summary = run_training(model, data, r, model_kwargs=_pairs(model_arg, "--model-arg"),
-                           data_kwargs=_pairs(data_arg, "--data-arg"), shifts=shifts, members=ensemble,
-                           out=out,
-                           device=device, progress=progress and not json_out, track_sharpness=tracking)
+    if tracking is not None and ensemble > 1:
+        from ..errors import FlatminimaError
+
+        raise FlatminimaError("--track-sharpness tracks one run; drop --ensemble.")
+    model_kw, data_kw = _pairs(model_arg or [], "--model-arg"), _pairs(data_arg or [], "--data-arg")
+    out = out_folder("train", out, run_name(model, data, model=model, data=data, recipe=r.model_dump(),
+                                            model_kw=model_kw, data_kw=data_kw, ensemble=ensemble, shifts=shifts))
+    if not json_out and (Path(out) / "last.pt").exists():
+        console.print(f"reusing the training run in {out} (it resumes, or stops at once if finished; delete the "
+                      "folder or give another --out to train afresh)")
+    summary = run_training(model, data, r, model_kwargs=model_kw, data_kwargs=data_kw, shifts=shifts,
+                           members=ensemble, out=out, device=dev, progress=progress and not json_out,
+                           track_sharpness=tracking)
     if json_out:
         print_json(summary)
         return
@@ -129,15 +163,15 @@ def run_training(model: str, data: str, recipe, *, model_kwargs: dict, data_kwar
     """The library calls behind ``flatminima train`` (importable for scripts and tests)."""
     import torch
 
-    from ..data import load
     from ..models import build
     from ..train import fit, save_checkpoint, train_ensemble
     from ..train.report import run_metrics, save_curve, write_json
+    from ..workflow import get_data
 
     suffix = Path(data).suffix.lower()
-    if shifts and not suffix and data != "two_class":
+    if shifts and not suffix and data != "two_class" and ":" not in data:
         data_kwargs = {"shifts": True, **data_kwargs}
-    dataset = load(data, **data_kwargs)
+    dataset = get_data(data, **data_kwargs)
     outp = Path(out)
     make = lambda: build(model, dataset.input_shape, dataset.num_classes, **model_kwargs)  # noqa: E731
     monitor = None

@@ -1,0 +1,54 @@
+"""One option vocabulary: every command's --help shows the shared options, the app has --version, and the
+one output root is flatminima-out/."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from flatminima import __version__
+from flatminima.cli import app
+
+runner = CliRunner()
+
+SHARED = {
+    "curvature": ["--seed", "--out", "--device", "--dtype", "--model-arg", "--data-arg", "--json", "--progress",
+                  "--compute"],
+    "sharpness": ["--seed", "--out", "--device", "--dtype", "--model-arg", "--data-arg", "--json", "--progress"],
+    "landscape": ["--seed", "--out", "--device", "--dtype", "--model-arg", "--data-arg", "--json", "--progress"],
+    "train": ["--seed", "--out", "--device", "--model-arg", "--data-arg", "--json", "--progress"],
+    "study run": ["--seed", "--out", "--workers", "--json", "--progress", "--report", "--no-report"],
+    "study status": ["--json"],
+}
+
+
+def _help(command: str) -> str:
+    res = runner.invoke(app, [*command.split(), "--help"], env={"COLUMNS": "200", "TERM": "dumb"})
+    assert res.exit_code == 0, res.output
+    return re.sub(r"\x1b\[[0-9;]*m", "", res.output)
+
+
+@pytest.mark.parametrize("command", sorted(SHARED))
+def test_help_shows_the_shared_options(command):
+    text = _help(command)
+    for option in SHARED[command]:
+        assert re.search(rf"{re.escape(option)}\b", text), f"{command} --help lacks {option}"
+    assert "--no-no-" not in text
+
+
+def test_version():
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.output.strip() == f"flatminima {__version__}"
+
+
+def test_device_auto_and_output_folders():
+    from flatminima.cli.common import OUT_ROOT, out_folder, resolve_device, run_name
+
+    assert resolve_device("auto") in ("cpu", "cuda", "mps") and resolve_device("cpu") == "cpu"
+    assert OUT_ROOT == "flatminima-out"
+    assert out_folder("train", None, "x") == "flatminima-out/train/x"
+    assert out_folder("train", "mine", "x") == "mine"
+    a, b = run_name("mypkg.nets:make", "data.npz", w=1), run_name("mypkg.nets:make", "data.npz", w=2)
+    assert a.startswith("make-data.npz-") and a != b and "/" not in a
