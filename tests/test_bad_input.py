@@ -476,3 +476,70 @@ def test_train_refuses_a_missing_or_invalid_recipe(tmp_path, recipe, fragment):
 def test_train_refuses_bad_options(tmp_path, args, fragment):
     _refused_cli(["train", "--data", "two_class", "--out", str(tmp_path / "o"), *args], fragment)
     assert not (tmp_path / "o").exists()
+
+
+# ---- the Objective's own construction and data checks (library, not CLI) ---------------------------------
+def _linear_objective(y=None, **options):
+    from flatminima import Objective
+
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(12, 4, generator=gen)
+    y = torch.randint(0, 3, (12,), generator=gen) if y is None else y
+    return Objective(torch.nn.Linear(4, 3), "cross_entropy", (X, y), **options)
+
+
+@pytest.mark.parametrize("options,fragment", [
+    ({"batch_size": 0}, "batch_size must be a positive"),
+    ({"batch_size": -4}, "batch_size must be a positive"),
+    ({"batch_size": 2.5}, "batch_size must be a positive"),
+    ({"dtype": "float16"}, "dtype='float16' is not supported"),
+    ({"dtype": "double precision"}, "pass 'float32' or 'float64'"),
+    ({"dtype": torch.int64}, "floating torch dtype"),
+    ({"device": "nonsense"}, "device='nonsense' is not a device name"),
+    pytest.param({"device": "cuda"}, "CUDA is not available on this machine; available here: cpu",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
+])
+def test_objective_refuses_bad_construction_options(options, fragment):
+    with pytest.raises(FlatminimaError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        _linear_objective(**options)
+
+
+@pytest.mark.parametrize("dtype,expected", [("float64", torch.float64), ("float32", torch.float32),
+                                            ("torch.float64", torch.float64)])
+def test_objective_accepts_float_dtype_strings(dtype, expected):
+    obj = _linear_objective(dtype=dtype)
+    assert obj.dtype == expected and obj.params.dtype == expected
+
+
+@pytest.mark.parametrize("labels,fragment", [
+    ([0, 1, 2, 5] * 3, "class labels 0..5, but the model has 3 outputs"),
+    ([0, 1, -1, 2] * 3, "class labels -1..2, but the model has 3 outputs"),
+])
+@pytest.mark.parametrize("options", [{}, {"batch_size": 4}, {"memory_mb": 4.0}])
+@pytest.mark.parametrize("call", ["loss", "grad", "hvp"])
+def test_objective_names_out_of_range_class_labels(labels, fragment, options, call):
+    obj = _linear_objective(torch.tensor(labels), **options)
+    with pytest.raises(FlatminimaError, match=fragment):
+        obj.hvp(obj.params) if call == "hvp" else getattr(obj, call)()
+
+
+def test_objective_names_out_of_range_labels_in_a_later_batch():
+    obj = _linear_objective(torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 9]), batch_size=4)
+    with pytest.raises(FlatminimaError, match="class labels 0..9, but the model has 3 outputs"):
+        obj.loss()
+
+
+def test_ignored_labels_are_not_out_of_range():
+    from flatminima import Objective
+
+    X, y = torch.randn(8, 4), torch.tensor([0, 1, 2, -100] * 2)
+    obj = Objective(torch.nn.Linear(4, 3), torch.nn.CrossEntropyLoss(ignore_index=-100), (X, y))
+    assert np.isfinite(obj.loss())
+
+
+def test_fit_batch_size_zero_is_full_batch_as_documented():
+    from flatminima.train.recipes import Recipe
+
+    assert "0 both mean full-batch" in Recipe.model_fields["batch_size"].description
+    with pytest.raises(Exception, match="batch_size must be a positive integer"):
+        Recipe(batch_size=-1)

@@ -34,12 +34,16 @@ from .objective_data import (  # noqa: F401 - _ELEMENTWISE, _DROPOUT: kept impor
     _ELEMENTWISE,
     _LOSSES,
     _batch_size,
+    _check_batch_size,
+    _check_labels,
     _leaves,
     _LossModule,
     _LossTerms,
     _match,
     _move,
     _require_scalar,
+    _resolve_device,
+    _resolve_dtype,
     _rows,
     _split_rows,
 )
@@ -108,8 +112,9 @@ class Objective:
             batch's index) and reuse it at every evaluation, so L(θ) is one deterministic function. Without
             it a model with active dropout in train mode is refused: its loss changes at every call.
         seed: the seed of the fixed masks.
-        dtype: ``torch.float64`` for reference-grade numbers; default keeps the model's dtype.
-        device: where to compute; data batches are moved there on the fly.
+        dtype: ``torch.float64`` (or ``"float64"``) for reference-grade numbers; default keeps the model's dtype.
+        device: where to compute (must exist on this machine); data batches are moved there on the fly.
+        batch_size: rows per batch when ``data`` is a tuple of tensors (a positive integer).
         hvp_method: ``"double_backward"`` (default, measured faster on CPU) or ``"forward_over_reverse"``.
         reuse_graph: keep the gradient graph of every batch between Hessian products at the same θ (the
             data must fit in memory; ``"auto"`` does so for in-memory tensor data).
@@ -156,6 +161,8 @@ class Objective:
             raise FlatminimaError("pass exactly one of `loss` (outputs, targets) or `loss_fn` (model, batch).")
         if not isinstance(model, nn.Module):
             raise FlatminimaError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+        batch_size = _check_batch_size(batch_size)
+        dtype, device = _resolve_dtype(dtype), _resolve_device(device)
         self._config = {"loss": loss, "data": data, "loss_fn": loss_fn, "params": params, "mode": mode,
                         "batch_size": batch_size, "hvp_method": hvp_method, "reuse_graph": reuse_graph,
                         "distributed": distributed, "memory_mb": memory_mb, "reduction": reduction,
@@ -423,16 +430,18 @@ class Objective:
                 part = _move(part, self.device, self.dtype)
                 self._batch_index = count  # keys the fixed dropout mask of this batch
                 if not self._determinism_checked:
-                    self._check_determinism(part)
+                    self._check_first_batch(part)
                 count += 1
                 yield part
         if count == 0 and not self.distributed:  # a rank may hold an empty shard; the sum still counts
             raise FlatminimaError("data yielded no batches; pass a non-empty data set.")
         self.n_batches = count
 
-    def _check_determinism(self, batch: Any) -> None:
-        """Once: two evaluations at θ₀ on the first batch must agree (a random loss has no Hessian)."""
+    def _check_first_batch(self, batch: Any) -> None:
+        """Once, on the first batch: class labels in range, and two evaluations at θ₀ agree (a random loss
+        has no Hessian)."""
         self._determinism_checked = True
+        self._check_batch_labels(batch)
         with torch.no_grad():
             a = float(self._batch_terms(self._theta0, batch)[0])
             b = float(self._batch_terms(self._theta0, batch)[0])
@@ -442,6 +451,18 @@ class Objective:
                 f"the loss is random: two evaluations at the same θ on the same batch gave {a:.8g} and {b:.8g}. "
                 "Dropout (or another random op) is active, in train mode or in loss_fn; use mode='eval', or "
                 "mode='train', fixed_mask=True to reuse one dropout mask per batch at every evaluation.")
+
+    def _check_batch_labels(self, batch: Any) -> None:
+        """Cross-entropy / NLL labels of a prepared batch against the model's number of outputs."""
+        if not self._has_outputs or not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            return
+        if not isinstance(self.loss_function, (nn.CrossEntropyLoss, nn.NLLLoss)):
+            return
+        outputs = None
+        with torch.no_grad(), contextlib.suppress(RuntimeError, TypeError, IndexError):  # reported by the forward
+            outputs = self._call_outputs(self._theta0, batch)[0]
+        if outputs is not None:
+            _check_labels(self.loss_function, outputs, batch[-1])
 
     @contextmanager
     def _randomness(self) -> Iterator[None]:
@@ -459,9 +480,11 @@ class Objective:
         try:
             with self._randomness():
                 s, weight = functional_call(self._module, self._state(theta), (batch,))
-        except (RuntimeError, TypeError) as err:
+        except (RuntimeError, TypeError, IndexError) as err:
             if _no_second_derivative(err):
                 raise _attention_error(err) from err
+            if isinstance(err, IndexError):
+                self._check_batch_labels(batch)  # out-of-range class labels: say which
             shapes = [tuple(t.shape) for t in _leaves(batch)]
             raise FlatminimaError(
                 f"the model's forward/loss failed on a batch with tensor shapes {shapes}: {err}. "
@@ -704,6 +727,7 @@ class Objective:
         if first is None:
             return 0.0, 0.0, 0
         first = _move(first, self.device, self.dtype)
+        self._check_batch_labels(first)
         n = _rows(first)
         small = 1 if n > 1 else n
         big = min(n, 4) if n > 1 else n

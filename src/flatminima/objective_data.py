@@ -193,6 +193,78 @@ def _split_rows(batch: Any, rows: int | None) -> list[Any]:
     return [cut(batch, i) for i in range(0, n, rows)]
 
 
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def _resolve_dtype(dtype: Any) -> torch.dtype | None:
+    """``dtype`` as a torch floating dtype: a ``torch.dtype`` or the strings ``"float32"`` / ``"float64"``."""
+    if dtype is None:
+        return None
+    if isinstance(dtype, str):
+        key = dtype.removeprefix("torch.")
+        if key not in _DTYPES:
+            raise FlatminimaError(f"dtype={dtype!r} is not supported; pass 'float32' or 'float64' (or torch.float32 / "
+                                  "torch.float64). Half precision is too coarse for exact Hessian products.")
+        return _DTYPES[key]
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise FlatminimaError(f"dtype must be a floating torch dtype or 'float32' / 'float64', got {dtype!r}.")
+    return dtype
+
+
+def _available_devices() -> list[str]:
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        found.append("mps")
+    return found
+
+
+def _resolve_device(device: Any) -> torch.device | None:
+    """``device`` as a ``torch.device`` that exists on this machine; a clear error naming the ones that do."""
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise FlatminimaError(f"device={device!r} is not a device name ({err}); available here: "
+                              f"{', '.join(_available_devices())}.") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        what = "CUDA is not available on this machine" if not torch.cuda.is_available() else (
+            f"only {torch.cuda.device_count()} CUDA device(s) are visible")
+        raise FlatminimaError(f"device={device!r}: {what}; available here: {', '.join(_available_devices())}.")
+    if dev.type == "mps" and "mps" not in _available_devices():
+        raise FlatminimaError(f"device={device!r}: MPS is not available on this machine; available here: "
+                              f"{', '.join(_available_devices())}.")
+    return dev
+
+
+def _check_batch_size(batch_size: Any) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise FlatminimaError(f"batch_size must be a positive whole number of samples, got {batch_size!r}; "
+                              "for the whole data in one batch pass its number of samples.")
+    return batch_size
+
+
+def _check_labels(loss: Any, outputs: torch.Tensor, targets: torch.Tensor) -> None:
+    """Class labels of a cross-entropy / NLL loss must lie in [0, C), C the model's number of outputs."""
+    if not isinstance(loss, (nn.CrossEntropyLoss, nn.NLLLoss)) or not isinstance(targets, torch.Tensor):
+        return
+    if targets.is_floating_point() or targets.numel() == 0 or not isinstance(outputs, torch.Tensor):
+        return
+    classes = int(outputs.shape[1]) if outputs.dim() > 1 else int(outputs.shape[0])
+    labels = targets[targets != loss.ignore_index]
+    if labels.numel() == 0:
+        return
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= classes:
+        raise FlatminimaError(
+            f"the targets hold class labels {low}..{high}, but the model has {classes} outputs (classes "
+            f"0..{classes - 1}) for {type(loss).__name__}; relabel the targets to 0..{classes - 1} or give the "
+            "model one output per class.")
+
+
 ELEMENTWISE_LOSSES = _ELEMENTWISE
 LOSSES = _LOSSES
 LossTerms = _LossTerms

@@ -35,7 +35,9 @@ class Recipe(BaseModel):
     nesterov: bool = Field(False, description="Nesterov momentum (SGD, needs momentum > 0)")
     weight_decay: float = Field(0.0, ge=0, description="L2 penalty (decoupled for AdamW)")
     betas: tuple[float, float] = Field((0.9, 0.999), description="Adam/AdamW moment decay rates")
-    batch_size: int | Literal["full"] = Field(64, description="mini-batch size; 'full' or 0: full-batch GD")
+    batch_size: int | Literal["full"] = Field(
+        64, description="mini-batch size, a positive integer (capped at the number of samples); 'full' or 0 both "
+        "mean full-batch gradient descent: every step uses all the training data in one batch")
     epochs: int = Field(20, ge=1, description="epochs to train (the cap when target_train_loss is set)")
     target_train_loss: float | None = Field(
         None, description="stop at the first epoch end where the exact train loss (eval mode, all training "
