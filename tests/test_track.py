@@ -253,3 +253,125 @@ def test_sharpness_monitor_in_lightning_and_huggingface_callbacks():
                enable_model_summary=False, callbacks=[callback]).fit(module, loader)
     steps, th = callback.tracker.series("threshold")
     assert steps == [2] and th == pytest.approx([3.0 / 0.25])  # heavy ball (2 + 2β)/η
+
+
+def test_run_names_are_in_every_logged_tag(tmp_path):
+    # Two runs into one TensorBoard folder and one logger stay two series.
+    model, X, y = _setup()
+    seen = []
+    for run in ("a", "b"):
+        with ft.Tracker(model, (X, y), loss="cross_entropy", measures=["loss"], run=run,
+                        logger=lambda metrics, step: seen.append((step, metrics))) as t:
+            t.step(0)
+    assert [sorted(m) for _, m in seen] == [["flatminima/a/loss"], ["flatminima/b/loss"]]
+    with pytest.raises(FlatminimaError, match="logger must be"):
+        ft.Tracker(model, (X, y), loss="cross_entropy", measures=["loss"], logger=3)
+
+
+def test_tensorboard_tags_carry_the_run(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    model, X, y = _setup()
+    for run in ("a", "b"):
+        with ft.Tracker(model, (X, y), loss="cross_entropy", measures=["loss"], run=run,
+                        tensorboard=tmp_path / "tb") as t:
+            t.step(0)
+    tags = set()
+    for f in (tmp_path / "tb").glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(f))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    assert tags == {"flatminima/a/loss", "flatminima/b/loss"}
+
+
+def test_wandb_style_and_summary_writer_loggers():
+    model, X, y = _setup()
+
+    class Run:  # the shape of a wandb run: log(dict, step=)
+        def __init__(self):
+            self.logged = []
+
+        def log(self, metrics, step=None):
+            self.logged.append((step, metrics))
+
+    class Writer:  # the shape of a SummaryWriter
+        def __init__(self):
+            self.scalars = []
+
+        def add_scalar(self, tag, value, step):
+            self.scalars.append((tag, step))
+
+    run, writer = Run(), Writer()
+    with ft.Tracker(model, (X, y), loss="cross_entropy", measures=["loss", "grad_norm"], every=2, run="r",
+                    logger=[run, writer]) as t:
+        for step in range(3):
+            t.step(step)
+    assert [s for s, _ in run.logged] == [0, 2] and set(run.logged[0][1]) == {"flatminima/r/loss",
+                                                                             "flatminima/r/grad_norm"}
+    assert ("flatminima/r/loss", 2) in writer.scalars
+
+
+def test_wandb_when_installed(tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    model, X, y = _setup()
+    run = wandb.init(mode="disabled", dir=str(tmp_path))
+    with ft.Tracker(model, (X, y), loss="cross_entropy", measures=["loss"], logger=run) as t:
+        assert t.step(0)
+    run.finish()
+
+
+def test_lightning_callback_logs_through_the_trainers_logger(tmp_path):
+    pytest.importorskip("lightning")
+    import lightning.pytorch as pl
+    from lightning.pytorch.loggers import CSVLogger
+
+    from flatminima.integrations.lightning import FlatminimaCallback
+
+    model, X, y = _setup()
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = model
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, batch_idx):
+            return nn.functional.cross_entropy(self(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.5)
+
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=20)
+    callback = FlatminimaCallback((X, y), loss="cross_entropy", measures=["loss"], every=2, run="mine")
+    logger = CSVLogger(str(tmp_path), name="logs")
+    pl.Trainer(max_steps=4, accelerator="cpu", logger=logger, enable_checkpointing=False, enable_progress_bar=False,
+               enable_model_summary=False, callbacks=[callback]).fit(Module(), loader)
+    text = (tmp_path / "logs" / "version_0" / "metrics.csv").read_text()
+    assert "flatminima/mine/loss" in text.splitlines()[0]
+
+
+def test_huggingface_trainer_runs_the_callback(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    from flatminima.integrations.huggingface import FlatminimaTrainerCallback
+    from flatminima.models.transformer import lm_loss, toy_lm_batches
+
+    config = transformers.GPT2Config(vocab_size=16, n_positions=12, n_embd=8, n_layer=1, n_head=2)
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(config)
+    batches = toy_lm_batches(8, 10, 16, batch_size=4)
+    rows = [{"input_ids": b["input_ids"][i], "labels": b["input_ids"][i]} for b in batches
+            for i in range(len(b["input_ids"]))]
+    seen = []
+    tracker = ft.Tracker(model, batches, loss_fn=lm_loss, measures=["loss"], every=2,
+                         logger=lambda metrics, step: seen.append(step))
+    args = transformers.TrainingArguments(output_dir=str(tmp_path), max_steps=4, per_device_train_batch_size=4,
+                                          report_to=[], use_cpu=True, save_strategy="no", logging_strategy="no",
+                                          disable_tqdm=True)
+    transformers.Trainer(model=model, args=args, train_dataset=rows,
+                         callbacks=[FlatminimaTrainerCallback(tracker)]).train()
+    assert seen == [0, 2, 4]

@@ -10,7 +10,9 @@
 At each recorded step the tracker builds an :class:`~flatminima.Objective` on a copy of the model's
 current weights over a *fixed* probe data set (so values are comparable across steps), computes each
 measure, and logs one row per value: to ``tracker.history``, to a SQLite table ``track`` (its own table,
-in a file of its own or in a study folder's ``study.sqlite``) and to TensorBoard when asked. It never
+in a file of its own or in a study folder's ``study.sqlite``), to TensorBoard when asked, and to the user's
+own logger (``logger=``: a SummaryWriter, a Lightning logger, a W&B run, or a function), each value tagged
+``flatminima/<run>/<measure>``. It never
 touches the model's ``.grad``, its train/eval flag, its weights or the global random state: the user's
 training runs exactly as it would without it.
 
@@ -81,14 +83,19 @@ class Tracker:
         every: record when ``step % every == 0``.
         store: a SQLite file (or a study folder) for the ``track`` table; ``None`` keeps rows in memory only.
         tensorboard: a log directory for ``torch.utils.tensorboard`` (needs the ``tensorboard`` package).
-        run: the run name the rows are keyed by.
+        run: the run name the rows are keyed by, and part of every logged tag: ``flatminima/<run>/<measure>``,
+            so two runs in one log directory (or one logger) stay two series.
+        logger: the user's own logger (or a list of them), sent every recorded value under the same tags:
+            a TensorBoard ``SummaryWriter`` (``add_scalar``), a Lightning logger (``log_metrics``), a W&B run or
+            the ``wandb`` module (``log(dict, step=)``), or a function ``f(metrics: dict, step: int)``.
     """
 
     def __init__(self, model: nn.Module, data: Any, *, loss: str | Callable | None = None,
                  loss_fn: Callable | None = None, measures: Any = ("loss", "lambda_max"), every: int = 100,
                  store: str | Path | None = None, tensorboard: str | Path | None = None, run: str = "run",
                  params: Any = None, mode: str = "eval", dtype: torch.dtype | None = None,
-                 batch_size: int = 1024, memory_mb: float | None = None, distributed: bool = False):
+                 batch_size: int = 1024, memory_mb: float | None = None, distributed: bool = False,
+                 logger: Any = None):
         require_positive_int("every", every)
         if not isinstance(model, nn.Module):
             raise FlatminimaError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
@@ -102,6 +109,23 @@ class Tracker:
         self._calls = 0
         self._db = self._open_store(store) if store is not None else None
         self._writer = self._open_tensorboard(tensorboard) if tensorboard is not None else None
+        self._loggers: list[Any] = []
+        for one in logger if isinstance(logger, (list, tuple)) else [logger] if logger is not None else []:
+            self.add_logger(one)
+
+    def add_logger(self, logger: Any) -> None:
+        """Also send every recorded value to ``logger`` (see the class doc for the kinds taken)."""
+        if not (hasattr(logger, "add_scalar") or hasattr(logger, "log_metrics") or hasattr(logger, "log")
+                or callable(logger)):
+            raise FlatminimaError(f"logger must be a SummaryWriter, a Lightning logger, a W&B run or a function "
+                                  f"f(metrics, step), got {type(logger).__name__}.")
+        if getattr(self, "_loggers", None) is None:
+            self._loggers = []
+        self._loggers.append(logger)
+
+    def tag(self, measure: str) -> str:
+        """The name a value is logged under: ``flatminima/<run>/<measure>``."""
+        return f"flatminima/{self.run}/{measure}"
 
     # --------------------------------------------------------------------------------- sinks
     @staticmethod
@@ -177,8 +201,14 @@ class Tracker:
                     ":data_passes, :seconds, :wall)", rows)
         if self._writer is not None:
             for r in rows:
-                self._writer.add_scalar(f"flatminima/{r['measure']}", r["value"], r["step"])
+                self._writer.add_scalar(self.tag(r["measure"]), r["value"], r["step"])
             self._writer.flush()
+        by_step: dict[int, dict[str, float]] = {}
+        for r in rows:
+            by_step.setdefault(r["step"], {})[self.tag(r["measure"])] = r["value"]
+        for logger in getattr(self, "_loggers", []):
+            for step, metrics in by_step.items():
+                _send(logger, metrics, step)
 
     def series(self, measure: str) -> tuple[list[int], list[float]]:
         """(steps, values) of one measure recorded so far."""
@@ -198,6 +228,18 @@ class Tracker:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _send(logger: Any, metrics: dict[str, float], step: int) -> None:
+    if hasattr(logger, "add_scalar"):  # a TensorBoard SummaryWriter
+        for key, value in metrics.items():
+            logger.add_scalar(key, value, step)
+    elif hasattr(logger, "log_metrics"):  # a Lightning logger (TensorBoardLogger, CSVLogger, WandbLogger, ...)
+        logger.log_metrics(metrics, step=step)
+    elif hasattr(logger, "log"):  # a W&B run, or the wandb module itself
+        logger.log(metrics, step=step)
+    else:
+        logger(metrics, step)
 
 
 def track(model: nn.Module, data: Any, **kwargs: Any) -> Tracker:

@@ -6,6 +6,9 @@
 A :class:`flatminima.dynamics.SharpnessMonitor` gets the Trainer's optimiser at every step, so its
 stability threshold follows the Trainer's learning-rate schedule.
 
+The Trainer needs ``accelerate`` (in the ``integrations`` extra). To send the values to your own logger
+(TensorBoard, W&B), give the tracker ``logger=`` (see :class:`flatminima.track.Tracker`).
+
 Probe batches are dicts ``{"input_ids", "attention_mask", "labels"}``; the losses in
 :mod:`flatminima.models.transformer` call ``model(input_ids=..., attention_mask=...)`` and read ``.logits``.
 """
