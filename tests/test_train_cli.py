@@ -73,3 +73,50 @@ def test_train_command_stops_at_the_target_train_loss(tmp_path):
     assert text.exit_code == 0 and "not reached within 2 epochs" in text.output
     bad = CliRunner().invoke(app, args + ["--target-train-loss", "0", "--out", str(tmp_path / "d")])
     assert isinstance(bad.exception, FlatminimaError) and "target_train_loss must be" in str(bad.exception)
+
+
+def test_fit_takes_a_dataset_or_a_dataloader():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from flatminima.train import fit
+
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(40, 3, generator=g), torch.randint(0, 2, (40,), generator=g)
+    weights = []
+    for data in ((X, y), TensorDataset(X, y), DataLoader(TensorDataset(X, y), batch_size=7)):
+        torch.manual_seed(0)
+        net = build("mlp", (3,), 2, width=4)
+        fit(net, data, {"epochs": 2, "batch_size": 8}, progress=False, eval_data=data)
+        weights.append(torch.cat([p.detach().reshape(-1) for p in net.parameters()]))
+    assert torch.equal(weights[0], weights[1]) and torch.equal(weights[0], weights[2])
+
+
+def test_hwc_uint8_images_and_factories_from_the_current_folder(tmp_path, monkeypatch):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(30, 8, 8, 3), dtype=np.uint8)  # channels-last uint8 pixels
+    y = rng.integers(0, 2, size=30)
+    np.savez(tmp_path / "imgs.npz", x_train=x[:24], y_train=y[:24], x_test=x[24:], y_test=y[24:])
+    (tmp_path / "mynets.py").write_text(
+        "import torch\n\n"
+        "def make(width=4):\n"
+        "    return torch.nn.Sequential(torch.nn.Conv2d(3, width, 3), torch.nn.Flatten(),\n"
+        "                               torch.nn.Linear(width * 36, 2))\n\n"
+        "def data(n=24):\n"
+        "    from torch.utils.data import TensorDataset\n"
+        "    g = torch.Generator().manual_seed(0)\n"
+        "    X = torch.rand(n, 3, 8, 8, generator=g)\n"
+        "    return TensorDataset(X, (X.mean((1, 2, 3)) > 0.5).long()), TensorDataset(X[:8], torch.zeros(8).long())\n")
+    monkeypatch.chdir(tmp_path)  # no PYTHONPATH: the current folder is importable
+    from flatminima.data import load_file
+
+    ds = load_file("imgs.npz")
+    assert ds.input_shape == (3, 8, 8) and float(ds.x_train.max()) <= 1.0
+    assert torch.allclose(ds.x_train[0, :, 1, 2], torch.as_tensor(x[0, 1, 2] / 255.0, dtype=torch.float32))
+    for data in ("imgs.npz", "mynets:data"):
+        out = str(tmp_path / "out" / data.replace(":", "_"))
+        res = CliRunner().invoke(app, ["train", "--model", "mynets:make", "--data", data, "--epochs", "1",
+                                       "--no-shifts", "--no-progress", "--json", "--out", out])
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.output)["epochs_run"] == 1
