@@ -77,3 +77,14 @@ def test_cli_lab_list_and_unknown_name():
     bad = runner.invoke(app, ["lab", "run", "nope"])
     assert bad.exit_code != 0 and isinstance(bad.exception, FlatminimaError)
     assert "known experiments" in str(bad.exception)
+
+
+def test_parallel_groups_keep_shared_models_together():
+    from flatminima.claims.report import _groups
+
+    specs = lab.specs()
+    groups = _groups(specs, 2)
+    assert len(groups) == 2 and sorted(c for g in groups for c in g) == sorted(s.claim for s in specs)
+    shared = {s.claim for s in specs if s.bench_group}
+    assert any(shared <= set(g) for g in groups)  # C1, C10, C11, C15 measure the same models in one process
+    assert _groups(specs, 1) == [[s.claim for s in specs]]

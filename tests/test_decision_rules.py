@@ -106,3 +106,23 @@ def test_outcome_verdict_and_demonstration():
     sub = rules.sign_sub("x", "", iv(0.1, 0.2), 5)
     assert rules.Outcome("s", [sub]).verdict == "supported"
     assert rules.Outcome("s").verdict == rules.DEMONSTRATION
+
+
+def test_c13_counts_walkers_only_where_they_settle():
+    # GD at lr 0.06 > 2/44 bounces in the sharp well (x₀ ≈ 1) for ever: unsettled, not "sharp basin"
+    import torch
+
+    from flatminima.lab.analytic import settled_basins, two_basin
+    from flatminima.toy import optimize
+
+    x0 = torch.tensor([[1.05, 0.0], [-0.9, 0.0]], dtype=torch.float64)
+    tr = optimize(two_basin, x0, "gd", steps=600, lr=0.06)
+    flat, settled, g = settled_basins(tr.xs, noisy=False)
+    assert settled.tolist() == [False, True] and flat.tolist() == [False, True] and g[0] > 1e-3
+    tr = optimize(two_basin, x0, "gd", steps=600, lr=0.02)
+    flat, settled, _ = settled_basins(tr.xs, noisy=False)
+    assert settled.tolist() == [True, True] and flat.tolist() == [False, True]
+    # a noisy optimiser never comes to rest: residence in one basin for the window is its criterion
+    tr = optimize(two_basin, x0, "sgd", steps=600, lr=0.02, noise=3.0)
+    flat, settled, _ = settled_basins(tr.xs, noisy=True)
+    assert settled.tolist() == [True, True] and flat.tolist() == [False, True]

@@ -42,6 +42,7 @@ class ClaimRow:
     seeds: list[list[int]] = field(default_factory=list)
     seconds: float = 0.0
     files: list[str] = field(default_factory=list)
+    cpu_seconds: float = 0.0
 
     @property
     def summary(self) -> str:
@@ -67,12 +68,14 @@ def run(
     only: list[str] | None = None,
     progress: bool = True,
     repeats: int | None = None,
+    workers: int | None = None,
 ) -> list[ClaimRow]:
     """Run the experiment of every claim (or ``only`` those ids) and write the reports under ``out``.
 
     Quick mode runs seed set ``seed``; full mode runs ``repeats`` (default 3) disjoint sets
-    ``repeats·seed`` … ``repeats·seed + repeats − 1``."""
-    from .. import lab
+    ``repeats·seed`` … ``repeats·seed + repeats − 1``. ``workers`` processes (default: 1 in quick mode,
+    ``min(2, cpu count)`` in full mode) run groups of claims side by side; claims that share trained models
+    (the same ``ClaimSpec.bench_group``) stay in one process, so each model is still trained once."""
     from ..progress import progress_bar
 
     specs = _spec_map()
@@ -82,32 +85,78 @@ def run(
         raise FlatminimaError(f"unknown claims {bad}; known: {', '.join(specs)}.")
     reps = repeats or (1 if quick else FULL_REPEATS)
     out = Path(out)
-    bench = lab.Bench()
-    rows: list[ClaimRow] = []
+    if workers is None:
+        workers = 1 if quick else max(1, min(2, os.cpu_count() or 1))
+    groups = _groups([specs[c] for c in ids], workers)
+    done: dict[str, ClaimRow] = {}
     with progress_bar(len(ids) * reps, "claims", enabled=progress) as advance:
-        for cid in ids:
-            s = specs[cid]
-            row = ClaimRow(cid, s.statement, s.experiment, s.kind, s.hypothesis, s.quantity, s.rule, s.power,
-                           s.n_quick if quick else s.n_full, "")
-            t0 = time.perf_counter()
-            for k in range(reps * seed, reps * seed + reps):
-                try:
-                    r = lab.run(s.experiment, out=out / "experiments", quick=quick, seed=k, bench=bench)
-                    row.per_seed_set.append(r.verdict)
-                    row.summaries.append(r.summary)
-                    row.subtests.append(r.subtests)
-                    row.seeds.append(r.seeds)
-                    row.files += r.files
-                except Exception as err:  # noqa: BLE001 - one failing experiment must not sink the report
-                    row.per_seed_set.append(rules.FAILED)
-                    row.summaries.append(f"the experiment failed: {type(err).__name__}: {err}")
-                    (out / "errors").mkdir(parents=True, exist_ok=True)
-                    (out / "errors" / f"{cid}_seed{k}.txt").write_text(traceback.format_exc())
-                advance()
-            row.seconds = time.perf_counter() - t0
-            row.verdict = _final(row.per_seed_set)
-            rows.append(row)
+        if len(groups) == 1:
+            from .. import lab
+
+            bench = lab.Bench()  # one bench per claims run: claims share their trained models
+            for cid in groups[0]:
+                done.update(_run_group([cid], quick, str(out), seed, reps, bench))
+                advance(reps)
+        else:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            with ProcessPoolExecutor(len(groups), mp_context=mp.get_context("spawn")) as pool:
+                futs = {pool.submit(_run_group, g, quick, str(out), seed, reps): g for g in groups}
+                for f in as_completed(futs):
+                    done.update(f.result())
+                    advance(len(futs[f]) * reps)
+    rows = [done[c] for c in ids]
     write_reports(rows, out, quick=quick, seed=seed)
+    return rows
+
+
+def _groups(specs: list, workers: int) -> list[list[str]]:
+    """Split the claims into ≤ ``workers`` lists, keeping each bench group together, balanced by the
+    registry's cost estimate (longest first onto the least loaded list), each list in claim order."""
+    if workers <= 1:
+        return [[s.claim for s in specs]]
+    by_group: dict[str, list] = {}
+    for s in specs:
+        by_group.setdefault(s.bench_group or s.claim, []).append(s)
+    cost = {g: sum(s.cost_s or 1.0 for s in v) for g, v in by_group.items()}
+    loads: list[list] = [[0.0, []] for _ in range(min(workers, len(by_group)))]
+    for g in sorted(by_group, key=lambda g: -cost[g]):
+        slot = min(loads, key=lambda x: x[0])
+        slot[0] += cost[g]
+        slot[1] += by_group[g]
+    return [[s.claim for s in sorted(v, key=lambda s: s.number)] for _, v in loads if v]
+
+
+def _run_group(ids: list[str], quick: bool, out: str, seed: int, reps: int, bench=None) -> dict[str, ClaimRow]:
+    """Run claims ``ids`` one after the other on one bench (a worker process gets its own)."""
+    from .. import lab
+
+    specs = _spec_map()
+    bench = bench if bench is not None else lab.Bench()
+    rows = {}
+    for cid in ids:
+        s = specs[cid]
+        row = ClaimRow(cid, s.statement, s.experiment, s.kind, s.hypothesis, s.quantity, s.rule, s.power,
+                       s.n_quick if quick else s.n_full, "")
+        t0 = time.perf_counter()
+        for k in range(reps * seed, reps * seed + reps):
+            try:
+                r = lab.run(s.experiment, out=Path(out) / "experiments", quick=quick, seed=k, bench=bench)
+                row.per_seed_set.append(r.verdict)
+                row.summaries.append(r.summary)
+                row.subtests.append(r.subtests)
+                row.seeds.append(r.seeds)
+                row.files += r.files
+                row.cpu_seconds += r.cpu_seconds
+            except Exception as err:  # noqa: BLE001 - one failing experiment must not sink the report
+                row.per_seed_set.append(rules.FAILED)
+                row.summaries.append(f"the experiment failed: {type(err).__name__}: {err}")
+                (Path(out) / "errors").mkdir(parents=True, exist_ok=True)
+                (Path(out) / "errors" / f"{cid}_seed{k}.txt").write_text(traceback.format_exc())
+        row.seconds = time.perf_counter() - t0
+        row.verdict = _final(row.per_seed_set)
+        rows[cid] = row
     return rows
 
 

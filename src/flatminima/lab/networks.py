@@ -28,6 +28,8 @@ def _cfg(name: str, recipe: dict | None = None, model: dict | None = None) -> B.
 
 
 BASE = _cfg("base")
+SAM05 = _cfg("sam0.05", {"sam": "sam", "rho": 0.05})  # shared by C1 and C15
+ZOO = "mnist1d_zoo"  # bench group: C1, C10, C11 and C15 measure the same trained models
 
 
 def _paired_sub(name: str, hyp: str, a, b, attr: str, claimed: int, *, log: bool = False) -> SubTest:
@@ -64,7 +66,7 @@ def _all(models: dict[str, list[B.Trained]]) -> list[B.Trained]:
     quantity="λ_max (Lanczos), tr H (Hutch++), spectral density (SLQ) of MNIST-1D MLPs; f'' of the double well",
     rule="demonstration: a definition cannot be contradicted by data; the numbers show the measures "
          "and how far they agree (Spearman ρ of λ_max and tr H, for information)",
-    power="n seeds of the base recipe; no verdict", n_full=6, n_quick=3, kind="demonstration"))
+    power="n seeds of the base recipe; no verdict", n_full=6, n_quick=3, kind="demonstration", bench_group=ZOO))
 def flatness_measures(ctx: Context) -> Outcome:
     from ..curvature import spectral_density
     from ..objective import Objective
@@ -73,7 +75,7 @@ def flatness_measures(ctx: Context) -> Outcome:
     bench = ctx.workbench()
     dw = get("double_well")
     sharp, flat = (float(dw.hessian(torch.tensor([x]))) for x in (1.0, -1.0))
-    models = bench.many([BASE, _cfg("sam", {"sam": "sam", "rho": 0.05})], ctx.seeds)
+    models = bench.many([BASE, SAM05], ctx.seeds)
     ms = B.reached(_all(models))
     lam, tr = [m.lambda_max for m in ms], [m.trace for m in ms]
     rho = st.bootstrap(np.column_stack([lam, tr]), lambda p: st.spearman_rho(p[:, 0], p[:, 1]), seed=ctx.index)
@@ -268,7 +270,7 @@ INTERVENTIONS = {
     "depth": _cfg("depth3", model={"depth": 3}),
 }
 REGULARISED = [BASE, _cfg("wd1e-4", {"weight_decay": 1e-4}), INTERVENTIONS["weight_decay"],
-               _cfg("sam0.02", {"sam": "sam", "rho": 0.02}), _cfg("sam0.05", {"sam": "sam", "rho": 0.05}),
+               _cfg("sam0.02", {"sam": "sam", "rho": 0.02}), SAM05,
                _cfg("aug_noise0.03", {"augment": ("noise",), "augment_noise": 0.03}),
                _cfg("aug_noise0.06", {"augment": ("noise",), "augment_noise": 0.06})]
 C11_BAND_LOG, C11_BAND_DROP = math.log(1.1), 0.01
@@ -286,7 +288,7 @@ def _cluster_rho(models: list[B.Trained], x: str, y, seed: int) -> st.Interval:
     quantity="ρ over the intervention zoo (10 configurations × n seeds), configuration-cluster bootstrap 95%",
     rule="supported if the interval > 0, contradicted if < 0, else inconclusive",
     power="10 configurations × 6 seeds; a cluster bootstrap over 10 clusters resolves |ρ| ≳ 0.4",
-    n_full=6, n_quick=3))
+    n_full=6, n_quick=3, bench_group=ZOO))
 def ood_flatness(ctx: Context) -> Outcome:
     bench = ctx.workbench()
     m = bench.many([BASE, *INTERVENTIONS.values()], ctx.seeds)
@@ -316,7 +318,7 @@ def ood_flatness(ctx: Context) -> Outcome:
          f"adjusted interval lies inside the no-effect band (|Δlog λ| < log 1.1, |Δdrop| < {C11_BAND_DROP}); "
          "else inconclusive; claim by the combine rule",
     power="n = 6 pairs at Holm level ≈ 0.05/18: resolves ≈ 4.5·s/√n (Δlog λ ≈ 0.2, Δdrop ≈ 2 points)",
-    n_full=6, n_quick=3))
+    n_full=6, n_quick=3, bench_group=ZOO))
 def interventions(ctx: Context) -> Outcome:
     bench = ctx.workbench()
     m = bench.many([BASE, *INTERVENTIONS.values()], ctx.seeds)
@@ -378,7 +380,7 @@ def interventions(ctx: Context) -> Outcome:
              "tuned so it reaches the target loss) × n seeds; configuration-cluster bootstrap 95%",
     rule="per metric: supported if the interval > 0 (sharper is better), contradicted if < 0 (flatter is "
          "better), else inconclusive; claim by the combine rule",
-    power="7 clusters × 6 seeds resolves |ρ| ≳ 0.4", n_full=6, n_quick=3))
+    power="7 clusters × 6 seeds resolves |ρ| ≳ 0.4", n_full=6, n_quick=3, bench_group=ZOO))
 def regularised_sharpness(ctx: Context) -> Outcome:
     bench = ctx.workbench()
     m = bench.many(REGULARISED, ctx.seeds)

@@ -31,7 +31,9 @@ class ClaimSpec:
     ``kind`` is ``"test"`` (three-valued verdict) or ``"demonstration"`` (a definition or constructed
     mechanism: numbers and a figure, no verdict). ``n_full`` / ``n_quick``: seeds (or configurations) per
     seed set; ``quick_powered`` says whether the quick run has the power of the full one (otherwise quick
-    reports ``inconclusive (quick)``)."""
+    reports ``inconclusive (quick)``). ``bench_group``: claims that share trained models (one process runs
+    them in a parallel claims run); ``cost_s``: measured CPU seconds of one full-mode seed set on one core
+    (balances the parallel claims run; 0 = unknown)."""
 
     claim: str
     experiment: str
@@ -44,6 +46,8 @@ class ClaimSpec:
     n_quick: int
     kind: str = "test"
     quick_powered: bool = False
+    bench_group: str = ""
+    cost_s: float = 0.0
 
     @property
     def number(self) -> int:
@@ -84,6 +88,7 @@ class LabResult:
     n: int
     files: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -150,7 +155,7 @@ def run(name: str, *, out: str | Path | None = None, quick: bool = True, seed: i
     folder = Path(out or "lab_out") / name / f"seed{seed}"
     folder.mkdir(parents=True, exist_ok=True)
     ctx = Context(folder, quick, seed_set(seed, n), seed, bench)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the lab's models are tiny: one thread avoids contention (and is deterministic)
     try:
@@ -168,7 +173,7 @@ def run(name: str, *, out: str | Path | None = None, quick: bool = True, seed: i
         name, spec.claim, spec.statement, res.summary, verdict,
         [_plain(asdict(s)) | {"interval": list(s.interval.triple())} for s in res.subtests],
         _plain(res.numbers) | {"raw_verdict": res.verdict}, ctx.seeds, res.n or n, list(res.files),
-        time.perf_counter() - t0,
+        time.perf_counter() - t0, time.process_time() - c0,
     )
     path = folder / "result.json"
     path.write_text(json.dumps(result.to_dict(), indent=2, default=str))
