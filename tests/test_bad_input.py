@@ -543,3 +543,9 @@ def test_fit_batch_size_zero_is_full_batch_as_documented():
     assert "0 both mean full-batch" in Recipe.model_fields["batch_size"].description
     with pytest.raises(Exception, match="batch_size must be a positive integer"):
         Recipe(batch_size=-1)
+
+
+def test_curvature_refuses_too_few_trace_probes_before_training(tmp_path):
+    _refused_cli(["curvature", "--data", "two_class", "--probes", "4", "--out", str(tmp_path / "o")],
+                 "--probes must be at least 6")
+    assert not (tmp_path / "o").exists()

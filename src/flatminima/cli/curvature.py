@@ -74,6 +74,9 @@ def curvature(
     for name, value in (("--k", k), ("--probes", probes), ("--density-probes", density_probes),
                         ("--density-steps", density_steps)):
         check_positive(name, value)
+    if "trace" in parts and not per_layer and probes < 6:
+        raise FlatminimaError(f"--probes must be at least 6 for the Hutch++ trace (a third each for sketch, "
+                              f"exact part and rest), got {probes}.")
     if not tol > 0:
         raise FlatminimaError(f"--tol must be positive, got {tol!r}.")
     require_choice("--operator", operator, ("hessian", "ggn"))
