@@ -52,3 +52,35 @@ def test_device_auto_and_output_folders():
     assert out_folder("train", "mine", "x") == "mine"
     a, b = run_name("mypkg.nets:make", "data.npz", w=1), run_name("mypkg.nets:make", "data.npz", w=2)
     assert a.startswith("make-data.npz-") and a != b and "/" not in a
+
+
+def test_plain_progress_lines_off_a_terminal():
+    import io
+
+    from flatminima.progress import count_products, is_terminal, plain_progress, progress_bar
+
+    now = [0.0]
+    stream = io.StringIO()
+    p = plain_progress(100, "training " + "x" * 100, stream=stream, every=10, clock=lambda: now[0])
+    p.emit()
+    for _ in range(100):
+        now[0] += 0.5
+        p.advance(loss=0.25)
+    p.emit(final=True)
+    lines = stream.getvalue().splitlines()
+    # start, every 10 s (20 steps) or 10% (10 steps), whichever first, and the end: whole lines, never cut
+    assert len(lines) == 11 and all(line.startswith("training " + "x" * 100) for line in lines)
+    assert "10/100 (10%)" in lines[1] and "ETA" in lines[1] and "loss=0.25" in lines[1] and "2 it/s" in lines[1]
+    assert lines[-1].endswith("done, loss=0.25") or "done" in lines[-1]
+    assert not is_terminal(io.StringIO())
+
+    class Obj:  # the products an algorithm asks of an Objective are counted, then the method is restored
+        def hvp(self, v, theta=None):
+            return 2 * v
+
+    obj = Obj()
+    with count_products(obj, 3, "products") as _:
+        assert [obj.hvp(1) for _ in range(3)] == [2, 2, 2]
+    assert "hvp" not in obj.__dict__
+    with progress_bar(0, "nothing") as advance:  # no work: no line
+        advance()
