@@ -71,7 +71,7 @@ def test_loss_modules_reductions_exact_whatever_batches_and_chunks(kind, reducti
     module = MODULES[kind](reduction=reduction)
     theta, f, H = _dense(model, module, X, y)
     v = torch.randn(theta.numel(), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    for batch_size, memory_mb in ((23, None), (7, None), (7, 0.004)):
+    for batch_size, memory_mb in ((23, None), (7, None), (7, 0.0027)):  # 0.0027 MiB: 3 rows per chunk
         obj = Objective(model, module, (X, y), batch_size=batch_size, memory_mb=memory_mb)
         assert obj.reduction == reduction
         assert obj.loss() == pytest.approx(float(f(theta)), rel=1e-12)

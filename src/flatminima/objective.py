@@ -12,6 +12,11 @@ small object that any algorithm, landscape or measure can call, that counts its 
 mutates the user's model, and that sums over shards with ``torch.distributed``. The derivatives
 themselves come from ``torch.autograd`` (double backward) and ``torch.func`` (forward-over-reverse,
 ``vmap`` for many θ at once, in flatminima.pointwise).
+
+The pieces: objective_base (the protocol and what every objective shares: θ, loss/grad/hvp over batch
+terms, cost), objective_hvp (the Hessian- and GGN-vector backends), objective_function (analytic f(θ)),
+objective_data (batches, losses, input checks), objective_memory (the memory budget). This module holds
+what needs a network and data: construction, batches, fixed masks, the memory plan, describe/replace.
 """
 
 from __future__ import annotations
@@ -21,14 +26,14 @@ import copy
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 from torch import nn
-from torch.func import functional_call, jacrev, jvp, vjp
+from torch.func import functional_call
 
-from .errors import FlatminimaError, NonFiniteLossError, require_choice, require_nonnegative
+from .errors import FlatminimaError, require_choice
+from .objective_base import Cost, ObjectiveBase
 from .objective_data import (  # noqa: F401 - _ELEMENTWISE, _DROPOUT: kept importable from here
     _DROPOUT,
     _ELEMENTWISE,
@@ -47,38 +52,20 @@ from .objective_data import (  # noqa: F401 - _ELEMENTWISE, _DROPOUT: kept impor
     _rows,
     _split_rows,
 )
+from .objective_function import FunctionObjective
+from .objective_hvp import HVP_BACKENDS, GraphCache, ggn_terms
+from .objective_hvp import no_second_derivative as _no_second_derivative
+from .objective_hvp import second_derivative_error as _attention_error
 from .objective_memory import MemoryPlan, plan
 
-__all__ = ["HVP_BACKENDS", "Cost", "MemoryPlan", "Objective"]
+__all__ = ["HVP_BACKENDS", "Cost", "FunctionObjective", "MemoryPlan", "Objective", "ObjectiveBase"]
 
 
-@dataclass
-class Cost:
-    """Work done by an Objective: full-data evaluations, batch passes and wall time.
+class Objective(ObjectiveBase):
+    """L(θ) over a fixed data set, with exact gradients and Hessian products (an :class:`ObjectiveBase`).
 
-    ``data_passes`` counts passes over the whole data set (a batched evaluation of many θ in one pass
-    counts once), which is what users pay for when data is streamed.
-    """
-
-    losses: int = 0
-    grads: int = 0
-    hvps: int = 0
-    batched_points: int = 0
-    data_passes: float = 0.0
-    seconds: float = 0.0
-
-    def __sub__(self, other: Cost) -> Cost:
-        return Cost(**{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)})
-
-    def __add__(self, other: Cost) -> Cost:
-        return Cost(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
-
-    def as_dict(self) -> dict[str, float]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-class Objective:
-    """L(θ) over a fixed data set (or an analytic function), with exact gradients and Hessian products.
+    An analytic f(θ) is :meth:`from_function`'s :class:`~flatminima.objective_function.FunctionObjective`,
+    a sibling under the same base (and registered, so ``isinstance(obj, Objective)`` holds for it too).
 
     The value is exactly the mean (``reduction="mean"``) or the sum (``reduction="sum"``) of the loss over
     every sample of the data, the same whatever ``batch_size`` and ``memory_mb`` chunks it is computed in:
@@ -193,10 +180,9 @@ class Objective:
         self.reuse_graph = in_memory if reuse_graph == "auto" else bool(reuse_graph)
         self._set_budget(memory_mb, model)
         self._reserved, self._reserved_for = 0, []
-        self._graph_cache: tuple[torch.Tensor, torch.Tensor, list] | None = None
+        self.graph_cache = GraphCache()  # the gradient graphs the "cached" backend keeps (objective_hvp)
         self.n_batches: int | None = None
         self.total_weight: float | None = None
-        self._counter = Cost()
         self._determinism_checked = False
 
     # ----------------------------------------------------------------- construction helpers
@@ -258,10 +244,8 @@ class Objective:
         else:
             chosen = trainable
         chosen_names = {n for n, _ in chosen}
-        self.param_names = [n for n, _ in chosen]
-        self.param_shapes = [p.shape for _, p in chosen]
-        self._numels = [p.numel() for _, p in chosen]
-        self._theta0 = torch.cat([p.detach().reshape(-1) for _, p in chosen]).clone()
+        self._init_params([n for n, _ in chosen], [p.shape for _, p in chosen],
+                          torch.cat([p.detach().reshape(-1) for _, p in chosen]))
         # Everything not chosen (other parameters, buffers) is held fixed at the copy's values.
         self._fixed = {"model." + n: p.detach() for n, p in named if n not in chosen_names}
         self._fixed.update({"model." + n: b for n, b in self._module.model.named_buffers()})
@@ -283,23 +267,6 @@ class Objective:
                 "Pass a list of batches, a DataLoader or a tuple of tensors.")
         return data, isinstance(data, (list, tuple))
 
-    # ----------------------------------------------------------------- parameters
-    @property
-    def params(self) -> torch.Tensor:
-        """θ₀, the model's (selected) parameters as one flat vector (a copy)."""
-        return self._theta0.clone()
-
-    @property
-    def dim(self) -> int:
-        return self._theta0.numel()
-
-    def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Split a flat θ into named tensors (views) shaped like the selected parameters."""
-        if theta.shape != (self.dim,):
-            raise FlatminimaError(f"θ must be a flat vector of {self.dim} entries, got shape {tuple(theta.shape)}.")
-        parts = torch.split(theta, self._numels)
-        return {n: t.view(s) for n, t, s in zip(self.param_names, parts, self.param_shapes, strict=False)}
-
     def model_at(self, theta: torch.Tensor | None = None) -> nn.Module:
         """A fresh copy of the model holding θ (for plotting, saving or evaluation by the user)."""
         model = copy.deepcopy(self._model)
@@ -308,14 +275,6 @@ class Objective:
             for n, t in self.unflatten(self._theta(theta)).items():
                 named[n].copy_(t)
         return model
-
-    def _theta(self, theta: torch.Tensor | None) -> torch.Tensor:
-        if theta is None:
-            return self._theta0
-        theta = torch.as_tensor(theta)
-        if theta.shape != (self.dim,):
-            raise FlatminimaError(f"θ must be a flat vector of {self.dim} entries, got shape {tuple(theta.shape)}.")
-        return theta.to(device=self.device, dtype=self.dtype)
 
     def _state(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
         state = dict(self._fixed)
@@ -334,33 +293,11 @@ class Objective:
         module = getattr(self, "_module", None)
         return None if module is None else module._loss
 
-    def batches(self) -> Iterator[Any]:
-        """The prepared batches, as every operation sees them: moved to the device, cast, split into chunks."""
-        return self._iter_batches()
-
     def outputs(self, theta: torch.Tensor | None, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """(model outputs at θ on a prepared batch, its targets), differentiable in θ (``loss=`` objectives)."""
         if not self._has_outputs:
             raise FlatminimaError("outputs need (inputs, targets) batches: build the Objective with `loss=`.")
         return self._call_outputs(self._theta(theta), batch)
-
-    def record(self, kind: str | None, points: int = 1, passes: float = 1.0, seconds: float = 0.0) -> None:
-        """Add work done outside the objective's own calls to its cost meter.
-
-        ``kind``: the :class:`Cost` count it adds ``points`` to (``"losses"``, ``"grads"``, ``"hvps"``,
-        ``"batched_points"``), or ``None`` for data passes only (a forward pass a measure runs itself).
-        """
-        if kind is not None:
-            require_choice("kind", kind, ["losses", "grads", "hvps", "batched_points"])
-        c = self._counter
-        if kind is not None:
-            setattr(c, kind, getattr(c, kind) + points)
-        c.data_passes += passes
-        c.seconds += seconds
-
-    def terms(self, theta: torch.Tensor | None, batch: Any) -> tuple[torch.Tensor, float]:
-        """(s_b, w_b) of one prepared batch at θ: the batch's summed loss (differentiable) and its weight."""
-        return self._batch_terms(self._theta(theta), batch)
 
     def loss_terms(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, float]:
         """(s, w) of the objective's loss on given outputs and targets (``loss=`` objectives)."""
@@ -368,21 +305,9 @@ class Objective:
             raise FlatminimaError("loss_terms needs (outputs, targets): build the Objective with `loss=`.")
         return self._module._terms(outputs, targets)
 
-    def reduce(self, total: torch.Tensor, weight: float, reduction: str | None = None) -> torch.Tensor:
-        """Σ s / Σ w ("mean") or Σ s ("sum") of sums over this rank's batches, summed over all ranks."""
-        return self._reduce(total, weight, reduction)
-
-    def fixed_randomness(self) -> contextlib.AbstractContextManager:
-        """The RNG state of the batch last yielded by ``batches()`` (``fixed_mask``: its dropout mask)."""
-        return self._randomness()
-
-    def theta_chunk(self, chunk_size: int) -> int:
-        """How many θ fit one vectorised pass: ``chunk_size``, or fewer under the memory budget."""
-        return self._theta_chunk(chunk_size)
-
     @property
     def has_model(self) -> bool:
-        """Whether there is a network behind the objective (False for an analytic function)."""
+        """Whether there is a network behind the objective (always, for a data objective)."""
         return True
 
     @property
@@ -397,11 +322,6 @@ class Objective:
     def fixed_tensors(self) -> dict[str, torch.Tensor]:
         """The tensors held fixed (unselected parameters, buffers), by name in ``working_model``."""
         return {k[len("model."):]: t for k, t in self._fixed.items()}
-
-    @property
-    def param_numels(self) -> list[int]:
-        """Entries of each selected parameter tensor, in θ's order (``param_names``)."""
-        return list(self._numels)
 
     @property
     def stored_batches(self) -> Iterable:
@@ -419,6 +339,7 @@ class Objective:
         """
         view = copy.copy(self)
         view._fixed = dict(self._fixed) | {"model." + k: t for k, t in tensors.items()}
+        view.graph_cache = GraphCache()  # graphs built with the other fixed tensors are not this view's
         return view
 
     # ----------------------------------------------------------------- batches and reduction
@@ -491,77 +412,9 @@ class Objective:
                 "Check that the data's shape matches what the model expects.") from err
         return s, float(weight)
 
-    def _batch_loss(self, theta: torch.Tensor, batch: Any) -> tuple[torch.Tensor, float]:
-        """(batch value, weight) such that the objective is Σ w·value / Σ w ("mean") or Σ value ("sum")."""
-        s, w = self._batch_terms(theta, batch)
-        return (s / w if w else s * 0.0, w) if self.reduction == "mean" else (s, w)
-
-    def _reduce(self, total: torch.Tensor, weight: float, reduction: str | None = None) -> torch.Tensor:
-        """Σ s / Σ w ("mean") or Σ s ("sum"), summed over all ranks when distributed (one all-reduce).
-
-        ``total`` is accumulated in float64 by the callers; the value comes back in the objective's dtype.
-        """
-        reduction = reduction or self.reduction
-        if self.distributed:
-            import torch.distributed as dist
-
-            packed = torch.cat([total.reshape(-1), total.new_tensor([weight])])
-            dist.all_reduce(packed)
-            total, weight = packed[:-1].reshape(total.shape), float(packed[-1])
-        if weight <= 0:
-            raise FlatminimaError("the data's total weight is zero (no samples / no targets).")
-        self.total_weight = weight
-        value = total / weight if reduction == "mean" else total
-        return value.to(self.dtype)
-
-    def _account(self, kind: str, start: float, points: int = 1) -> None:
-        self.record(kind, points, 1.0, time.perf_counter() - start)
-
-    @staticmethod
-    def _check_finite(value: torch.Tensor, what: str) -> None:
-        if not torch.isfinite(value).all():
-            raise NonFiniteLossError(
-                f"the {what} is not finite (NaN or inf). The model diverged or the data holds NaN/inf; "
-                "check the checkpoint and the inputs, or lower the learning rate that produced it.")
-
-    def _zeros(self, like: torch.Tensor) -> torch.Tensor:
-        # float64 accumulators: a float32 model's sum over many batches stays exact to float32 rounding.
-        return torch.zeros(like.shape, dtype=torch.float64, device=like.device)
-
-    # ----------------------------------------------------------------- the public operations
-    def loss(self, theta: torch.Tensor | None = None) -> float:
-        """L(θ): the exact mean (or sum, with ``reduction="sum"``) of the loss over all data."""
-        start, theta = time.perf_counter(), self._theta(theta)
-        total, weight = torch.zeros((), device=self.device, dtype=torch.float64), 0.0
-        with torch.no_grad():
-            for batch in self._iter_batches():
-                s, w = self._batch_terms(theta, batch)
-                total, weight = total + s.detach().to(torch.float64), weight + w
-        value = self._reduce(total, weight)
-        self._check_finite(value, "loss")
-        self._account("losses", start)
-        return float(value)
-
-    def grad(self, theta: torch.Tensor | None = None) -> torch.Tensor:
-        """∇L(θ), the exact derivative of the same mean (or sum); never touches any ``.grad`` attribute."""
-        start, theta = time.perf_counter(), self._theta(theta).detach().requires_grad_(True)
-        total, weight = self._zeros(theta), 0.0
-        for batch in self._iter_batches():
-            s, w = self._batch_terms(theta, batch)
-            (g,) = torch.autograd.grad(s, theta, allow_unused=True)
-            if g is not None:
-                total += g
-            weight += w
-        value = self._reduce(total, weight)
-        self._check_finite(value, "gradient")
-        self._account("grads", start)
-        return value
-
-    def hvp(self, v: torch.Tensor, theta: torch.Tensor | None = None) -> torch.Tensor:
-        """H(θ)·v with H = ∇²L(θ), exact over all data, by ``hvp_method`` (see :data:`HVP_BACKENDS`)."""
-        start = time.perf_counter()
-        v = self._check_vector(v)
-        theta = self._theta(theta)
+    # ----------------------------------------------------------------- products
+    def _hvp_terms(self, theta: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """Σ_b H_b·v by ``hvp_method``, or the ``cached`` backend under graph reuse (:data:`HVP_BACKENDS`)."""
         self._require_second_derivatives()
         plan = self.memory_plan  # plans the budget first: it may turn graph reuse off
         reuse = self.reuse_graph if plan is None else plan.reuse_graph
@@ -573,16 +426,7 @@ class Objective:
             raise FlatminimaError(
                 "hvp_method='forward_over_reverse' is not exact through BatchNorm in mode='train' (torch.func's "
                 "second derivatives of batch statistics are wrong); use hvp_method='double_backward'.")
-        try:
-            total, weight = HVP_BACKENDS[backend](self, theta, v)
-        except RuntimeError as err:
-            if _no_second_derivative(err):
-                raise _attention_error(err) from err
-            raise
-        value = self._reduce(total, weight)
-        self._check_finite(value, "Hessian-vector product")
-        self._account("hvps", start)
-        return value
+        return HVP_BACKENDS[backend](self, theta, v)
 
     def _require_second_derivatives(self) -> None:
         """Hugging Face's fused attention (SDPA, flash) has no second derivative: refuse before the raw error."""
@@ -590,31 +434,6 @@ class Objective:
             impl = getattr(getattr(m, "config", None), "_attn_implementation", None)
             if isinstance(impl, str) and impl != "eager":
                 raise _attention_error(None, impl)
-
-    def _check_vector(self, v: torch.Tensor) -> torch.Tensor:
-        v = torch.as_tensor(v)
-        if v.shape != (self.dim,):
-            raise FlatminimaError(f"v must be a flat vector of {self.dim} entries, got shape {tuple(v.shape)}.")
-        return v.to(device=self.device, dtype=self.dtype)
-
-    def _hvp_double_backward(self, theta: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, float]:
-        return _hvp_double_backward(self, theta, v)
-
-    def _hvp_cached(self, theta: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, float]:
-        return _hvp_cached(self, theta, v)
-
-    def _hvp_forward_over_reverse(self, theta: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, float]:
-        return _hvp_forward_over_reverse(self, theta, v)
-
-    @staticmethod
-    def _second_backward(theta: torch.Tensor, loss: torch.Tensor | None, v: torch.Tensor, retain: bool,
-                         grad: torch.Tensor | None = None) -> torch.Tensor:
-        if grad is None:
-            (grad,) = torch.autograd.grad(loss, theta, create_graph=True, allow_unused=True)
-        if grad is None or not grad.requires_grad:  # parameters the loss does not use: zero curvature
-            return torch.zeros_like(theta)
-        (hv,) = torch.autograd.grad(grad, theta, grad_outputs=v, retain_graph=retain, allow_unused=True)
-        return torch.zeros_like(theta) if hv is None else hv
 
     def ggn_vp(self, v: torch.Tensor, theta: torch.Tensor | None = None) -> torch.Tensor:
         """G(θ)·v with the generalised Gauss-Newton G = Σ_b J_bᵀ ∇²_z s_b J_b / Σ_b w_b (PSD for convex ℓ).
@@ -626,67 +445,16 @@ class Objective:
         if not self._has_outputs:
             raise FlatminimaError("the GGN needs the model outputs: build the Objective with `loss=`, not `loss_fn=`.")
         start, v, theta = time.perf_counter(), self._check_vector(v), self._theta(theta)
-        total, weight = self._zeros(theta), 0.0
-        for batch in self._iter_batches():
-            targets = batch[-1]
-
-            def f(t, batch=batch):
-                return self._call_outputs(t, batch)[0]
-
-            try:
-                out, jv = jvp(f, (theta,), (v,))
-                hjv, w = self._output_hvp(out, targets, jv)
-                _, pullback = vjp(f, theta)
-                (gv,) = pullback(hjv)
-            except RuntimeError as err:
-                if _no_second_derivative(err):
-                    raise _attention_error(err) from err
-                raise
-            total += gv.detach()
-            weight += w
+        total, weight = ggn_terms(self, theta, v)
         value = self._reduce(total, weight)
         self._check_finite(value, "GGN-vector product")
         self._account("hvps", start)
         return value
 
-    def _output_hvp(self, out: torch.Tensor, targets: torch.Tensor, u: torch.Tensor
-                    ) -> tuple[torch.Tensor, float]:
-        """(∇²_z s(z, y)·u, w) by double backward in output space (torch.func's jvp-of-grad trips on mse_loss)."""
-        with torch.enable_grad():
-            z = out.detach().requires_grad_(True)
-            s, w = self._module._terms(z, targets)
-            (g,) = torch.autograd.grad(s, z, create_graph=True)
-            if not g.requires_grad:  # a loss linear in z: zero output curvature
-                return torch.zeros_like(u), w
-            (hu,) = torch.autograd.grad(g, z, grad_outputs=u)
-        return hu, w
-
     def _call_outputs(self, theta: torch.Tensor, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         state = {k[len("model."):]: t for k, t in self._state(theta).items()}
         with self._randomness():
             return functional_call(self._module.model, state, tuple(batch[:-1])), batch[-1]
-
-    def loss_batched(self, thetas: torch.Tensor, chunk_size: int = 32) -> torch.Tensor:
-        """L(θ_i) for every row θ_i of ``thetas`` (n × dim), ``chunk_size`` rows per pass over the data.
-
-        Non-finite values are returned as they are (a landscape may leave the finite region).
-        """
-        return self.values_at(thetas, ["loss"], chunk_size=chunk_size)[0]
-
-    def metric_batched(self, thetas: torch.Tensor, metric: str | Callable = "accuracy",
-                       chunk_size: int = 32) -> torch.Tensor:
-        """The mean of ``metric(outputs, targets)`` (``"accuracy"`` built in) at every row of ``thetas``."""
-        return self.values_at(thetas, [metric], chunk_size=chunk_size)[0]
-
-    def values_at(self, points: Any, metrics: Sequence[str | Callable] = ("loss",), **options: Any
-                  ) -> list[torch.Tensor]:
-        """Several metrics at many points in one pass per chunk: see :func:`flatminima.pointwise.values_at`.
-
-        ``points``: an (n × dim) matrix or a :class:`flatminima.pointwise.Span` (origin + coefs @ vectors).
-        """
-        from .pointwise import values_at
-
-        return values_at(self, points, metrics, **options)
 
     # ----------------------------------------------------------------- memory budget
     def _set_budget(self, memory_mb: float | None, model: nn.Module) -> None:
@@ -748,9 +516,7 @@ class Objective:
         works when the vectors and one sample's product do not fit. Nested reservations add up. Without a
         budget it does nothing and yields ``None``; otherwise it yields the plan in force.
         """
-        if isinstance(n_vectors, bool) or not isinstance(n_vectors, int):
-            raise FlatminimaError(f"n_vectors must be a whole number of vectors, got {n_vectors!r}.")
-        require_nonnegative("n_vectors", n_vectors)
+        self._check_reservation(n_vectors)
         if self.memory_mb is None:
             yield None
             return
@@ -767,7 +533,7 @@ class Objective:
     def _replan(self) -> None:
         """Plan the budget again (a reservation changed); a cached graph that no longer fits is freed."""
         self._mem_plan = None
-        self._graph_cache = None  # built for the old chunks and budget
+        self.graph_cache.clear()  # built for the old chunks and budget
         self._mem_plan = self._plan_memory()
 
     def _saved_bytes(self, batch: Any) -> float:
@@ -790,7 +556,7 @@ class Objective:
             return None
         return sum(_rows(b) for b in self._batches)
 
-    def _theta_chunk(self, chunk_size: int) -> int:
+    def theta_chunk(self, chunk_size: int) -> int:
         """How many θ ``loss_batched`` evaluates at once: ``chunk_size``, or fewer to fit the budget.
 
         The same on every rank (a MIN all-reduce), since every chunk ends with one all-reduce.
@@ -809,24 +575,6 @@ class Objective:
             dist.all_reduce(box, op=dist.ReduceOp.MIN)
             chunk = int(box)
         return chunk
-
-    # ----------------------------------------------------------------- cost metering
-    @contextmanager
-    def meter(self) -> Iterator[Cost]:
-        """``with obj.meter() as cost:`` fills ``cost`` with the work done inside the block."""
-        before, start, cost = copy.copy(self._counter), time.perf_counter(), Cost()
-        try:
-            yield cost
-        finally:
-            delta = self._counter - before
-            delta.seconds = time.perf_counter() - start
-            for f in fields(Cost):
-                setattr(cost, f.name, getattr(delta, f.name))
-
-    @property
-    def cost(self) -> Cost:
-        """Total work done by this objective so far."""
-        return copy.copy(self._counter)
 
     # ----------------------------------------------------------------- analytic landscapes
     @classmethod
@@ -873,129 +621,5 @@ class Objective:
         return Objective(model if model is not None else self.model_at(), **config)
 
 
-# --------------------------------------------------------------------- Hessian-vector backends
-# Each backend maps (objective, θ, v) to (Σ_b H_b v accumulated in float64, Σ_b w_b), H_b the Hessian of
-# the batch's summed terms s_b; the Objective divides by the weight (or not) and meters the call.
-def _hvp_double_backward(obj: Objective, theta: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """Double backward per batch: ∇(∇s_b · v), the graph rebuilt for every product."""
-    theta = theta.detach().requires_grad_(True)
-    total, weight = obj._zeros(theta), 0.0
-    for batch in obj._iter_batches():
-        s, w = obj._batch_terms(theta, batch)
-        total += obj._second_backward(theta, s, v, retain=False)
-        weight += w
-    return total, weight
-
-
-def _hvp_cached(obj: Objective, theta: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """Double backward reusing each batch's gradient graph while θ stays the same (one build per θ)."""
-    cache = obj._graph_cache
-    if cache is None or cache[0].shape != theta.shape or not torch.equal(cache[0], theta):
-        obj._graph_cache = None  # free the old graph before building the new one
-        leaf = theta.detach().clone().requires_grad_(True)
-        grads = []
-        for batch in obj._iter_batches():
-            s, w = obj._batch_terms(leaf, batch)
-            (g,) = torch.autograd.grad(s, leaf, create_graph=True, allow_unused=True)
-            grads.append((g, w))
-        obj._graph_cache = cache = (theta.detach().clone(), leaf, grads)
-    _, leaf, grads = cache
-    total, weight = obj._zeros(theta), 0.0
-    for g, w in grads:
-        total += obj._second_backward(leaf, None, v, retain=True, grad=g)
-        weight += w
-    return total, weight
-
-
-def _hvp_forward_over_reverse(obj: Objective, theta: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """torch.func forward-over-reverse: jvp of the reverse-mode gradient.
-
-    ``jacrev`` rather than ``grad``: jvp over ``torch.func.grad`` of ``mse_loss`` fails on an immutable
-    ZeroTensor inside its backward formula, jvp over ``jacrev`` does not (same numbers elsewhere).
-    """
-    total, weight = obj._zeros(theta), 0.0
-    for batch in obj._iter_batches():
-        w_box: list[float] = []
-
-        def f(t: torch.Tensor, batch: Any = batch, w_box: list = w_box) -> torch.Tensor:
-            s, w = obj._batch_terms(t, batch)
-            w_box.append(w)
-            return s
-
-        _, hv = jvp(jacrev(f), (theta.detach(),), (v,))
-        total += hv.detach()
-        weight += w_box[0]
-    return total, weight
-
-
-HVP_BACKENDS: dict[str, Callable[[Objective, torch.Tensor, torch.Tensor], tuple[torch.Tensor, float]]] = {
-    "double_backward": _hvp_double_backward,
-    "cached": _hvp_cached,
-    "forward_over_reverse": _hvp_forward_over_reverse,
-}
-
-
-def _no_second_derivative(err: BaseException) -> bool:
-    msg = str(err)
-    return "derivative for" in msg and "not implemented" in msg
-
-
-def _attention_error(err: BaseException | None, impl: str | None = None) -> FlatminimaError:
-    what = f"attn_implementation={impl!r}" if impl else f"an operation without a second derivative ({err})"
-    return FlatminimaError(
-        f"Hessian products need second derivatives, and the model uses {what}: fused attention kernels "
-        "(PyTorch SDPA, flash attention) have none. Build the Hugging Face model with "
-        "attn_implementation=\"eager\" (from_pretrained(..., attn_implementation=\"eager\"), or "
-        "config._attn_implementation = \"eager\" before constructing it from a config).")
-
-
-class FunctionObjective(Objective):
-    """An analytic f(θ) viewed as an Objective: the same curvature code serves the toy lab."""
-
-    def __init__(self, f: Callable[[torch.Tensor], torch.Tensor], x0: Any, *, dtype: torch.dtype | None = None,
-                 name: str | None = None):
-        x0 = torch.as_tensor(x0)  # a floating x0 keeps its dtype (float64 stays float64)
-        x0 = x0.to(dtype or (x0.dtype if x0.is_floating_point() else torch.get_default_dtype()))
-        if x0.dim() != 1 or x0.numel() == 0:
-            raise FlatminimaError(f"x0 must be a non-empty 1-D vector, got shape {tuple(x0.shape)}.")
-        self.f, self.name = f, name or getattr(f, "__name__", "function")
-        self.mode, self.hvp_method, self.distributed = "function", "double_backward", False
-        self.dtype, self.device = x0.dtype, x0.device
-        self.param_names, self.param_shapes, self._numels = ["x"], [x0.shape], [x0.numel()]
-        self._theta0 = x0.detach().clone()
-        self._has_outputs, self.reuse_graph, self._graph_cache = False, False, None
-        self._batches, self.n_batches, self.total_weight = [None], 1, 1.0
-        self._counter = Cost()
-        self._reserved, self._reserved_for = 0, []
-
-    def _iter_batches(self) -> Iterator[Any]:
-        yield None
-
-    def _batch_terms(self, theta: torch.Tensor, batch: Any) -> tuple[torch.Tensor, float]:
-        return self.f(theta), 1.0
-
-    def _require_second_derivatives(self) -> None:
-        pass
-
-    @property
-    def has_model(self) -> bool:
-        return False
-
-    @property
-    def working_model(self) -> nn.Module:
-        raise FlatminimaError("an analytic objective has no model; use its parameters directly.")
-
-    def replace(self, **changes: Any) -> Objective:
-        """The same analytic objective with ``f``, ``x0``, ``dtype`` or ``name`` changed."""
-        config = {"f": self.f, "x0": self._theta0, "dtype": self.dtype, "name": self.name}
-        unknown = set(changes) - set(config)
-        if unknown:
-            raise FlatminimaError(f"replace() got unknown settings {sorted(unknown)}; allowed: {sorted(config)}.")
-        config.update(changes)
-        return FunctionObjective(config.pop("f"), config.pop("x0"), **config)
-
-    def model_at(self, theta: torch.Tensor | None = None) -> nn.Module:
-        raise FlatminimaError("an analytic objective has no model; use its parameters directly.")
-
-    def describe(self) -> dict[str, Any]:
-        return {"dim": self.dim, "mode": "function", "function": self.name, "dtype": str(self.dtype)}
+# A FunctionObjective is a sibling under ObjectiveBase; registered so isinstance(obj, Objective) still holds.
+Objective.register(FunctionObjective)

@@ -48,8 +48,8 @@ from torch.func import vmap
 from .errors import FlatminimaError, require_choice
 from .objective_data import ELEMENTWISE_LOSSES
 
-if TYPE_CHECKING:
-    from .objective import Objective
+if TYPE_CHECKING:  # every objective, data or analytic: the protocol of ObjectiveBase
+    from .objective_base import ObjectiveBase as Objective
 
 __all__ = ["LOOP_CHUNK", "MERGE_ROWS", "Span", "activation_bytes", "default_engine", "values_at"]
 

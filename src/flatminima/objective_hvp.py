@@ -1,0 +1,183 @@
+"""Hessian-vector and Gauss-Newton-vector backends of the objectives, as small strategy functions.
+
+Each backend maps (objective, θ, v) to (Σ_b H_b·v accumulated in float64, Σ_b w_b), H_b the Hessian of
+batch b's summed terms s_b; the objective divides by the weight (or not), all-reduces and meters the call.
+They use only the objective's protocol (:class:`flatminima.objective_base.ObjectiveBase`):
+
+    obj.batches()            the prepared batches (moved, cast, split into memory chunks)
+    obj.terms(θ, batch)      (s_b, w_b), s_b differentiable in θ
+    obj.outputs(θ, batch)    (model outputs, targets)           GGN only (``has_outputs``)
+    obj.loss_terms(z, y)     (s, w) of the loss on outputs z     GGN only
+
+and the cached backend a :class:`GraphCache` the objective owns (``obj.graph_cache``, package-internal).
+
+- ``double_backward``: ∇(∇s_b·v) per batch, the graph rebuilt for every product (measured faster on CPU).
+- ``cached``: double backward reusing each batch's gradient graph while θ stays the same.
+- ``forward_over_reverse``: ``torch.func.jvp`` of the reverse-mode gradient.
+- :func:`ggn_terms`: J_bᵀ ∇²_z s_b J_b·v by forward- and reverse-mode products through the model outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch.func import jacrev, jvp, vjp
+
+from .errors import FlatminimaError
+
+if TYPE_CHECKING:
+    from .objective_base import ObjectiveBase
+
+__all__ = ["HVP_BACKENDS", "GraphCache", "ggn_terms", "no_second_derivative", "second_derivative_error"]
+
+Backend = Callable[["ObjectiveBase", torch.Tensor, torch.Tensor], tuple[torch.Tensor, float]]
+
+
+def zeros64(like: torch.Tensor) -> torch.Tensor:
+    """A float64 accumulator shaped like ``like``: a float32 model's sum over many batches stays exact."""
+    return torch.zeros(like.shape, dtype=torch.float64, device=like.device)
+
+
+def second_backward(theta: torch.Tensor, loss: torch.Tensor | None, v: torch.Tensor, retain: bool,
+                    grad: torch.Tensor | None = None) -> torch.Tensor:
+    """∇(∇loss·v) at the leaf θ; ``grad`` (∇loss built with ``create_graph``) when already there."""
+    if grad is None:
+        (grad,) = torch.autograd.grad(loss, theta, create_graph=True, allow_unused=True)
+    if grad is None or not grad.requires_grad:  # parameters the loss does not use: zero curvature
+        return torch.zeros_like(theta)
+    (hv,) = torch.autograd.grad(grad, theta, grad_outputs=v, retain_graph=retain, allow_unused=True)
+    return torch.zeros_like(theta) if hv is None else hv
+
+
+def double_backward(obj: ObjectiveBase, theta: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Double backward per batch: ∇(∇s_b · v), the graph rebuilt for every product."""
+    theta = theta.detach().requires_grad_(True)
+    total, weight = zeros64(theta), 0.0
+    for batch in obj.batches():
+        s, w = obj.terms(theta, batch)
+        total += second_backward(theta, s, v, retain=False)
+        weight += w
+    return total, weight
+
+
+class GraphCache:
+    """Every batch's gradient graph at one θ, kept between products (the ``cached`` backend's state).
+
+    ``clear()`` frees it; the objective clears it whenever its chunks or budget change.
+    """
+
+    def __init__(self) -> None:
+        self._at: tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, float]]] | None = None
+
+    def clear(self) -> None:
+        self._at = None
+
+    @property
+    def held(self) -> bool:
+        return self._at is not None
+
+    def graphs(self, obj: ObjectiveBase, theta: torch.Tensor) -> tuple[torch.Tensor, list]:
+        """(the leaf θ, [(∇s_b with its graph, w_b)]), built once per θ."""
+        at = self._at
+        if at is None or at[0].shape != theta.shape or not torch.equal(at[0], theta):
+            self._at = None  # free the old graph before building the new one
+            leaf = theta.detach().clone().requires_grad_(True)
+            grads = []
+            for batch in obj.batches():
+                s, w = obj.terms(leaf, batch)
+                (g,) = torch.autograd.grad(s, leaf, create_graph=True, allow_unused=True)
+                grads.append((g, w))
+            self._at = at = (theta.detach().clone(), leaf, grads)
+        return at[1], at[2]
+
+
+def cached(obj: ObjectiveBase, theta: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Double backward reusing each batch's gradient graph while θ stays the same (one build per θ)."""
+    leaf, grads = obj.graph_cache.graphs(obj, theta)
+    total, weight = zeros64(theta), 0.0
+    for g, w in grads:
+        total += second_backward(leaf, None, v, retain=True, grad=g)
+        weight += w
+    return total, weight
+
+
+def forward_over_reverse(obj: ObjectiveBase, theta: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """torch.func forward-over-reverse: jvp of the reverse-mode gradient.
+
+    ``jacrev`` rather than ``grad``: jvp over ``torch.func.grad`` of ``mse_loss`` fails on an immutable
+    ZeroTensor inside its backward formula, jvp over ``jacrev`` does not (same numbers elsewhere).
+    """
+    total, weight = zeros64(theta), 0.0
+    for batch in obj.batches():
+        w_box: list[float] = []
+
+        def f(t: torch.Tensor, batch: Any = batch, w_box: list = w_box) -> torch.Tensor:
+            s, w = obj.terms(t, batch)
+            w_box.append(w)
+            return s
+
+        _, hv = jvp(jacrev(f), (theta.detach(),), (v,))
+        total += hv.detach()
+        weight += w_box[0]
+    return total, weight
+
+
+HVP_BACKENDS: dict[str, Backend] = {
+    "double_backward": double_backward,
+    "cached": cached,
+    "forward_over_reverse": forward_over_reverse,
+}
+
+
+def ggn_terms(obj: ObjectiveBase, theta: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """(Σ_b J_bᵀ ∇²_z s_b J_b·v in float64, Σ_b w_b), z the model outputs and J_b = ∂z/∂θ on batch b."""
+    total, weight = zeros64(theta), 0.0
+    for batch in obj.batches():
+        targets = batch[-1]
+
+        def f(t: torch.Tensor, batch: Any = batch) -> torch.Tensor:
+            return obj.outputs(t, batch)[0]
+
+        try:
+            out, jv = jvp(f, (theta,), (v,))
+            hjv, w = output_hvp(obj, out, targets, jv)
+            _, pullback = vjp(f, theta)
+            (gv,) = pullback(hjv)
+        except RuntimeError as err:
+            if no_second_derivative(err):
+                raise second_derivative_error(err) from err
+            raise
+        total += gv.detach()
+        weight += w
+    return total, weight
+
+
+def output_hvp(obj: ObjectiveBase, out: torch.Tensor, targets: torch.Tensor, u: torch.Tensor
+               ) -> tuple[torch.Tensor, float]:
+    """(∇²_z s(z, y)·u, w) by double backward in output space (torch.func's jvp-of-grad trips on mse_loss)."""
+    with torch.enable_grad():
+        z = out.detach().requires_grad_(True)
+        s, w = obj.loss_terms(z, targets)
+        (g,) = torch.autograd.grad(s, z, create_graph=True)
+        if not g.requires_grad:  # a loss linear in z: zero output curvature
+            return torch.zeros_like(u), w
+        (hu,) = torch.autograd.grad(g, z, grad_outputs=u)
+    return hu, w
+
+
+def no_second_derivative(err: BaseException) -> bool:
+    """Whether ``err`` is autograd's "derivative for ... not implemented" (fused kernels, some custom ops)."""
+    msg = str(err)
+    return "derivative for" in msg and "not implemented" in msg
+
+
+def second_derivative_error(err: BaseException | None, impl: str | None = None) -> FlatminimaError:
+    """The error for a model without second derivatives (Hugging Face fused attention, named by ``impl``)."""
+    what = f"attn_implementation={impl!r}" if impl else f"an operation without a second derivative ({err})"
+    return FlatminimaError(
+        f"Hessian products need second derivatives, and the model uses {what}: fused attention kernels "
+        "(PyTorch SDPA, flash attention) have none. Build the Hugging Face model with "
+        "attn_implementation=\"eager\" (from_pretrained(..., attn_implementation=\"eager\"), or "
+        "config._attn_implementation = \"eager\" before constructing it from a config).")
