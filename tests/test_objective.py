@@ -235,3 +235,35 @@ def test_loss_batched_on_a_conv_net_equals_the_point_by_point_loop():
     thetas = obj.params + 0.1 * torch.randn(5, obj.dim, dtype=torch.float64)
     expected = torch.tensor([obj.loss(t) for t in thetas], dtype=torch.float64)
     assert torch.allclose(obj.loss_batched(thetas, chunk_size=2), expected, rtol=1e-12, atol=0)
+
+
+def test_function_and_data_objectives_are_siblings_under_one_protocol():
+    from flatminima.objective import HVP_BACKENDS, FunctionObjective, ObjectiveBase
+
+    f = Objective.from_function(lambda x: (x**4).sum() + x[0] * x[1], torch.tensor([1.0, 2.0], dtype=torch.float64))
+    X, y = _data()
+    data = Objective(_mlp(), "cross_entropy", (X, y))
+    assert type(f) is FunctionObjective and Objective not in type(f).__mro__  # a sibling, not a subclass
+    assert isinstance(f, Objective) and isinstance(f, ObjectiveBase) and isinstance(data, ObjectiveBase)
+    assert set(HVP_BACKENDS) == {"double_backward", "cached", "forward_over_reverse"}
+    torch.testing.assert_close(f.hvp(torch.tensor([1.0, 0.0], dtype=torch.float64)),
+                               torch.tensor([12.0, 1.0], dtype=torch.float64))
+    with f.meter() as cost, f.reserve(4, "a test") as planned:
+        f.loss(), f.grad()
+    assert planned is None and (cost.losses, cost.grads, cost.data_passes) == (1, 1, 2.0)
+    assert not f.has_model and not f.has_outputs and data.has_model and data.has_outputs
+    for call in (f.model_at, lambda: f.working_model, lambda: f.ggn_vp(f.params), lambda: f.outputs(None, None)):
+        with pytest.raises(FlatminimaError):
+            call()
+    assert f.replace(name="quartic").describe()["function"] == "quartic"
+
+
+def test_with_fixed_views_do_not_share_cached_graphs():
+    X, y = _data()
+    obj = Objective(_mlp(), "cross_entropy", (X, y), reuse_graph=True)
+    v = torch.ones(obj.dim, dtype=torch.float64)
+    obj.hvp(v)
+    assert obj.graph_cache.held
+    view = obj.with_fixed({})
+    assert view.graph_cache is not obj.graph_cache and not view.graph_cache.held
+    torch.testing.assert_close(view.hvp(v), obj.hvp(v), rtol=1e-12, atol=1e-14)
