@@ -9,8 +9,10 @@ from typing import Any
 
 from rich.console import Console
 
-# Off a terminal (a log file, nohup, SLURM) Rich would wrap every line at 80 columns: use a wide page instead.
-console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160)
+# Off a terminal (a log file, nohup, SLURM) Rich would wrap every line at 80 columns: lines are left whole and
+# tables get a wide page instead.
+_TTY = sys.stdout.isatty()
+console = Console(width=None if _TTY or "COLUMNS" in os.environ else 160, soft_wrap=not _TTY)
 
 
 def fmt(value: float, err: float | None = None) -> str:
