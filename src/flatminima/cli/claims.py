@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from .common import console, print_json
+from .common import console, opt_json, opt_out, out_folder, print_json
 
 
 def register(app: typer.Typer) -> None:
@@ -16,12 +16,10 @@ def claims(
     quick: bool = typer.Option(
         True, "--quick/--full", help="quick: few seeds, one seed set; full: powered n, 3 disjoint seed sets"
     ),
-    out: str = typer.Option(
-        "claims_report", help="folder for claims.md / claims.html / claims.json and figures"
-    ),
+    out: str | None = opt_out("claims", "claims.md / claims.html / claims.json and figures"),
     only: str | None = typer.Option(None, help="comma-separated claim ids, e.g. C2,C6"),
     seed: int = typer.Option(0, help="quick: seed set k (seeds k·n … k·n+n−1); full: the disjoint sets 3k, 3k+1, 3k+2"),
-    json_out: bool = typer.Option(False, "--json", help="print JSON"),
+    json_out: bool = opt_json(),
 ) -> None:
     """Test every claim: supported / contradicted / mixed / inconclusive, or demonstration, with rule and n."""
     from dataclasses import asdict
@@ -29,6 +27,7 @@ def claims(
     from ..claims import run
 
     ids = [c.strip().upper() for c in only.split(",")] if only else None
+    out = out_folder("claims", out, "quick" if quick else "full")
     rows = run(quick=quick, out=out, seed=seed, only=ids, progress=not json_out)
     if json_out:
         print_json([asdict(r) for r in rows])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from .common import console, print_json, print_names
+from .common import console, opt_json, opt_out, out_folder, print_json, print_names
 
 
 def register(app: typer.Typer) -> None:
@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(lab_app, name="lab")
 
 
-def list_experiments(json_out: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+def list_experiments(json_out: bool = opt_json()) -> None:
     """List the lab's experiments and the claim each one tests."""
     from ..lab import available
 
@@ -23,17 +23,15 @@ def list_experiments(json_out: bool = typer.Option(False, "--json", help="print 
 
 def run_experiment(
     name: str = typer.Argument(..., help="experiment name (see `flatminima lab list`)"),
-    out: str | None = typer.Option(
-        "lab_out", help="folder for the figure (PNG + SVG), CSV data and result.json"
-    ),
+    out: str | None = opt_out("lab", "the figure (PNG + SVG), CSV data and result.json"),
     full: bool = typer.Option(False, "--full", help="the powered number of seeds (quick: fewer)"),
     seed: int = typer.Option(0, help="seed set k: seeds k·n … k·n+n−1, disjoint for distinct k"),
-    json_out: bool = typer.Option(False, "--json", help="print JSON"),
+    json_out: bool = opt_json(),
 ) -> None:
     """Run one experiment: prints its sub-tests (intervals, rules), its verdict, and saves its figure and CSV."""
     from ..lab import run
 
-    res = run(name, out=out, quick=not full, seed=seed)
+    res = run(name, out=out_folder("lab", out), quick=not full, seed=seed)  # it adds <name>/seed<k>/
     if json_out:
         print_json(res.to_dict())
         return
