@@ -82,7 +82,7 @@ def _tiny_net_objective(seed: int, saddle: bool):
     rule="minima: supported if the interval ⊂ [0.9, 1], contradicted if wholly below 0.9; saddles: the same "
          "with 0.8; else inconclusive; claim by the combine rule",
     power="n = 100 repetitions per point (300 per pool): Wilson half-width ≈ 0.03",
-    n_full=100, n_quick=20))
+    n_full=100, n_quick=20, cost_s=15))
 def saddle_test_experiment(ctx: Context) -> Outcome:
     out, seed = ctx.out, ctx.seeds[0]
     from ..curvature import eigenvalues
@@ -186,7 +186,7 @@ def _warm_restart_lr(t: int, period: int, lr_max: float, lr_min: float) -> float
              "golden-section evaluations per stopping rule, Newton error ratios",
     rule="demonstration: the outcomes follow from the constructions and closed forms, so no verdict; the "
          "construction checks are printed",
-    power="one seed set of walkers (200 quick, 1000 full)", n_full=1, n_quick=1, kind="demonstration",
+    power="one seed set of walkers (200 quick, 1000 full)", n_full=1, n_quick=1, kind="demonstration", cost_s=14,
     quick_powered=True))
 def flat_regions(ctx: Context) -> Outcome:
     out, quick, seed = ctx.out, ctx.quick, ctx.seeds[0]
@@ -282,7 +282,7 @@ def flat_regions(ctx: Context) -> Outcome:
     rule="demonstration: the models are constructed to show the mechanisms, so no verdict; the construction "
          "checks are printed (tempering on the golf course is reported as measured, with the single-chain "
          "baseline, not as 'stalls')",
-    power="one seed set (300 walkers quick, 2000 full)", n_full=1, n_quick=1, kind="demonstration",
+    power="one seed set (300 walkers quick, 2000 full)", n_full=1, n_quick=1, kind="demonstration", cost_s=25,
     quick_powered=True))
 def physical_landscapes(ctx: Context) -> Outcome:
     out, quick, seed = ctx.out, ctx.quick, ctx.seeds[0]
@@ -421,8 +421,8 @@ def physical_landscapes(ctx: Context) -> Outcome:
              "negative fraction); 95% t-intervals across seeds",
     rule="(a) supported if the interval of the saddle fraction is > 0.5, contradicted if < 0.5; (b), (c) "
          "supported if the interval of ρ is > 0, contradicted if < 0; else inconclusive; combine rule",
-    power="n = 5 seeds per set; per-seed ρ varies by s ≈ 0.1–0.2, resolving ρ ≳ 0.3",
-    n_full=5, n_quick=2))
+    power="n = 5 seeds per set; per-seed ρ varies by s ≈ 0.1–0.2 (an estimate, not measured), resolving ρ ≳ 0.3",
+    n_full=5, n_quick=2, cost_s=13))
 def critical_points(ctx: Context) -> Outcome:
     out, quick = ctx.out, ctx.quick
     dim, starts = (6, 80) if quick else (8, 200)
@@ -518,8 +518,9 @@ def _steps_to(trace: np.ndarray, level: float) -> float:
              "Adam), capped at 2000; analytic plateau crossings reported",
     rule="(a) supported if the interval < 0, contradicted if > 0; (b), (c) supported if > 0, contradicted if "
          "< 0; else inconclusive; combine rule",
-    power="n = 10 seeds; per-seed s of the log differences ≈ 0.2–0.5 resolves ≈ 0.2–0.5 (a 1.2–1.6× speed-up)",
-    n_full=10, n_quick=3))
+    power="n = 10 seeds; per-seed s of the log differences ≈ 0.2–0.5 (an estimate, not measured) resolves "
+          "≈ 0.2–0.5 (a 1.2–1.6× speed-up)",
+    n_full=10, n_quick=3, cost_s=23))
 def plateaus(ctx: Context) -> Outcome:
     out = ctx.out
     methods = {
@@ -658,7 +659,7 @@ def welsch_minima(x: np.ndarray, h: float, grid: np.ndarray) -> tuple[int, float
          "(identical counts, zero spread: inconclusive); the claim holds only if it holds across widths "
          "(combine rule)",
     power="n = 40 draws per (h, n): the count difference resolves ≈ 0.5 minima",
-    n_full=40, n_quick=10, quick_powered=True))
+    n_full=40, n_quick=10, quick_powered=True, cost_s=8))
 def data_sculpting(ctx: Context) -> Outcome:
     grid = np.linspace(-4, 4, 4001)
     res = {}
@@ -744,8 +745,8 @@ def settled_basins(xs: torch.Tensor, noisy: bool, *, window: int = C13_WINDOW,
     rule=f"supported if every pairwise interval ⊂ [−{C13_DELTA}, {C13_DELTA}]; contradicted if some interval "
          f"lies wholly outside it (the optimiser moves the outcome by > {C13_DELTA}); else inconclusive",
     power="n = 1000 walkers per optimiser (fewer where walkers do not settle): Newcombe half-width ≈ 0.05 at "
-          "the Bonferroni level with all settled, ≈ 0.07 with 600",
-    n_full=1000, n_quick=200, quick_powered=True))
+          "the Bonferroni level with all settled, ≈ 0.07 with 600 (quick: 119 settled GD-lr-0.06 walkers gave ≈ 0.1)",
+    n_full=1000, n_quick=200, quick_powered=True, cost_s=8))
 def sphere_vs_rosenbrock(ctx: Context) -> Outcome:
     from ..toy.landscapes import hessian as _hess
     from .rules import SubTest

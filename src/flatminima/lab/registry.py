@@ -32,8 +32,8 @@ class ClaimSpec:
     mechanism: numbers and a figure, no verdict). ``n_full`` / ``n_quick``: seeds (or configurations) per
     seed set; ``quick_powered`` says whether the quick run has the power of the full one (otherwise quick
     reports ``inconclusive (quick)``). ``bench_group``: claims that share trained models (one process runs
-    them in a parallel claims run); ``cost_s``: measured CPU seconds of one full-mode seed set on one core
-    (balances the parallel claims run; 0 = unknown)."""
+    them in a parallel claims run); ``cost_s``: CPU seconds of one full-mode seed set on one core,
+    extrapolated from a measured quick run (balances the parallel claims run; 0 = unknown)."""
 
     claim: str
     experiment: str
