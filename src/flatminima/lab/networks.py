@@ -78,6 +78,10 @@ def flatness_measures(ctx: Context) -> Outcome:
     sharp, flat = (float(dw.hessian(torch.tensor([x]))) for x in (1.0, -1.0))
     models = bench.many([BASE, SAM05], ctx.seeds)
     ms = B.reached(_all(models))
+    if len(ms) < 3:  # nothing to show: report the runs instead of failing on empty lists
+        files = [B.table(_all(models), ctx.out / "models.csv")]
+        return Outcome(f"only {len(ms)} of {len(_all(models))} nets reached the target loss", [],
+                       {"sharp": sharp, "flat": flat}, files, len(ms))
     lam, tr = [m.lambda_max for m in ms], [m.trace for m in ms]
     rho = st.bootstrap(np.column_stack([lam, tr]), lambda p: st.spearman_rho(p[:, 0], p[:, 1]), seed=ctx.index)
     ds = bench.data
