@@ -176,9 +176,19 @@ def _split_rows(batch: Any, rows: int | None) -> list[Any]:
 
     Every tensor leaf whose first dimension is the batch's row count is sliced; other leaves are shared.
     """
+    return list(_iter_rows(batch, rows))
+
+
+def _iter_rows(batch: Any, rows: int | None) -> Iterator[Any]:
+    """The parts of :func:`_split_rows` one at a time: only the current part's views exist.
+
+    Measured: the views of every part at once cost about 1 KB per part (0.4 MB at 2,000 rows in 5-row
+    chunks), memory the plan did not count and that grew with the data, not the chunk.
+    """
     n = _rows(batch)
     if not rows or rows >= n:
-        return [batch]
+        yield batch
+        return
 
     def cut(x: Any, i: int) -> Any:
         if isinstance(x, torch.Tensor):
@@ -190,7 +200,8 @@ def _split_rows(batch: Any, rows: int | None) -> list[Any]:
             return parts if isinstance(x, list) else tuple(parts)
         return x
 
-    return [cut(batch, i) for i in range(0, n, rows)]
+    for i in range(0, n, rows):
+        yield cut(batch, i)
 
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
