@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from .common import console, opt_json, opt_out, out_folder, print_json
+from .common import check_positive, console, opt_json, opt_out, opt_workers, out_folder, print_json
 
 
 def register(app: typer.Typer) -> None:
@@ -19,6 +19,7 @@ def claims(
     out: str | None = opt_out("claims", "claims.md / claims.html / claims.json and figures"),
     only: str | None = typer.Option(None, help="comma-separated claim ids, e.g. C2,C6"),
     seed: int = typer.Option(0, help="quick: seed set k (seeds k·n … k·n+n−1); full: the disjoint sets 3k, 3k+1, 3k+2"),
+    workers: int | None = opt_workers(None, "processes for full mode (default: up to 2)"),
     json_out: bool = opt_json(),
 ) -> None:
     """Test every claim: supported / contradicted / mixed / inconclusive, or demonstration, with rule and n."""
@@ -28,7 +29,9 @@ def claims(
 
     ids = [c.strip().upper() for c in only.split(",")] if only else None
     out = out_folder("claims", out, "quick" if quick else "full")
-    rows = run(quick=quick, out=out, seed=seed, only=ids, progress=not json_out)
+    if workers is not None:
+        check_positive("--workers", workers)
+    rows = run(quick=quick, out=out, seed=seed, only=ids, progress=not json_out, workers=workers)
     if json_out:
         print_json([asdict(r) for r in rows])
         return
