@@ -1,5 +1,8 @@
 """``build_report(folder)``: the study store → run quality, correlations, verdicts, figures, CSV, one HTML page.
 
+Unconverged values: a stored measure whose ``converged`` flag is False (e.g. Lanczos stopped at ``max_iter``)
+is listed in a note and marked in ``runs.csv`` (column ``unconverged``); it is kept in the correlations.
+
 Exclusion rule (stated in the report): a run whose ``training.reached_target`` is False (it hit the
 epoch cap before the target train loss) is listed and left out of every correlation; a run without a
 target (older stores, or a spec without one: ``reached_target`` None) is kept. A configuration takes
@@ -22,6 +25,7 @@ import numpy as np
 from .. import statistics as st
 from ..errors import FlatminimaError
 from ..plotting import save_table
+from ..store import Store, measure_record, recipe_label
 from . import figures
 from .html import render
 from .verdict import TARGETS, verdict
@@ -53,8 +57,6 @@ class Report:
 
 def study_rows(store: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Flat rows of the finished runs (axes, seed, label, measures, targets, training) and the study meta."""
-    from ..study.spec import recipe_label
-
     meta = {
         "spec": store.get_meta("spec", {}),
         "axes": store.get_meta("axes", {}),
@@ -74,7 +76,10 @@ def study_rows(store: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
             **cfg["recipe"],
             "label": recipe_label(cfg["model"], cfg["recipe"], axes),
         }
-        row.update({f"m:{k}": v["value"] for k, v in res["measures"].items()})
+        records = {k: measure_record(v) for k, v in res["measures"].items()}
+        row.update({f"m:{k}": v["value"] for k, v in records.items()})
+        # the measures whose iteration stopped before its tolerance (False), not those with no flag (None)
+        row["unconverged"] = ";".join(sorted(k for k, v in records.items() if v["converged"] is False))
         row.update({k: metrics.get(k) for k in TARGETS})
         row["train_acc"] = metrics.get("train_acc")
         row.update({k: training.get(k) for k in TRAINING_KEYS})
@@ -133,8 +138,6 @@ def build_report(
     changing, up to ``max_boot`` (see :func:`flatminima.statistics.correlation_table`). ``level`` is the
     level of the unadjusted intervals; ``alpha`` the family-wise error rate of the Holm-adjusted verdicts.
     """
-    from ..study.store import Store
-
     own = not isinstance(store, Store)
     store = Store(store, create=False, readonly=True) if own else store
     try:
@@ -157,6 +160,16 @@ def build_report(
             f"{len(unreadable)} finished run(s) have results that cannot be read (a damaged row) and are left out: "
             + ", ".join(f"{u['label']} seed={u['seed']} ({u['reason']})" for u in unreadable[:5])
             + ". The next `flatminima study run` on the folder redoes them."
+        )
+    unconverged = [(r, m) for r in rows for m in r["unconverged"].split(";") if m]
+    if unconverged:
+        notes.append(
+            f"{len(unconverged)} measured value(s) did not converge (the measure's iteration stopped before its "
+            "tolerance; for lambda_max the value is a Lanczos lower bound, its error bound in the store): "
+            + ", ".join(f"{r['label']} seed={r['seed']}: {m}" for r, m in unconverged[:10])
+            + (f" and {len(unconverged) - 10} more" if len(unconverged) > 10 else "")
+            + ". They are kept in the correlations (marked in runs.csv, column `unconverged`); raise the "
+            "measure's iteration budget (e.g. max_iter) and rerun the study to replace them."
         )
     quality = run_quality(rows)
     excluded = [r for r in rows if r["reached_target"] is False]

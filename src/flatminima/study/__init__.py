@@ -11,7 +11,10 @@ from .store import Store, WriterLock, lock_holder, repair
 
 
 def report(store, **kwargs):
-    """The study's HTML report (see :func:`flatminima.report.build_report`)."""
+    """The study's HTML report (see :func:`flatminima.report.build_report`).
+
+    The study sits above the report (the report reads the store, never the study); the import is made
+    here, on call, so running a study (and every pool worker) does not load the plotting stack."""
     from ..report import build_report
 
     return build_report(store, **kwargs)

@@ -27,6 +27,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import FlatminimaError
+from ..store import recipe_label  # the label of a stored run: shared with the report
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -165,12 +166,6 @@ class RunConfig:
     def label(self) -> str:
         """The recipe (no seed) as a short string: the colour key of the report's scatter plots."""
         return recipe_label(self.model, self.recipe)
-
-
-def recipe_label(model: str, recipe: dict, axes: list[str] | None = None) -> str:
-    keys = [k for k in (axes or sorted(recipe)) if k != "model" and k in recipe]
-    parts = ([model] if axes is None or "model" in axes else []) + [f"{k}={recipe[k]}" for k in keys]
-    return " ".join(parts) or model
 
 
 def _format_errors(err: ValidationError, source: str, prefix: str = "") -> FlatminimaError:
