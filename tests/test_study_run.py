@@ -227,3 +227,27 @@ def test_a_measure_taking_init_gets_the_initial_parameters(tmp_path):
         assert seen["init"] is given
     finally:
         registry._REGISTRY.pop("init_probe", None)
+
+
+def test_an_unconverged_lambda_max_is_stored_as_such_and_the_report_says_so(tmp_path):
+    import csv
+
+    spec = study.load(_write(tmp_path, lr="[0.02, 0.05, 0.1]", epochs=2)).model_dump()
+    spec["measures"] = {"lambda_max": {"max_iter": 2}, "grad_norm": {}}  # 2 Lanczos steps: cannot converge
+    spec["data"]["shifts"] = "none"
+    spec["seeds"] = 1
+    result = study.run(spec, out=tmp_path / "s", progress=False)
+    assert result.counts.done == 3 and result.counts.failed == 0
+    with study.Store(tmp_path / "s") as store:
+        rows = store.rows("done")
+    for r in rows:
+        lam, grad = r["results"]["measures"]["lambda_max"], r["results"]["measures"]["grad_norm"]
+        assert lam["converged"] is False and lam["extra"]["iterations"] == 2 and lam["extra"]["error_bound"] > 0
+        assert lam["config"]["max_iter"] == 2 and lam["config"]["tol"] == 1e-4  # every setting, defaults too
+        assert grad["converged"] is None and grad["config"]["seed"] is None  # nothing to converge
+    rep = study.report(tmp_path / "s", n_boot=50)
+    note = next(n for n in rep.notes if "did not converge" in n)
+    assert note.startswith("3 measured value(s) did not converge") and note.count(": lambda_max") == 3
+    assert "kept in the correlations" in note and "did not converge" in rep.html.read_text()
+    with (rep.html.parent / "runs.csv").open() as fh:
+        assert [r["unconverged"] for r in csv.DictReader(fh)] == ["lambda_max"] * 3

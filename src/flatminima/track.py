@@ -16,10 +16,14 @@ own logger (``logger=``: a SummaryWriter, a Lightning logger, a W&B run, or a fu
 touches the model's ``.grad``, its train/eval flag, its weights or the global random state: the user's
 training runs exactly as it would without it.
 
-Measures: ``"loss"``, ``"grad_norm"`` (‖∇L‖₂), ``"eigenvalues"`` (the ``k`` largest Hessian eigenvalues
-by Lanczos, logged as ``eigenvalues[i]``) and every name in :func:`flatminima.sharpness.available`
-(``lambda_max``, ``trace``, ``worst_case``, ...), each with its config:
-``measures={"trace": {"probes": 30}}``.
+Measures: ``"loss"`` (the objective's own value, not a measure of it) and every name in
+:func:`flatminima.sharpness.available` (``grad_norm``, ``lambda_max``, ``trace``, ``worst_case``, ...), each
+with its config: ``measures={"trace": {"probes": 30}}``. Every measure is computed by the registry,
+``flatminima.sharpness.measure``; the tracker has no measure code of its own. One alias:
+``"eigenvalues"`` is the registry's ``top_eigenvalues`` (the ``k`` largest Hessian eigenvalues by Lanczos,
+``k=3`` by default), logged as ``eigenvalues[i]`` with each error bound as its ``stderr``. A row's
+``converged`` is the measure's own flag (False when an iteration stopped before its tolerance; None for
+a measure with nothing to converge).
 """
 
 from __future__ import annotations
@@ -34,20 +38,23 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import sharpness
 from .errors import FlatminimaError, require_positive_int
 from .objective import Objective
 
-__all__ = ["BUILTIN", "Tracker", "load", "track"]
+__all__ = ["ALIASES", "BUILTIN", "Tracker", "load", "track"]
 
-BUILTIN = ("loss", "grad_norm", "eigenvalues")
+ALIASES = {"eigenvalues": "top_eigenvalues"}  # a tracker name -> the registry measure it resolves to
+BUILTIN = ("loss", *ALIASES)  # names beyond the registry's: the loss itself, and the aliases
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS track (
     run TEXT NOT NULL, step INTEGER NOT NULL, measure TEXT NOT NULL,
-    value REAL, stderr REAL, hvps INTEGER, data_passes REAL, seconds REAL, wall REAL,
+    value REAL, stderr REAL, hvps INTEGER, data_passes REAL, seconds REAL, wall REAL, converged INTEGER,
     PRIMARY KEY (run, step, measure)
 );
 """
+_COLUMNS = ("run", "step", "measure", "value", "stderr", "hvps", "data_passes", "seconds", "wall", "converged")
 
 
 def _db_path(store: str | Path) -> Path:
@@ -63,8 +70,6 @@ def _normalise(measures: str | Iterable[str] | Mapping[str, Mapping[str, Any]]) 
         m: {} for m in measures}
     if not chosen:
         raise FlatminimaError("measures is empty; name at least one, e.g. ['loss', 'lambda_max'].")
-    from . import sharpness
-
     known = set(BUILTIN) | set(sharpness.available())
     unknown = sorted(set(chosen) - known)
     if unknown:
@@ -134,6 +139,9 @@ class Tracker:
         path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(path)
         db.executescript(_SCHEMA)
+        if "converged" not in {r[1] for r in db.execute("PRAGMA table_info(track)")}:  # a table from before it
+            with db:
+                db.execute("ALTER TABLE track ADD COLUMN converged INTEGER")
         return db
 
     @staticmethod
@@ -166,39 +174,35 @@ class Tracker:
             start = time.perf_counter()
             with obj.meter() as cost:
                 values = self._compute(obj, name, config)
-            for key, value, stderr in values:
+            for key, value, stderr, converged in values:
                 rows.append({"run": self.run, "step": step, "measure": key, "value": value, "stderr": stderr,
                              "hvps": cost.hvps, "data_passes": cost.data_passes,
-                             "seconds": time.perf_counter() - start, "wall": time.time()})
+                             "seconds": time.perf_counter() - start, "wall": time.time(), "converged": converged})
         self._log(rows)
         return rows
 
     @staticmethod
-    def _compute(obj: Objective, name: str, config: dict[str, Any]) -> list[tuple[str, float, float | None]]:
-        if name == "loss":
-            return [("loss", obj.loss(), None)]
-        if name == "grad_norm":
-            return [("grad_norm", float(obj.grad().norm()), None)]
+    def _compute(obj: Objective, name: str,
+                 config: dict[str, Any]) -> list[tuple[str, float, float | None, bool | None]]:
+        if name == "loss":  # the objective's value itself, not a measure of its landscape
+            return [("loss", obj.loss(), None, None)]
+        m = sharpness.measure(obj, ALIASES.get(name, name), **config)
+        converged = m.extra.get("converged")
+        converged = None if converged is None else bool(converged)
         if name == "eigenvalues":
-            from .curvature import eigenvalues
-
-            res = eigenvalues(obj, **{"k": 3, **config})
-            bounds = getattr(res, "error_bounds", None)
-            return [(f"eigenvalues[{i}]", float(v), None if bounds is None else float(bounds[i]))
-                    for i, v in enumerate(res.values)]
-        from .sharpness import measure
-
-        m = measure(obj, name, **config)
+            each = m.extra.get("converged_each") or [converged] * len(m.extra["values"])
+            return [(f"eigenvalues[{i}]", float(v), float(b), bool(c)) for i, (v, b, c) in
+                    enumerate(zip(m.extra["values"], m.extra["error_bounds"], each, strict=True))]
         err = m.stderr if m.stderr is not None and math.isfinite(m.stderr) else None
-        return [(name, float(m.value), err)]
+        return [(name, float(m.value), err, converged)]
 
     def _log(self, rows: list[dict[str, Any]]) -> None:
         self.history.extend(rows)
         if self._db is not None:
             with self._db:
                 self._db.executemany(
-                    "INSERT OR REPLACE INTO track VALUES (:run, :step, :measure, :value, :stderr, :hvps, "
-                    ":data_passes, :seconds, :wall)", rows)
+                    f"INSERT OR REPLACE INTO track ({', '.join(_COLUMNS)}) "
+                    f"VALUES ({', '.join(':' + c for c in _COLUMNS)})", rows)
         if self._writer is not None:
             for r in rows:
                 self._writer.add_scalar(self.tag(r["measure"]), r["value"], r["step"])
@@ -256,4 +260,8 @@ def load(store: str | Path, run: str | None = None) -> list[dict[str, Any]]:
         db.row_factory = sqlite3.Row
         where = " WHERE run = ?" if run is not None else ""
         query = f"SELECT * FROM track{where} ORDER BY run, step, measure"
-        return [dict(r) for r in db.execute(query, (run,) if run is not None else ())]
+        rows = [dict(r) for r in db.execute(query, (run,) if run is not None else ())]
+    for r in rows:  # SQLite keeps the flag as 0/1; a table from before the column has none
+        if r.get("converged") is not None:
+            r["converged"] = bool(r["converged"])
+    return rows

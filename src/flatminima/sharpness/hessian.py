@@ -24,12 +24,15 @@ from .result import Measure
 
 
 @register("lambda_max", "largest eigenvalue of the Hessian (or GGN) by Lanczos, with a certified bound")
-def lambda_max(obj: Objective, *, operator: str = "hessian", tol: float = 1e-4, seed: int = 0) -> Measure:
+def lambda_max(obj: Objective, *, operator: str = "hessian", tol: float = 1e-4, max_iter: int | None = None,
+               seed: int = 0) -> Measure:
     """λ_max(M) by Lanczos; exact up to ``extra['error_bound']`` (Bauer-Fike), so ``stderr`` is None.
 
-    Ref: Keskar et al. 2017; Ghorbani et al. 2019 (Lanczos on network Hessians). Cost: tens of HVPs.
+    ``max_iter`` caps the products (default that of :func:`flatminima.curvature.eigenvalues`); a run that
+    stops there says so in ``extra['converged']``. Ref: Keskar et al. 2017; Ghorbani et al. 2019 (Lanczos
+    on network Hessians). Cost: tens of HVPs.
     """
-    res = eigenvalues(obj, 1, "largest", tol=tol, operator=operator, seed=seed)
+    res = eigenvalues(obj, 1, "largest", tol=tol, max_iter=max_iter, operator=operator, seed=seed)
     return Measure("lambda_max", float(res.values[0]), None, extra={
         "error_bound": float(res.error_bounds[0]), "residual": float(res.residuals[0]),
         "converged": bool(res.converged[0]), "iterations": res.iterations, "mode": obj.mode})

@@ -1,12 +1,11 @@
-"""The sharpness measures a study can compute: ``flatminima.sharpness`` when present, else curvature.
+"""The measures a study computes: every one through the registry, :func:`flatminima.sharpness.measure`.
 
-The study uses the measure registry's contract ``measure(obj, name, **config) -> Measure(value, stderr,
-cost)``. Until the registry exists (or for names it lacks), two measures come straight from
-:mod:`flatminima.curvature`:
-
-* ``lambda_max``: the largest Hessian eigenvalue λ₁(∇²L(θ)) by Lanczos (Keskar et al. 2017 used it as a
-  sharpness proxy; Ghorbani et al. 2019 for the method).
-* ``trace``: tr(∇²L(θ)) by Hutch++ (Meyer et al. 2021), with its standard error.
+``compute`` turns the registry's :class:`~flatminima.sharpness.Measure` into the plain record the study
+store keeps: ``value``, ``stderr``, ``cost``, ``config`` (every setting used, defaults included),
+``converged`` (the measure's own flag: False when an iteration such as Lanczos stopped before its
+tolerance; None for a measure with nothing to converge) and ``extra`` (the measure's details). Tensors in
+``config``/``extra`` with more than :data:`MAX_LIST` entries (``init``, the initial weights) are stored
+as a short description, not as numbers.
 """
 
 from __future__ import annotations
@@ -16,32 +15,21 @@ import json
 import re
 from typing import Any
 
+from .. import sharpness
 from ..errors import FlatminimaError
+from ..jsonable import plain
 
-_FALLBACK = ("lambda_max", "trace")
-
-
-def _registry():
-    try:
-        from .. import sharpness
-    except ImportError:
-        return None
-    return sharpness if hasattr(sharpness, "measure") and hasattr(sharpness, "available") else None
+MAX_LIST = 64
 
 
 def available() -> list[str]:
-    """Names a spec may list under ``[measures]``."""
-    reg = _registry()
-    names = set(_FALLBACK) | (set(reg.available()) if reg else set())
-    return sorted(names)
+    """Names a spec may list under ``[measures]``: the registry's."""
+    return sorted(sharpness.available())
 
 
 def settings(name: str) -> list[str] | None:
-    """The settings a measure takes (None when unknown: then the measure itself checks them)."""
-    reg = _registry()
-    if reg is not None and name in reg.available() and hasattr(reg, "entry"):
-        return list(reg.entry(name).defaults())
-    return None
+    """The settings a measure takes (None for a name the registry lacks: the spec check reports it)."""
+    return list(sharpness.entry(name).defaults()) if name in sharpness.available() else None
 
 
 def _cost_dict(cost: Any) -> dict[str, float]:
@@ -51,30 +39,36 @@ def _cost_dict(cost: Any) -> dict[str, float]:
     return {k: float(v) for k, v in d.items()}
 
 
-def compute(obj: Any, name: str, config: dict[str, Any]) -> dict[str, Any]:
-    """One measure as ``{"value", "stderr", "cost"}`` (plain floats, ready for the store)."""
-    reg = _registry()
-    if reg is not None and name in reg.available():
-        m = reg.measure(obj, name, **config)
-        stderr = getattr(m, "stderr", None)
-        return {
-            "value": float(m.value),
-            "stderr": None if stderr is None else float(stderr),
-            "cost": _cost_dict(getattr(m, "cost", None)),
-        }
-    from .. import curvature
+def _small(x: Any) -> Any:
+    """JSON-ready ``x`` with long vectors (a tensor of initial weights) replaced by a description."""
+    if hasattr(x, "shape") and hasattr(x, "numel") and x.numel() > MAX_LIST:
+        return f"<tensor of {x.numel()} values, not stored>"
+    x = plain(x)
+    if isinstance(x, dict):
+        return {k: _small(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return f"<list of {len(x)} values, not stored>" if len(x) > MAX_LIST else [_small(v) for v in x]
+    return x if x is None or isinstance(x, (bool, int, float, str)) else str(x)
 
-    if name == "lambda_max":
-        r = curvature.eigenvalues(obj, 1, which="largest", **config)
-        return {
-            "value": float(r.values[0]),
-            "stderr": float(r.error_bounds[0]) if r.error_bounds is not None else None,
-            "cost": _cost_dict(r.cost),
-        }
-    if name == "trace":
-        r = curvature.trace(obj, **config)
-        return {"value": float(r.value), "stderr": float(r.stderr), "cost": _cost_dict(r.cost)}
-    raise FlatminimaError(f"unknown measure {name!r}; available: {available()}.")
+
+def record(m: Any) -> dict[str, Any]:
+    """The store's record of one registry :class:`~flatminima.sharpness.Measure` (see the module doc)."""
+    converged = m.extra.get("converged")
+    return {
+        "value": float(m.value),
+        "stderr": None if m.stderr is None else float(m.stderr),
+        "cost": _cost_dict(m.cost),
+        "config": _small(m.config),
+        "converged": None if converged is None else bool(converged),
+        "extra": _small(m.extra),
+    }
+
+
+def compute(obj: Any, name: str, config: dict[str, Any]) -> dict[str, Any]:
+    """One measure by the registry, as the store's record (plain JSON values; see the module doc)."""
+    if name not in sharpness.available():
+        raise FlatminimaError(f"unknown measure {name!r}; available: {available()}.")
+    return record(sharpness.measure(obj, name, **config))
 
 
 # ---- checking a spec's measure settings before any run -----------------------------------------------------
@@ -99,8 +93,7 @@ def _dry_run(name: str, config_json: str) -> str | None:
     """None when the measure runs with ``config`` on the tiny objective, else the error's message."""
     obj = _tiny_objective()
     config = json.loads(config_json)
-    reg = _registry()
-    if reg is not None and name in reg.available() and "init" in reg.entry(name).defaults() and "init" not in config:
+    if name in sharpness.available() and "init" in sharpness.entry(name).defaults() and "init" not in config:
         config["init"] = obj.params.clone()
     try:
         compute(obj, name, config)

@@ -75,12 +75,9 @@ def _wants_init(name: str, config: dict[str, Any]) -> bool:
     """Whether the registered measure ``name`` takes an ``init`` keyword the spec did not set."""
     if "init" in config:
         return False
-    try:
-        from .. import sharpness
+    from .. import sharpness
 
-        return "init" in sharpness.entry(name).defaults()
-    except Exception:  # no registry, or no such entry (a curvature fallback measure)
-        return False
+    return name in sharpness.available() and "init" in sharpness.entry(name).defaults()
 
 
 def execute(config: dict[str, Any]) -> dict[str, Any]:
