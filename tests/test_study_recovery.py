@@ -234,7 +234,7 @@ def test_outputs_never_leave_the_output_root(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     spec = study.validate({"name": "ok", "data": {"name": "two_class"}, "models": {"mlp": {}},
                            "recipe": {"epochs": 1}, "measures": {"lambda_max": {}}})
-    assert study.runner.default_folder(spec) == Path("studies") / "ok"
+    assert study.runner.default_folder(spec) == Path("flatminima-out") / "ok"
     assert study.runner.default_folder(spec, root=tmp_path / "r") == tmp_path / "r" / "ok"
     for name in ("../../x", str(tmp_path / "abs"), "a/../../b"):
         with pytest.raises(FlatminimaError, match="folder name"):

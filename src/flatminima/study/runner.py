@@ -181,7 +181,7 @@ def preflight(spec: StudySpec) -> dict[str, Any]:
     }
 
 
-DEFAULT_ROOT = Path("studies")
+DEFAULT_ROOT = Path("flatminima-out")  # the CLI's output root too: one place for every result
 
 
 def default_folder(spec: StudySpec, root: str | Path = DEFAULT_ROOT) -> Path:
@@ -209,7 +209,7 @@ def run(
 
     ``executor``/``workers``/``address`` override the spec's ``[executor]`` table. A folder that already
     holds this study resumes it: 'done' rows are kept, rows left 'running' by a killed process are redone.
-    Without ``out`` the folder is ``<root>/<spec.name>`` (``studies/<name>``); the spec can never name a
+    Without ``out`` the folder is ``<root>/<spec.name>`` (``flatminima-out/<name>``); the spec can never name a
     folder outside ``root``.
     """
     t_start = time.perf_counter()
