@@ -15,7 +15,7 @@ from flatminima.study import Store
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def _make_store(folder, *, reached=lambda i, seed: True, baseline=False):
+def _make_store(folder, *, reached=lambda i, seed: True, baseline=False, unconverged=()):
     """12 finished runs (6 configurations × 2 seeds) whose λ_max rises with the gap (flatter = smaller gap)
     and falls with test accuracy (sharper = more accurate); trace vs shift drop is a scrambled order."""
     with Store(folder) as store:
@@ -58,6 +58,8 @@ def _make_store(folder, *, reached=lambda i, seed: True, baseline=False):
                 },
                 "seconds": {"total": 1.0},
             }
+            if i in unconverged:  # a row written with the convergence flag (older rows above lack it)
+                res["measures"]["lambda_max"].update(converged=False, config={"max_iter": 2}, extra={"iterations": 2})
             if baseline:
                 res["measures"]["param_norm"] = {"value": float((7 * i) % 12), "stderr": 0.0, "cost": {}}
             cfg = {
@@ -184,3 +186,18 @@ def test_page_renders_every_figure_in_headless_chromium(report, tmp_path):
     for name, size in sizes:
         w, h = map(int, size.split("x"))
         assert w > 100 and h > 100, f"figure {name} did not render ({size})"
+
+
+def test_unconverged_values_are_noted_and_marked_and_old_rows_still_load(tmp_path, report):
+    assert not any("did not converge" in n for n in report.notes)  # rows without the flag: nothing claimed
+    with (report.html.parent / "runs.csv").open() as fh:
+        assert {r["unconverged"] for r in csv.DictReader(fh)} == {""}
+    rep = build_report(_make_store(tmp_path / "s", unconverged=(0, 5)), n_boot=500)
+    note = next(n for n in rep.notes if "did not converge" in n)
+    assert note.startswith("2 measured value(s) did not converge") and "kept in the correlations" in note
+    assert "lr=0.01 weight_decay=0 seed=0: lambda_max" in note and "lr=0.1 weight_decay=0 seed=1: lambda_max" in note
+    assert all(r["n"] == 12 for r in rep.table if r["measure"] == "lambda_max")  # kept, as the note says
+    with (rep.html.parent / "runs.csv").open() as fh:
+        marks = [r["unconverged"] for r in csv.DictReader(fh)]
+    assert marks == ["lambda_max"] + [""] * 4 + ["lambda_max"] + [""] * 6
+    assert "did not converge" in rep.html.read_text()

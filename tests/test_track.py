@@ -375,3 +375,30 @@ def test_huggingface_trainer_runs_the_callback(tmp_path):
     transformers.Trainer(model=model, args=args, train_dataset=rows,
                          callbacks=[FlatminimaTrainerCallback(tracker)]).train()
     assert seen == [0, 2, 4]
+
+
+def test_every_measure_goes_through_the_registry_and_rows_say_whether_it_converged(tmp_path, monkeypatch):
+    import sqlite3
+
+    from flatminima import sharpness
+
+    model, X, y = _setup()
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:  # a track table from before the converged column
+        db.execute("CREATE TABLE track (run TEXT NOT NULL, step INTEGER NOT NULL, measure TEXT NOT NULL, value REAL, "
+                   "stderr REAL, hvps INTEGER, data_passes REAL, seconds REAL, wall REAL, "
+                   "PRIMARY KEY (run, step, measure))")
+        db.execute("INSERT INTO track VALUES ('old', 0, 'loss', 1.0, NULL, 0, 1.0, 0.1, 0.0)")
+    called = []
+    real = sharpness.measure
+    monkeypatch.setattr(sharpness, "measure", lambda obj, name, **c: called.append(name) or real(obj, name, **c))
+    with ft.Tracker(model, (X, y), loss="cross_entropy", store=path, measures={
+            "loss": {}, "grad_norm": {}, "lambda_max": {"max_iter": 2}, "eigenvalues": {"k": 2, "tol": 1e-8}}) as t:
+        rows = {r["measure"]: r for r in t.record(0)}
+    assert called == ["grad_norm", "lambda_max", "top_eigenvalues"]  # the alias resolves in the registry
+    assert rows["lambda_max"]["converged"] is False  # 2 Lanczos steps: an unconverged lower bound, said so
+    assert rows["eigenvalues[0]"]["converged"] is True and rows["eigenvalues[1]"]["converged"] is True
+    assert rows["grad_norm"]["converged"] is None and rows["loss"]["converged"] is None
+    stored = {(r["run"], r["measure"]): r["converged"] for r in ft.load(path)}
+    assert stored[("old", "loss")] is None and stored[("run", "lambda_max")] is False
+    assert stored[("run", "eigenvalues[1]")] is True
