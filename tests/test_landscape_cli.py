@@ -9,6 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from flatminima.cli import app
+from flatminima.errors import FlatminimaError
 from flatminima.models import mlp
 from flatminima.train import save_checkpoint
 
@@ -102,3 +103,18 @@ def test_bad_choice_is_a_clear_error(tmp_path):
     result = runner.invoke(app, ["landscape", "--mode", "sideways", "--data", _data(tmp_path)])
     assert result.exit_code != 0
     assert "mode must be one of" in str(result.exception)
+
+
+def test_paper_mode_pairs_models_at_a_matched_train_loss(tmp_path):
+    out = tmp_path / "matched"
+    args = ["landscape", "--mode", "paper", "--data", _data(tmp_path), "--model-arg", "width=6", "--epochs", "60",
+            "--batch-size", "16", "--large-batch", "120", "--steps", "5", "--target-train-loss", "0.6",
+            "--out", str(out), "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["matched_train_loss"] is True, summary["pairing"]
+    bad_args = [a if a != "0.6" else "0" for a in args]
+    bad_args[bad_args.index(str(out))] = str(tmp_path / "bad")
+    bad = runner.invoke(app, bad_args)
+    assert isinstance(bad.exception, FlatminimaError) and "target_train_loss" in str(bad.exception)

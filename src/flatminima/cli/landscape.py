@@ -59,6 +59,9 @@ def landscape(
     batch_size: int = typer.Option(32, help="training batch size (the small batch in paper/interpolate)"),
     large_batch: int = typer.Option(512, help="large training batch size (paper/interpolate)"),
     lr: float = typer.Option(0.05, help="SGD learning rate when training"),
+    target_train_loss: float | None = typer.Option(
+        None, "--target-train-loss", help="paper: train both models to this exact train loss (epochs = the cap), "
+        "so they are compared at a matched loss"),
     kind: str = typer.Option("filter", help="directions for --mode slice: filter, layer, random or hessian"),
     dims: int = typer.Option(2, help="1 or 2 directions for --mode slice"),
     steps: int = typer.Option(51, help="grid points per axis"),
@@ -136,6 +139,7 @@ def landscape(
             log=log,
             dtype=tdtype,
             progress=progress,
+            target_train_loss=target_train_loss,
             **model_kw,
         )
         _report(summary, json_out)

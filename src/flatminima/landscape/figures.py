@@ -27,7 +27,7 @@ from ..data import Dataset
 from ..errors import require_positive_int
 from ..models import build
 from ..objective import Objective
-from ..train import Recipe, TrainResult, evaluate, fit
+from ..train import Recipe, TrainResult, evaluate, fit, make_recipe
 from .directions import directions
 from .interpolation import interpolate
 from .slices import slice_1d, slice_2d
@@ -63,7 +63,7 @@ def train_pair(
     require_positive_int("large_batch", large_batch)
     out = {}
     for name, bs in (("small-batch", small_batch), ("large-batch", large_batch)):
-        recipe = Recipe(batch_size=bs, epochs=epochs, lr=lr, seed=seed, target_train_loss=target_train_loss)
+        recipe = make_recipe(batch_size=bs, epochs=epochs, lr=lr, seed=seed, target_train_loss=target_train_loss)
         out[name] = _train(model, dataset, recipe, progress, **model_kw)
     return out
 
@@ -277,7 +277,7 @@ def single_figure(
     require_choice("kind", kind, ["filter", "layer", "random", "hessian"])
     require_choice("dims", dims, [1, 2])
     out = Path(out)
-    recipe = Recipe(batch_size=batch_size, epochs=epochs, lr=lr, seed=seed)
+    recipe = make_recipe(batch_size=batch_size, epochs=epochs, lr=lr, seed=seed)
     if mode == "pca" and checkpoint:
         raise FlatminimaError("--mode pca needs the training trajectory: train here (drop --checkpoint).")
     model_kw = model_kw or {}
