@@ -252,12 +252,12 @@ class SharpnessMonitor(Tracker):
         rows: list[dict[str, Any]] = []
 
         def add(measure: str, value: float, cost: Any = None, start: float | None = None,
-                stderr: float | None = None) -> None:
+                stderr: float | None = None, converged: bool | None = None) -> None:
             rows.append({"run": self.run, "step": step, "measure": measure, "value": float(value),
                          "stderr": stderr, "hvps": cost.hvps if cost is not None else 0,
                          "data_passes": cost.data_passes if cost is not None else 0.0,
                          "seconds": time.perf_counter() - start if start is not None else 0.0,
-                         "wall": time.time()})
+                         "wall": time.time(), "converged": converged})
 
         start = time.perf_counter()
         with obj.meter() as cost:
@@ -269,7 +269,7 @@ class SharpnessMonitor(Tracker):
                           stop=self.stop, v0=self._start())
         self._v0 = res.vectors[:, 0].detach().clone()
         lam = float(res.values[0])
-        add("lambda_max", lam, res.cost, start, float(res.error_bounds[0]))
+        add("lambda_max", lam, res.cost, start, float(res.error_bounds[0]), bool(res.converged[0]))
         sharpness = lam
 
         opt = self.optimizer
@@ -287,7 +287,8 @@ class SharpnessMonitor(Tracker):
                                        v0=None if self._start() is None else self._u0)
                     self._u0 = pres.vectors[:, 0].detach().clone()
                     sharpness = float(pres.values[0])
-                    add("preconditioned_sharpness", sharpness, pres.cost, start, float(pres.error_bounds[0]))
+                    add("preconditioned_sharpness", sharpness, pres.cost, start, float(pres.error_bounds[0]),
+                        bool(pres.converged[0]))
             add("threshold", th.value)
             add("lr", th.lr)
             if sharpness is not None:
