@@ -12,6 +12,8 @@ reduced products and takes the same decisions: they run unchanged.
 
 Launch with ``torchrun`` (``torchrun --nproc_per_node=2 my_script.py``: ``init()`` reads the environment
 it sets), or, for tests and CPU experiments, :func:`launch` spawns processes with gloo.
+``python -m flatminima.distributed`` (or ``torchrun ... -m flatminima.distributed``) runs the demo in
+:mod:`flatminima.workflows.distributed_demo`.
 """
 
 from __future__ import annotations
@@ -145,39 +147,7 @@ def launch(fn: Callable[..., Any], world_size: int = 2, *args: Any, backend: str
     mp.spawn(_worker, args=(world_size, _free_port(), backend, fn, args), nprocs=world_size, join=True)
 
 
-def _demo(argv: list[str] | None = None) -> None:
-    """``torchrun --standalone --nproc_per_node=2 -m flatminima.distributed``: curvature of an MLP on
-    MNIST-1D with the data split across the ranks; prints the same numbers for any number of ranks."""
-    import argparse
+if __name__ == "__main__":  # the demo trains nothing but is a workflow: it lives in the workflows layer
+    from .workflows.distributed_demo import main
 
-    from . import Objective, curvature
-    from .data import load_mnist1d
-    from .models import mlp
-
-    parser = argparse.ArgumentParser(prog="python -m flatminima.distributed", description=_demo.__doc__)
-    parser.add_argument("--samples", type=int, default=4000)
-    parser.add_argument("--width", type=int, default=64)
-    parser.add_argument("--k", type=int, default=3)
-    parser.add_argument("--probes", type=int, default=30)
-    parser.add_argument("--memory-mb", type=float, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    r, size = init()
-    data = load_mnist1d(num_samples=args.samples, seed=args.seed)
-    torch.manual_seed(args.seed)
-    model = mlp(data.x_train.shape[1:], data.num_classes, width=args.width)
-    device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
-    obj = Objective(model, "cross_entropy", shard((data.x_train, data.y_train)), device=device,
-                    distributed=True, memory_mb=args.memory_mb)
-    loss = obj.loss()
-    eig = curvature.eigenvalues(obj, args.k, seed=args.seed)
-    tr = curvature.trace(obj, probes=args.probes, seed=args.seed)
-    if r == 0:
-        print(f"ranks={size} samples={int(obj.total_weight)} dim={obj.dim} loss={loss:.6f}")
-        print(f"top eigenvalues={[round(float(v), 6) for v in eig.values]} ({eig.cost.hvps} HVPs)")
-        print(f"trace={tr.value:.4f} ± {tr.stderr:.4f} ({tr.cost.hvps} HVPs, {tr.cost.seconds:.2f} s)")
-    dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    _demo()
+    main()

@@ -67,7 +67,7 @@ def curvature(
 ) -> None:
     """Train (or load) a model and print its curvature report with error bars and costs."""
     from ..errors import FlatminimaError, require_choice
-    from ..workflow import get_data, get_model, objective_for
+    from ..workflows.common import get_data, get_model, objective_for
 
     check_measure_options(split=split, dtype=dtype, device=device, epochs=None if checkpoint else epochs)
     parts = parse_list("--compute", compute, COMPUTE)

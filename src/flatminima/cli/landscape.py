@@ -88,8 +88,8 @@ def landscape(
     import torch
 
     from ..errors import FlatminimaError, require_choice
-    from ..landscape import figures
-    from ..workflow import get_data
+    from ..workflows import figures
+    from ..workflows.common import get_data
 
     require_choice("--mode", mode, MODES)
     require_choice("--kind", kind, ("filter", "layer", "random", "hessian"))
@@ -111,7 +111,7 @@ def landscape(
                                                 checkpoint=checkpoint, checkpoint_b=checkpoint_b))
     dataset, tdtype, progress = get_data(data, **data_kw), getattr(torch, dtype), progress and not json_out
     if mode == "connect":
-        from ..landscape.connect import connect_models
+        from ..workflows.connect import connect_models
 
         summary = connect_models(
             dataset, out, model=model, checkpoint=checkpoint, checkpoint_b=checkpoint_b, seed=seed, seed_b=seed_b,

@@ -166,7 +166,7 @@ def run_training(model: str, data: str, recipe, *, model_kwargs: dict, data_kwar
     from ..models import build
     from ..train import fit, save_checkpoint, train_ensemble
     from ..train.report import run_metrics, save_curve, write_json
-    from ..workflow import get_data
+    from ..workflows.common import get_data
 
     suffix = Path(data).suffix.lower()
     if shifts and not suffix and data != "two_class" and ":" not in data:
