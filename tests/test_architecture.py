@@ -35,7 +35,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "flatminima"
 ROOT = "flatminima"
 
-CORE = {"errors", "jsonable", "statistics", "progress", "pointwise", "objective", "objective_base",
+CORE = {"errors", "jsonable", "results", "statistics", "progress", "pointwise", "objective", "objective_base",
         "objective_data", "objective_function", "objective_hvp", "objective_memory"}
 
 LAYERS: dict[str, int] = {

@@ -215,7 +215,7 @@ def test_a_measure_taking_init_gets_the_initial_parameters(tmp_path):
         spec = study.load(_write(tmp_path, lr="0.05", epochs=2)).model_dump()
         spec["measures"] = {"init_probe": {}}
         spec["seeds"] = 1
-        config = study.expand(study.validate(spec))[0].as_dict()
+        config = study.expand(study.validate(spec))[0].to_dict()
         res = execute(config)
         expected = flat_params(build_model(config, dataset_for(config["data"])))
         assert seen["init"].dtype == seen["params"].dtype == torch.float32  # the spec's default dtype

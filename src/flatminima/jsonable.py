@@ -7,6 +7,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from .objective_base import Cost
+from .results import Estimate
+
 
 def plain(x: Any) -> Any:
     """Tensors, arrays, NumPy scalars, costs and dtypes as plain Python values; containers recursively."""
@@ -16,7 +19,9 @@ def plain(x: Any) -> Any:
         return x.tolist()
     if isinstance(x, (np.floating, np.integer, np.bool_)):
         return x.item()
-    if hasattr(x, "as_dict") and callable(x.as_dict):  # Cost
+    if isinstance(x, (Cost, Estimate)):
+        return x.to_dict()
+    if hasattr(x, "as_dict") and callable(x.as_dict):  # other records with the old method name
         return x.as_dict()
     if isinstance(x, dict):
         return {str(k): plain(v) for k, v in x.items()}

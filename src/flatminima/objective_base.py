@@ -23,6 +23,7 @@ import abc
 import contextlib
 import copy
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -59,8 +60,13 @@ class Cost:
     def __add__(self, other: Cost) -> Cost:
         return Cost(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
 
-    def as_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, float]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def as_dict(self) -> dict[str, float]:
+        """Deprecated name of :meth:`to_dict`."""
+        warnings.warn("Cost.as_dict() is deprecated; use Cost.to_dict().", DeprecationWarning, stacklevel=2)
+        return self.to_dict()
 
 
 class ObjectiveBase(abc.ABC):

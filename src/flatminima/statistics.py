@@ -55,6 +55,7 @@ import numpy as np
 from scipy import stats
 
 from .errors import FlatminimaError
+from .results import Estimate
 
 MC_K = 3.0  # a bound decides a verdict only when it is farther from 0 than MC_K Monte-Carlo errors
 BATCHES = 16  # resamples are split into this many batches for the Monte-Carlo error of a bound
@@ -96,6 +97,15 @@ class Interval:
 
     def triple(self) -> tuple[float, float, float]:
         return self.estimate, self.low, self.high
+
+    def to_estimate(self) -> Estimate:
+        """The interval as the library's one uncertainty type (no standard error: the interval is the error)."""
+        return Estimate(self.estimate, None, self.low, self.high, self.level, self.method)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"estimate": float(self.estimate), "low": float(self.low), "high": float(self.high),
+                "level": float(self.level), "resamples": int(self.resamples), "mc_low": float(self.mc_low),
+                "mc_high": float(self.mc_high), "method": self.method}
 
 
 def quantile_mc(draws: np.ndarray, q: float, batches: int = BATCHES) -> tuple[float, float]:

@@ -20,7 +20,7 @@ def fmt(value: float, err: float | None = None) -> str:
 
 
 def fmt_cost(cost: Any) -> str:
-    d = cost.as_dict() if hasattr(cost, "as_dict") else dict(cost)
+    d = cost.to_dict() if hasattr(cost, "to_dict") else dict(cost)
     parts = [f"{int(d['hvps'])} HVP"] if d.get("hvps") else []
     parts += [f"{int(d[k])} {k}" for k in ("grads", "losses", "batched_points") if d.get(k)]
     parts += [f"{d['data_passes']:.0f} passes", f"{d['seconds']:.2f}s"]

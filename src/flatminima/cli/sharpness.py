@@ -131,8 +131,9 @@ def _details(r) -> str:
         parts.append(f"σ={e['sigma']:.4g}")
     if "second_order" in e:
         parts.append(f"½σ²tr(H)={e['second_order']:.4g}")
-    if "ci95" in e:
-        parts.append(f"95% CI [{e['ci95'][0]:.3g}, {e['ci95'][1]:.3g}]")
+    est = getattr(r, "estimate", None)
+    if est is not None and est.method == "t" and est.interval is not None:
+        parts.append(f"{est.level:.0%} CI [{est.low:.3g}, {est.high:.3g}]")
     if "spread" in e:
         parts.append(f"restart spread {e['spread']:.2g}")
     if "error_bound" in e:

@@ -29,6 +29,7 @@ from scipy import stats as _sps
 
 from .. import statistics as _st
 from ..errors import FlatminimaError
+from ..results import Estimate
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
 MIXED, DEMONSTRATION, QUICK, FAILED = "mixed", "demonstration", "inconclusive (quick)", "failed"
@@ -168,6 +169,11 @@ class SubTest:
     def __post_init__(self) -> None:
         if self.verdict not in TEST_OUTCOMES:
             raise FlatminimaError(f"sub-test {self.name!r}: verdict {self.verdict!r} not in {TEST_OUTCOMES}.")
+
+    @property
+    def estimate(self) -> Estimate:
+        """The interval this sub-test reads, as an :class:`~flatminima.results.Estimate`."""
+        return self.interval.to_estimate()
 
     def line(self, digits: int = 3) -> str:
         s = f"{self.name}: {_st.fmt_interval(self.interval, digits)} (n={self.n}) → {self.verdict}"

@@ -67,7 +67,7 @@ class Surface:
             arrays["trajectory"] = self.trajectory
         np.savez(stem.with_suffix(".npz"), **arrays)
         files.append(str(stem.with_suffix(".npz")))
-        meta = {"label": self.label, "shape": [len(a) for a in self.axes], "cost": self.cost.as_dict()}
+        meta = {"label": self.label, "shape": [len(a) for a in self.axes], "cost": self.cost.to_dict()}
         meta |= self.meta
         stem.with_suffix(".json").write_text(json.dumps(meta, indent=2, default=json_default))
         return files + [str(stem.with_suffix(".json"))]

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..jsonable import plain
 from ..objective import Cost
+from ..results import Estimate
 
 
 @dataclass
@@ -19,6 +20,10 @@ class Measure:
     defaults included, so the number can be reproduced; ``cost`` the work done (HVPs, gradients, losses,
     batched points, data passes, seconds); ``extra`` measure-specific details (σ for ``pac_bayes``, the
     ½σ²tr(H) prediction for ``average_case``, the restarts' values for ``worst_case``...).
+
+    :attr:`estimate` is the value with its uncertainty as an :class:`~flatminima.results.Estimate`: the
+    interval the measure computed itself when it set ``uncertainty`` (``average_case``: a Student-t 95%
+    interval), else value ± 1.96·stderr, and no interval where the value is exact.
     """
 
     name: str
@@ -27,6 +32,15 @@ class Measure:
     config: dict[str, Any] = field(default_factory=dict)
     cost: Cost = field(default_factory=Cost)
     extra: dict[str, Any] = field(default_factory=dict)
+    uncertainty: Estimate | None = None
+
+    @property
+    def estimate(self) -> Estimate:
+        """The value with its standard error and interval (see the class)."""
+        u = self.uncertainty
+        if u is not None:
+            return Estimate(self.value, self.stderr, u.low, u.high, u.level, u.method)
+        return Estimate.from_stderr(self.value, self.stderr)
 
     def interval(self, z: float = 1.96) -> tuple[float, float]:
         """value ± z·stderr (a normal-approximation confidence interval); the value twice if exact."""
@@ -35,4 +49,4 @@ class Measure:
 
     def to_dict(self) -> dict[str, Any]:
         return plain({"name": self.name, "value": self.value, "stderr": self.stderr, "config": self.config,
-                      "cost": self.cost, "extra": self.extra})
+                      "cost": self.cost, "extra": self.extra, "estimate": self.estimate.to_dict()})

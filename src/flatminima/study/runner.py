@@ -240,7 +240,7 @@ def run(
             not b["config_ok"] for b in unreadable)
         resumed["done_kept"] = store.counts().done
         axes = list(spec.axes)
-        store.add_runs((c.id, recipe_label(c.model, c.recipe, axes), c.seed, c.as_dict()) for c in configs)
+        store.add_runs((c.id, recipe_label(c.model, c.recipe, axes), c.seed, c.to_dict()) for c in configs)
         jobs = store.pending([c.id for c in configs])
         result = StudyRun(folder, store.counts(), resumed)
         runner = make_executor(kind, n, addr)

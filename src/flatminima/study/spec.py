@@ -19,6 +19,7 @@ import re
 import sys
 import types
 import typing
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -145,7 +146,7 @@ class RunConfig:
     evaluate: dict
     dtype: str = "float32"
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.model,
             "model_options": self.model_options,
@@ -157,9 +158,15 @@ class RunConfig:
             "dtype": self.dtype,
         }
 
+    def as_dict(self) -> dict[str, Any]:
+        """Deprecated name of :meth:`to_dict`."""
+        warnings.warn("RunConfig.as_dict() is deprecated; use RunConfig.to_dict().", DeprecationWarning,
+                      stacklevel=2)
+        return self.to_dict()
+
     @property
     def id(self) -> str:
-        blob = json.dumps(self.as_dict(), sort_keys=True, default=str)
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     @property
