@@ -81,7 +81,7 @@ def test_study_name_is_a_name_not_a_path(tmp_path, name):
 
 @pytest.mark.parametrize("measure,body,fragment", [
     ("worst_case", "rho = -0.05", "rho must be a positive"),
-    ("trace", "probes = 0", "probes must be a positive integer"),
+    ("trace", "samples = 0", "samples must be a positive integer"),
     ("lambda_max", "tol = -1", "tol must be a positive"),
     ("average_case", 'sigma = "a"', "sigma must be a positive"),
     ("worst_case", 'norm = "l3"', "norm must be one of"),
@@ -545,7 +545,8 @@ def test_fit_batch_size_zero_is_full_batch_as_documented():
         Recipe(batch_size=-1)
 
 
-def test_curvature_refuses_too_few_trace_probes_before_training(tmp_path):
-    _refused_cli(["curvature", "--data", "two_class", "--probes", "4", "--out", str(tmp_path / "o")],
-                 "--probes must be at least 6")
+@pytest.mark.parametrize("option", ["--samples", "--probes"])  # --probes: the deprecated name, still accepted
+def test_curvature_refuses_too_few_trace_probes_before_training(tmp_path, option):
+    _refused_cli(["curvature", "--data", "two_class", option, "4", "--out", str(tmp_path / "o")],
+                 f"{option} must be at least 6")
     assert not (tmp_path / "o").exists()

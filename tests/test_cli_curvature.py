@@ -37,7 +37,7 @@ def _user_files(tmp_path, width=8):
 def test_curvature_json_on_user_checkpoint_and_data(tmp_path):
     data, ckpt = _user_files(tmp_path)
     result = runner.invoke(app, ["curvature", "--model", "mlp", "--model-arg", "width=8", "--checkpoint", ckpt,
-                                 "--data", data, "--k", "2", "--probes", "12", "--json", "--dtype", "float64"])
+                                 "--data", data, "--k", "2", "--samples", "12", "--json", "--dtype", "float64"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     top = report["top"]
@@ -59,10 +59,10 @@ def test_checkpoint_that_does_not_fit_is_a_clear_error(tmp_path):
 def test_curvature_table_prints_true_residuals_and_the_floor(tmp_path):
     data, ckpt = _user_files(tmp_path)
     result = runner.invoke(app, ["curvature", "--model", "mlp", "--model-arg", "width=8", "--checkpoint", ckpt,
-                                 "--data", data, "--k", "2", "--probes", "12"], env={"COLUMNS": "200"})
+                                 "--data", data, "--k", "2", "--samples", "12"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "true residual" in result.output and "rounding floor" in result.output
     report = json.loads(runner.invoke(app, ["curvature", "--model", "mlp", "--model-arg", "width=8", "--checkpoint",
-                                            ckpt, "--data", data, "--k", "2", "--probes", "12", "--json"]).output)
+                                            ckpt, "--data", data, "--k", "2", "--samples", "12", "--json"]).output)
     top = report["top"]  # float32: every residual and bound at or above the floor, not the recurrence's 1e-20s
     assert top["floor"] > 0 and min(top["residuals"]) >= top["floor"] and min(top["error_bounds"]) >= top["floor"]

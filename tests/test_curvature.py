@@ -172,7 +172,7 @@ def test_mse_regression_hessian_and_ggn():
 def test_spectral_density_negative_mass_and_normalisation():
     eigs = [3.0, 2.0, 1.5, 1.0] + [0.5] * 11 + [-1.0] * 5  # a quarter of the spectrum is negative
     obj, _ = _quadratic(eigs)
-    res = spectral_density(obj, probes=40, steps=20, seed=0)
+    res = spectral_density(obj, samples=40, steps=20, seed=0)
     mass = torch.tensor(res.density).sum() * (res.grid[1] - res.grid[0])
     assert float(mass) == pytest.approx(1.0, abs=1e-3)
     assert abs(res.negative_mass - 0.25) <= 4 * res.negative_mass_stderr
@@ -190,7 +190,7 @@ def test_bad_input_is_refused_clearly(tanh_case):
         eigenvalues(obj, 1, tol=0)
     with pytest.raises(FlatminimaError, match="operator"):
         trace(obj, operator="fisher")
-    with pytest.raises(FlatminimaError, match="probes"):
+    with pytest.raises(FlatminimaError, match="samples"):
         trace(obj, "hutch++", 3)
 
 
@@ -258,7 +258,7 @@ def test_recurrence_estimate_is_not_trusted_for_a_wrong_operator(tanh_case):
         obj.hvp = lambda v, theta=None: plain(v, theta) + skew @ v  # non-symmetric
         res = eigenvalues(obj, 1, tol=1e-6, max_iter=obj.dim)
         assert not res.converged.any()
-        assert res.residuals[0] > 1e3 * res.estimates[0]
+        assert res.residuals[0] > 1e3 * res.recurrence_residuals[0]
         obj.hvp = lambda v, theta=None: plain(v, theta) + 1e-4 * torch.randn(obj.dim, generator=gen)  # noisy
         res = eigenvalues(obj, 1, tol=1e-6, max_iter=obj.dim)
         assert not res.converged.any() and res.residuals[0] > 1e-5

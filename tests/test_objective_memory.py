@@ -67,9 +67,9 @@ def test_algorithms_reserve_their_vectors():
     with pytest.raises(FlatminimaError, match="Lanczos's basis of max_iter=40"):
         eigenvalues(obj, k=1, max_iter=40)
     with pytest.raises(FlatminimaError, match="Hutch\\+\\+ sketch"):
-        trace(obj, "hutch++", probes=90)
+        trace(obj, "hutch++", samples=90)
     with pytest.raises(FlatminimaError, match="SLQ basis"):
-        spectral_density(obj, probes=1, steps=40)
+        spectral_density(obj, samples=1, steps=40)
     small = eigenvalues(obj, k=1, max_iter=4, tol=1e-2)  # a basis that fits runs
     assert small.iterations <= 4
 

@@ -41,7 +41,7 @@ def _dense_block(model, x, y, names):
 def test_lambda_max_and_exact_trace_match_dense_blocks():
     model, x, y = _tiny()
     obj = Objective(model, "cross_entropy", (x, y), batch_size=16)
-    res = per_layer(obj, probes=200, method="hutch++", tol=1e-10, progress=False)
+    res = per_layer(obj, samples=200, method="hutch++", tol=1e-10, progress=False)
     assert [b.name for b in res.layers] == ["0.weight", "0.bias", "2.weight", "2.bias"]
     for block in res.layers:
         H = _dense_block(model, x, y, block.params)
@@ -58,7 +58,7 @@ def test_lambda_max_and_exact_trace_match_dense_blocks():
 def test_hutchinson_trace_within_its_standard_error():
     model, x, y = _tiny()
     obj = Objective(model, "cross_entropy", (x, y))
-    res = per_layer(obj, probes=60, seed=3, progress=False)
+    res = per_layer(obj, samples=60, seed=3, progress=False)
     for block in res.layers:
         exact = float(torch.trace(_dense_block(model, x, y, block.params)))
         assert block.trace_stderr > 0 or block.size == 1
@@ -71,11 +71,11 @@ def test_module_grouping_and_subsets():
     model, x, y = _tiny()
     obj = Objective(model, "cross_entropy", (x, y))
     assert blocks_of(obj, "module") == {"0": ["0.weight", "0.bias"], "2": ["2.weight", "2.bias"]}
-    res = per_layer(obj, group="module", probes=100, method="hutch++", tol=1e-10, progress=False)
+    res = per_layer(obj, group="module", samples=100, method="hutch++", tol=1e-10, progress=False)
     for block in res.layers:
         H = _dense_block(model, x, y, block.params)
         assert block.lambda_max == pytest.approx(float(torch.linalg.eigvalsh(H).max()), rel=1e-8)
-    sub = per_layer(obj, blocks="2.*", probes=20, progress=False)
+    sub = per_layer(obj, blocks="2.*", samples=20, progress=False)
     assert not sub.complete and [b.name for b in sub.layers] == ["2.weight", "2.bias"]
     with pytest.raises(FlatminimaError, match="matches no parameter"):
         per_layer(obj, blocks="nope*", progress=False)
@@ -91,7 +91,7 @@ def test_builtin_cnn_plot_and_dict(tmp_path):
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(32, 40, generator=gen), torch.randint(0, 10, (32,), generator=gen)
     obj = Objective(net, "cross_entropy", (x, y))
-    res = per_layer(obj, probes=4, max_iter=20, progress=False, meta={"model": "cnn1d"})
+    res = per_layer(obj, samples=4, max_iter=20, progress=False, meta={"model": "cnn1d"})
     assert len(res.layers) == len(list(net.parameters()))
     files = res.plot(str(tmp_path / "pl"))
     assert {p.rsplit(".", 1)[1] for p in files} == {"png", "svg", "csv"}
@@ -113,7 +113,7 @@ def test_hugging_face_gpt2_block_matches_dense():
     batches = [{"input_ids": ids[i:i + 2], "attention_mask": torch.ones_like(ids[i:i + 2]),
                 "labels": ids[i:i + 2]} for i in (0, 2)]
     obj = Objective(model, loss_fn=lm_loss, data=batches)
-    res = per_layer(obj, blocks="transformer.h.0.attn.c_proj", group="module", probes=300, method="hutch++",
+    res = per_layer(obj, blocks="transformer.h.0.attn.c_proj", group="module", samples=300, method="hutch++",
                     tol=1e-10, progress=False)
     (block,) = res.layers
     assert block.name == "transformer.h.0.attn.c_proj" and block.size == 8 * 8 + 8

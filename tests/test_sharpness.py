@@ -49,7 +49,8 @@ def test_average_case_equals_half_sigma2_trace_within_ci():
     sigma = 0.1
     exact = 0.5 * sigma ** 2 * float(A.trace())
     r = measure(obj, "average_case", sigma=sigma, samples=64, seed=3)
-    lo, hi = r.extra["ci95"]
+    lo, hi = r.estimate.interval
+    assert r.estimate.level == 0.95 and r.estimate.method == "t"
     assert lo <= exact <= hi
     assert r.stderr > 0 and r.cost.batched_points == 2 * 64 + 1  # antithetic pairs and L(θ)
     assert r.extra["second_order"] == pytest.approx(exact, rel=1e-9)  # Hutch++ spans dim 6: exact
@@ -71,7 +72,7 @@ def test_adaptive_average_case_matches_theta_weighted_diagonal():
     sigma = 0.2
     exact = 0.5 * sigma ** 2 * float((star ** 2 * torch.diagonal(A)).sum())
     r = measure(obj, "average_case", sigma=sigma, adaptive=True, samples=3000, chunk_size=1000,
-                second_order_probes=400)
+                second_order_samples=400)
     assert abs(r.value - exact) < 4 * r.stderr
     assert abs(r.extra["second_order"] - exact) < 4 * r.extra["second_order_stderr"] + 1e-12
 
@@ -164,7 +165,7 @@ def test_hessian_measures_match_dense_quadratic():
     assert measure(obj, "lambda_max", tol=1e-8).value == pytest.approx(EIGS[0], rel=1e-7)
     assert measure(obj, "trace").value == pytest.approx(float(A.trace()), rel=1e-9)
     assert measure(obj, "frobenius", method="exact").value == pytest.approx(float(A.norm()), rel=1e-10)
-    r = measure(obj, "frobenius", probes=400, seed=2)
+    r = measure(obj, "frobenius", samples=400, seed=2)
     assert abs(r.value - float(A.norm())) < 4 * r.stderr
     assert r.extra["squared"] == pytest.approx(r.value ** 2)
 
@@ -207,7 +208,7 @@ def test_hessian_measures_match_dense_on_mlp(operator):
     M = H if operator == "hessian" else G
     assert measure(obj, "lambda_max", operator=operator, tol=1e-9).value == pytest.approx(
         float(torch.linalg.eigvalsh(M).max()), rel=1e-6)
-    tr = measure(obj, "trace", operator=operator, probes=60)
+    tr = measure(obj, "trace", operator=operator, samples=60)
     assert abs(tr.value - float(M.trace())) <= 4 * tr.stderr + 1e-8
     fro = measure(obj, "frobenius", operator=operator, method="exact")
     assert fro.value == pytest.approx(float(M.norm()), rel=1e-9)
@@ -254,8 +255,8 @@ def test_relative_flatness_matches_dense_layer_hessian():
 def test_logit_normalised_variants_run_and_differ():
     model, X, y = _mlp(3)
     obj = Objective(model, "cross_entropy", (X, y), dtype=DT)
-    a = measure(obj, "average_case", sigma=0.05, samples=16, second_order_probes=0)
-    b = measure(obj, "average_case", sigma=0.05, samples=16, second_order_probes=0, logit_normalize=True)
+    a = measure(obj, "average_case", sigma=0.05, samples=16, second_order_samples=0)
+    b = measure(obj, "average_case", sigma=0.05, samples=16, second_order_samples=0, logit_normalize=True)
     assert a.value != pytest.approx(b.value, rel=1e-3)
     assert b.cost.batched_points == 33  # the derived objective's work is counted
     w = measure(obj, "worst_case", rho=0.05, logit_normalize=True, steps=5, restarts=1)

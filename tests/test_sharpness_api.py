@@ -44,13 +44,13 @@ def test_config_defaults_cost_and_json():
     assert r.cost.batched_points == 17 and r.cost.seconds > 0
     d = json.loads(json.dumps(r.to_dict()))
     assert d["value"] == pytest.approx(r.value) and d["cost"]["hvps"] == r.cost.hvps
-    assert d["extra"]["ci95"][0] <= d["value"] <= d["extra"]["ci95"][1]
+    assert d["estimate"]["low"] <= d["value"] <= d["estimate"]["high"]
 
 
 def test_same_seed_same_value_other_seed_other_value():
-    a = measure(bowl(), "average_case", sigma=0.1, samples=8, seed=1, second_order_probes=0).value
-    b = measure(bowl(), "average_case", sigma=0.1, samples=8, seed=1, second_order_probes=0).value
-    c = measure(bowl(), "average_case", sigma=0.1, samples=8, seed=2, second_order_probes=0).value
+    a = measure(bowl(), "average_case", sigma=0.1, samples=8, seed=1, second_order_samples=0).value
+    b = measure(bowl(), "average_case", sigma=0.1, samples=8, seed=1, second_order_samples=0).value
+    c = measure(bowl(), "average_case", sigma=0.1, samples=8, seed=2, second_order_samples=0).value
     assert a == b and a != c
 
 
@@ -190,7 +190,7 @@ def test_pac_bayes_on_the_training_error_and_held_out_data():
 
 def test_one_by_one_evaluation_equals_vmap():
     obj = mlp_objective()
-    for name, config in [("average_case", {"sigma": 0.05, "samples": 6, "second_order_probes": 0}),
+    for name, config in [("average_case", {"sigma": 0.05, "samples": 6, "second_order_samples": 0}),
                          ("worst_case", {"rho": 0.05, "steps": 3, "restarts": 1})]:
         a = measure(obj, name, **config)
         b = measure(obj, name, chunk_size=1, **config)
@@ -199,8 +199,8 @@ def test_one_by_one_evaluation_equals_vmap():
 
 
 # ------------------------------------------------------------------ one call shape: seed= everywhere
-FAST = {"average_case": {"samples": 4, "second_order_probes": 0}, "frobenius": {"probes": 4},
-        "keskar": {"steps": 2, "restarts": 1}, "pac_bayes": {"samples": 4}, "trace": {"probes": 6},
+FAST = {"average_case": {"samples": 4, "second_order_samples": 0}, "frobenius": {"samples": 4},
+        "keskar": {"steps": 2, "restarts": 1}, "pac_bayes": {"samples": 4}, "trace": {"samples": 6},
         "worst_case": {"steps": 2, "restarts": 1}, "pac_bayes_mag": {"draws": 4, "iterations": 5}}
 
 
@@ -226,7 +226,7 @@ def test_every_measure_accepts_a_seed():
             assert measure(obj, name, seed=8, **_fast_settings(name, obj)).value == r.value
     with pytest.raises(FlatminimaError, match="seed must be an integer"):
         measure(obj, "fisher_rao", seed="one")
-    res = measure_all(obj, ["fisher_rao", "trace"], settings={"trace.probes": 6}, seed=5)
+    res = measure_all(obj, ["fisher_rao", "trace"], settings={"trace.samples": 6}, seed=5)
     assert res["fisher_rao"].config["seed"] is None and res["trace"].config["seed"] == 5
 
 

@@ -46,7 +46,7 @@ def objectives():
 INVARIANT = [
     ("worst_case", dict(rho=0.1, adaptive=True, steps=10, restarts=2)),
     ("worst_case", dict(rho=0.1, adaptive=True, norm="linf", steps=10, restarts=2)),
-    ("average_case", dict(sigma=0.1, adaptive=True, samples=16, second_order_probes=8)),
+    ("average_case", dict(sigma=0.1, adaptive=True, samples=16, second_order_samples=8)),
     ("pac_bayes", dict(target=0.05, magnitude_aware=True, eps=0.0, samples=8, rtol=1e-3)),
     ("fisher_rao", {}),
     ("relative_flatness", {}),
@@ -54,11 +54,11 @@ INVARIANT = [
 
 PLAIN = [
     ("lambda_max", {}),
-    ("trace", dict(probes=30)),
-    ("frobenius", dict(probes=10)),
+    ("trace", dict(samples=30)),
+    ("frobenius", dict(samples=10)),
     ("worst_case", dict(rho=0.1, steps=10, restarts=2)),
     ("keskar", dict(epsilon=0.01, steps=10, restarts=2)),
-    ("average_case", dict(sigma=0.1, samples=16, second_order_probes=0)),
+    ("average_case", dict(sigma=0.1, samples=16, second_order_samples=0)),
     ("pac_bayes", dict(target=0.05, samples=8, rtol=1e-3)),
 ]
 

@@ -138,7 +138,7 @@ def test_presets_ship_and_validate():
 def test_dtype_is_validated_defaults_to_float32_and_enters_the_run_id():
     spec = validate(_spec())
     assert spec.dtype == "float32" and all(r.dtype == "float32" for r in expand(spec))
-    assert expand(spec)[0].as_dict()["dtype"] == "float32"
+    assert expand(spec)[0].to_dict()["dtype"] == "float32"
     wide = expand(validate(_spec(dtype="float64")))
     assert wide[0].dtype == "float64" and wide[0].id != expand(spec)[0].id
     _refused(_spec(dtype="float16"), "dtype", "float16", "float32", "float64")
@@ -153,3 +153,18 @@ def test_target_train_loss_in_a_spec_fixed_or_swept_and_refused_when_not_positiv
              "must be a finite training loss > 0")
     _refused(_spec(recipe={"epochs": 5, "swa": True, "target_train_loss": 0.1}),
              "target_train_loss cannot be combined with swa")
+
+
+def test_presets_use_the_current_setting_names():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", "the keyword", DeprecationWarning)
+        for name in presets():
+            load_preset(name)
+
+
+def test_old_measure_setting_name_still_validates_with_a_warning():
+    with pytest.warns(DeprecationWarning, match="'probes' is deprecated; use 'samples'"):
+        spec = validate(_spec(measures={"trace": {"method": "hutchinson", "probes": 6}}))
+    assert spec.measures["trace"]["probes"] == 6

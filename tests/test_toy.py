@@ -106,7 +106,7 @@ def test_noise_loss_rise_is_half_sigma2_trace():
     se = float(rise.std()) / math.sqrt(n)
     assert abs(float(rise.mean()) - expected) < 4 * se
     obj = Objective.from_function(lambda x: 0.5 * x @ A @ x, torch.zeros(10), dtype=torch.float64)
-    tr = curvature.trace(obj, method="hutch++", probes=30).value
+    tr = curvature.trace(obj, method="hutch++", samples=30).value
     assert tr == pytest.approx(float(torch.trace(A)), rel=1e-6)  # exact at probes ≥ dim
 
 

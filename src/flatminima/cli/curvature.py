@@ -48,9 +48,11 @@ def curvature(
     compute: str = typer.Option(",".join(COMPUTE), help="what to compute, comma-separated: eigenvalues (top k, "
                                 "Lanczos), smallest (λmin), trace (Hutch++), density (SLQ)"),
     k: int = typer.Option(5, help="how many top eigenvalues"),
-    probes: int = typer.Option(60, help="Hessian-vector products for the Hutch++ trace"),
-    density_probes: int = typer.Option(4, help="SLQ probes for the density"),
-    density_steps: int = typer.Option(60, help="Lanczos steps per SLQ probe (products = probes × steps)"),
+    samples: int = typer.Option(60, help="random probes (Hessian-vector products) for the Hutch++ trace"),
+    density_samples: int = typer.Option(4, help="SLQ random probes for the density"),
+    density_steps: int = typer.Option(60, help="Lanczos steps per SLQ probe (products = samples × steps)"),
+    probes: int | None = typer.Option(None, hidden=True, help="deprecated name of --samples"),
+    density_probes: int | None = typer.Option(None, hidden=True, help="deprecated name of --density-samples"),
     tol: float = typer.Option(1e-4, help="Lanczos tolerance on the relative residual"),
     operator: str = typer.Option("hessian", help="hessian or ggn"),
     split: str = typer.Option("train", help="measure on the train or test split"),
@@ -71,12 +73,19 @@ def curvature(
 
     check_measure_options(split=split, dtype=dtype, device=device, epochs=None if checkpoint else epochs)
     parts = parse_list("--compute", compute, COMPUTE)
-    for name, value in (("--k", k), ("--probes", probes), ("--density-probes", density_probes),
+    samples_opt, density_opt = "--samples", "--density-samples"
+    if probes is not None:
+        samples, samples_opt = probes, "--probes"
+        typer.echo("--probes is deprecated; use --samples.", err=True)
+    if density_probes is not None:
+        density_samples, density_opt = density_probes, "--density-probes"
+        typer.echo("--density-probes is deprecated; use --density-samples.", err=True)
+    for name, value in (("--k", k), (samples_opt, samples), (density_opt, density_samples),
                         ("--density-steps", density_steps)):
         check_positive(name, value)
-    if "trace" in parts and not per_layer and probes < 6:
-        raise FlatminimaError(f"--probes must be at least 6 for the Hutch++ trace (a third each for sketch, "
-                              f"exact part and rest), got {probes}.")
+    if "trace" in parts and not per_layer and samples < 6:
+        raise FlatminimaError(f"{samples_opt} must be at least 6 for the Hutch++ trace (a third each for sketch, "
+                              f"exact part and rest), got {samples}.")
     if not tol > 0:
         raise FlatminimaError(f"--tol must be positive, got {tol!r}.")
     require_choice("--operator", operator, ("hessian", "ggn"))
@@ -93,10 +102,10 @@ def curvature(
                           say=None if json_out else console.print, **model_kw)
     obj = objective_for(net, dataset, split=split, dtype=dtype, device=dev)
     if per_layer:
-        _per_layer(obj, model, dataset.name, info, group=group, blocks=blocks, probes=probes, operator=operator,
+        _per_layer(obj, model, dataset.name, info, group=group, blocks=blocks, samples=samples, operator=operator,
                    seed=seed, out=folder, json_out=json_out, progress=show)
         return
-    rep = compute_report(obj, parts, k=k, probes=probes, density_probes=density_probes,
+    rep = compute_report(obj, parts, k=k, samples=samples, density_samples=density_samples,
                          density_steps=density_steps, operator=operator, tol=tol, seed=seed, progress=show)
     if "density" in rep:
         rep["density_files"] = rep["density"].plot(f"{folder}/spectral_density")
@@ -107,7 +116,7 @@ def curvature(
     _print(rep, model, dataset.name)
 
 
-def compute_report(obj, parts: list[str], *, k: int, probes: int, density_probes: int, density_steps: int,
+def compute_report(obj, parts: list[str], *, k: int, samples: int, density_samples: int, density_steps: int,
                    operator: str, tol: float, seed: int, progress: bool) -> dict:
     """The parts of :func:`flatminima.curvature.curvature_report` asked for, each with a progress line."""
     from ..curvature import eigenvalues, spectral_density, trace
@@ -122,12 +131,12 @@ def compute_report(obj, parts: list[str], *, k: int, probes: int, density_probes
                             enabled=progress):
             rep["bottom"] = eigenvalues(obj, 1, "smallest", tol=tol, operator=operator, seed=seed)
     if "trace" in parts:
-        with count_products(obj, probes, "Hutch++ trace (products)", enabled=progress):
-            rep["trace"] = trace(obj, "hutch++", probes, operator=operator, seed=seed)
+        with count_products(obj, samples, "Hutch++ trace (products)", enabled=progress):
+            rep["trace"] = trace(obj, "hutch++", samples, operator=operator, seed=seed)
     if "density" in parts:
-        with count_products(obj, density_probes * min(density_steps, obj.dim),
-                            f"SLQ density, {density_probes} probes (products)", enabled=progress):
-            rep["density"] = spectral_density(obj, density_probes, density_steps, operator=operator, seed=seed)
+        with count_products(obj, density_samples * min(density_steps, obj.dim),
+                            f"SLQ density, {density_samples} probes (products)", enabled=progress):
+            rep["density"] = spectral_density(obj, density_samples, density_steps, operator=operator, seed=seed)
     return {"objective": obj.describe()} | rep
 
 
@@ -166,11 +175,11 @@ def _print(rep: dict, model: str, data: str) -> None:
         console.print("density plot: " + ", ".join(rep["density_files"]))
 
 
-def _per_layer(obj, model: str, data: str, info: dict, *, group: str, blocks: list[str] | None, probes: int,
+def _per_layer(obj, model: str, data: str, info: dict, *, group: str, blocks: list[str] | None, samples: int,
                operator: str, seed: int, out: str | None, json_out: bool, progress: bool = True) -> None:
     from ..curvature import per_layer
 
-    res = per_layer(obj, group=group, blocks=blocks or None, probes=probes, operator=operator, seed=seed,
+    res = per_layer(obj, group=group, blocks=blocks or None, samples=samples, operator=operator, seed=seed,
                     progress=progress, meta={"model": model, "data": data})
     files = res.plot(f"{out}/per_layer_curvature") if out else []
     if json_out:
@@ -185,7 +194,7 @@ def _per_layer(obj, model: str, data: str, info: dict, *, group: str, blocks: li
     table.add_row("total", str(sum(x.size for x in res.layers)), "-", "-",
                   fmt(res.total_trace, res.total_trace_stderr), "1" if res.complete else "-", fmt_cost(res.cost))
     console.print(table)
-    console.print(f"trace: {res.method}, {res.probes} Rademacher probes per block; λmax: Lanczos per block "
+    console.print(f"trace: {res.method}, {res.samples} Rademacher probes per block; λmax: Lanczos per block "
                   "(true residual ‖Hv − λv‖)")
     if files:
         console.print("figure: " + ", ".join(p for p in files if p.endswith((".png", ".csv"))))

@@ -16,12 +16,14 @@ top of our certified Lanczos.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..errors import require_positive, require_positive_int
 from ..objective import Objective
+from ..results import reject_unknown, renamed
 from .lanczos import Krylov
 from .operators import make_operator, random_vector
 from .results import DensityResult
@@ -29,7 +31,7 @@ from .results import DensityResult
 
 def spectral_density(
     obj: Objective,
-    probes: int = 4,
+    samples: int = 4,
     steps: int = 60,
     *,
     sigma: float | None = None,
@@ -37,9 +39,14 @@ def spectral_density(
     operator: str = "hessian",
     seed: int = 0,
     theta: torch.Tensor | None = None,
+    **deprecated: Any,
 ) -> DensityResult:
-    """The Hessian's (or GGN's) eigenvalue density on a grid, its outliers and its negative mass."""
-    require_positive_int("probes", probes)
+    """The Hessian's (or GGN's) eigenvalue density on a grid, its outliers and its negative mass, from
+    ``samples`` random probes of ``steps`` Lanczos steps each (``probes=`` is the deprecated name of ``samples``)."""
+    samples = renamed(deprecated, "probes", "samples", samples, where="spectral_density", default=4)
+    reject_unknown(deprecated, "spectral_density")
+    probes = samples
+    require_positive_int("samples", probes)
     require_positive_int("steps", steps)
     require_positive_int("grid_points", grid_points)
     if sigma is not None:
@@ -76,7 +83,7 @@ def spectral_density(
         grid=grid, density=density, nodes=nodes, weights=weights, sigma=float(sigma),
         negative_mass=float(negative.mean()),
         negative_mass_stderr=float(negative.std(ddof=1) / math.sqrt(probes)) if probes > 1 else float("nan"),
-        bulk_edge=bulk_edge, outliers=outliers, probes=probes, steps=steps, operator=operator, seed=seed,
+        bulk_edge=bulk_edge, outliers=outliers, samples=probes, steps=steps, operator=operator, seed=seed,
         mode=obj.mode, cost=cost,
     )
 

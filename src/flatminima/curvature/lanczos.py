@@ -224,7 +224,7 @@ def eigenvalues(
         error_bounds=torch.as_tensor(bounds, dtype=torch.float64),
         vectors=vectors if return_vectors else None, iterations=krylov.size, method="lanczos",
         operator=operator, which=which, tol=tol, seed=seed, mode=obj.mode, cost=cost, floor=floor,
-        estimates=torch.as_tensor(raw[picked], dtype=torch.float64),
+        recurrence_residuals=torch.as_tensor(raw[picked], dtype=torch.float64),
     )
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from ..errors import FlatminimaError, require_choice, require_positive_int
 from ..jsonable import plain
 from ..objective import Cost, Objective
 from ..progress import progress_bar
+from ..results import Estimate, reject_unknown, renamed
 from .lanczos import eigenvalues
 from .trace import METHODS, trace
 
@@ -60,7 +62,7 @@ class LayerCurvature:
     def to_dict(self) -> dict[str, Any]:
         return plain({k: getattr(self, k) for k in ("name", "params", "size", "lambda_max", "residual",
                                                      "converged", "trace", "trace_stderr", "share",
-                                                     "share_stderr")} | {"cost": self.cost.as_dict()})
+                                                     "share_stderr")} | {"cost": self.cost.to_dict()})
 
 
 @dataclass
@@ -74,18 +76,31 @@ class PerLayerResult:
     group: str
     operator: str
     method: str
-    probes: int
+    samples: int
     seed: int
     mode: str
     cost: Cost = field(default_factory=Cost)
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def probes(self) -> int:
+        """Deprecated name of :attr:`samples`."""
+        warnings.warn("PerLayerResult.probes is deprecated; use PerLayerResult.samples.", DeprecationWarning,
+                      stacklevel=2)
+        return self.samples
+
+    @property
+    def estimate(self) -> Estimate:
+        """The total trace with its standard error (normal 95% interval)."""
+        return Estimate.from_stderr(self.total_trace, self.total_trace_stderr)
+
     def to_dict(self) -> dict[str, Any]:
-        return plain({"layers": [x.to_dict() for x in self.layers], "total_trace": self.total_trace,
+        return plain({"estimate": self.estimate.to_dict(), "layers": [x.to_dict() for x in self.layers],
+                      "total_trace": self.total_trace,
                       "total_trace_stderr": self.total_trace_stderr, "complete": self.complete,
                       "group": self.group, "operator": self.operator, "method": self.method,
-                      "probes": self.probes, "seed": self.seed, "mode": self.mode, "meta": self.meta,
-                      "cost": self.cost.as_dict()})
+                      "samples": self.samples, "seed": self.seed, "mode": self.mode, "meta": self.meta,
+                      "cost": self.cost.to_dict()})
 
     def table(self) -> dict[str, list]:
         """Columns (block, size, lambda_max, residual, trace, trace_stderr, share, share_stderr)."""
@@ -107,7 +122,7 @@ class PerLayerResult:
         share = np.array([x.share for x in self.layers])
         err = np.array([x.share_stderr for x in self.layers])
         axes[1].barh(y, share, xerr=np.where(np.isfinite(err), err, 0.0), color="tab:orange", capsize=2)
-        axes[1].set_xlabel(f"share of tr({self.operator}) (± s.e., {self.method}, {self.probes} probes)")
+        axes[1].set_xlabel(f"share of tr({self.operator}) (± s.e., {self.method}, {self.samples} probes)")
         axes[1].axvline(0, color="grey", lw=0.5)
         axes[0].set_yticks(y, names, fontsize=7)
         axes[0].invert_yaxis()
@@ -147,7 +162,7 @@ def per_layer(
     *,
     group: str = "parameter",
     blocks: Any = None,
-    probes: int = 30,
+    samples: int = 30,
     method: str = "hutchinson",
     operator: str = "hessian",
     tol: float = 1e-3,
@@ -155,19 +170,23 @@ def per_layer(
     seed: int = 0,
     progress: bool = True,
     meta: dict | None = None,
+    **deprecated: Any,
 ) -> PerLayerResult:
     """λmax, trace ± s.e. and trace share of every parameter block of ``obj`` (module doc).
 
     ``group``: ``"parameter"`` (one block per tensor) or ``"module"``; ``blocks``: patterns selecting
-    tensors (default all of ``obj``'s). ``probes``/``method``: the trace estimator per block
+    tensors (default all of ``obj``'s). ``samples``/``method``: the trace estimator per block
     (``"hutchinson"`` or ``"hutch++"``); ``tol``/``max_iter``: Lanczos per block. Every block uses the
     same ``seed``. ``obj.replace(params=...)`` restricts the objective to a block, so any model the
     Objective accepts (built-in, user, Hugging Face) works.
     """
+    samples = renamed(deprecated, "probes", "samples", samples, where="per_layer", default=30)
+    reject_unknown(deprecated, "per_layer")
+    probes = samples
     require_choice("method", method, METHODS)
-    require_positive_int("probes", probes)
+    require_positive_int("samples", probes)
     if probes < 2:
-        raise FlatminimaError(f"probes must be >= 2 to estimate a standard error, got {probes}.")
+        raise FlatminimaError(f"samples must be >= 2 to estimate a standard error, got {probes}.")
     groups = blocks_of(obj, group, blocks)
     complete = sum(len(v) for v in groups.values()) == len(obj.param_names)
     layers: list[LayerCurvature] = []
@@ -209,5 +228,5 @@ def per_layer(
                 if x.trace else x.trace_stderr / abs(total)
     info = {"model": type(obj.model_at()).__name__, "dim": obj.dim} | (meta or {})
     return PerLayerResult(layers=layers, total_trace=float(total), total_trace_stderr=float(total_se),
-                          complete=complete, group=group, operator=operator, method=method, probes=probes,
+                          complete=complete, group=group, operator=operator, method=method, samples=probes,
                           seed=seed, mode=obj.mode, cost=total_cost, meta=info)

@@ -15,11 +15,13 @@ standard error; curvlinops has Hutchinson/Hutch++ but no error bars and no CUDA-
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
 from ..errors import FlatminimaError, require_choice, require_positive_int
 from ..objective import Objective
+from ..results import reject_unknown, renamed
 from .operators import make_operator, random_vector
 from .results import TraceResult
 
@@ -29,30 +31,36 @@ METHODS = ("hutchinson", "hutch++")
 def trace(
     obj: Objective,
     method: str = "hutch++",
-    probes: int = 60,
+    samples: int = 60,
     *,
     operator: str = "hessian",
     seed: int = 0,
     theta: torch.Tensor | None = None,
+    **deprecated: Any,
 ) -> TraceResult:
-    """tr(H) (or tr(GGN)) with its standard error, spending ``probes`` matrix-vector products."""
+    """tr(H) (or tr(GGN)) with its standard error, spending ``samples`` matrix-vector products (random probes).
+
+    ``probes=`` is the deprecated name of ``samples``."""
+    samples = renamed(deprecated, "probes", "samples", samples, where="trace", default=60)
+    reject_unknown(deprecated, "trace")
+    probes = samples
     require_choice("method", method, METHODS)
-    require_positive_int("probes", probes)
+    require_positive_int("samples", probes)
     if method == "hutch++" and probes < 6:
         raise FlatminimaError(
-            f"hutch++ needs probes >= 6 (a third each for sketch, exact part and rest), got {probes}.")
+            f"hutch++ needs samples >= 6 (a third each for sketch, exact part and rest), got {probes}.")
     if probes < 2:
-        raise FlatminimaError(f"probes must be >= 2 to estimate a standard error, got {probes}.")
+        raise FlatminimaError(f"samples must be >= 2 to estimate a standard error, got {probes}.")
     matvec = make_operator(obj, operator, theta)
     gen = torch.Generator().manual_seed(seed)
     # Hutch++ holds its sketch S, M·S and Q = orth(M·S) with the QR's workspace: 4·probes/3 vectors.
     reserved = 4 * min(probes // 3, obj.dim) if method == "hutch++" else 0
-    with obj.reserve(reserved, f"the Hutch++ sketch of probes={probes}"), obj.meter() as cost:
+    with obj.reserve(reserved, f"the Hutch++ sketch of samples={probes}"), obj.meter() as cost:
         if method == "hutchinson":
             value, stderr = _hutchinson(matvec, obj, gen, probes, basis=None)
         else:
             value, stderr = _hutchpp(matvec, obj, gen, probes)
-    return TraceResult(value=value, stderr=stderr, probes=probes, method=method, operator=operator, seed=seed,
+    return TraceResult(value=value, stderr=stderr, samples=probes, method=method, operator=operator, seed=seed,
                        mode=obj.mode, cost=cost)
 
 

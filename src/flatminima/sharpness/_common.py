@@ -90,12 +90,12 @@ def _finite_or_inf(obj: Objective, theta: torch.Tensor) -> float:
         return math.inf  # as loss_batched, which returns non-finite values instead of raising
 
 
-def hutchinson(matvec: Callable[[torch.Tensor], torch.Tensor], obj: Objective, probes: int,
+def hutchinson(matvec: Callable[[torch.Tensor], torch.Tensor], obj: Objective, samples: int,
                seed: int) -> tuple[float, float]:
     """tr(M) ≈ mean of zᵀMz over Rademacher z (Hutchinson 1989), with its standard error."""
     gen = generator(seed)
     vals = []
-    for _ in range(probes):
+    for _ in range(samples):
         z = rademacher(obj, gen)
         vals.append(float(torch.dot(z, matvec(z))))
     return mean_stderr(torch.tensor(vals, dtype=torch.float64))
@@ -163,7 +163,7 @@ def logit_normalized(loss: Callable) -> Callable:
 
 def scaled_cost(cost: Cost, fraction: float) -> Cost:
     """A derived objective's cost, its data passes counted in passes over the full data."""
-    out = Cost(**cost.as_dict())
+    out = Cost(**cost.to_dict())
     out.data_passes *= fraction
     out.seconds = 0.0  # wall time is already in the registry's meter
     return out

@@ -19,6 +19,7 @@ from scipy import stats
 from ..curvature import trace as curvature_trace
 from ..errors import require_nonnegative, require_positive, require_positive_int
 from ..objective import Cost, Objective
+from ..results import Estimate
 from ._common import (
     hutchinson,
     logit_normalized_objective,
@@ -32,18 +33,19 @@ from .result import Measure
 
 @register("average_case", "E[L(θ+δ)] − L(θ), δ ~ N(0, σ²) (adaptive: σ|θ|), Monte Carlo with a 95% CI")
 def average_case(obj: Objective, *, sigma: float = 0.01, adaptive: bool = False, samples: int = 64,
-                 antithetic: bool = True, second_order_probes: int = 30, logit_normalize: bool = False,
+                 antithetic: bool = True, second_order_samples: int = 30, logit_normalize: bool = False,
                  chunk_size: int = 32, seed: int = 0) -> Measure:
     """E_δ[L(θ+δ)] − L(θ) by Monte Carlo over ``samples`` draws (antithetic pairs ±δ by default).
 
-    ``stderr`` is the standard error over the draws and ``extra["ci95"]`` a Student-t 95% interval.
+    ``stderr`` is the standard error over the draws and ``estimate`` carries a Student-t 95% interval.
     ``extra["second_order"]`` = ½σ²·tr(H) (Hutch++) or, adaptive, ½σ²·Σθ_i²H_ii = ½σ²·E[(z∘θ)ᵀH(z∘θ)]
-    (Hutchinson on diag(θ)·H·diag(θ)), from ``second_order_probes`` HVPs (0 skips it).
+    (Hutchinson on diag(θ)·H·diag(θ)), from ``second_order_samples`` HVPs (0 skips it;
+    ``second_order_probes`` is its deprecated name).
     Cost: samples (×2 antithetic) perturbed losses, batched ``chunk_size`` to a data pass.
     """
     require_positive("sigma", sigma)
     require_positive_int("samples", samples)
-    require_nonnegative("second_order_probes", second_order_probes)
+    require_nonnegative("second_order_samples", second_order_samples)
     target, extra_cost = obj, Cost()
     if logit_normalize:
         target = logit_normalized_objective(obj)
@@ -51,12 +53,13 @@ def average_case(obj: Objective, *, sigma: float = 0.01, adaptive: bool = False,
     rises = perturbed_rises(target, std, samples, seed, antithetic=antithetic, chunk_size=chunk_size)
     value, err = _finite_mean(rises)
     half = float(stats.t.ppf(0.975, samples - 1)) * err if samples > 1 and math.isfinite(err) else math.nan
-    extra = {"ci95": [value - half, value + half], "samples": samples, "mode": obj.mode}
-    if second_order_probes:
-        extra.update(_second_order(target, sigma, adaptive, int(second_order_probes), seed))
+    ci = Estimate(value, err, value - half, value + half, 0.95, "t") if math.isfinite(half) else None
+    extra = {"samples": samples, "mode": obj.mode}
+    if second_order_samples:
+        extra.update(_second_order(target, sigma, adaptive, int(second_order_samples), seed))
     if target is not obj:
         extra_cost = scaled_cost(target.cost, 1.0)
-    return Measure("average_case", value, err, cost=extra_cost, extra=extra)
+    return Measure("average_case", value, err, cost=extra_cost, extra=extra, uncertainty=ci)
 
 
 def _finite_mean(rises: torch.Tensor) -> tuple[float, float]:

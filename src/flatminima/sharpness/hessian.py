@@ -39,23 +39,24 @@ def lambda_max(obj: Objective, *, operator: str = "hessian", tol: float = 1e-4, 
 
 
 @register("trace", "trace of the Hessian (or GGN) by Hutch++, with its standard error")
-def trace(obj: Objective, *, operator: str = "hessian", probes: int = 60, method: str = "hutch++",
+def trace(obj: Objective, *, operator: str = "hessian", samples: int = 60, method: str = "hutch++",
           seed: int = 0) -> Measure:
-    """tr(M) by Hutch++ (Meyer et al. 2021) or Hutchinson (1989); ``stderr`` of the stochastic part."""
-    res = _trace(obj, method, probes, operator=operator, seed=seed)
+    """tr(M) by Hutch++ (Meyer et al. 2021) or Hutchinson (1989) from ``samples`` random probes; ``stderr``
+    of the stochastic part."""
+    res = _trace(obj, method, samples, operator=operator, seed=seed)
     return Measure("trace", res.value, res.stderr, extra={"mode": obj.mode})
 
 
 @register("frobenius", "Frobenius norm of the Hessian (or GGN): sqrt(E‖Mz‖²), Rademacher z")
-def frobenius(obj: Objective, *, operator: str = "hessian", probes: int = 30, method: str = "hutchinson",
+def frobenius(obj: Objective, *, operator: str = "hessian", samples: int = 30, method: str = "hutchinson",
               seed: int = 0) -> Measure:
-    """‖M‖_F = sqrt(E_z‖Mz‖²) for Rademacher z (E[zzᵀ] = I), from ``probes`` products.
+    """‖M‖_F = sqrt(E_z‖Mz‖²) for Rademacher z (E[zzᵀ] = I), from ``samples`` products.
 
     ``method="exact"`` sums ‖M e_i‖² over the basis (``dim`` products). The standard error of ‖M‖_F
     comes from that of ‖M‖_F² by the delta method: se(√s) = se(s)/(2√s); both are reported.
     """
     require_choice("method", method, ["hutchinson", "exact"])
-    require_positive_int("probes", probes)
+    require_positive_int("samples", samples)
     matvec = make_operator(obj, operator)
     if method == "exact":
         eye = torch.eye(obj.dim, dtype=obj.dtype, device=obj.device)
@@ -63,7 +64,7 @@ def frobenius(obj: Objective, *, operator: str = "hessian", probes: int = 30, me
     else:
         gen = generator(seed)
         sq, sq_err = mean_stderr(torch.tensor([float(matvec(rademacher(obj, gen)).pow(2).sum())
-                                               for _ in range(probes)], dtype=torch.float64))
+                                               for _ in range(samples)], dtype=torch.float64))
     value = math.sqrt(max(sq, 0.0))
     err = sq_err / (2 * value) if value > 0 and not math.isnan(sq_err) else sq_err
     return Measure("frobenius", value, err, extra={"squared": sq, "squared_stderr": sq_err, "mode": obj.mode})

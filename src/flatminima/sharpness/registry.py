@@ -20,6 +20,7 @@ from typing import Any
 
 from ..errors import FlatminimaError
 from ..objective import Objective
+from ..results import renamed
 from .result import Measure
 
 
@@ -35,6 +36,25 @@ class Entry:
 
 
 _REGISTRY: dict[str, Entry] = {}
+# Deprecated setting name -> its name now: accepted (with a DeprecationWarning) by every measure taking the new one.
+RENAMED_SETTINGS: dict[str, str] = {"probes": "samples", "second_order_probes": "second_order_samples"}
+
+
+def accepted_settings(name: str) -> list[str]:
+    """The settings ``name`` takes, its deprecated setting names included (for spec validation)."""
+    allowed = entry(name).defaults()
+    return [*allowed, *(old for old, new in RENAMED_SETTINGS.items() if new in allowed and old not in allowed)]
+
+
+def _renamed_settings(name: str, config: dict[str, Any], allowed: dict[str, Any]) -> dict[str, Any]:
+    config = dict(config)
+    for old, new in RENAMED_SETTINGS.items():
+        if old in config and new in allowed and old not in allowed:
+            try:
+                config[new] = renamed(config, old, new, config.get(new), where=f"measure {name!r}")
+            except TypeError as err:
+                raise FlatminimaError(str(err)) from None
+    return config
 DETERMINISTIC = "ignored: deterministic measure, the seed has no effect"
 
 
@@ -68,6 +88,7 @@ def measure(obj: Objective, name: str, **config: Any) -> Measure:
     ``seed`` is accepted by every measure; a deterministic one ignores it (recorded in ``.config``)."""
     e = entry(name)
     allowed = e.defaults()
+    config = _renamed_settings(name, config, allowed)
     takes_seed = "seed" in allowed
     if not takes_seed:
         seed = config.pop("seed", None)
@@ -100,7 +121,7 @@ def measure_all(obj: Objective, names: list[str] | None = None, *, settings: dic
     per: dict[str, dict[str, Any]] = {n: {} for n in names}
     for key, value in settings.items():
         target, _, k = key.rpartition(".")
-        chosen = [target] if target else [n for n in names if k in entry(n).defaults() or k == "seed"]
+        chosen = [target] if target else [n for n in names if k in accepted_settings(n) or k == "seed"]
         for n in chosen:
             if n not in per:
                 raise FlatminimaError(f"setting {key!r} names measure {n!r}, which is not among {names}.")

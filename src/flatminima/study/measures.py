@@ -29,13 +29,17 @@ def available() -> list[str]:
 
 def settings(name: str) -> list[str] | None:
     """The settings a measure takes (None for a name the registry lacks: the spec check reports it)."""
-    return list(sharpness.entry(name).defaults()) if name in sharpness.available() else None
+    if name not in sharpness.available():
+        return None
+    from ..sharpness.registry import accepted_settings
+
+    return accepted_settings(name)
 
 
 def _cost_dict(cost: Any) -> dict[str, float]:
     if cost is None:
         return {}
-    d = cost.as_dict() if hasattr(cost, "as_dict") else dict(cost)
+    d = cost.to_dict() if hasattr(cost, "to_dict") else dict(cost)
     return {k: float(v) for k, v in d.items()}
 
 

@@ -1,0 +1,202 @@
+"""One vocabulary for results: every result exposes an Estimate, and serialises with to_dict to plain JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from flatminima import Objective, statistics
+from flatminima.curvature import eigenvalues, spectral_density, trace
+from flatminima.lab import rules
+from flatminima.objective import Cost
+from flatminima.results import Estimate, renamed
+from flatminima.sharpness import measure
+
+DT = torch.float64
+
+
+def quadratic(eigs=(4.0, 2.0, 1.0, 0.5, 0.25, 0.1), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(len(eigs), len(eigs), generator=g, dtype=DT))
+    A = q @ torch.diag(torch.tensor(eigs, dtype=DT)) @ q.T
+    return Objective.from_function(lambda x: 0.5 * x @ A @ x, torch.zeros(len(eigs), dtype=DT), dtype=DT), A
+
+
+def roundtrip(d):
+    return json.loads(json.dumps(d))
+
+
+# ---- the type --------------------------------------------------------------------------------------------
+def test_estimate_is_frozen_and_round_trips():
+    e = Estimate.from_stderr(1.0, 0.1)
+    assert e.low == pytest.approx(1.0 - 1.959964 * 0.1, rel=1e-5) and e.level == 0.95 and e.stderr == 0.1
+    with pytest.raises(AttributeError):
+        e.value = 2.0  # type: ignore[misc]
+    assert Estimate.from_dict(roundtrip(e.to_dict())) == e
+    exact = Estimate.from_stderr(3.0, None)
+    assert exact.interval is None and exact.stderr is None and roundtrip(exact.to_dict())["low"] is None
+    with pytest.raises(ValueError, match="both low and high"):
+        Estimate(1.0, low=0.0)
+
+
+# ---- every result exposes one ----------------------------------------------------------------------------
+def test_measure_estimate():
+    obj, A = quadratic()
+    m = measure(obj, "average_case", sigma=0.1, samples=32, seed=1)
+    e = m.estimate
+    assert isinstance(e, Estimate) and e.value == m.value and e.stderr == m.stderr
+    assert e.method == "t" and e.level == 0.95 and e.low < m.value < e.high
+    assert "ci95" not in m.extra
+    d = roundtrip(m.to_dict())
+    assert Estimate.from_dict(d["estimate"]) == e
+    exact = measure(obj, "grad_norm")
+    assert exact.estimate.value == exact.value and exact.estimate.interval is None
+    tr = measure(obj, "trace", samples=12, seed=0)
+    assert tr.estimate.interval == pytest.approx(tr.interval(), rel=1e-4)
+
+
+def test_trace_eigen_density_estimates():
+    obj, A = quadratic()
+    t = trace(obj, "hutchinson", samples=20, seed=0)
+    assert isinstance(t.estimate, Estimate) and t.estimate.interval == pytest.approx(t.interval(), rel=1e-4)
+    assert t.samples == 20
+    d = roundtrip(t.to_dict())
+    assert d["samples"] == 20 and Estimate.from_dict(d["estimate"]) == t.estimate
+    r = eigenvalues(obj, k=2, seed=0)
+    es = r.eigenvalue_estimates
+    assert len(es) == 2 and all(isinstance(e, Estimate) for e in es) and r.estimate == es[0]
+    for e, v, b in zip(es, r.values.tolist(), r.error_bounds.tolist(), strict=True):
+        assert e.value == v and e.low == v - b and e.high == v + b and e.level is None
+    assert es[0].low <= 4.0 + 1e-9 and es[0].high >= 4.0 - 1e-9
+    d = roundtrip(r.to_dict())
+    assert [Estimate.from_dict(x) for x in d["eigenvalue_estimates"]] == es
+    assert "recurrence_residuals" in d
+    s = spectral_density(obj, samples=3, steps=6, seed=0)
+    assert isinstance(s.estimate, Estimate) and s.estimate.value == s.negative_mass
+    roundtrip(s.to_dict())
+
+
+def test_eigen_result_old_estimates_name_warns():
+    obj, _ = quadratic()
+    r = eigenvalues(obj, k=1, seed=0)
+    with pytest.warns(DeprecationWarning, match="recurrence_residuals"):
+        old = r.estimates
+    assert old is r.recurrence_residuals
+
+
+def test_interval_and_subtest_expose_estimate():
+    iv = statistics.t_interval([1.0, 2.0, 3.0, 4.0])
+    e = iv.to_estimate()
+    assert isinstance(e, Estimate) and (e.value, e.low, e.high, e.level) == (iv.estimate, iv.low, iv.high, iv.level)
+    assert roundtrip(iv.to_dict())["low"] == iv.low
+    sub = rules.sign_sub("x", "x > 0", iv, 4)
+    assert sub.estimate == e
+
+
+# ---- one serialisation method ----------------------------------------------------------------------------
+def test_cost_to_dict_and_deprecated_as_dict():
+    c = Cost(hvps=3, seconds=0.5)
+    assert c.to_dict()["hvps"] == 3
+    with pytest.warns(DeprecationWarning, match="to_dict"):
+        assert c.as_dict() == c.to_dict()
+
+
+def test_run_config_to_dict_and_deprecated_as_dict():
+    from flatminima.study.spec import RunConfig
+
+    rc = RunConfig("mlp", {}, {}, 0, {}, {}, {})
+    assert roundtrip(rc.to_dict())["model"] == "mlp"
+    with pytest.warns(DeprecationWarning, match="to_dict"):
+        assert rc.as_dict() == rc.to_dict()
+
+
+def test_no_deprecation_warning_on_the_new_paths():
+    obj, _ = quadratic()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        for name, cfg in [("trace", {"samples": 8}), ("average_case", {"samples": 8}), ("lambda_max", {})]:
+            m = measure(obj, name, **cfg)
+            roundtrip(m.to_dict())
+        roundtrip(eigenvalues(obj, k=1).to_dict())
+
+
+# ---- the rename helper -----------------------------------------------------------------------------------
+def test_renamed_helper():
+    kw = {"probes": 5}
+    with pytest.warns(DeprecationWarning, match="'probes' is deprecated; use 'samples'"):
+        assert renamed(kw, "probes", "samples", 60, default=60) == 5
+    assert kw == {}
+    assert renamed({}, "probes", "samples", 7) == 7
+    with pytest.raises(TypeError, match="both"):
+        renamed({"probes": 5}, "probes", "samples", 9, default=60)
+    assert not math.isnan(np.float64(1.0))
+
+
+# ---- old keyword names: a DeprecationWarning, the same numbers --------------------------------------------
+def test_curvature_old_probes_keyword_warns_and_agrees():
+    from flatminima.curvature import curvature_report
+
+    obj, _ = quadratic()
+    new = trace(obj, "hutchinson", samples=10, seed=2)
+    with pytest.warns(DeprecationWarning, match="'probes' is deprecated; use 'samples'"):
+        old = trace(obj, "hutchinson", probes=10, seed=2)
+    assert old.value == new.value and old.stderr == new.stderr
+    with pytest.warns(DeprecationWarning, match="TraceResult.samples"):
+        assert new.probes == 10
+    with pytest.raises(TypeError, match="both"):
+        trace(obj, samples=12, probes=10)
+    with pytest.raises(TypeError, match="unexpected"):
+        trace(obj, probez=10)
+    d_new = spectral_density(obj, samples=2, steps=5, seed=1)
+    with pytest.warns(DeprecationWarning, match="'probes'"):
+        d_old = spectral_density(obj, probes=2, steps=5, seed=1)
+    assert np.array_equal(d_new.density, d_old.density)
+    with pytest.warns(DeprecationWarning, match="DensityResult.samples"):
+        assert d_new.probes == 2
+    with pytest.warns(DeprecationWarning, match="'density_probes'"):
+        rep = curvature_report(obj, k=1, samples=6, density_probes=2, density_steps=4)
+    assert rep["density"].samples == 2
+    with pytest.warns(DeprecationWarning, match="'probes'"):
+        assert curvature_report(obj, k=1, probes=6, density_steps=4)["trace"].value == rep["trace"].value
+
+
+def test_per_layer_old_probes_keyword_warns_and_agrees():
+    from flatminima.curvature import per_layer
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+    x, y = torch.randn(16, 3, dtype=DT), torch.randint(0, 2, (16,))
+    obj = Objective(model.double(), torch.nn.functional.cross_entropy, [(x, y)], dtype=DT)
+    new = per_layer(obj, samples=4, max_iter=10, progress=False)
+    with pytest.warns(DeprecationWarning, match="'probes'"):
+        old = per_layer(obj, probes=4, max_iter=10, progress=False)
+    assert new.total_trace == old.total_trace and isinstance(new.estimate, Estimate)
+    with pytest.warns(DeprecationWarning, match="PerLayerResult.samples"):
+        assert new.probes == 4
+    roundtrip(new.to_dict())
+
+
+@pytest.mark.parametrize("name,old,new,value", [
+    ("trace", "probes", "samples", 8),
+    ("frobenius", "probes", "samples", 5),
+    ("average_case", "second_order_probes", "second_order_samples", 6),
+])
+def test_measure_old_setting_names_warn_and_agree(name, old, new, value):
+    from flatminima.sharpness import measure_all
+
+    obj, _ = quadratic()
+    base = {"sigma": 0.1, "samples": 4} if name == "average_case" else {}
+    a = measure(obj, name, **base, **{new: value}, seed=3)
+    with pytest.warns(DeprecationWarning, match=f"'{old}' is deprecated; use '{new}'"):
+        b = measure(obj, name, **base, **{old: value}, seed=3)
+    assert a.value == b.value and a.stderr == b.stderr and b.config[new] == value and old not in b.config
+    with pytest.warns(DeprecationWarning):
+        c = measure_all(obj, [name], settings={f"{name}.{old}": value, **{f"{name}.{k}": v for k, v in base.items()}},
+                        seed=3)[name]
+    assert c.value == a.value
+
