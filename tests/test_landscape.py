@@ -62,7 +62,7 @@ def test_slice_2d_equals_closed_form_on_quadratic():
     obj, A, b, x0 = _quadratic()
     dirs = directions(obj, "random", 2, seed=3)
     alpha, beta = np.linspace(-2, 1, 7), np.linspace(-0.5, 1.5, 5)
-    surf = slice_2d(obj, dirs, grid=(alpha, beta), progress=False, chunk_size=4)
+    surf = slice_2d(obj, dirs, steps=(alpha, beta), progress=False, chunk_size=4)
     d1, d2 = dirs.vectors.numpy()
     assert surf.loss.shape == (7, 5)
     for i, a in enumerate(alpha):
@@ -73,7 +73,7 @@ def test_slice_2d_equals_closed_form_on_quadratic():
 def test_slice_1d_equals_closed_form_and_origin_value():
     obj, A, b, x0 = _quadratic(seed=1)
     d = torch.tensor([1.0, -2.0, 0.5, 0.0], dtype=torch.float64)
-    surf = slice_1d(obj, d, grid=9, span=(-3, 3), progress=False)
+    surf = slice_1d(obj, d, steps=9, span=(-3, 3), progress=False)
     expect = [_closed(A, b, x0 + a * d.numpy()) for a in np.linspace(-3, 3, 9)]
     np.testing.assert_allclose(surf.loss, expect, rtol=1e-12)
     assert surf.loss[4] == pytest.approx(obj.loss())
@@ -83,7 +83,7 @@ def test_batched_equals_point_by_point_loop_on_mlp():
     X, y = _data()
     obj = Objective(_mlp(), "cross_entropy", (X, y), batch_size=32)  # 3 batches, the last partial
     dirs = directions(obj, "filter", 2, seed=0)
-    surf = slice_2d(obj, dirs, grid=(4, 3), span=(-0.7, 0.7), progress=False, chunk_size=5)
+    surf = slice_2d(obj, dirs, steps=(4, 3), span=(-0.7, 0.7), progress=False, chunk_size=5)
     for i, a in enumerate(surf.axes[0]):
         for j, c in enumerate(surf.axes[1]):
             theta = theta_at(dirs, [a, c])
@@ -98,8 +98,8 @@ def test_chunk_size_does_not_change_values_and_counts_passes():
     X, y = _data()
     obj = Objective(_mlp(), "cross_entropy", (X, y))
     dirs = directions(obj, "layer", 2, seed=1)
-    one = slice_2d(obj, dirs, grid=5, progress=False, chunk_size=1, accuracy=False)
-    big = slice_2d(obj, dirs, grid=5, progress=False, chunk_size=25, accuracy=False)
+    one = slice_2d(obj, dirs, steps=5, progress=False, chunk_size=1, accuracy=False)
+    big = slice_2d(obj, dirs, steps=5, progress=False, chunk_size=25, accuracy=False)
     np.testing.assert_allclose(one.loss, big.loss, rtol=1e-12)
     assert one.cost.data_passes == 25 and big.cost.data_passes == 1
     assert big.meta["evaluation"]["chunk_size"] == 25
@@ -113,7 +113,7 @@ def test_test_objective_is_evaluated_at_the_same_points():
         Objective(net, "cross_entropy", (X[60:], y[60:])),
     )
     dirs = directions(train, "filter", 1, seed=2)
-    surf = slice_1d(train, dirs, grid=5, test=test, progress=False)
+    surf = slice_1d(train, dirs, steps=5, test=test, progress=False)
     for a, v in zip(surf.axes[0], surf.values["test_loss"], strict=True):
         assert v == pytest.approx(test.loss(theta_at(dirs, [a])), rel=1e-10)
 
@@ -235,9 +235,9 @@ def test_bad_input_raises_clear_errors():
     X, y = _data()
     mlp_obj = Objective(_mlp(), "cross_entropy", (X, y))
     with pytest.raises(FlatminimaError, match="no points"):
-        slice_1d(obj, torch.ones(4), grid=[], progress=False)
+        slice_1d(obj, torch.ones(4), steps=[], progress=False)
     with pytest.raises(FlatminimaError, match="positive integer"):
-        slice_2d(obj, torch.ones(2, 4), grid=0, progress=False)
+        slice_2d(obj, torch.ones(2, 4), steps=0, progress=False)
     with pytest.raises(FlatminimaError, match="shape"):
         slice_1d(obj, torch.ones(5), progress=False)
     with pytest.raises(FlatminimaError, match="shape"):
@@ -271,7 +271,7 @@ def test_surface_saves_and_plots(tmp_path):
         obj.params
     ]
     pca = directions(obj, "pca", 2, snapshots=snaps)
-    surf = slice_2d(obj, pca, grid=(5, 4), progress=False, meta={"model": "mlp", "data": "toy"})
+    surf = slice_2d(obj, pca, steps=(5, 4), progress=False, meta={"model": "mlp", "data": "toy"})
     files = surf.plot(tmp_path / "plane", log=True)
     for ext in ("png", "svg", "csv", "npz", "json"):
         assert (tmp_path / f"plane.{ext}").exists()
@@ -283,8 +283,8 @@ def test_surface_saves_and_plots(tmp_path):
     saved = np.load(tmp_path / "plane.npz")
     np.testing.assert_allclose(saved["train_loss"], surf.loss)
     np.testing.assert_allclose(saved["trajectory"], pca.trajectory)
-    a = slice_1d(obj, None, grid=5, progress=False, label="flat")
-    b = slice_1d(obj, None, grid=5, seed=1, progress=False, label="sharp")
+    a = slice_1d(obj, None, steps=5, progress=False, label="flat")
+    b = slice_1d(obj, None, steps=5, seed=1, progress=False, label="sharp")
     assert all(p.endswith((".png", ".svg")) for p in plot_curves([a, b], tmp_path / "overlay", log=True))
     with pytest.raises(FlatminimaError, match="1-D"):
         plot_curves([surf], tmp_path / "bad")
@@ -304,15 +304,15 @@ def test_figures_name_their_model_and_the_path_ends(tmp_path, monkeypatch):
     ]
     note = "NOT matched at train loss"
     pca = directions(obj, "pca", 2, snapshots=snaps)
-    surf = slice_2d(obj, pca, grid=(5, 4), progress=False, label="net A: train loss 0.5", meta={"note": note})
+    surf = slice_2d(obj, pca, steps=(5, 4), progress=False, label="net A: train loss 0.5", meta={"note": note})
     surf.plot(tmp_path / "plane", kind="contour", save_data=False)
     ax = figs[-1].axes[0]
     assert "net A: train loss 0.5" in ax.get_title() and note in ax.get_title()
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert any(t.startswith("start") for t in legend) and any(t.startswith("end") for t in legend)
     assert not any("θ₀" in t for t in legend)  # the path's last point is its end, not an unexplained θ₀
-    a = slice_1d(obj, None, grid=5, progress=False, label="flat net")
-    b = slice_1d(obj, None, grid=5, seed=1, progress=False, label="sharp net")
+    a = slice_1d(obj, None, steps=5, progress=False, label="flat net")
+    b = slice_1d(obj, None, steps=5, seed=1, progress=False, label="sharp net")
     plot_curves([a, b], tmp_path / "overlay")
     ax = figs[-1].axes[0]
     legend = [t.get_text() for t in ax.get_legend().get_texts()]

@@ -200,3 +200,21 @@ def test_measure_old_setting_names_warn_and_agree(name, old, new, value):
                         seed=3)[name]
     assert c.value == a.value
 
+
+
+def test_slices_old_grid_keyword_warns_and_agrees():
+    from flatminima.landscape import slice_1d, slice_2d
+
+    obj, _ = quadratic()
+    d = torch.ones(obj.dim, dtype=DT)
+    new = slice_1d(obj, d, steps=5, progress=False)
+    with pytest.warns(DeprecationWarning, match="'grid' is deprecated; use 'steps'"):
+        old = slice_1d(obj, d, grid=5, progress=False)
+    assert np.array_equal(new.values["train_loss"], old.values["train_loss"])
+    dirs = torch.stack([d, -d])
+    new2 = slice_2d(obj, dirs, steps=(3, np.array([-0.5, 0.0, 0.5])), progress=False)
+    with pytest.warns(DeprecationWarning, match="'grid'"):
+        old2 = slice_2d(obj, dirs, grid=(3, np.array([-0.5, 0.0, 0.5])), progress=False)
+    assert np.array_equal(new2.values["train_loss"], old2.values["train_loss"])
+    with pytest.raises(TypeError, match="both"):
+        slice_1d(obj, d, steps=7, grid=5, progress=False)

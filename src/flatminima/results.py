@@ -82,11 +82,27 @@ def renamed(kwargs: dict[str, Any], old: str, new: str, value: Any = None, *, wh
         return value
     old_value = kwargs.pop(old)
     place = f"{where}: " if where else ""
-    if value is not None and value != default and value != old_value:
+    if value is not None and _differs(value, default) and _differs(value, old_value):
         raise TypeError(f"{place}got both {new}={value!r} and its deprecated name {old}={old_value!r}; "
                         f"pass {new} only.")
     warnings.warn(f"{place}the keyword {old!r} is deprecated; use {new!r}.", DeprecationWarning, stacklevel=3)
     return old_value
+
+
+def _differs(a: Any, b: Any) -> bool:
+    try:
+        return bool(a != b)
+    except (TypeError, ValueError):  # arrays: compare element-wise
+        return a is not b and not (_np_equal(a, b))
+
+
+def _np_equal(a: Any, b: Any) -> bool:
+    try:
+        import numpy as np
+
+        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+    except (TypeError, ValueError):
+        return False
 
 
 def reject_unknown(kwargs: dict[str, Any], where: str) -> None:

@@ -16,6 +16,7 @@ import torch
 
 from ..errors import FlatminimaError, require_positive_int
 from ..objective import Cost, Objective
+from ..results import reject_unknown, renamed
 from .directions import Directions, as_directions, directions
 from .evaluate import evaluate_points, has_outputs
 from .surface import Surface
@@ -98,7 +99,7 @@ def slice_1d(
     obj: Objective,
     direction: Any = None,
     *,
-    grid: Grid = 51,
+    steps: Grid = 51,
     span: tuple[float, float] = (-1.0, 1.0),
     test: Objective | None = None,
     seed: int = 0,
@@ -108,8 +109,10 @@ def slice_1d(
     chunk_size: int | None = None,
     label: str = "",
     meta: dict | None = None,
+    **deprecated: Any,
 ) -> Surface:
-    """f(α) = L(θ₀ + α·d) on ``grid`` (default 51 points over ``span``).
+    """f(α) = L(θ₀ + α·d) at ``steps`` grid points (default 51, evenly over ``span``; or a sequence of the
+    coefficients themselves). ``grid=`` is the deprecated name of ``steps``.
 
     ``direction``: a :class:`Directions` (its origin is used), a vector of ``obj.dim`` entries, or ``None``
     for one filter-normalised random direction drawn with ``seed``. ``test``: a second Objective (same
@@ -117,8 +120,10 @@ def slice_1d(
     ``chunk_size`` its number of points. ``accuracy``: also evaluate accuracy (default: when the objective
     has outputs; costs a second pass).
     """
+    steps = renamed(deprecated, "grid", "steps", steps, where="slice_1d", default=51)
+    reject_unknown(deprecated, "slice_1d")
     dirs = directions(obj, "filter", 1, seed=seed) if direction is None else as_directions(obj, direction, 1)
-    alpha = make_grid(grid, span)
+    alpha = make_grid(steps, span, "steps")
     values, info, cost = _run(
         obj, test, dirs, alpha[:, None], memory_mb, progress, "1-D slice", accuracy, chunk_size
     )
@@ -135,7 +140,7 @@ def slice_2d(
     obj: Objective,
     directions_: Any = None,
     *,
-    grid: Grid | tuple[Grid, Grid] = 51,
+    steps: Grid | tuple[Grid, Grid] = 51,
     span: tuple[float, float] = (-1.0, 1.0),
     test: Objective | None = None,
     seed: int = 0,
@@ -146,20 +151,24 @@ def slice_2d(
     chunk_size: int | None = None,
     label: str = "",
     meta: dict | None = None,
+    **deprecated: Any,
 ) -> Surface:
-    """f(α, β) = L(θ₀ + α·d₁ + β·d₂) on a grid (``grid`` for both axes, or ``(grid_alpha, grid_beta)``).
+    """f(α, β) = L(θ₀ + α·d₁ + β·d₂) on a grid (``steps`` for both axes, or ``(steps_alpha, steps_beta)``;
+    each an int or a sequence of coefficients). ``grid=`` is the deprecated name of ``steps``.
 
     ``directions_``: :class:`Directions` with two vectors, a (2, dim) matrix, or ``None`` for two
     filter-normalised random directions drawn with ``seed``. For ``pca`` directions the projected training
     trajectory is attached (drawn by ``plot``); ``trajectory`` overrides it with (points × 2) coordinates.
     """
+    steps = renamed(deprecated, "grid", "steps", steps, where="slice_2d", default=51)
+    reject_unknown(deprecated, "slice_2d")
     if directions_ is None:
         dirs = directions(obj, "filter", 2, seed=seed)
     else:
         dirs = as_directions(obj, directions_, 2)
-    # A tuple of two is (grid_alpha, grid_beta); a list or an array gives the same coefficients on both axes.
-    ga, gb = grid if isinstance(grid, tuple) and len(grid) == 2 else (grid, grid)
-    alpha, beta = make_grid(ga, span, "grid (alpha)"), make_grid(gb, span, "grid (beta)")
+    # A tuple of two is (steps_alpha, steps_beta); a list or an array gives the same coefficients on both axes.
+    ga, gb = steps if isinstance(steps, tuple) and len(steps) == 2 else (steps, steps)
+    alpha, beta = make_grid(ga, span, "steps (alpha)"), make_grid(gb, span, "steps (beta)")
     A, B = np.meshgrid(alpha, beta, indexing="ij")
     coefs = np.stack([A.ravel(), B.ravel()], axis=1)
     values, info, cost = _run(obj, test, dirs, coefs, memory_mb, progress, "2-D slice", accuracy, chunk_size)
