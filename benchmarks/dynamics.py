@@ -10,7 +10,15 @@ Hessian-vector products per λmax update warm and cold (same tolerance, ``stop="
 monitor starts cold every ``refresh`` = 10 records), their ratio, the largest relative gap between the warm
 and the cold λmax, and the cost of the tracker's earlier cold ``lambda_max`` measure (tol 1e-4, residual).
 
-    OMP_NUM_THREADS=1 python benchmarks/dynamics.py --out docs/bench_dynamics.json   # ~1 minute
+Mini-batch SGD (``--sections sgd``): a tanh MLP (40 → 64 → 64 → 10) trained with MSE on one-hot targets of
+512 MNIST-1D samples by SGD with batches of 32 for ``--sgd-steps`` steps at η ∈ {1, 2, 3}, its batch sharpness
+E_B[g_Bᵀ H_B g_B/‖g_B‖²] (batches of 32, the training batch size; 32 batches per record) and λmax of the
+full-data Hessian recorded every ``--sgd-every`` steps. Reported: both over 2/η at the start, the first
+record with batch sharpness ≥ 0.9·2/η, and the batch sharpness ratio's median and range over the second
+half of the run (and λmax's).
+
+    OMP_NUM_THREADS=1 python benchmarks/dynamics.py --out docs/bench_dynamics.json   # ~2 minutes
+    OMP_NUM_THREADS=1 python benchmarks/dynamics.py --sections sgd   # only the SGD part, merged into --out
 """
 
 from __future__ import annotations
@@ -85,12 +93,73 @@ def run(kind: str, options: dict, steps: int, every: int) -> dict:
             "seconds_warm": seconds["warm"], "seconds_cold": seconds["cold"]}
 
 
+SGD_LRS = (1.0, 2.0, 3.0)
+
+
+def sgd_run(lr: float, steps: int, every: int, n: int = 512, batch: int = 32, seed: int = 0) -> dict:
+    """Mini-batch SGD on MNIST-1D (see the module doc): batch sharpness and λmax against 2/η."""
+    from flatminima.data import load_mnist1d
+
+    ds = load_mnist1d()
+    X = ds.x_train[:n].reshape(n, -1).float()
+    Y = nn.functional.one_hot(ds.y_train[:n], 10).float()
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(X.shape[1], 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    mon = SharpnessMonitor(model, (X, Y), loss="mse", optimizer=opt, every=every, batch_sharpness=batch,
+                           batch_samples=32, seed=seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    t = time.perf_counter()
+    for s in range(steps + 1):
+        if s:
+            idx = torch.randperm(n, generator=gen)[:batch]
+            opt.zero_grad()
+            nn.functional.mse_loss(model(X[idx]), Y[idx]).backward()
+            opt.step()
+        mon.step(s)
+    edge = 2 / lr
+    st, bs = mon.series("batch_sharpness")
+    _, lam = mon.series("lambda_max")
+    _, loss = mon.series("loss")
+    late_bs = sorted(b / edge for s_, b in zip(st, bs, strict=True) if s_ >= steps // 2)
+    late_lam = sorted(v / edge for s_, v in zip(st, lam, strict=True) if s_ >= steps // 2)
+    onset = next((s_ for s_, b in zip(st, bs, strict=True) if b >= 0.9 * edge), None)
+    return {"lr": lr, "batch": batch, "n": n, "steps": steps, "every": every, "threshold": edge,
+            "initial_batch_ratio": bs[0] / edge, "initial_lambda_ratio": lam[0] / edge, "batch_onset": onset,
+            "late_batch_median": late_bs[len(late_bs) // 2], "late_batch_min": late_bs[0],
+            "late_batch_max": late_bs[-1], "late_lambda_median": late_lam[len(late_lam) // 2],
+            "late_lambda_min": late_lam[0], "late_lambda_max": late_lam[-1], "final_loss": loss[-1],
+            "series": {"step": st, "batch_sharpness": bs, "lambda_max": lam, "loss": loss},
+            "seconds": time.perf_counter() - t}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--every", type=int, nargs="+", default=[10, 2])
+    ap.add_argument("--sgd-steps", type=int, default=20000)
+    ap.add_argument("--sgd-every", type=int, default=250)
+    ap.add_argument("--sections", nargs="+", choices=["edge", "sgd"], default=["edge", "sgd"])
     ap.add_argument("--out", default="docs/bench_dynamics.json")
     args = ap.parse_args()
+    out = Path(args.out)
+    result = json.loads(out.read_text()) if out.exists() else {}
+    if "sgd" in args.sections:
+        sgd = []
+        for lr in SGD_LRS:
+            r = sgd_run(lr, args.sgd_steps, args.sgd_every)
+            sgd.append(r)
+            print(f"SGD lr={lr:g} B={r['batch']} 2/η {r['threshold']:.3g}: batch sharpness/(2/η) start "
+                  f"{r['initial_batch_ratio']:.2f}, onset {r['batch_onset']}, late median {r['late_batch_median']:.3f} "
+                  f"[{r['late_batch_min']:.3f}, {r['late_batch_max']:.3f}]; λmax/(2/η) start "
+                  f"{r['initial_lambda_ratio']:.2f}, late median {r['late_lambda_median']:.3f} "
+                  f"[{r['late_lambda_min']:.3f}, {r['late_lambda_max']:.3f}]; final loss {r['final_loss']:.2g} "
+                  f"({r['seconds']:.0f} s)", flush=True)
+        result["sgd"] = sgd
+    if "edge" not in args.sections:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1))
+        return
     rows = []
     for every in args.every:
         for kind, options in RUNS:
@@ -101,8 +170,8 @@ def main() -> None:
                   f"[{row['late_min']:.3f}, {row['late_max']:.3f}]  HVPs/update warm {row['hvps_warm']:.2f} cold "
                   f"{row['hvps_cold']:.2f} ({row['warm_over_cold']:.2f}), legacy {row['hvps_legacy_lambda_max']:.1f}"
                   f"  max |warm-cold|/cold {row['max_rel_gap_warm_cold']:.3f}", flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"steps": args.steps, "rows": rows}, indent=1))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result | {"steps": args.steps, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -166,6 +166,38 @@ def test_schedule_moves_the_threshold_and_batch_sharpness():
     assert row["batch_sharpness"] == pytest.approx(float(g @ obj.hvp(g) / (g @ g)), rel=1e-6)
 
 
+def test_batch_sharpness_is_the_mean_over_batches_of_each_batch_hessian_along_its_gradient():
+    # E_B[g_Bᵀ H_B g_B/‖g_B‖²] with H_B the Hessian of the batch's own (mean) loss, checked against dense Hessians:
+    # a mean of per-batch ratios, not a ratio of means and not the full-data Hessian along g_B.
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    X, y = torch.randn(12, 3, dtype=torch.float64), torch.randn(12, 2, dtype=torch.float64)
+    batches = [(X[:5], y[:5]), (X[5:], y[5:])]
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    shapes = [p.shape for p in model.parameters()]
+
+    def loss_at(theta, xb, yb):
+        ps, i = [], 0
+        for sh in shapes:
+            ps.append(theta[i:i + sh.numel()].reshape(sh))
+            i += sh.numel()
+        h = torch.tanh(xb @ ps[0].T + ps[1])
+        return nn.functional.mse_loss(h @ ps[2].T + ps[3], yb)
+
+    ratios = []
+    for xb, yb in batches:
+        g = torch.autograd.functional.jacobian(lambda t, xb=xb, yb=yb: loss_at(t, xb, yb), flat)
+        H = torch.autograd.functional.hessian(lambda t, xb=xb, yb=yb: loss_at(t, xb, yb), flat)
+        ratios.append(float(g @ H @ g / (g @ g)))
+    mon = SharpnessMonitor(model, batches, loss="mse", batch_sharpness=5, batch_samples=64, seed=1)
+    _, _, cost = mon._batch_sharpness(0)
+    gen = torch.Generator().manual_seed(1 * 1_000_003)
+    order = torch.randint(2, (64,), generator=gen).tolist()
+    row = {r["measure"]: r["value"] for r in mon.record(0)}
+    assert row["batch_sharpness"] == pytest.approx(sum(ratios[i] for i in order) / 64, rel=1e-8)
+    assert cost.hvps == 64
+
+
 def test_warm_start_costs_half_and_agrees_with_cold():
     runs = {}
     for warm in (True, False):
