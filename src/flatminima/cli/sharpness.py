@@ -55,7 +55,7 @@ def sharpness(
     """Train (or load) a model and print its sharpness measures with error bars and costs."""
     from ..progress import progress_bar
     from ..sharpness import available, measure
-    from ..workflow import get_data, get_model, objective_for
+    from ..workflows.common import get_data, get_model, objective_for
 
     if list_:
         _list(available(), json_out)

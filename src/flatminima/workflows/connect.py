@@ -75,5 +75,5 @@ def connect_models(
                   meta={"model": model, "data": getattr(dataset, "name", ""), "sources": sources})
     files = res.plot(Path(out) / f"connect_{curve}", log=log)
     return {"files": {f"connect_{curve}": files}, "barrier": {f"curve {k}": v for k, v in res.barrier.items()}
-            | {f"line {k}": v for k, v in res.line_barrier.items()}, "cost": res.cost.as_dict(),
+            | {f"line {k}": v for k, v in res.line_barrier.items()}, "cost": res.cost.to_dict(),
             "sources": sources, "result": res}

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
                     distributed=True, memory_mb=args.memory_mb)
     loss = obj.loss()
     eig = curvature.eigenvalues(obj, args.k, seed=args.seed)
-    tr = curvature.trace(obj, probes=args.probes, seed=args.seed)
+    tr = curvature.trace(obj, samples=args.probes, seed=args.seed)
     if r == 0:
         print(f"ranks={size} samples={int(obj.total_weight)} dim={obj.dim} loss={loss:.6f}")
         print(f"top eigenvalues={[round(float(v), 6) for v in eig.values]} ({eig.cost.hvps} HVPs)")

@@ -346,7 +346,7 @@ def single_figure(
         name = "interpolation"
     summary: dict[str, Any] = {
         "files": {name: surf.plot(out / name, log=log)},
-        "cost": surf.cost.as_dict(),
+        "cost": surf.cost.to_dict(),
         "directions": surf.meta["directions"],
     }
     if mode == "interpolate":
