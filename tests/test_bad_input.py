@@ -280,8 +280,9 @@ def test_sharpness_out_naming_a_file_is_refused(tmp_path):
 @pytest.mark.parametrize("args,fragment", [
     (["--workers", "0"], "--workers must be a positive"),
     (["--workers", "-2"], "--workers must be a positive"),
-    (["--n-boot", "0"], "--n-boot must be at least"),
-    (["--n-boot", "-5"], "--n-boot must be at least"),
+    (["--samples", "0"], "--samples must be at least"),
+    (["--samples", "-5"], "--samples must be at least"),
+    (["--n-boot", "0"], "--n-boot must be at least"),  # the deprecated name, still accepted
 ])
 def test_study_run_refuses_bad_options(tmp_path, args, fragment):
     _refused_cli(["study", "run", str(_spec(tmp_path)), "--out", str(tmp_path / "s"), *args], fragment)
@@ -289,9 +290,10 @@ def test_study_run_refuses_bad_options(tmp_path, args, fragment):
 
 
 @pytest.mark.parametrize("args,fragment", [
-    (["--n-boot", "0"], "--n-boot must be at least"),
-    (["--n-boot", "-5"], "--n-boot must be at least"),
-    (["--max-boot", "10", "--n-boot", "100"], "--max-boot"),
+    (["--samples", "0"], "--samples must be at least"),
+    (["--samples", "-5"], "--samples must be at least"),
+    (["--n-boot", "0"], "--n-boot must be at least"),  # the deprecated name, still accepted
+    (["--max-boot", "10", "--samples", "100"], "--max-boot"),
     (["--alpha", "1.5"], "--alpha"),
 ])
 def test_study_report_refuses_bad_options(tmp_path, args, fragment):

@@ -40,7 +40,7 @@ def test_hand_worked_kendall():
 def test_constant_variable_gives_nan_not_a_number():
     assert math.isnan(kendall_tau([1, 2, 3], [5, 5, 5]))
     assert math.isnan(spearman_rho([1, 2, 3], [5, 5, 5]))
-    ci = bootstrap_ci([1, 2, 3, 4], [5, 5, 5, 5], kendall_tau, n_boot=50)
+    ci = bootstrap_ci([1, 2, 3, 4], [5, 5, 5, 5], kendall_tau, samples=50)
     assert math.isnan(ci.estimate) and math.isnan(ci.low)
 
 
@@ -53,7 +53,7 @@ def test_constant_variable_gives_nan_not_a_number():
 )
 def test_bootstrap_interval_matches_scipy_percentile_bootstrap(stat, ref):
     x, y = _data(n=40, seed=1)
-    ours = bootstrap_ci(x, y, stat, n_boot=2000, seed=0)
+    ours = bootstrap_ci(x, y, stat, samples=2000, seed=0)
     theirs = stats.bootstrap(
         (x, y),
         ref,
@@ -73,7 +73,7 @@ def test_bootstrap_interval_matches_scipy_percentile_bootstrap(stat, ref):
 
 def test_bootstrap_of_a_perfect_ranking_is_degenerate_at_one():
     x = np.arange(10.0)
-    ci = bootstrap_ci(x, x**3, kendall_tau, n_boot=200, seed=0)
+    ci = bootstrap_ci(x, x**3, kendall_tau, samples=200, seed=0)
     assert (ci.estimate, ci.low, ci.high) == pytest.approx((1.0, 1.0, 1.0)) and ci.excludes_zero()
 
 

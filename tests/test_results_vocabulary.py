@@ -218,3 +218,18 @@ def test_slices_old_grid_keyword_warns_and_agrees():
     assert np.array_equal(new2.values["train_loss"], old2.values["train_loss"])
     with pytest.raises(TypeError, match="both"):
         slice_1d(obj, d, steps=7, grid=5, progress=False)
+
+
+def test_bootstrap_old_n_boot_keyword_warns_and_agrees():
+    x, y, cl = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [1.0, 3.0, 2.0, 5.0, 4.0, 6.0], [0, 0, 1, 1, 2, 2]
+    new = statistics.cluster_bootstrap(x, y, cl, samples=300, seed=1)
+    with pytest.warns(DeprecationWarning, match="'n_boot' is deprecated; use 'samples'"):
+        old = statistics.cluster_bootstrap(x, y, cl, n_boot=300, seed=1)
+    assert new.triple() == old.triple() and isinstance(new.to_estimate(), Estimate)
+    with pytest.warns(DeprecationWarning, match="'n_boot'"):
+        b = statistics.bootstrap_ci(x, y, statistics.kendall_tau, n_boot=300, seed=1)
+    assert b.triple() == statistics.bootstrap_ci(x, y, statistics.kendall_tau, samples=300, seed=1).triple()
+    t_new = statistics.correlation_table({"m": x}, {"t": y}, cl, samples=200, max_boot=200)
+    with pytest.warns(DeprecationWarning, match="'n_boot'"):
+        t_old = statistics.correlation_table({"m": x}, {"t": y}, cl, n_boot=200, max_boot=200)
+    assert t_new.resamples == t_old.resamples

@@ -34,7 +34,7 @@ epochs = {epochs}
 [measures.lambda_max]
 [measures.trace]
 method = "hutchinson"
-probes = 8
+samples = 8
 """
 
 
@@ -164,7 +164,7 @@ def test_impossible_combinations_are_refused_before_any_run(tmp_path):
 
 def test_cli_run_prints_verdict_table_and_report_path(tmp_path):
     spec = _write(tmp_path, lr="[0.02, 0.1]", epochs=2)
-    res = CliRunner().invoke(app, ["study", "run", str(spec), "--out", str(tmp_path / "s"), "--n-boot", "50"])
+    res = CliRunner().invoke(app, ["study", "run", str(spec), "--out", str(tmp_path / "s"), "--samples", "50"])
     assert res.exit_code == 0, res.output
     assert "new study" in res.output and "report:" in res.output and "verdict" in res.output
     assert (tmp_path / "s" / "report" / "report.html").exists()

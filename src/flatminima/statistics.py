@@ -14,7 +14,7 @@ Rank correlations across a study (seeds of one configuration are one cluster)
     here by hand, vectorised: a resample is a vector of multiplicities, and τ_b of the resampled multiset
     is a ratio of quadratic forms in it (:func:`tau_b_weighted`, equal to ``scipy.stats.kendalltau`` on
     the expanded data; tested). Intervals are percentile intervals. Resamples grow adaptively
-    (:func:`correlation_table`): from ``n_boot`` they double until every deciding bound is farther from
+    (:func:`correlation_table`): from ``samples`` they double until every deciding bound is farther from
     0 than ``mc_k`` (= 3) Monte-Carlo errors, or a cap is reached.
 
 Multiplicity: Holm–Bonferroni over the whole table
@@ -55,7 +55,7 @@ import numpy as np
 from scipy import stats
 
 from .errors import FlatminimaError
-from .results import Estimate
+from .results import Estimate, reject_unknown, renamed
 
 MC_K = 3.0  # a bound decides a verdict only when it is farther from 0 than MC_K Monte-Carlo errors
 BATCHES = 16  # resamples are split into this many batches for the Monte-Carlo error of a bound
@@ -316,14 +316,17 @@ def cluster_bootstrap(
     clusters: Sequence[Hashable],
     *,
     statistic: str = "tau",
-    n_boot: int = 10000,
+    samples: int = 10000,
     level: float = 0.95,
     seed: int = 0,
+    **deprecated: Any,
 ) -> Interval:
     """Percentile interval of τ_b (``statistic="tau"``) or ρ (``"rho"``) from the cluster bootstrap:
     clusters (configurations) are drawn with replacement, each with all its points (seeds). Written by
     hand because ``scipy.stats.bootstrap`` cannot resample clusters. ``clusters=range(n)`` gives the
-    ordinary bootstrap over points."""
+    ordinary bootstrap over points. ``samples`` bootstrap resamples (``n_boot`` is its deprecated name)."""
+    samples = renamed(deprecated, "n_boot", "samples", samples, where="cluster_bootstrap", default=10000)
+    reject_unknown(deprecated, "cluster_bootstrap")
     x, y = np.asarray(x, float), np.asarray(y, float)
     if len(x) != len(y) or len(x) != len(clusters):
         raise FlatminimaError(f"x, y and clusters must have one entry per run, got {len(x)}, {len(y)}, "
@@ -335,7 +338,7 @@ def cluster_bootstrap(
     est = f(x, y)
     if units.max() + 1 < 3 or math.isnan(est):
         return Interval(est, math.nan, math.nan, level, 0, method="cluster bootstrap")
-    m = resample_counts(int(units.max()) + 1, n_boot, np.random.default_rng(seed))
+    m = resample_counts(int(units.max()) + 1, samples, np.random.default_rng(seed))
     return percentile_interval(est, g(x, y, m, units), level, "cluster bootstrap (percentile)")
 
 
@@ -344,18 +347,22 @@ def bootstrap_ci(
     y: Sequence[float],
     statistic: Callable[[Any, Any], float],
     *,
-    n_boot: int = 2000,
+    samples: int = 2000,
     level: float = 0.95,
     seed: int = 0,
     clusters: Sequence[Hashable] | None = None,
+    **deprecated: Any,
 ) -> Interval:
     """Percentile bootstrap of ``statistic(x, y)`` (:func:`kendall_tau` or :func:`spearman_rho`, vectorised)
-    resampling points, or whole clusters when ``clusters`` is given."""
+    resampling points, or whole clusters when ``clusters`` is given; ``samples`` resamples (``n_boot`` is
+    its deprecated name)."""
+    samples = renamed(deprecated, "n_boot", "samples", samples, where="bootstrap_ci", default=2000)
+    reject_unknown(deprecated, "bootstrap_ci")
     name = {kendall_tau: "tau", spearman_rho: "rho"}.get(statistic)
     if name is None:
         raise FlatminimaError("bootstrap_ci supports kendall_tau and spearman_rho; use bootstrap() otherwise.")
     cl = range(len(x)) if clusters is None else clusters
-    return cluster_bootstrap(x, y, list(cl), statistic=name, n_boot=n_boot, level=level, seed=seed)
+    return cluster_bootstrap(x, y, list(cl), statistic=name, samples=samples, level=level, seed=seed)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -425,20 +432,23 @@ def correlation_table(
     *,
     level: float = 0.95,
     alpha: float = 0.05,
-    n_boot: int = 4000,
+    samples: int = 4000,
     max_boot: int = 64000,
     seed: int = 0,
     mc_k: float = MC_K,
+    **deprecated: Any,
 ) -> TableResult:
     """Kendall τ_b of every measure against every target over the same runs, with cluster-bootstrap
     intervals, Holm-adjusted intervals and verdict decisions (rule: module docstring).
 
     ``measures``/``targets`` hold one value per run (None/NaN = missing: the run gets weight 0 in that
     test); ``clusters`` the configuration of each run. All tests share the same resamples (so paired
-    comparisons between tests are possible from ``draws``). Resamples start at ``n_boot`` and double
-    until every test's deciding bound — the bound nearer 0 of its interval at its Holm level — is
-    farther from 0 than ``mc_k`` Monte-Carlo errors, or ``max_boot`` is reached.
+    comparisons between tests are possible from ``draws``). Resamples start at ``samples`` (``n_boot`` is
+    its deprecated name) and double until every test's deciding bound — the bound nearer 0 of its interval
+    at its Holm level — is farther from 0 than ``mc_k`` Monte-Carlo errors, or ``max_boot`` is reached.
     """
+    samples = renamed(deprecated, "n_boot", "samples", samples, where="correlation_table", default=4000)
+    reject_unknown(deprecated, "correlation_table")
     t0 = time.perf_counter()
     units = cluster_ids(clusters)
     n_units = int(units.max()) + 1 if len(units) else 0
@@ -462,7 +472,7 @@ def correlation_table(
     keys = list(prep)
     draws = {k: np.empty(0) for k in keys}
     chunks, total, rounds = [], 0, 0
-    target_b = max(n_boot, 200)
+    target_b = max(samples, 200)
     while True:
         rounds += 1
         m = resample_counts(n_units, target_b - total, rng) if n_units >= 3 else np.zeros((0, n_units))

@@ -18,6 +18,22 @@ def register(app: typer.Typer) -> None:
     app.add_typer(study_app, name="study")
 
 
+def _boot_samples(samples: int, n_boot: int | None, max_boot: int | None = None) -> int:
+    """--samples (the cluster-bootstrap resamples), or the deprecated --n-boot when given; checked."""
+    from .common import MIN_BOOT
+
+    opt = "--samples"
+    if n_boot is not None:
+        samples, opt = n_boot, "--n-boot"
+        typer.echo("--n-boot is deprecated; use --samples.", err=True)
+    if samples < MIN_BOOT:
+        raise FlatminimaError(f"{opt} must be at least {MIN_BOOT} cluster-bootstrap resamples (4000 is the "
+                              f"default), got {samples}.")
+    if max_boot is not None and max_boot < samples:
+        raise FlatminimaError(f"--max-boot ({max_boot}) must be at least {opt} ({samples}).")
+    return samples
+
+
 @study_app.command("run")
 def run_cmd(
     spec: str | None = typer.Argument(None, help="study spec (TOML); or use --preset"),
@@ -31,7 +47,8 @@ def run_cmd(
     ),
     seed: int | None = opt_seed(None, "the runs: seeds seed, seed+1, ... (default: the spec's seeds)"),
     retry_failed: bool = typer.Option(False, help="also redo runs that failed before"),
-    n_boot: int = typer.Option(4000, help="cluster-bootstrap resamples the report starts with"),
+    samples: int = typer.Option(4000, help="cluster-bootstrap resamples the report starts with"),
+    n_boot: int | None = typer.Option(None, hidden=True, help="deprecated name of --samples"),
     report_: bool = typer.Option(True, "--report/--no-report",
                                  help="write the report after the runs (or later with `study report`)"),
     progress: bool = opt_progress(),
@@ -40,7 +57,7 @@ def run_cmd(
     """Run (or resume) a study, then write its report and print the verdict table."""
     from ..study import report, run
     from ..study.runner import resolve_spec
-    from .common import check_boot, check_out_folder, check_positive
+    from .common import check_out_folder, check_positive
 
     if spec is None and preset is None:
         raise FlatminimaError("give a spec file or --preset (e.g. --preset quick).")
@@ -48,7 +65,7 @@ def run_cmd(
         check_positive("--workers", workers)
     if executor is not None and executor not in ("local", "ray"):
         raise FlatminimaError(f"--executor must be local or ray, got {executor!r}.")
-    check_boot(n_boot)
+    samples = _boot_samples(samples, n_boot)
     check_out_folder("--out", out)
     study = resolve_spec(spec, preset)
     if seed is not None:
@@ -70,7 +87,7 @@ def run_cmd(
             console.print(f"every run was already done in {result.folder}: its results are reused (give another "
                           "--out, or --retry-failed, to run again).")
     if report_:
-        rep = report(result.folder, n_boot=n_boot)
+        rep = report(result.folder, n_boot=samples)
         if json_out:
             payload["report"] = str(rep.html)
         else:
@@ -117,22 +134,23 @@ def status_cmd(folder: str = typer.Argument(..., help=f"study folder, e.g. {OUT_
 def report_cmd(
     folder: str = typer.Argument(..., help="study folder"),
     out: str | None = typer.Option(None, help="report folder (default <study>/report)"),
-    n_boot: int = typer.Option(
+    samples: int = typer.Option(
         4000, help="cluster-bootstrap resamples to start with (doubled until no verdict is within Monte-Carlo error)"
     ),
+    n_boot: int | None = typer.Option(None, hidden=True, help="deprecated name of --samples"),
     max_boot: int = typer.Option(64000, help="cap on the cluster-bootstrap resamples"),
     alpha: float = typer.Option(0.05, help="family-wise error rate of the Holm-adjusted verdicts"),
     seed: int = typer.Option(0, help="bootstrap seed"),
 ) -> None:
     """Write the HTML report, figures and CSV from the study store, and print the verdicts."""
     from ..study import report
-    from .common import check_boot, check_out_folder
+    from .common import check_out_folder
 
-    check_boot(n_boot, max_boot)
+    samples = _boot_samples(samples, n_boot, max_boot)
     check_out_folder("--out", out)
     if not 0 < alpha < 1:
         raise FlatminimaError(f"--alpha must be in (0, 1), got {alpha!r}.")
-    _print_report(report(folder, out=out, n_boot=n_boot, max_boot=max_boot, alpha=alpha, seed=seed))
+    _print_report(report(folder, out=out, n_boot=samples, max_boot=max_boot, alpha=alpha, seed=seed))
 
 
 @study_app.command("repair")

@@ -300,7 +300,7 @@ def _correlations(used, axes, notes, method, out, n_boot, max_boot, level, alpha
         targets[key] = vals
     xs = {m: [r.get(f"m:{m}") for r in used] for m in measures}
     clusters = [r["label"] for r in used]
-    res = st.correlation_table(xs, targets, clusters, level=level, alpha=alpha, n_boot=n_boot, max_boot=max_boot,
+    res = st.correlation_table(xs, targets, clusters, level=level, alpha=alpha, samples=n_boot, max_boot=max_boot,
                                seed=seed)
     rhos = st.rho_intervals(xs, targets, res, level=level)
     method.update(resamples=res.resamples, rounds=res.rounds, seconds=res.seconds, capped=res.capped,

@@ -35,8 +35,8 @@ def correlate(
     """Kendall τ and Spearman ρ of x vs y, each with its (cluster-)bootstrap interval (same resamples)."""
     cl = list(range(len(x))) if clusters is None else list(clusters)
     return {
-        "tau": cluster_bootstrap(x, y, cl, statistic="tau", n_boot=n_boot, level=level, seed=seed),
-        "rho": cluster_bootstrap(x, y, cl, statistic="rho", n_boot=n_boot, level=level, seed=seed),
+        "tau": cluster_bootstrap(x, y, cl, statistic="tau", samples=n_boot, level=level, seed=seed),
+        "rho": cluster_bootstrap(x, y, cl, statistic="rho", samples=n_boot, level=level, seed=seed),
     }
 
 
