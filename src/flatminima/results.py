@@ -71,12 +71,12 @@ class Estimate:
 
 
 def renamed(kwargs: dict[str, Any], old: str, new: str, value: Any = None, *, where: str = "",
-            default: Any = None) -> Any:
+            default: Any = None, stacklevel: int = 3) -> Any:
     """Take a deprecated keyword ``old`` out of ``kwargs`` (warning that it is now ``new``).
 
     Returns the value to use for ``new``: the old keyword's value when it was passed (an error when both
     were passed with different values), otherwise ``value``. ``default`` is the new keyword's default, used
-    to tell whether ``new`` was passed too.
+    to tell whether ``new`` was passed too. ``stacklevel`` 3 blames the caller of the function that calls this.
     """
     if old not in kwargs:
         return value
@@ -85,7 +85,7 @@ def renamed(kwargs: dict[str, Any], old: str, new: str, value: Any = None, *, wh
     if value is not None and _differs(value, default) and _differs(value, old_value):
         raise TypeError(f"{place}got both {new}={value!r} and its deprecated name {old}={old_value!r}; "
                         f"pass {new} only.")
-    warnings.warn(f"{place}the keyword {old!r} is deprecated; use {new!r}.", DeprecationWarning, stacklevel=3)
+    warnings.warn(f"{place}the keyword {old!r} is deprecated; use {new!r}.", DeprecationWarning, stacklevel=stacklevel)
     return old_value
 
 

@@ -51,7 +51,7 @@ def _renamed_settings(name: str, config: dict[str, Any], allowed: dict[str, Any]
     for old, new in RENAMED_SETTINGS.items():
         if old in config and new in allowed and old not in allowed:
             try:
-                config[new] = renamed(config, old, new, config.get(new), where=f"measure {name!r}")
+                config[new] = renamed(config, old, new, config.get(new), where=f"measure {name!r}", stacklevel=4)
             except TypeError as err:
                 raise FlatminimaError(str(err)) from None
     return config
