@@ -5,7 +5,18 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from .common import check_positive, console, opt_json, opt_out, opt_workers, out_folder, print_json
+from .common import (
+    check_cpu_device,
+    check_positive,
+    console,
+    opt_device,
+    opt_json,
+    opt_out,
+    opt_progress,
+    opt_workers,
+    out_folder,
+    print_json,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -20,6 +31,8 @@ def claims(
     only: str | None = typer.Option(None, help="comma-separated claim ids, e.g. C2,C6"),
     seed: int = typer.Option(0, help="quick: seed set k (seeds k·n … k·n+n−1); full: the disjoint sets 3k, 3k+1, 3k+2"),
     workers: int | None = opt_workers(None, "processes for full mode (default: up to 2)"),
+    device: str = opt_device("the experiments (they run on the CPU only: cpu or auto)"),
+    progress: bool = opt_progress(),
     json_out: bool = opt_json(),
 ) -> None:
     """Test every claim: supported / contradicted / mixed / inconclusive, or demonstration, with rule and n."""
@@ -27,11 +40,12 @@ def claims(
 
     from ..claims import run
 
-    ids = [c.strip().upper() for c in only.split(",")] if only else None
+    check_cpu_device(device, "flatminima claims")
+    ids = [c.strip().upper() for c in only.split(",") if c.strip()] if only else None
     out = out_folder("claims", out, "quick" if quick else "full")
     if workers is not None:
         check_positive("--workers", workers)
-    rows = run(quick=quick, out=out, seed=seed, only=ids, progress=not json_out, workers=workers)
+    rows = run(quick=quick, out=out, seed=seed, only=ids, progress=progress and not json_out, workers=workers)
     if json_out:
         print_json([asdict(r) for r in rows])
         return

@@ -228,6 +228,17 @@ def opt_progress() -> Any:
                         help="progress with rate and ETA (plain lines every 10 s when not a terminal)")
 
 
+def check_cpu_device(device: str | None, command: str) -> str:
+    """``--device`` of a command whose work runs on the CPU only (the lab's tiny analytic models and networks):
+    ``cpu`` or ``auto`` (which is then ``cpu``); any other device is refused before any work."""
+    from ..errors import FlatminimaError
+
+    if device is None or device in ("cpu", "auto"):
+        return "cpu"
+    raise FlatminimaError(f"--device {device!r}: {command} runs its experiments on the CPU only (tiny models, "
+                          "one thread each); use --device cpu or auto.")
+
+
 def resolve_device(device: str | None) -> str:
     """``--device``: checked (see :func:`check_device`); ``auto`` becomes cuda, mps or cpu, whichever exists."""
     import torch

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from .common import console, opt_json, opt_out, out_folder, print_json, print_names
+from .common import check_cpu_device, console, opt_device, opt_json, opt_out, out_folder, print_json, print_names
 
 
 def register(app: typer.Typer) -> None:
@@ -26,12 +26,16 @@ def run_experiment(
     out: str | None = opt_out("lab", "the figure (PNG + SVG), CSV data and result.json"),
     full: bool = typer.Option(False, "--full", help="the powered number of seeds (quick: fewer)"),
     seed: int = typer.Option(0, help="seed set k: seeds k·n … k·n+n−1, disjoint for distinct k"),
+    device: str = opt_device("the experiment (the lab runs on the CPU only: cpu or auto)"),
     json_out: bool = opt_json(),
 ) -> None:
     """Run one experiment: prints its sub-tests (intervals, rules), its verdict, and saves its figure and CSV."""
-    from ..lab import run
+    from ..lab import get, run
 
-    res = run(name, out=out_folder("lab", out), quick=not full, seed=seed)  # it adds <name>/seed<k>/
+    check_cpu_device(device, "flatminima lab run")
+    folder = out_folder("lab", out)
+    get(name)  # an unknown name is refused before any work
+    res = run(name, out=folder, quick=not full, seed=seed)  # it adds <name>/seed<k>/
     if json_out:
         print_json(res.to_dict())
         return
