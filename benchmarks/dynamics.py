@@ -59,14 +59,15 @@ def run(kind: str, options: dict, steps: int, every: int) -> dict:
            else torch.optim.SGD(model.parameters(), **options))
     warm = SharpnessMonitor(model, (X, y), loss="mse", optimizer=opt, every=every)
     cold = SharpnessMonitor(model, (X, y), loss="mse", optimizer=opt, every=every, warm=False)
-    seconds = {"warm": 0.0, "cold": 0.0}
+    extra = SharpnessMonitor(model, (X, y), loss="mse", optimizer=opt, every=every, extrapolate=True)
+    seconds = {"warm": 0.0, "cold": 0.0, "extrapolate": 0.0}
     legacy = []
     for s in range(steps + 1):
         if s:
             opt.zero_grad()
             nn.functional.mse_loss(model(X), y).backward()
             opt.step()
-        for name, mon in (("warm", warm), ("cold", cold)):
+        for name, mon in (("warm", warm), ("cold", cold), ("extrapolate", extra)):
             t = time.perf_counter()
             mon.step(s)
             seconds[name] += time.perf_counter() - t
@@ -76,9 +77,12 @@ def run(kind: str, options: dict, steps: int, every: int) -> dict:
                 measure(obj, "lambda_max")
             legacy.append(cost.hvps)
     hv = {n: [r["hvps"] for r in m.history if r["measure"] == "lambda_max"][1:] for n, m in
-          (("warm", warm), ("cold", cold))}
+          (("warm", warm), ("cold", cold), ("extrapolate", extra))}
+    # the warm records alone (the refresh records, every 10th, start cold)
+    warm_only = {n: [h for i, h in enumerate(hv[n], 1) if i % warm.refresh] for n in ("warm", "extrapolate")}
     _, a = warm.series("lambda_max")
     _, b = cold.series("lambda_max")
+    _, e = extra.series("lambda_max")
     steps_r, ratio = warm.series("edge_ratio")
     late = sorted(r for st, r in zip(steps_r, ratio, strict=True) if st >= steps // 2)
     s = summarize(warm.history)
@@ -88,6 +92,12 @@ def run(kind: str, options: dict, steps: int, every: int) -> dict:
             "initial_ratio": s["initial_ratio"], "onset": s["onset"],
             "late_median": late[len(late) // 2], "late_min": late[0], "late_max": late[-1],
             "hvps_warm": per["warm"], "hvps_cold": per["cold"], "warm_over_cold": per["warm"] / per["cold"],
+            "hvps_warm_records_only": sum(warm_only["warm"]) / len(warm_only["warm"]),
+            "warm_records_over_cold": sum(warm_only["warm"]) / len(warm_only["warm"]) / per["cold"],
+            "hvps_extrapolate": per["extrapolate"], "extrapolate_over_cold": per["extrapolate"] / per["cold"],
+            "extrapolate_records_over_cold": sum(warm_only["extrapolate"]) / len(warm_only["extrapolate"])
+            / per["cold"],
+            "max_rel_gap_extrapolate_cold": max(abs(x - z) / z for x, z in zip(e, b, strict=True)),
             "hvps_legacy_lambda_max": sum(legacy) / len(legacy),
             "max_rel_gap_warm_cold": max(abs(x - z) / z for x, z in zip(a, b, strict=True)),
             "seconds_warm": seconds["warm"], "seconds_cold": seconds["cold"]}
@@ -168,8 +178,11 @@ def main() -> None:
             print(f"every={every:3d} {kind:10s} lr={options['lr']:<6g} threshold {row['threshold']:8.4g}  "
                   f"start {row['initial_ratio']:.2f}  onset {row['onset']}  late ratio {row['late_median']:.3f} "
                   f"[{row['late_min']:.3f}, {row['late_max']:.3f}]  HVPs/update warm {row['hvps_warm']:.2f} cold "
-                  f"{row['hvps_cold']:.2f} ({row['warm_over_cold']:.2f}), legacy {row['hvps_legacy_lambda_max']:.1f}"
-                  f"  max |warm-cold|/cold {row['max_rel_gap_warm_cold']:.3f}", flush=True)
+                  f"{row['hvps_cold']:.2f} ({row['warm_over_cold']:.2f}; warm records only "
+                  f"{row['warm_records_over_cold']:.2f}; extrapolated {row['extrapolate_over_cold']:.2f}, its warm "
+                  f"records {row['extrapolate_records_over_cold']:.2f}), legacy {row['hvps_legacy_lambda_max']:.1f}"
+                  f"  max |warm-cold|/cold {row['max_rel_gap_warm_cold']:.3f}, extrapolated "
+                  f"{row['max_rel_gap_extrapolate_cold']:.3f}", flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result | {"steps": args.steps, "rows": rows}, indent=1))
 

@@ -203,6 +203,10 @@ class SharpnessMonitor(Tracker):
             A warm run converges to the eigenvalue of the vector it starts from: when another eigenvalue
             overtakes it (at the edge the top ones cross often) it can follow the old one for a while.
         refresh: every ``refresh``-th record starts cold (0: never), catching up with a crossing.
+        extrapolate: start a warm run from v_t + (v_t − v_{t−1}) (the last two top eigenvectors, signs
+            aligned) instead of v_t, following the eigenvector's drift along the trajectory; each run is still
+            certified by its own residual, only its start changes (saves products when recording often:
+            ``benchmarks/dynamics.py``). Off by default.
         batch_sharpness: mini-batch size B at which to measure E_B[g_Bᵀ H_B g_B/‖g_B‖²] (``None``: off);
             data must then be a tuple ``(X, y)`` of tensors (or a list of batches, each used as one).
         batch_samples: mini-batches averaged per record (its standard error is the row's ``stderr``).
@@ -213,7 +217,7 @@ class SharpnessMonitor(Tracker):
                  loss: Any = None, loss_fn: Any = None, every: int = 1, store: str | Path | None = None,
                  tensorboard: str | Path | None = None, run: str = "run", tol: float = 1e-3,
                  max_iter: int | None = None, stop: str = "gap", warm: bool = True,
-                 refresh: int = 10, batch_sharpness: int | None = None,
+                 refresh: int = 10, extrapolate: bool = False, batch_sharpness: int | None = None,
                  batch_samples: int = 8, seed: int = 0, params: Any = None, mode: str = "eval",
                  dtype: torch.dtype | None = None, batch_size: int = 1024, memory_mb: float | None = None,
                  distributed: bool = False):
@@ -235,7 +239,9 @@ class SharpnessMonitor(Tracker):
         self.stop, self.refresh, self._records = stop, refresh, 0
         self.batch_sharpness, self.batch_samples, self.seed = batch_sharpness, batch_samples, seed
         self.threshold: Threshold | None = None
+        self.extrapolate = extrapolate
         self._v0: torch.Tensor | None = None
+        self._v_prev: torch.Tensor | None = None
         self._u0: torch.Tensor | None = None
 
     def step(self, step: int | None = None, optimizer: torch.optim.Optimizer | None = None
@@ -267,7 +273,12 @@ class SharpnessMonitor(Tracker):
         start = time.perf_counter()
         res = eigenvalues(obj, 1, tol=self.tol, max_iter=self.max_iter, seed=self.seed, return_vectors=True,
                           stop=self.stop, v0=self._start())
-        self._v0 = res.vectors[:, 0].detach().clone()
+        new = res.vectors[:, 0].detach().clone()
+        old = self._v0
+        # the previous vector, sign-aligned with the new one, while both follow the same eigenvector
+        cos = 0.0 if old is None else float(old @ new)
+        self._v_prev = None if cos * cos < 0.5 else old * math.copysign(1.0, cos)
+        self._v0 = new
         lam = float(res.values[0])
         add("lambda_max", lam, res.cost, start, float(res.error_bounds[0]), bool(res.converged[0]))
         sharpness = lam
@@ -305,7 +316,11 @@ class SharpnessMonitor(Tracker):
     def _start(self) -> torch.Tensor | None:
         """The previous top eigenvector, or None (a cold start) at the first record and every ``refresh``."""
         cold = not self.warm or self._v0 is None or (self.refresh and self._records % self.refresh == 0)
-        return None if cold else self._v0
+        if cold:
+            return None
+        if self.extrapolate and self._v_prev is not None:
+            return 2 * self._v0 - self._v_prev
+        return self._v0
 
     def _tracked(self, obj: Objective) -> list[torch.Tensor]:
         named = dict(self.model.named_parameters())
