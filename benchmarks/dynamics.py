@@ -1,4 +1,4 @@
-"""Training dynamics: the edge of stability reached, and what a warm-started λmax update costs.
+"""Training dynamics: the edge of stability, the batch sharpness of SGD, and what a warm-started λmax update costs.
 
 Full-batch training with MSE of a tanh MLP (6 → 32 → 32 → 2, 64 samples, y = sin(XW)): gradient descent
 at two learning rates, heavy ball (β = 0.5), Nesterov (β = 0.5) and Adam (β₁ = 0.9), each tracked by a
