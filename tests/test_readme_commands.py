@@ -177,6 +177,8 @@ def test_lab_and_claims_take_the_shared_device_and_progress_options(args, tmp_pa
         bad = CliRunner().invoke(app, ["lab", "run", "no_such_experiment", "--device", "cpu"])
         assert isinstance(bad.exception, FlatminimaError) and "unknown experiment" in str(bad.exception)
         assert not (tmp_path / "flatminima-out").exists()
+        invoke([*args, "--device", "auto"])  # auto is the CPU here (seconds)
+        assert (tmp_path / "flatminima-out" / "lab" / "flat_regions" / "seed0" / "result.json").is_file()
 
 
 # ---- slow: a fresh copy of the repository ------------------------------------------------------------------
