@@ -151,7 +151,7 @@ def paper_figures(
             slice_1d(
                 train,
                 d,
-                grid=steps,
+                steps=steps,
                 span=(-span, span),
                 test=test,
                 memory_mb=memory_mb,
@@ -166,7 +166,7 @@ def paper_figures(
     plane = slice_2d(
         train,
         directions(train, "filter", 2, seed=seed),
-        grid=steps,
+        steps=steps,
         span=(-span, span),
         test=test,
         memory_mb=memory_mb,
@@ -180,7 +180,7 @@ def paper_figures(
     path = slice_2d(
         train,
         pca,
-        grid=steps,
+        steps=steps,
         span=(-reach, reach),
         memory_mb=memory_mb,
         progress=progress,
@@ -294,7 +294,7 @@ def single_figure(
         surf = fn(
             train,
             d,
-            grid=steps,
+            steps=steps,
             span=(-span, span),
             test=test_obj,
             memory_mb=memory_mb,
@@ -309,7 +309,7 @@ def single_figure(
         surf = slice_2d(
             train,
             d,
-            grid=steps,
+            steps=steps,
             span=(-reach, reach),
             memory_mb=memory_mb,
             progress=progress,
