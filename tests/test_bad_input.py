@@ -449,7 +449,7 @@ def test_landscape_refuses_bad_options(tmp_path, args, fragment):
 
 
 def test_split_typo_is_not_read_as_the_test_split():
-    from flatminima.workflow import get_data, objective_for
+    from flatminima.workflows import get_data, objective_for
 
     with pytest.raises(FlatminimaError, match="split must be one of"):
         objective_for(torch.nn.Linear(2, 2), get_data("two_class", num_samples=20), split="trian")
