@@ -106,7 +106,7 @@ class Bench:
         clean = evaluate(model, ds.test)
         shifted = np.mean([evaluate(model, ds.shifts[s][SEVERITY])["accuracy"] for s in SHIFTS])
         return {"lambda_max": measure(obj, "lambda_max", tol=1e-3, seed=seed).value,
-                "trace": measure(obj, "trace", probes=30, seed=seed).value,
+                "trace": measure(obj, "trace", samples=30, seed=seed).value,
                 "test_acc": clean["accuracy"], "shift_acc": float(shifted), "ece": clean.get("ece", float("nan"))}
 
     def train(self, cfg: NetConfig, seed: int, data=None) -> Trained:

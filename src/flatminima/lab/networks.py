@@ -133,7 +133,7 @@ def noise_rise(ctx: Context) -> Outcome:
             obj = Objective(m.model, "cross_entropy", (ds.x_train[:B.MEASURE_N], ds.y_train[:B.MEASURE_N]),
                             dtype=torch.float64)
             for s in C2_SIGMAS:
-                a = measure(obj, "average_case", sigma=s, samples=256, second_order_probes=0, seed=seed)
+                a = measure(obj, "average_case", sigma=s, samples=256, second_order_samples=0, seed=seed)
                 r = a.value / (0.5 * s * s * m.trace)
                 ratios[s].append(r)
                 rows.append((act, seed, s, a.value, a.stderr or 0.0, m.trace, r))
@@ -288,7 +288,7 @@ C11_BAND_LOG, C11_BAND_DROP = math.log(1.1), 0.01
 def _cluster_rho(models: list[B.Trained], x: str, y, seed: int) -> st.Interval:
     ys = [y(m) for m in models] if callable(y) else [getattr(m, y) for m in models]
     return st.cluster_bootstrap([getattr(m, x) for m in models], ys, [m.config for m in models],
-                                statistic="rho", n_boot=4000, seed=seed)
+                                statistic="rho", samples=4000, seed=seed)
 
 
 @experiment(ClaimSpec(

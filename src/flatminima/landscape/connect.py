@@ -128,13 +128,13 @@ class Connection:
             "history": list(self.history),
             "plane": plane,
             "meta": self.meta,
-            "cost": self.cost.as_dict(),
+            "cost": self.cost.to_dict(),
         }
 
     def summary(self) -> dict[str, Any]:
         """The headline numbers: barriers of the curve and of the line (train loss first)."""
         return {"curve": self.curve, "barrier": self.barrier, "line_barrier": self.line_barrier,
-                "cost": self.cost.as_dict()}
+                "cost": self.cost.to_dict()}
 
     def plot(self, path: str | Path, *, log: bool = False, title: str | None = None) -> list[str]:
         """Write ``<path>_paths`` (loss and accuracy vs t, line vs curve) and ``<path>_plane`` (contour of
