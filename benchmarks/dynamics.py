@@ -11,13 +11,13 @@ monitor starts cold every ``refresh`` = 10 records), their ratio, the largest re
 and the cold λmax, and the cost of the tracker's earlier cold ``lambda_max`` measure (tol 1e-4, residual).
 
 Mini-batch SGD (``--sections sgd``): a tanh MLP (40 → 64 → 64 → 10) trained with MSE on one-hot targets of
-512 MNIST-1D samples by SGD with batches of 32 for ``--sgd-steps`` steps at η ∈ {1, 2, 3}, its batch sharpness
-E_B[g_Bᵀ H_B g_B/‖g_B‖²] (batches of 32, the training batch size; 32 batches per record) and λmax of the
+512 MNIST-1D samples by SGD with batches of 32 for ``--sgd-steps`` steps at η ∈ {1, 2, 3} (and batches of 8 at
+η = 2), its batch sharpness E_B[g_Bᵀ H_B g_B/‖g_B‖²] (at the training batch size; 32 batches per record) and λmax of the
 full-data Hessian recorded every ``--sgd-every`` steps. Reported: both over 2/η at the start, the first
 record with batch sharpness ≥ 0.9·2/η, and the batch sharpness ratio's median and range over the second
 half of the run (and λmax's).
 
-    OMP_NUM_THREADS=1 python benchmarks/dynamics.py --out docs/bench_dynamics.json   # ~2 minutes
+    OMP_NUM_THREADS=1 python benchmarks/dynamics.py --out docs/bench_dynamics.json   # ~4.5 minutes
     OMP_NUM_THREADS=1 python benchmarks/dynamics.py --sections sgd   # only the SGD part, merged into --out
 """
 
@@ -103,7 +103,7 @@ def run(kind: str, options: dict, steps: int, every: int) -> dict:
             "seconds_warm": seconds["warm"], "seconds_cold": seconds["cold"]}
 
 
-SGD_LRS = (1.0, 2.0, 3.0)
+SGD_RUNS = ((1.0, 32), (2.0, 32), (3.0, 32), (2.0, 8))  # (η, batch size)
 
 
 def sgd_run(lr: float, steps: int, every: int, n: int = 512, batch: int = 32, seed: int = 0) -> dict:
@@ -156,8 +156,8 @@ def main() -> None:
     result = json.loads(out.read_text()) if out.exists() else {}
     if "sgd" in args.sections:
         sgd = []
-        for lr in SGD_LRS:
-            r = sgd_run(lr, args.sgd_steps, args.sgd_every)
+        for lr, batch in SGD_RUNS:
+            r = sgd_run(lr, args.sgd_steps, args.sgd_every, batch=batch)
             sgd.append(r)
             print(f"SGD lr={lr:g} B={r['batch']} 2/η {r['threshold']:.3g}: batch sharpness/(2/η) start "
                   f"{r['initial_batch_ratio']:.2f}, onset {r['batch_onset']}, late median {r['late_batch_median']:.3f} "
