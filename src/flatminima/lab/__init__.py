@@ -6,7 +6,7 @@ flatminima.lab.run(name, out=..., quick=True, seed=k) -> LabResult (seed set k: 
 flatminima.lab.rules                     -> the decision rules (sign, band, Holm, combine, stable)
 """
 
-from . import analytic, networks, rules  # noqa: F401  (registers the experiments)
+from . import analytic, edge, networks, rules  # noqa: F401  (registers the experiments)
 from .bench import Bench
 from .registry import ClaimSpec, Context, LabResult, available, get, run, specs
 

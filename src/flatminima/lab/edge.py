@@ -87,7 +87,7 @@ def verdict(iv: st.Interval) -> str:
 SPEC = ClaimSpec(
     "C18", "edge_sharpness",
     "The edge of stability sets the sharpness a run ends at: full-batch GD ends with λmax ≈ 2/η, so larger "
-    "steps end flatter.",
+    "steps end flatter (the lab's own addition: the mechanism behind C3; Cohen et al. 2021).",
     hypothesis="final λmax = a + b·(2/η) with b ≈ 1 across learning rates (full-batch GD, MSE, tanh MLP)",
     quantity=f"per seed: least-squares slope b of the final λmax (median of the last {1 - LATE:.0%} of the λmax "
              f"records, full-data Hessian) on 2/η over η ∈ {LRS}; 95% t-interval of b over seeds; Spearman ρ "
