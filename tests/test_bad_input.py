@@ -394,10 +394,10 @@ def test_require_int_names_the_parameter():
 # ---- the real entry point ---------------------------------------------------------------------------------
 def test_entry_point_prints_one_line_and_exits_2(tmp_path):
     code = ("import sys; from flatminima.cli import main; "
-            f"sys.argv = ['flatminima', 'study', 'report', {str(tmp_path)!r}, '--n-boot', '-5']; main()")
+            f"sys.argv = ['flatminima', 'study', 'report', {str(tmp_path)!r}, '--samples', '-5']; main()")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert len(res.stderr.strip().splitlines()) == 1 and "--n-boot" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "--samples" in res.stderr
 
 
 # ---- train, curvature and landscape: every option checked before any data is loaded or model trained ---------

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distribut
 N, SIZES = 100, [35, 65]  # unequal shards; batch_size 32 gives 2 and 3 batches with partial last ones
 MEASURES = {
     "lambda_max": {"tol": 1e-6},
-    "trace": {"probes": 6},
+    "trace": {"samples": 6},
     "worst_case": {"rho": 0.05, "steps": 3, "restarts": 1},
 }
 

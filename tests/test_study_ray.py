@@ -14,7 +14,7 @@ SPEC = {
     "data": {"name": "mnist1d", "options": {"num_samples": 300, "seed": 3}, "shifts": "none"},
     "models": {"mlp": {"width": 8}},
     "recipe": {"lr": [0.03, 0.1], "batch_size": 32, "epochs": 3},
-    "measures": {"lambda_max": {}, "trace": {"method": "hutchinson", "probes": 6}},
+    "measures": {"lambda_max": {}, "trace": {"method": "hutchinson", "samples": 6}},
 }
 
 
