@@ -201,3 +201,11 @@ def test_unconverged_values_are_noted_and_marked_and_old_rows_still_load(tmp_pat
         marks = [r["unconverged"] for r in csv.DictReader(fh)]
     assert marks == ["lambda_max"] + [""] * 4 + ["lambda_max"] + [""] * 6
     assert "did not converge" in rep.html.read_text()
+
+
+def test_report_shows_progress_in_plain_lines_off_a_terminal(tmp_path, capsys):
+    rep = build_report(_make_store(tmp_path / "s"), n_boot=2000, progress=True)
+    err = capsys.readouterr().err
+    total = len(rep.table)
+    assert f"report (statistics and figures): {total}/{total} (100%)" in err
+    assert f"0/{total} (0%)" in err

@@ -87,7 +87,7 @@ def run_cmd(
             console.print(f"every run was already done in {result.folder}: its results are reused (give another "
                           "--out, or --retry-failed, to run again).")
     if report_:
-        rep = report(result.folder, n_boot=samples)
+        rep = report(result.folder, n_boot=samples, progress=progress and not json_out)
         if json_out:
             payload["report"] = str(rep.html)
         else:
@@ -141,6 +141,7 @@ def report_cmd(
     max_boot: int = typer.Option(64000, help="cap on the cluster-bootstrap resamples"),
     alpha: float = typer.Option(0.05, help="family-wise error rate of the Holm-adjusted verdicts"),
     seed: int = typer.Option(0, help="bootstrap seed"),
+    progress: bool = opt_progress(),
 ) -> None:
     """Write the HTML report, figures and CSV from the study store, and print the verdicts."""
     from ..study import report
@@ -150,7 +151,8 @@ def report_cmd(
     check_out_folder("--out", out)
     if not 0 < alpha < 1:
         raise FlatminimaError(f"--alpha must be in (0, 1), got {alpha!r}.")
-    _print_report(report(folder, out=out, n_boot=samples, max_boot=max_boot, alpha=alpha, seed=seed))
+    _print_report(report(folder, out=out, n_boot=samples, max_boot=max_boot, alpha=alpha, seed=seed,
+                         progress=progress))
 
 
 @study_app.command("repair")

@@ -25,6 +25,7 @@ import numpy as np
 from .. import statistics as st
 from ..errors import FlatminimaError
 from ..plotting import save_table
+from ..progress import progress_bar
 from ..store import Store, measure_record, recipe_label
 from . import figures
 from .html import render
@@ -129,6 +130,7 @@ def build_report(
     seed: int = 0,
     max_boot: int = 64000,
     alpha: float = 0.05,
+    progress: bool = False,
 ) -> Report:
     """Write ``report.html`` (self-contained), ``correlations.csv``, ``runs.csv``, ``run_quality.csv`` and
     ``figures/*.png|svg``.
@@ -136,7 +138,8 @@ def build_report(
     ``store`` is a :class:`flatminima.study.Store` or the study folder. ``n_boot`` is the *starting*
     number of cluster-bootstrap resamples; they double until no verdict is within Monte-Carlo error of
     changing, up to ``max_boot`` (see :func:`flatminima.statistics.correlation_table`). ``level`` is the
-    level of the unadjusted intervals; ``alpha`` the family-wise error rate of the Holm-adjusted verdicts.
+    level of the unadjusted intervals; ``alpha`` the family-wise error rate of the Holm-adjusted verdicts;
+    ``progress`` shows one step per measure × target (its statistics and scatter plot).
     """
     own = not isinstance(store, Store)
     store = Store(store, create=False, readonly=True) if own else store
@@ -202,7 +205,8 @@ def build_report(
             "Lower the target or raise the epoch cap, then rerun the missing configurations.",
         )
     else:
-        table, summary, figs = _correlations(used, axes, notes, method, out, n_boot, max_boot, level, alpha, seed)
+        table, summary, figs = _correlations(used, axes, notes, method, out, n_boot, max_boot, level, alpha, seed,
+                                             progress)
     out.mkdir(parents=True, exist_ok=True)
     csv_cols = list(table[0]) if table else ["measure", "target", "verdict"]
     csv = Path(save_table(out / "correlations.csv", {k: [r.get(k, math.nan) for r in table] for k in csv_cols}))
@@ -285,7 +289,7 @@ def _publish(tmp: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _correlations(used, axes, notes, method, out, n_boot, max_boot, level, alpha, seed):
+def _correlations(used, axes, notes, method, out, n_boot, max_boot, level, alpha, seed, progress=False):
     measures = sorted({k[2:] for r in used for k in r if k.startswith("m:")})
     targets = {}
     for key in TARGETS:
@@ -312,72 +316,74 @@ def _correlations(used, axes, notes, method, out, n_boot, max_boot, level, alpha
         )
     colour_axis, marker_axis = figures.pick_axes(used, axes)
     table, figs = [], []
-    for key in targets:
-        for m in measures:
-            c = res.cells[m, key]
-            ok = [i for i, r in enumerate(used) if r[key] is not None and r.get(f"m:{m}") is not None]
-            sub = [used[i] for i in ok]
-            if axes:
-                g = st.granulated_tau(sub, axes, f"m:{m}", key)
-                gd = st.granulated_tau_draws(sub, axes, f"m:{m}", key, res.weights, res.units[ok])
-                g_iv = st.percentile_interval(g["Psi"], gd, level, "cluster bootstrap (percentile)")
-                cmi = st.conditional_mi(sub, axes, f"m:{m}", key)
-            else:
-                g = {"Psi": math.nan, "psi": {}}
-                g_iv = st.Interval(math.nan, math.nan, math.nan, level)
-                cmi = {"score": math.nan, "set": None}
-            n_cfg = len({r["label"] for r in sub})
-            v = verdict(m, TARGETS[key], c["tau_adj"], n_cfg, g["Psi"], mc_k=st.MC_K,
-                        holm_stopped=c["holm_stopped"], what=f"configurations, {len(sub)} runs",
-                        baseline=m in BASELINES)
-            tau, adj, rho = c["tau"], c["tau_adj"], rhos[m, key]
-            table.append(
-                {
-                    "measure": m,
-                    "baseline": m in BASELINES,
-                    "target": key,
-                    "n": len(sub),
-                    "n_configs": n_cfg,
-                    "tau": tau.estimate,
-                    "tau_low": tau.low,
-                    "tau_high": tau.high,
-                    "tau_low_mc": tau.mc_low,
-                    "tau_high_mc": tau.mc_high,
-                    "adj_level": adj.level,
-                    "tau_adj_low": adj.low,
-                    "tau_adj_high": adj.high,
-                    "tau_adj_low_mc": adj.mc_low,
-                    "tau_adj_high_mc": adj.mc_high,
-                    "p": c["p"],
-                    "p_holm": c["p_holm"],
-                    "holm_step": c["step"],
-                    "rho": rho.estimate,
-                    "rho_low": rho.low,
-                    "rho_high": rho.high,
-                    "granulated_tau": g["Psi"],
-                    "granulated_low": g_iv.low,
-                    "granulated_high": g_iv.high,
-                    **{f"psi[{a}]": g["psi"].get(a, math.nan) for a in axes},
-                    "cmi": cmi["score"],
-                    "cmi_set": "{" + ", ".join(cmi["set"]) + "}" if cmi["set"] is not None else "",
-                    "resamples": res.resamples,
-                    "kind": v.kind,
-                    "verdict": v.headline,
-                    "text": v.text,
-                }
-            )
-            figs += figures.scatter(
-                sub,
-                f"m:{m}",
-                key,
-                colour_axis=colour_axis,
-                marker_axis=marker_axis,
-                xlabel=figures.measure_name(m),
-                ylabel=TARGETS[key].title,
-                title=f"{m} vs {key}: τ = {tau.estimate:+.2f} [{tau.low:+.2f}, {tau.high:+.2f}] "
-                f"({tau.level:.0%}, cluster bootstrap)",
-                stem=out / "figures" / f"scatter_{m}_{key}",
-            )
+    with progress_bar(len(targets) * len(measures), "report (statistics and figures)", enabled=progress) as advance:
+        for key in targets:
+            for m in measures:
+                c = res.cells[m, key]
+                ok = [i for i, r in enumerate(used) if r[key] is not None and r.get(f"m:{m}") is not None]
+                sub = [used[i] for i in ok]
+                if axes:
+                    g = st.granulated_tau(sub, axes, f"m:{m}", key)
+                    gd = st.granulated_tau_draws(sub, axes, f"m:{m}", key, res.weights, res.units[ok])
+                    g_iv = st.percentile_interval(g["Psi"], gd, level, "cluster bootstrap (percentile)")
+                    cmi = st.conditional_mi(sub, axes, f"m:{m}", key)
+                else:
+                    g = {"Psi": math.nan, "psi": {}}
+                    g_iv = st.Interval(math.nan, math.nan, math.nan, level)
+                    cmi = {"score": math.nan, "set": None}
+                n_cfg = len({r["label"] for r in sub})
+                v = verdict(m, TARGETS[key], c["tau_adj"], n_cfg, g["Psi"], mc_k=st.MC_K,
+                            holm_stopped=c["holm_stopped"], what=f"configurations, {len(sub)} runs",
+                            baseline=m in BASELINES)
+                tau, adj, rho = c["tau"], c["tau_adj"], rhos[m, key]
+                table.append(
+                    {
+                        "measure": m,
+                        "baseline": m in BASELINES,
+                        "target": key,
+                        "n": len(sub),
+                        "n_configs": n_cfg,
+                        "tau": tau.estimate,
+                        "tau_low": tau.low,
+                        "tau_high": tau.high,
+                        "tau_low_mc": tau.mc_low,
+                        "tau_high_mc": tau.mc_high,
+                        "adj_level": adj.level,
+                        "tau_adj_low": adj.low,
+                        "tau_adj_high": adj.high,
+                        "tau_adj_low_mc": adj.mc_low,
+                        "tau_adj_high_mc": adj.mc_high,
+                        "p": c["p"],
+                        "p_holm": c["p_holm"],
+                        "holm_step": c["step"],
+                        "rho": rho.estimate,
+                        "rho_low": rho.low,
+                        "rho_high": rho.high,
+                        "granulated_tau": g["Psi"],
+                        "granulated_low": g_iv.low,
+                        "granulated_high": g_iv.high,
+                        **{f"psi[{a}]": g["psi"].get(a, math.nan) for a in axes},
+                        "cmi": cmi["score"],
+                        "cmi_set": "{" + ", ".join(cmi["set"]) + "}" if cmi["set"] is not None else "",
+                        "resamples": res.resamples,
+                        "kind": v.kind,
+                        "verdict": v.headline,
+                        "text": v.text,
+                    }
+                )
+                figs += figures.scatter(
+                    sub,
+                    f"m:{m}",
+                    key,
+                    colour_axis=colour_axis,
+                    marker_axis=marker_axis,
+                    xlabel=figures.measure_name(m),
+                    ylabel=TARGETS[key].title,
+                    title=f"{m} vs {key}: τ = {tau.estimate:+.2f} [{tau.low:+.2f}, {tau.high:+.2f}] "
+                    f"({tau.level:.0%}, cluster bootstrap)",
+                    stem=out / "figures" / f"scatter_{m}_{key}",
+                )
+                advance()
     figs += figures.forest(table, stem=out / "figures" / "tau_forest")
     return table, _summary(table, res, targets, measures, level), figs
 
