@@ -318,3 +318,33 @@ def test_figures_name_their_model_and_the_path_ends(tmp_path, monkeypatch):
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert any(t.startswith("flat net") for t in legend) and any(t.startswith("sharp net") for t in legend)
     assert "flat net" not in ax.get_title()
+
+
+def test_workflows_take_a_device_and_pass_it_on(tmp_path, monkeypatch):
+    """single_figure, train_pair and connect_models hand ``device`` to fit and to every Objective they build."""
+    from flatminima.workflows import connect as connect_wf
+    from flatminima.workflows import figures
+    from flatminima.workflows.common import get_data
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 5)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    np.savez(tmp_path / "d.npz", x_train=x[:48], y_train=y[:48], x_test=x[48:], y_test=y[48:])
+    dataset = get_data(str(tmp_path / "d.npz"))
+    fits, objs = [], []
+    for module in (figures, connect_wf):
+        real_fit, real_obj = module.fit, module.Objective
+        monkeypatch.setattr(module, "fit", lambda *a, _f=real_fit, **kw: fits.append(kw.get("device")) or _f(*a, **kw))
+        monkeypatch.setattr(module, "Objective",
+                            lambda *a, _o=real_obj, **kw: objs.append(kw.get("device")) or _o(*a, **kw))
+    kw = dict(model_kw={"width": 4}, epochs=1, steps=3, progress=False, device="cpu")
+    summary = figures.single_figure(dataset, "interpolate", out=tmp_path / "i", test=False, **kw)
+    assert "interpolation" in summary["files"]
+    runs = figures.train_pair("mlp", dataset, small_batch=16, large_batch=48, epochs=1, progress=False,
+                              device="cpu", width=4)
+    assert all(next(r.model.parameters()).device.type == "cpu" for r in runs.values())
+    res = connect_wf.connect_models(dataset, tmp_path / "c", model_kw={"width": 4}, epochs=1, curve_epochs=1,
+                                    grid=3, plane_grid=0, progress=False, device="cpu")
+    assert res["result"] is not None
+    assert fits == ["cpu"] * 6, fits  # 2 (interpolate) + 2 (pair) + 2 (connect)
+    assert objs and all(d == "cpu" for d in objs), objs

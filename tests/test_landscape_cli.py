@@ -118,3 +118,31 @@ def test_paper_mode_pairs_models_at_a_matched_train_loss(tmp_path):
     bad_args[bad_args.index(str(out))] = str(tmp_path / "bad")
     bad = runner.invoke(app, bad_args)
     assert isinstance(bad.exception, FlatminimaError) and "target_train_loss" in str(bad.exception)
+
+
+def _slice_args(tmp_path, device, out):
+    return ["landscape", "--mode", "slice", "--dims", "1", "--kind", "random", "--data", _data(tmp_path),
+            "--model-arg", "width=6", "--epochs", "1", "--batch-size", "32", "--steps", "3", "--no-test",
+            "--device", device, "--out", str(out), "--json"]
+
+
+def test_device_cpu_and_auto_run(tmp_path, monkeypatch):
+    import flatminima.workflows.figures as figures
+
+    seen = []
+    real = figures.fit
+    monkeypatch.setattr(figures, "fit", lambda *a, **kw: seen.append(kw.get("device")) or real(*a, **kw))
+    for device in ("cpu", "auto"):
+        result = runner.invoke(app, _slice_args(tmp_path, device, tmp_path / device))
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / device / "slice1d_random.csv").exists()
+    # auto resolves to whatever this machine has; the workflow gets the resolved name, never "auto"
+    assert seen[0] == "cpu" and seen[1] in ("cpu", "cuda", "mps"), seen
+
+
+def test_cuda_without_cuda_is_refused_before_any_work(tmp_path):
+    if torch.cuda.is_available():
+        return
+    result = runner.invoke(app, _slice_args(tmp_path, "cuda", tmp_path / "cuda"))
+    assert isinstance(result.exception, FlatminimaError) and "CUDA is not available" in str(result.exception)
+    assert not (tmp_path / "cuda").exists()

@@ -78,7 +78,7 @@ def landscape(
         "and merged batches on the CPU"),
     log: bool = typer.Option(False, "--log", help="logarithmic loss axis / colour scale"),
     dtype: str = opt_dtype(),
-    device: str = opt_device("training and the grid (landscape computes on the CPU)"),
+    device: str = opt_device("training, checkpoint loading and the grid evaluation"),
     seed: int = opt_seed(0, "training and directions"),
     out: str | None = opt_out("landscape", "figures (PNG, SVG) and data (CSV, NPZ, JSON)"),
     progress: bool = opt_progress(),
@@ -95,9 +95,7 @@ def landscape(
     require_choice("--kind", kind, ("filter", "layer", "random", "hessian"))
     require_choice("--curve", curve, ("bezier", "polychain"))
     check_measure_options(dtype=dtype, device=device)
-    if resolve_device(device) != "cpu":
-        raise FlatminimaError(f"--device {device!r}: landscape trains and evaluates on the CPU for now; use "
-                              "--device cpu (curvature and sharpness run on GPUs).")
+    device = resolve_device(device)  # auto → cuda, mps or cpu; checked before any data is loaded
     if dims not in (1, 2):
         raise FlatminimaError(f"--dims must be 1 or 2, got {dims}.")
     for name, value in (("--epochs", epochs), ("--batch-size", batch_size), ("--large-batch", large_batch),
@@ -118,7 +116,7 @@ def landscape(
             epochs=epochs, batch_size=batch_size, lr=lr, curve=curve, curve_epochs=curve_epochs, curve_lr=curve_lr,
             optimizer=curve_optimizer, grid=steps, plane_grid=plane_steps, test=test,
             recompute_bn=True if recompute_bn else "auto", dtype=tdtype, log=log, progress=progress,
-            model_kw=model_kw,
+            model_kw=model_kw, device=device,
         )
         summary.pop("result")
         _report(summary, json_out)
@@ -140,6 +138,7 @@ def landscape(
             dtype=tdtype,
             progress=progress,
             target_train_loss=target_train_loss,
+            device=device,
             **model_kw,
         )
         _report(summary, json_out)
@@ -166,6 +165,7 @@ def landscape(
         out=out,
         progress=progress,
         model_kw=model_kw,
+        device=device,
     )
     summary = figures.single_figure(dataset, mode, **kw)
     _report(summary, json_out)

@@ -172,7 +172,7 @@ def _pca(obj: Objective, snapshots: Any, n: int, origin: torch.Tensor | None) ->
         )
     origin = snaps[-1] if origin is None else origin
     origin = _flat(obj, origin, "origin")
-    M = (snaps.to(torch.float64) - origin.detach().cpu().to(torch.float64)).numpy()
+    M = (snaps.detach().cpu().to(torch.float64) - origin.detach().cpu().to(torch.float64)).numpy()
     if not np.any(M):
         raise FlatminimaError("the snapshots all equal the origin; PCA needs a trajectory that moves.")
     if n > min(M.shape):

@@ -46,10 +46,12 @@ def connect_models(
     log: bool = False,
     progress: bool = True,
     model_kw: dict | None = None,
+    device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
     """What ``flatminima landscape --mode connect`` does: two solutions (the checkpoints given, or the model
     trained from ``seed`` and ``seed_b``, default ``seed + 1``), the trained curve between them and its
-    figures in ``out``. Returns a summary (barriers, files, cost)."""
+    figures in ``out``. Returns a summary (barriers, files, cost). ``device``: where the two models train (or
+    their checkpoints are loaded) and the curve is trained and evaluated (both Objectives are built there)."""
     model_kw = model_kw or {}
     seed_b = seed + 1 if seed_b is None else seed_b
     if seed_b == seed and not (checkpoint and checkpoint_b):
@@ -59,13 +61,15 @@ def connect_models(
         torch.manual_seed(s)
         net = build(model, dataset.input_shape, dataset.num_classes, **model_kw)
         if ckpt:
-            load_checkpoint(ckpt, net)
+            load_checkpoint(ckpt, net)  # read onto the CPU (map_location), then moved
+            net.to(device)
         else:
-            fit(net, dataset.train, Recipe(batch_size=batch_size, epochs=epochs, lr=lr, seed=s), progress=progress)
+            fit(net, dataset.train, Recipe(batch_size=batch_size, epochs=epochs, lr=lr, seed=s), progress=progress,
+                device=device)
         return net.eval()
 
     net_a, net_b = get(checkpoint, seed), get(checkpoint_b, seed_b)
-    kw = {"dtype": dtype} if dtype is not None else {}
+    kw: dict[str, Any] = {"device": device} | ({"dtype": dtype} if dtype is not None else {})
     train = Objective(net_a, "cross_entropy", dataset.train, **kw)
     test_obj = Objective(net_a, "cross_entropy", dataset.test, **kw) if test and dataset.test is not None else None
     sources = {"a": checkpoint or f"trained, seed {seed}", "b": checkpoint_b or f"trained, seed {seed_b}"}

@@ -33,13 +33,16 @@ from ..models import build
 from ..objective import Objective
 from ..train import Recipe, TrainResult, evaluate, fit, make_recipe
 
+Device = str | torch.device
+
 __all__ = ["paper_figures", "single_figure", "train_pair"]
 
 
-def _train(model: str, dataset: Dataset, recipe: Recipe, progress: bool, **model_kw: Any) -> TrainResult:
+def _train(model: str, dataset: Dataset, recipe: Recipe, progress: bool, device: Device = "cpu",
+           **model_kw: Any) -> TrainResult:
     torch.manual_seed(recipe.seed)  # same initial weights for every batch size: only the batch size differs
-    net = build(model, dataset.input_shape, dataset.num_classes, **model_kw)
-    return fit(net, dataset.train, recipe, progress=progress)
+    net = build(model, dataset.input_shape, dataset.num_classes, **model_kw)  # built on the CPU: same init
+    return fit(net, dataset.train, recipe, progress=progress, device=device)
 
 
 def train_pair(
@@ -53,24 +56,26 @@ def train_pair(
     seed: int = 0,
     progress: bool = True,
     target_train_loss: float | None = None,
+    device: Device = "cpu",
     **model_kw: Any,
 ) -> dict[str, TrainResult]:
     """Train the same model from the same initialisation with a small and a large batch size.
 
     With ``target_train_loss`` each run stops at the first epoch whose exact train loss is ≤ the target
-    (``epochs`` is then the cap), so the pair is compared at a matched training loss."""
+    (``epochs`` is then the cap), so the pair is compared at a matched training loss. ``device``: where both
+    train (:func:`flatminima.train.fit`); the initial weights are drawn on the CPU either way."""
     require_positive_int("small_batch", small_batch)
     require_positive_int("large_batch", large_batch)
     out = {}
     for name, bs in (("small-batch", small_batch), ("large-batch", large_batch)):
         recipe = make_recipe(batch_size=bs, epochs=epochs, lr=lr, seed=seed, target_train_loss=target_train_loss)
-        out[name] = _train(model, dataset, recipe, progress, **model_kw)
+        out[name] = _train(model, dataset, recipe, progress, device, **model_kw)
     return out
 
 
-def _fit_stats(run: TrainResult, dataset: Dataset) -> dict[str, float]:
+def _fit_stats(run: TrainResult, dataset: Dataset, device: Device = "cpu") -> dict[str, float]:
     """The trained model's exact train loss and accuracy (eval mode, all training data)."""
-    ev = evaluate(run.model, dataset.train)
+    ev = evaluate(run.model, dataset.train, device=device)
     acc = ev.get("accuracy", float("nan"))
     return {"exact_train_loss": ev["loss"], "exact_train_accuracy": acc, "epochs": run.epochs_run}
 
@@ -92,10 +97,11 @@ def _pairing_note(runs: dict[str, TrainResult], stats: dict[str, dict], target: 
     return False, f"NOT matched at train loss ({losses}): both trained {epochs} epochs"
 
 
-def _objectives(net: nn.Module, dataset: Dataset, dtype: torch.dtype) -> tuple[Objective, Objective]:
+def _objectives(net: nn.Module, dataset: Dataset, dtype: torch.dtype,
+                device: Device = "cpu") -> tuple[Objective, Objective]:
     return (
-        Objective(net, "cross_entropy", dataset.train, dtype=dtype),
-        Objective(net, "cross_entropy", dataset.test, dtype=dtype),
+        Objective(net, "cross_entropy", dataset.train, dtype=dtype, device=device),
+        Objective(net, "cross_entropy", dataset.test, dtype=dtype, device=device),
     )
 
 
@@ -116,13 +122,15 @@ def paper_figures(
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
     target_train_loss: float | None = None,
+    device: Device = "cpu",
     **model_kw: Any,
 ) -> dict[str, Any]:
     """Draw the four standard landscape figures into ``out`` and return a summary with every file written.
 
     ``target_train_loss``: train both models to this exact train loss (``epochs`` is the cap) so they are
     compared at a matched loss; without it both train ``epochs`` epochs and the figures say they are not
-    matched. Each figure states each model's train loss and accuracy."""
+    matched. Each figure states each model's train loss and accuracy. ``device``: where the models train and
+    the grids are evaluated (every Objective is built there); the values come back to the CPU for plotting."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     runs = train_pair(
@@ -135,9 +143,10 @@ def paper_figures(
         seed=seed,
         progress=progress,
         target_train_loss=target_train_loss,
+        device=device,
         **model_kw,
     )
-    stats = {name: _fit_stats(run, dataset) for name, run in runs.items()}
+    stats = {name: _fit_stats(run, dataset, device) for name, run in runs.items()}
     matched, note = _pairing_note(runs, stats, target_train_loss)
     desc = {name: _describe(name, run_batch(name, small_batch, large_batch), stats[name]) for name in runs}
     common = {"model": model, "data": dataset.name, "note": note}
@@ -145,7 +154,7 @@ def paper_figures(
     curves: list[Surface] = []
     objs = {}
     for name, run in runs.items():
-        train, test = objs[name] = _objectives(run.model, dataset, dtype)
+        train, test = objs[name] = _objectives(run.model, dataset, dtype, device)
         d = directions(train, "filter", 1, seed=seed)
         curves.append(
             slice_1d(
@@ -230,17 +239,19 @@ def run_batch(name: str, small: int, large: int) -> int:
 
 
 def _model_from(
-    model: str, dataset: Dataset, checkpoint: str | None, recipe: Recipe, progress: bool, **model_kw: Any
+    model: str, dataset: Dataset, checkpoint: str | None, recipe: Recipe, progress: bool, device: Device = "cpu",
+    **model_kw: Any,
 ) -> tuple[nn.Module, TrainResult | None]:
-    """A user's checkpoint loaded into ``model``, or the model trained with ``recipe`` (with snapshots)."""
+    """A user's checkpoint loaded into ``model`` and moved to ``device``, or the model trained there with
+    ``recipe`` (with snapshots)."""
     from ..train import load_checkpoint
 
     if checkpoint:
         torch.manual_seed(recipe.seed)
         net = build(model, dataset.input_shape, dataset.num_classes, **model_kw)
-        load_checkpoint(checkpoint, net)
-        return net.eval(), None
-    run = _train(model, dataset, recipe, progress, **model_kw)
+        load_checkpoint(checkpoint, net)  # read onto the CPU (map_location), then moved
+        return net.to(device).eval(), None
+    run = _train(model, dataset, recipe, progress, device, **model_kw)
     return run.model, run
 
 
@@ -269,8 +280,11 @@ def single_figure(
     out: str | Path = "landscape",
     progress: bool = True,
     model_kw: dict | None = None,
+    device: Device = "cpu",
 ) -> dict[str, Any]:
-    """One figure (``mode`` = ``slice`` | ``pca`` | ``interpolate``) for a trained or checkpointed model."""
+    """One figure (``mode`` = ``slice`` | ``pca`` | ``interpolate``) for a trained or checkpointed model.
+
+    ``device``: where the model trains (or its checkpoint is loaded) and the grid is evaluated."""
     from ..errors import FlatminimaError, require_choice
 
     require_choice("mode", mode, ["slice", "pca", "interpolate"])
@@ -281,11 +295,11 @@ def single_figure(
     if mode == "pca" and checkpoint:
         raise FlatminimaError("--mode pca needs the training trajectory: train here (drop --checkpoint).")
     model_kw = model_kw or {}
-    net, run = _model_from(model, dataset, checkpoint, recipe, progress, **model_kw)
-    train, test_obj = _objectives(net, dataset, dtype)
+    net, run = _model_from(model, dataset, checkpoint, recipe, progress, device, **model_kw)
+    train, test_obj = _objectives(net, dataset, dtype, device)
     test_obj = test_obj if test else None
     common = {"model": model, "data": dataset.name}
-    ev = evaluate(net, dataset.train)
+    ev = evaluate(net, dataset.train, device=device)
     who = f"{model} ({'checkpoint ' + Path(checkpoint).name if checkpoint else f'trained, batch {batch_size}'})"
     label = f"{who}: train loss {ev['loss']:.3g}, acc {ev.get('accuracy', float('nan')):.3f}"
     if mode == "slice":
@@ -319,7 +333,7 @@ def single_figure(
         name = "pca_contour"
     else:
         if checkpoint_b:
-            net_b, _ = _model_from(model, dataset, checkpoint_b, recipe, progress, **model_kw)
+            net_b, _ = _model_from(model, dataset, checkpoint_b, recipe, progress, device, **model_kw)
         else:
             net_b, _ = _model_from(
                 model,
@@ -327,9 +341,10 @@ def single_figure(
                 None,
                 recipe.model_copy(update={"batch_size": large_batch}),
                 progress,
+                device,
                 **model_kw,
             )
-        theta_b = Objective(net_b, "cross_entropy", dataset.train, dtype=dtype).params
+        theta_b = Objective(net_b, "cross_entropy", dataset.train, dtype=dtype, device=device).params
         surf = interpolate(
             train,
             train.params,
