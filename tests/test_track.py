@@ -148,13 +148,9 @@ def test_tensorboard(tmp_path):
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
 
 
-def test_lightning_callback():
-    pytest.importorskip("lightning")
-    import lightning.pytorch as pl
 
-    from flatminima.integrations.lightning import FlatminimaCallback
-
-    model, X, y = _setup()
+def _lightning_module(pl, model):
+    """A LightningModule class around ``model``: cross-entropy, SGD at lr 0.5 (the callbacks' tests share it)."""
 
     class Module(pl.LightningModule):
         def __init__(self):
@@ -169,6 +165,18 @@ def test_lightning_callback():
 
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.5)
+
+    return Module
+
+def test_lightning_callback():
+    pytest.importorskip("lightning")
+    import lightning.pytorch as pl
+
+    from flatminima.integrations.lightning import FlatminimaCallback
+
+    model, X, y = _setup()
+
+    Module = _lightning_module(pl, model)
 
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=20)
     callback = FlatminimaCallback((X, y), loss="cross_entropy", measures=["loss"], every=2)
@@ -331,19 +339,7 @@ def test_lightning_callback_logs_through_the_trainers_logger(tmp_path):
 
     model, X, y = _setup()
 
-    class Module(pl.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.net = model
-
-        def forward(self, x):
-            return self.net(x)
-
-        def training_step(self, batch, batch_idx):
-            return nn.functional.cross_entropy(self(batch[0]), batch[1])
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.5)
+    Module = _lightning_module(pl, model)
 
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=20)
     callback = FlatminimaCallback((X, y), loss="cross_entropy", measures=["loss"], every=2, run="mine")
