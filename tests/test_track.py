@@ -149,8 +149,9 @@ def test_tensorboard(tmp_path):
 
 
 
-def _lightning_module(pl, model):
-    """A LightningModule class around ``model``: cross-entropy, SGD at lr 0.5 (the callbacks' tests share it)."""
+def _lightning_module(pl, model, **sgd):
+    """A LightningModule class around ``model``: cross-entropy and SGD (lr 0.5 unless ``sgd`` says otherwise)."""
+    sgd = {"lr": 0.5, **sgd}
 
     class Module(pl.LightningModule):
         def __init__(self):
@@ -164,7 +165,7 @@ def _lightning_module(pl, model):
             return nn.functional.cross_entropy(self(batch[0]), batch[1])
 
         def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.5)
+            return torch.optim.SGD(self.parameters(), **sgd)
 
     return Module
 
@@ -240,21 +241,7 @@ def test_sharpness_monitor_in_lightning_and_huggingface_callbacks():
 
     from flatminima.integrations.lightning import FlatminimaCallback
 
-    class Module(pl.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.net = model
-
-        def forward(self, x):
-            return self.net(x)
-
-        def training_step(self, batch, batch_idx):
-            return nn.functional.cross_entropy(self(batch[0]), batch[1])
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.25, momentum=0.5)
-
-    module = Module()
+    module = _lightning_module(pl, model, lr=0.25, momentum=0.5)()
     callback = FlatminimaCallback(tracker=SharpnessMonitor(module, (X, y), loss="cross_entropy", every=2))
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=20)
     pl.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
