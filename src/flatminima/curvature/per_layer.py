@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import fnmatch
 import math
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from ..objective import Cost, Objective
 from ..progress import progress_bar
 from ..results import Estimate, reject_unknown, renamed
 from .lanczos import eigenvalues
+from .results import deprecated_alias
 from .trace import METHODS, trace
 
 __all__ = ["GROUPS", "LayerCurvature", "PerLayerResult", "blocks_of", "per_layer"]
@@ -82,12 +82,7 @@ class PerLayerResult:
     cost: Cost = field(default_factory=Cost)
     meta: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def probes(self) -> int:
-        """Deprecated name of :attr:`samples`."""
-        warnings.warn("PerLayerResult.probes is deprecated; use PerLayerResult.samples.", DeprecationWarning,
-                      stacklevel=2)
-        return self.samples
+    probes = deprecated_alias("probes", "samples")
 
     @property
     def estimate(self) -> Estimate:

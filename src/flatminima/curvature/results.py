@@ -14,6 +14,23 @@ from ..objective import Cost
 from ..results import Estimate
 
 
+def deprecated_alias(old: str, new: str, *, note: str = "") -> property:
+    """A read-only property ``old`` standing for the renamed attribute ``new``.
+
+    Reading it warns ``"<Class>.<old> is deprecated; use <Class>.<new>."`` (with `` (note)`` before the
+    full stop when ``note`` is given) as a DeprecationWarning blamed on the reader, and returns ``new``.
+    """
+
+    def get(self: Any) -> Any:
+        cls = type(self).__name__
+        extra = f" ({note})" if note else ""
+        warnings.warn(f"{cls}.{old} is deprecated; use {cls}.{new}{extra}.", DeprecationWarning, stacklevel=2)
+        return getattr(self, new)
+
+    get.__doc__ = f"Deprecated name of :attr:`{new}`."
+    return property(get)
+
+
 @dataclass
 class EigenResult:
     """Eigenpairs of the curvature operator.
@@ -53,12 +70,8 @@ class EigenResult:
     def all_converged(self) -> bool:
         return bool(self.converged.all())
 
-    @property
-    def estimates(self) -> torch.Tensor | None:
-        """Deprecated name of :attr:`recurrence_residuals`."""
-        warnings.warn("EigenResult.estimates is deprecated; use EigenResult.recurrence_residuals (the Estimates "
-                      "of the eigenvalues are EigenResult.eigenvalue_estimates).", DeprecationWarning, stacklevel=2)
-        return self.recurrence_residuals
+    estimates = deprecated_alias("estimates", "recurrence_residuals",
+                                 note="the Estimates of the eigenvalues are EigenResult.eigenvalue_estimates")
 
     @property
     def eigenvalue_estimates(self) -> list[Estimate]:
@@ -93,12 +106,7 @@ class TraceResult:
     mode: str
     cost: Cost = field(default_factory=Cost)
 
-    @property
-    def probes(self) -> int:
-        """Deprecated name of :attr:`samples`."""
-        warnings.warn("TraceResult.probes is deprecated; use TraceResult.samples.", DeprecationWarning,
-                      stacklevel=2)
-        return self.samples
+    probes = deprecated_alias("probes", "samples")
 
     @property
     def estimate(self) -> Estimate:
@@ -141,12 +149,7 @@ class DensityResult:
         return _plain(asdict(self) | {"cost": self.cost.to_dict(),
                                        "negative_mass_estimate": self.negative_mass_estimate.to_dict()})
 
-    @property
-    def probes(self) -> int:
-        """Deprecated name of :attr:`samples`."""
-        warnings.warn("DensityResult.probes is deprecated; use DensityResult.samples.", DeprecationWarning,
-                      stacklevel=2)
-        return self.samples
+    probes = deprecated_alias("probes", "samples")
 
     @property
     def negative_mass_estimate(self) -> Estimate:
