@@ -63,14 +63,14 @@ def test_curve_formulas():
 def test_permuted_copies_line_has_barrier_curve_has_none(permuted_pair, tmp_path):
     obj, a, b = permuted_pair
     assert obj.loss(a) == pytest.approx(obj.loss(b), rel=1e-12)  # the same function
-    res = connect(obj, a, b, "bezier", epochs=40, batch_size=50, lr=0.05, grid=21, plane_grid=9, progress=False,
+    res = connect(obj, a, b, "bezier", epochs=40, batch_size=50, lr=0.05, steps=21, plane_steps=9, progress=False,
                   seed=0)
     line, curve = res.line_barrier["train_loss"]["height"], res.barrier["train_loss"]["height"]
     assert line > 0.3  # averaging unmatched hidden units destroys the function (loss at A: ~0.007)
     assert curve < 0.02 and curve < 0.04 * line
     assert res.barrier["train_error"]["height"] <= 0.02
     # the straight line reported is interpolate's own
-    ref = interpolate(obj, a, b, grid=21, progress=False)
+    ref = interpolate(obj, a, b, steps=21, progress=False)
     np.testing.assert_allclose(res.line.values["train_loss"], ref.values["train_loss"])
     # barrier_max: above the higher end
     assert res.barrier["train_loss"]["max_height"] == pytest.approx(
@@ -88,11 +88,11 @@ def test_permuted_copies_line_has_barrier_curve_has_none(permuted_pair, tmp_path
 
 def test_polychain_and_seed_reproducibility(permuted_pair):
     obj, a, b = permuted_pair
-    r1 = connect(obj, a, b, "polychain", epochs=40, batch_size=50, lr=0.05, grid=11, plane_grid=0, progress=False)
+    r1 = connect(obj, a, b, "polychain", epochs=40, batch_size=50, lr=0.05, steps=11, plane_steps=0, progress=False)
     assert r1.barrier["train_loss"]["height"] < 0.1 * r1.line_barrier["train_loss"]["height"]
-    r2 = connect(obj, a, b, "polychain", epochs=40, batch_size=50, lr=0.05, grid=11, plane_grid=0, progress=False)
+    r2 = connect(obj, a, b, "polychain", epochs=40, batch_size=50, lr=0.05, steps=11, plane_steps=0, progress=False)
     torch.testing.assert_close(r1.theta_c, r2.theta_c)
-    r3 = connect(obj, a, b, "polychain", epochs=2, grid=11, plane_grid=0, progress=False, seed=5)
+    r3 = connect(obj, a, b, "polychain", epochs=2, steps=11, plane_steps=0, progress=False, seed=5)
     assert not torch.equal(r1.theta_c, r3.theta_c)
 
 
@@ -112,9 +112,9 @@ def test_batchnorm_is_recomputed_along_the_curve():
         nets.append(net.eval())
     obj = Objective(nets[0], "cross_entropy", (x, y), batch_size=40)
     b = obj.replace(model=nets[1]).params
-    res = connect(obj, obj.params, b, epochs=3, batch_size=40, grid=5, plane_grid=3, progress=False)
+    res = connect(obj, obj.params, b, epochs=3, batch_size=40, steps=5, plane_steps=3, progress=False)
     assert res.meta["recompute_bn"] is True
-    ref = interpolate(obj, obj.params, b, grid=5, recompute_bn=True, progress=False)
+    ref = interpolate(obj, obj.params, b, steps=5, recompute_bn=True, progress=False)
     np.testing.assert_allclose(res.line.values["train_loss"], ref.values["train_loss"])
     # at t = 0 the curve is θ_a with recomputed statistics, the same point as the line's start
     assert res.values["train_loss"][0] == pytest.approx(ref.values["train_loss"][0], rel=1e-10)

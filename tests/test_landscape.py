@@ -197,7 +197,7 @@ def test_barrier_definition():
 def test_interpolate_matches_closed_form_and_barrier():
     obj, A, b, x0 = _quadratic(seed=4)
     xa, xb = np.zeros(4), np.ones(4) * 2
-    surf = interpolate(obj, torch.tensor(xa), torch.tensor(xb), grid=6, span=(-0.5, 1.5), progress=False)
+    surf = interpolate(obj, torch.tensor(xa), torch.tensor(xb), steps=6, span=(-0.5, 1.5), progress=False)
     t = surf.axes[0]
     assert 0.0 in t and 1.0 in t
     closed = np.array([_closed(A, b, (1 - s) * xa + s * xb) for s in t])
@@ -213,7 +213,7 @@ def test_interpolate_recomputes_batchnorm_statistics_exactly():
     net_a, net_b = _mlp(bn=True, seed=0), _mlp(bn=True, seed=1)
     obj = Objective(net_a, "cross_entropy", (X, y), batch_size=40)  # one batch: cumulative mean = data mean
     theta_b = Objective(net_b, "cross_entropy", (X, y)).params
-    surf = interpolate(obj, obj.params, theta_b, grid=3, recompute_bn=True, progress=False)
+    surf = interpolate(obj, obj.params, theta_b, steps=3, recompute_bn=True, progress=False)
     for t, got in zip(surf.axes[0], surf.loss, strict=True):
         model = obj.model_at((1 - t) * obj.params + t * theta_b)
         with torch.no_grad():
@@ -222,7 +222,7 @@ def test_interpolate_recomputes_batchnorm_statistics_exactly():
             model[1].running_var.copy_(h.var(0, unbiased=True))
             want = nn.functional.cross_entropy(model.eval()(X), y).item()
         assert got == pytest.approx(want, rel=1e-10)
-    plain = interpolate(obj, obj.params, theta_b, grid=3, progress=False)
+    plain = interpolate(obj, obj.params, theta_b, steps=3, progress=False)
     assert not np.allclose(plain.loss[1], surf.loss[1])  # stale statistics give another number midway
     assert surf.meta["recompute_bn"] is True
     # Per point: one pass for the statistics, one for loss and accuracy together.
@@ -344,7 +344,7 @@ def test_workflows_take_a_device_and_pass_it_on(tmp_path, monkeypatch):
                               device="cpu", width=4)
     assert all(next(r.model.parameters()).device.type == "cpu" for r in runs.values())
     res = connect_wf.connect_models(dataset, tmp_path / "c", model_kw={"width": 4}, epochs=1, curve_epochs=1,
-                                    grid=3, plane_grid=0, progress=False, device="cpu")
+                                    steps=3, plane_steps=0, progress=False, device="cpu")
     assert res["result"] is not None
     assert fits == ["cpu"] * 6, fits  # 2 (interpolate) + 2 (pair) + 2 (connect)
     assert objs and all(d == "cpu" for d in objs), objs

@@ -114,7 +114,7 @@ def landscape(
         summary = connect_models(
             dataset, out, model=model, checkpoint=checkpoint, checkpoint_b=checkpoint_b, seed=seed, seed_b=seed_b,
             epochs=epochs, batch_size=batch_size, lr=lr, curve=curve, curve_epochs=curve_epochs, curve_lr=curve_lr,
-            optimizer=curve_optimizer, grid=steps, plane_grid=plane_steps, test=test,
+            optimizer=curve_optimizer, steps=steps, plane_steps=plane_steps, test=test,
             recompute_bn=True if recompute_bn else "auto", dtype=tdtype, log=log, progress=progress,
             model_kw=model_kw, device=device,
         )

@@ -47,6 +47,7 @@ from ..jsonable import json_default
 from ..objective import Cost, Objective
 from ..plotting import plt, save_figure, save_table
 from ..progress import progress_bar
+from ..results import reject_unknown, renamed
 from .evaluate import evaluate_points
 from .interpolation import barrier, interpolate
 from .surface import Surface
@@ -348,8 +349,8 @@ def connect(
     lr: float = 1e-2,
     momentum: float = 0.9,
     weight_decay: float = 0.0,
-    grid: int = 41,
-    plane_grid: int = 31,
+    steps: int = 41,
+    plane_steps: int = 31,
     plane_margin: float = 0.25,
     recompute_bn: bool | str = "auto",
     theta_c: Any = None,
@@ -357,6 +358,7 @@ def connect(
     seed: int = 0,
     progress: bool = True,
     meta: dict | None = None,
+    **deprecated: Any,
 ) -> Connection:
     """Train the control point θ_c of a ``curve`` (``"bezier"`` or ``"polychain"``) from θ_a to θ_b and
     measure loss and accuracy along it, next to the straight line (module doc for the curves, the training
@@ -368,21 +370,25 @@ def connect(
     Training: ``epochs`` passes over ``obj``'s data in shuffled mini-batches of ``batch_size`` rows, one
     t ~ U(0, 1) per step, ``optimizer`` ``"adam"`` or ``"sgd"`` (with ``momentum``) at ``lr``, constant.
     ``theta_c``: the starting control point (default the midpoint, i.e. the straight line).
-    ``grid``: points in t ∈ [0, 1] along each path; ``plane_grid``: points per axis of the plane
-    (0 skips the plane), which extends ``plane_margin`` × ‖θ_b − θ_a‖ beyond the three points.
+    ``steps``: points in t ∈ [0, 1] along each path; ``plane_steps``: points per axis of the plane
+    (0 skips the plane), which extends ``plane_margin`` × ‖θ_b − θ_a‖ beyond the three points
+    (``grid=`` and ``plane_grid=`` are the deprecated names of ``steps`` and ``plane_steps``).
     ``recompute_bn``: ``"auto"`` (when the model has BatchNorm), True or False. ``seed`` fixes the
     mini-batch order and the t drawn. The cost is that of every objective involved.
     """
+    steps = renamed(deprecated, "grid", "steps", steps, where="connect", default=41)
+    plane_steps = renamed(deprecated, "plane_grid", "plane_steps", plane_steps, where="connect", default=31)
+    reject_unknown(deprecated, "connect")
     require_choice("curve", curve, CURVES)
     require_choice("optimizer", optimizer, OPTIMIZERS)
     require_positive_int("epochs", epochs)
     require_positive_int("batch_size", batch_size)
     require_positive("lr", lr)
-    require_positive_int("grid", grid)
-    if grid < 3:
-        raise FlatminimaError(f"grid must be >= 3 points along t (0, something inside, 1), got {grid}.")
-    if isinstance(plane_grid, bool) or not isinstance(plane_grid, int) or plane_grid < 0 or plane_grid == 1:
-        raise FlatminimaError(f"plane_grid must be 0 (no plane) or an int >= 2, got {plane_grid!r}.")
+    require_positive_int("steps", steps)
+    if steps < 3:
+        raise FlatminimaError(f"steps must be >= 3 points along t (0, something inside, 1), got {steps}.")
+    if isinstance(plane_steps, bool) or not isinstance(plane_steps, int) or plane_steps < 0 or plane_steps == 1:
+        raise FlatminimaError(f"plane_steps must be 0 (no plane) or an int >= 2, got {plane_steps!r}.")
     if not obj.has_outputs:
         raise FlatminimaError("connect needs an Objective built with `loss=` (batches (inputs, targets)): the "
                               "curve is trained on model outputs and accuracy is reported along it.")
@@ -435,7 +441,7 @@ def connect(
     c = c.detach()
 
     # ------------------------------------------------------------------ evaluate both paths
-    line = interpolate(obj, a, b, grid=grid, test=test, recompute_bn=recompute_bn, memory_mb=memory_mb,
+    line = interpolate(obj, a, b, steps=steps, test=test, recompute_bn=recompute_bn, memory_mb=memory_mb,
                        progress=progress, label="straight line", meta=info)
     t_grid = np.asarray(line.axes[0], dtype=float)
     ev = _Evaluator(obj, test, recompute_bn, memory_mb)
@@ -444,15 +450,15 @@ def connect(
 
     # ------------------------------------------------------------------ the plane through θ_a, θ_b, θ_c
     plane = None
-    if plane_grid:
-        plane = _plane(ev, a, b, c, thetas, t_grid, plane_grid, plane_margin, seed, progress)
+    if plane_steps:
+        plane = _plane(ev, a, b, c, thetas, t_grid, plane_steps, plane_margin, seed, progress)
 
     cost = (obj.cost - start_cost[0]) + ev.extra + (train_obj.cost if train_obj is not obj else Cost())
     if test is not None:
         cost = cost + (test.cost - start_cost[1])
     cost.seconds = time.perf_counter() - start_time
     info |= {"recompute_bn": recompute_bn, "train_mode_batchnorm": has_bn, "epochs": epochs,
-             "batch_size": batch_size, "optimizer": optimizer, "lr": lr, "seed": seed, "grid": grid,
+             "batch_size": batch_size, "optimizer": optimizer, "lr": lr, "seed": seed, "steps": steps,
              "distance_ab": float(torch.linalg.vector_norm(b - a)),
              "distance_c_to_midpoint": float(torch.linalg.vector_norm(c - (a + b) / 2)),
              "barrier_definition": BARRIER_DEFINITION}

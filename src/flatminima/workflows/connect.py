@@ -16,6 +16,7 @@ from ..errors import FlatminimaError
 from ..landscape import connect
 from ..models import build
 from ..objective import Objective
+from ..results import reject_unknown, renamed
 from ..train import Recipe, fit, load_checkpoint
 
 __all__ = ["connect_models"]
@@ -38,8 +39,8 @@ def connect_models(
     curve_lr: float = 1e-2,
     curve_batch_size: int = 64,
     optimizer: str = "adam",
-    grid: int = 41,
-    plane_grid: int = 31,
+    steps: int = 41,
+    plane_steps: int = 31,
     test: bool = True,
     recompute_bn: bool | str = "auto",
     dtype: Any = None,
@@ -47,11 +48,17 @@ def connect_models(
     progress: bool = True,
     model_kw: dict | None = None,
     device: str | torch.device = "cpu",
+    **deprecated: Any,
 ) -> dict[str, Any]:
     """What ``flatminima landscape --mode connect`` does: two solutions (the checkpoints given, or the model
     trained from ``seed`` and ``seed_b``, default ``seed + 1``), the trained curve between them and its
     figures in ``out``. Returns a summary (barriers, files, cost). ``device``: where the two models train (or
-    their checkpoints are loaded) and the curve is trained and evaluated (both Objectives are built there)."""
+    their checkpoints are loaded) and the curve is trained and evaluated (both Objectives are built there).
+    ``steps``/``plane_steps``: points along each path and per axis of the plane (``grid=``/``plane_grid=``
+    are their deprecated names)."""
+    steps = renamed(deprecated, "grid", "steps", steps, where="connect_models", default=41)
+    plane_steps = renamed(deprecated, "plane_grid", "plane_steps", plane_steps, where="connect_models", default=31)
+    reject_unknown(deprecated, "connect_models")
     model_kw = model_kw or {}
     seed_b = seed + 1 if seed_b is None else seed_b
     if seed_b == seed and not (checkpoint and checkpoint_b):
@@ -74,7 +81,7 @@ def connect_models(
     test_obj = Objective(net_a, "cross_entropy", dataset.test, **kw) if test and dataset.test is not None else None
     sources = {"a": checkpoint or f"trained, seed {seed}", "b": checkpoint_b or f"trained, seed {seed_b}"}
     res = connect(train, train.params, train.replace(model=net_b).params, curve, test=test_obj, epochs=curve_epochs,
-                  batch_size=curve_batch_size, optimizer=optimizer, lr=curve_lr, grid=grid, plane_grid=plane_grid,
+                  batch_size=curve_batch_size, optimizer=optimizer, lr=curve_lr, steps=steps, plane_steps=plane_steps,
                   recompute_bn=recompute_bn, seed=seed, progress=progress,
                   meta={"model": model, "data": getattr(dataset, "name", ""), "sources": sources})
     files = res.plot(Path(out) / f"connect_{curve}", log=log)
