@@ -145,36 +145,27 @@ def golf_course(
     return Landscape("golf_course", f, x0, {"minimum": centres.tolist()}, f"{holes} holes of width {width}")
 
 
+def _saddle_at_origin(name: str, f: Fn, start: list[float], info: str) -> Landscape:
+    """A 2-D landscape whose known critical point is one saddle at the origin, started at ``start``."""
+    return Landscape(name, f, torch.tensor(start, dtype=torch.float64), {"saddle": [[0.0, 0.0]]}, info)
+
+
 def saddle() -> Landscape:
     """Strict saddle f = ½(x² − y²): Hessian diag(1, −1)."""
-    return Landscape(
-        "saddle",
-        lambda x: 0.5 * (x[..., 0] ** 2 - x[..., 1] ** 2),
-        torch.tensor([1.0, 1e-3], dtype=torch.float64),
-        {"saddle": [[0.0, 0.0]]},
-        "½(x² − y²)",
-    )
+    return _saddle_at_origin("saddle", lambda x: 0.5 * (x[..., 0] ** 2 - x[..., 1] ** 2), [1.0, 1e-3], "½(x² − y²)")
 
 
 def degenerate_saddle() -> Landscape:
     """Flat saddle f = ½x² − ¼y⁴: Hessian diag(1, 0) is PSD, yet a saddle (the second-order test fails)."""
-    return Landscape(
-        "degenerate_saddle",
-        lambda x: 0.5 * x[..., 0] ** 2 - 0.25 * x[..., 1] ** 4,
-        torch.tensor([1.0, 1e-2], dtype=torch.float64),
-        {"saddle": [[0.0, 0.0]]},
-        "½x² − ¼y⁴",
+    return _saddle_at_origin(
+        "degenerate_saddle", lambda x: 0.5 * x[..., 0] ** 2 - 0.25 * x[..., 1] ** 4, [1.0, 1e-2], "½x² − ¼y⁴"
     )
 
 
 def monkey_saddle() -> Landscape:
     """Monkey saddle f = x³ − 3xy²: Hessian is zero at the origin, three descending valleys."""
-    return Landscape(
-        "monkey_saddle",
-        lambda x: x[..., 0] ** 3 - 3 * x[..., 0] * x[..., 1] ** 2,
-        torch.tensor([0.1, 0.1], dtype=torch.float64),
-        {"saddle": [[0.0, 0.0]]},
-        "x³ − 3xy²",
+    return _saddle_at_origin(
+        "monkey_saddle", lambda x: x[..., 0] ** 3 - 3 * x[..., 0] * x[..., 1] ** 2, [0.1, 0.1], "x³ − 3xy²"
     )
 
 
