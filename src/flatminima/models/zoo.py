@@ -186,14 +186,21 @@ def factory_origin(spec: str) -> dict[str, str]:
     return {"spec": spec, "module": module_name, "attr": attr, "file": str(file), "kind": kind}
 
 
+def import_origin(where: dict[str, str]) -> object:
+    """The object a :func:`factory_origin` record names: its ``module`` imported, then its dotted ``attr``
+    looked up (ImportError / AttributeError when either is missing; whatever the module raises on import)."""
+    obj: object = importlib.import_module(where["module"])
+    for part in where["attr"].split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 def load_factory(spec: str) -> Callable[..., nn.Module]:
     """The callable ``package.module:factory`` names, after :func:`factory_origin`'s checks: a
     ``torch.nn.Module`` subclass, or (from your own modules only) a plain Python function."""
     where = factory_origin(spec)
     try:
-        obj: object = importlib.import_module(where["module"])
-        for part in where["attr"].split("."):
-            obj = getattr(obj, part)
+        obj = import_origin(where)
     except (ImportError, AttributeError) as err:
         raise FlatminimaError(f"cannot load model factory {spec!r}: {err}.") from err
     except Exception as err:  # the user's module raised while being imported
