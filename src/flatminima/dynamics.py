@@ -192,7 +192,8 @@ class SharpnessMonitor(Tracker):
         data: the probe data, as for :class:`~flatminima.Objective`: the full training set gives the
             full-data Hessian (what the edge-of-stability results are about); a fixed subset is cheaper.
         optimizer: the optimiser in use (or pass it to :meth:`step` later); without it no threshold,
-            ``lr``, ``edge_ratio`` or preconditioned rows are written.
+            ``lr``, ``edge_ratio`` or preconditioned rows are written, and at a step where its learning
+            rate is 0 (a schedule's end) only the ``lr`` row.
         loss, loss_fn, params, mode, dtype, batch_size, memory_mb, distributed: as for the Objective.
         every, store, tensorboard, run: as for the Tracker.
         tol: Lanczos' relative tolerance for λmax: with ``stop="gap"`` (default) on the gap-refined eigenvalue
@@ -284,7 +285,11 @@ class SharpnessMonitor(Tracker):
         sharpness = lam
 
         opt = self.optimizer
-        if opt is not None:
+        if opt is not None and not float(opt.param_groups[0]["lr"]) > 0:
+            # a schedule at its end (the Trainer's default decays linearly to 0): no step to be stable for,
+            # so no threshold; the lr row says why
+            add("lr", float(opt.param_groups[0]["lr"]))
+        elif opt is not None:
             th = stability_threshold(opt)
             self.threshold = th
             if th.preconditioned:
