@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from scipy import stats
 
 from flatminima import lab
@@ -72,3 +73,21 @@ def test_data_sculpting_runs_and_saves(tmp_path: Path):
     assert res.numbers["minima"]["1.0:1000"] == 1.0
     # at h = 0.1 the count of minima rises with n: this width contradicts the claim
     assert res.subtests[0]["verdict"] == "contradicted"
+
+
+def test_c14_separation_moves_class_means_and_keeps_the_spread():
+    from flatminima.lab.networks import C14_CLASSES, separated_pair
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 5, generator=g, dtype=torch.float64)
+    y = torch.arange(60) % 3  # digit 2 is not one of the pair
+    x0, y0 = separated_pair(x, y, 1.0)
+    x3, y3 = separated_pair(x, y, 3.0)
+    assert set(C14_CLASSES) == {0, 1} and torch.equal(y0, y3) and len(y0) == 40
+    assert torch.allclose(x0, x[y < 2])  # scale 1 leaves the data as it is
+    gap = lambda z, t: z[t == 1].mean(0) - z[t == 0].mean(0)  # noqa: E731
+    assert torch.allclose(gap(x3, y3), 3 * gap(x0, y0))
+    for c in (0, 1):  # deviations from the class mean are untouched
+        d0 = x0[y0 == c] - x0[y0 == c].mean(0)
+        d3 = x3[y3 == c] - x3[y3 == c].mean(0)
+        assert torch.allclose(d0, d3)
