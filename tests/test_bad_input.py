@@ -293,7 +293,8 @@ def test_study_run_refuses_bad_options(tmp_path, args, fragment):
     (["--samples", "0"], "--samples must be at least"),
     (["--samples", "-5"], "--samples must be at least"),
     (["--n-boot", "0"], "--n-boot must be at least"),  # the deprecated name, still accepted
-    (["--max-boot", "10", "--samples", "100"], "--max-boot"),
+    (["--max-samples", "10", "--samples", "100"], "--max-samples (10) must be at least --samples"),
+    (["--max-boot", "10", "--samples", "100"], "--max-boot"),  # the deprecated name, still accepted
     (["--alpha", "1.5"], "--alpha"),
 ])
 def test_study_report_refuses_bad_options(tmp_path, args, fragment):

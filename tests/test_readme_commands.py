@@ -223,7 +223,7 @@ def test_readme_quick_start_and_commands_on_a_fresh_copy(tmp_path):
     text = (repo / "scripts" / "quickstart.sh").read_text()
     assert "flatminima study run --preset quick --workers 2 --out flatminima-out/quick" in text
     out = _run([py, "-m", "flatminima", "study", "run", str(spec), "--workers", "2", "--out", "flatminima-out/quick",
-                "--n-boot", "200", "--no-progress"], repo, env)
+                "--samples", "200", "--no-progress"], repo, env)
     assert "report: flatminima-out/quick/report/report.html" in out, out[-2000:]
     # quick start 2 (scripts/test.sh without its set-up): ruff on the copy, then pytest from the copy (its fast
     # README test: the whole suite would run this test again)

@@ -77,7 +77,7 @@ def _make_store(folder, *, reached=lambda i, seed: True, baseline=False, unconve
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    return build_report(_make_store(tmp_path_factory.mktemp("study")), n_boot=2000)
+    return build_report(_make_store(tmp_path_factory.mktemp("study")), samples=2000)
 
 
 def _row(rep, measure, target):
@@ -110,7 +110,7 @@ def test_page_states_method_multiplicity_exclusion_and_run_quality(report):
 
 def test_runs_that_missed_the_target_are_listed_and_left_out(tmp_path):
     folder = _make_store(tmp_path / "s", reached=lambda c, seed: not (c == 0 and seed == 1), baseline=True)
-    rep = build_report(folder, n_boot=2000)
+    rep = build_report(folder, samples=2000)
     assert [(r["label"], r["seed"]) for r in rep.excluded] == [("lr=0.01 weight_decay=0", 1)]
     assert all(r["n"] == 11 for r in rep.table) and rep.concluded
     assert any("1 of 12 runs missed the target" in n for n in rep.notes)
@@ -124,7 +124,7 @@ def test_runs_that_missed_the_target_are_listed_and_left_out(tmp_path):
 
 def test_fewer_than_three_configurations_reaching_the_target_cannot_conclude(tmp_path):
     folder = _make_store(tmp_path / "s", reached=lambda c, seed: c < 2)
-    rep = build_report(folder, n_boot=500)
+    rep = build_report(folder, samples=500)
     assert not rep.concluded and rep.table == [] and rep.figures == []
     assert "only 2 configuration(s)" in rep.notes[0]
     page = rep.html.read_text()
@@ -192,7 +192,7 @@ def test_unconverged_values_are_noted_and_marked_and_old_rows_still_load(tmp_pat
     assert not any("did not converge" in n for n in report.notes)  # rows without the flag: nothing claimed
     with (report.html.parent / "runs.csv").open() as fh:
         assert {r["unconverged"] for r in csv.DictReader(fh)} == {""}
-    rep = build_report(_make_store(tmp_path / "s", unconverged=(0, 5)), n_boot=500)
+    rep = build_report(_make_store(tmp_path / "s", unconverged=(0, 5)), samples=500)
     note = next(n for n in rep.notes if "did not converge" in n)
     assert note.startswith("2 measured value(s) did not converge") and "kept in the correlations" in note
     assert "lr=0.01 weight_decay=0 seed=0: lambda_max" in note and "lr=0.1 weight_decay=0 seed=1: lambda_max" in note
@@ -204,7 +204,7 @@ def test_unconverged_values_are_noted_and_marked_and_old_rows_still_load(tmp_pat
 
 
 def test_report_shows_progress_in_plain_lines_off_a_terminal(tmp_path, capsys):
-    rep = build_report(_make_store(tmp_path / "s"), n_boot=2000, progress=True)
+    rep = build_report(_make_store(tmp_path / "s"), samples=2000, progress=True)
     err = capsys.readouterr().err
     total = len(rep.table)
     assert f"report (statistics and figures): {total}/{total} (100%)" in err

@@ -229,7 +229,7 @@ def test_bootstrap_old_n_boot_keyword_warns_and_agrees():
     with pytest.warns(DeprecationWarning, match="'n_boot'"):
         b = statistics.bootstrap_ci(x, y, statistics.kendall_tau, n_boot=300, seed=1)
     assert b.triple() == statistics.bootstrap_ci(x, y, statistics.kendall_tau, samples=300, seed=1).triple()
-    t_new = statistics.correlation_table({"m": x}, {"t": y}, cl, samples=200, max_boot=200)
+    t_new = statistics.correlation_table({"m": x}, {"t": y}, cl, samples=200, max_samples=200)
     with pytest.warns(DeprecationWarning, match="'n_boot'"):
-        t_old = statistics.correlation_table({"m": x}, {"t": y}, cl, n_boot=200, max_boot=200)
+        t_old = statistics.correlation_table({"m": x}, {"t": y}, cl, n_boot=200, max_samples=200)
     assert t_new.resamples == t_old.resamples

@@ -37,7 +37,7 @@ def test_infinite_values_rank_like_scipy():
     y = np.array([1.0, 5.0, 2.0, 2.5, 4.0, 0.0])
     ones = np.ones((1, 6))
     assert st.tau_b_weighted(x, y, ones)[0] == pytest.approx(stats.kendalltau(x, y).statistic)
-    res = st.correlation_table({"m": list(x)}, {"t": list(y)}, list(range(6)), samples=500, max_boot=500)
+    res = st.correlation_table({"m": list(x)}, {"t": list(y)}, list(range(6)), samples=500, max_samples=500)
     assert res.cells["m", "t"]["tau"].estimate == pytest.approx(stats.kendalltau(x, y).statistic)
     assert not np.isnan(res.draws["m", "t"]).all()
 
@@ -142,11 +142,11 @@ def test_adaptive_resamples_grow_for_a_borderline_test():
     gap = np.asarray(targets["gap"])
     noise = np.random.default_rng(5).normal(size=len(gap))
     # c = 0.21: the lower bound sits a few MC errors above 0 → more resamples, then a decision
-    res = st.correlation_table({"w": list(0.21 * gap + noise)}, targets, clusters, samples=1000, max_boot=16000)
+    res = st.correlation_table({"w": list(0.21 * gap + noise)}, targets, clusters, samples=1000, max_samples=16000)
     assert 1000 < res.resamples < 16000 and res.rounds > 1 and not res.capped
     assert res.cells["w", "gap"]["decision"] == 1
     # c = 0.20: the bound stays within 3 MC errors of 0 up to the cap → inconclusive, and said so
-    res = st.correlation_table({"w": list(0.20 * gap + noise)}, targets, clusters, samples=1000, max_boot=16000)
+    res = st.correlation_table({"w": list(0.20 * gap + noise)}, targets, clusters, samples=1000, max_samples=16000)
     assert res.resamples == 16000 and res.capped and res.cells["w", "gap"]["decision"] == 0
 
 

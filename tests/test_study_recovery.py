@@ -158,7 +158,7 @@ def _synthetic_store(folder, n_configs=4, seeds=2):
 
 def test_a_report_killed_mid_write_leaves_the_old_report_whole(tmp_path):
     folder = _synthetic_store(tmp_path / "s")
-    study.report(folder, n_boot=100)
+    study.report(folder, samples=100)
     report = folder / "report"
     before = {p.relative_to(report): p.read_bytes() for p in report.rglob("*") if p.is_file()}
     assert Path("report.html") in before and Path("runs.csv") in before
@@ -175,13 +175,13 @@ def test_a_report_killed_mid_write_leaves_the_old_report_whole(tmp_path):
                 os.kill(os.getpid(), signal.SIGKILL)
             return out
         b.save_table = save_then_die
-        b.build_report({str(folder)!r}, n_boot=100, seed=1)
+        b.build_report({str(folder)!r}, samples=100, seed=1)
     """)
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert res.returncode == -signal.SIGKILL, res.stderr
     after = {p.relative_to(report): p.read_bytes() for p in report.rglob("*") if p.is_file()}
     assert after == before  # the old complete report, untouched: no new CSV beside the old page
-    rep = study.report(folder, n_boot=100, seed=2)  # the next report replaces it whole, leftovers cleared
+    rep = study.report(folder, samples=100, seed=2)  # the next report replaces it whole, leftovers cleared
     assert rep.html == report / "report.html" and rep.html.exists()
     assert all(Path(f).is_relative_to(report) and Path(f).exists() for f in rep.figures)
     assert not [p for p in folder.iterdir() if p.name.startswith(".report.")]
@@ -191,7 +191,7 @@ def test_a_row_with_unreadable_results_is_reported_around_and_redone(tmp_path):
     folder = _synthetic_store(tmp_path / "s")
     with sqlite3.connect(folder / DB_NAME) as con:
         con.execute("UPDATE runs SET results = '{not json' WHERE id = 'r0-0'")
-    rep = study.report(folder, n_boot=100)
+    rep = study.report(folder, samples=100)
     assert any("cannot be read" in n and "lr=0 seed=0" in n for n in rep.notes)
     assert len(rep.table) > 0
     from typer.testing import CliRunner

@@ -118,7 +118,7 @@ def test_kill_and_resume_loses_nothing_and_redoes_only_the_interrupted_run(tmp_p
     assert again.executed == 0 and again.counts.done == 6
 
     # and its report covers every target, the shift included
-    rep = study.report(out, n_boot=100)
+    rep = study.report(out, samples=100)
     assert {r["target"] for r in rep.table} == {"gap", "shift_drop", "ece", "test_acc"}
     assert {r["measure"] for r in rep.table} == {"lambda_max", "trace"}
     assert rep.html.exists() and rep.csv.exists()
@@ -245,7 +245,7 @@ def test_an_unconverged_lambda_max_is_stored_as_such_and_the_report_says_so(tmp_
         assert lam["converged"] is False and lam["extra"]["iterations"] == 2 and lam["extra"]["error_bound"] > 0
         assert lam["config"]["max_iter"] == 2 and lam["config"]["tol"] == 1e-4  # every setting, defaults too
         assert grad["converged"] is None and grad["config"]["seed"] is None  # nothing to converge
-    rep = study.report(tmp_path / "s", n_boot=50)
+    rep = study.report(tmp_path / "s", samples=50)
     note = next(n for n in rep.notes if "did not converge" in n)
     assert note.startswith("3 measured value(s) did not converge") and note.count(": lambda_max") == 3
     assert "kept in the correlations" in note and "did not converge" in rep.html.read_text()

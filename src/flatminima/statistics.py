@@ -433,7 +433,7 @@ def correlation_table(
     level: float = 0.95,
     alpha: float = 0.05,
     samples: int = 4000,
-    max_boot: int = 64000,
+    max_samples: int = 64000,
     seed: int = 0,
     mc_k: float = MC_K,
     **deprecated: Any,
@@ -445,9 +445,12 @@ def correlation_table(
     test); ``clusters`` the configuration of each run. All tests share the same resamples (so paired
     comparisons between tests are possible from ``draws``). Resamples start at ``samples`` (``n_boot`` is
     its deprecated name) and double until every test's deciding bound — the bound nearer 0 of its interval
-    at its Holm level — is farther from 0 than ``mc_k`` Monte-Carlo errors, or ``max_boot`` is reached.
+    at its Holm level — is farther from 0 than ``mc_k`` Monte-Carlo errors, or ``max_samples`` (``max_boot``
+    is its deprecated name) is reached.
     """
     samples = renamed(deprecated, "n_boot", "samples", samples, where="correlation_table", default=4000)
+    max_samples = renamed(deprecated, "max_boot", "max_samples", max_samples, where="correlation_table",
+                          default=64000)
     reject_unknown(deprecated, "correlation_table")
     t0 = time.perf_counter()
     units = cluster_ids(clusters)
@@ -482,9 +485,9 @@ def correlation_table(
         total = target_b
         cells = _decide(keys, est, draws, level, alpha, mc_k)
         unresolved = [k for k in keys if not cells[k]["resolved"]]
-        if not unresolved or n_units < 3 or total >= max_boot:
+        if not unresolved or n_units < 3 or total >= max_samples:
             break
-        target_b = min(max_boot, 2 * total)
+        target_b = min(max_samples, 2 * total)
     weights = np.concatenate(chunks) if chunks else None
     return TableResult(cells, total, rounds, time.perf_counter() - t0, alpha, level, n_units,
                        bool(unresolved), draws, weights, units)

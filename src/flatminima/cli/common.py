@@ -75,17 +75,6 @@ def check_positive(option: str, value: int) -> None:
         raise FlatminimaError(f"{option} must be a positive integer, got {value!r}.")
 
 
-def check_boot(n_boot: int, max_boot: int | None = None) -> None:
-    """``--n-boot`` (and ``--max-boot``): enough cluster-bootstrap resamples for a 95% interval."""
-    from ..errors import FlatminimaError
-
-    if n_boot < MIN_BOOT:
-        raise FlatminimaError(f"--n-boot must be at least {MIN_BOOT} cluster-bootstrap resamples (4000 is the "
-                              f"default), got {n_boot}.")
-    if max_boot is not None and max_boot < n_boot:
-        raise FlatminimaError(f"--max-boot ({max_boot}) must be at least --n-boot ({n_boot}).")
-
-
 def check_out_folder(option: str, path: str | None) -> None:
     """An output folder option must not name an existing file."""
     from pathlib import Path

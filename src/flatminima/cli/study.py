@@ -18,8 +18,9 @@ def register(app: typer.Typer) -> None:
     app.add_typer(study_app, name="study")
 
 
-def _boot_samples(samples: int, n_boot: int | None, max_boot: int | None = None) -> int:
-    """--samples (the cluster-bootstrap resamples), or the deprecated --n-boot when given; checked."""
+def _boot_samples(samples: int, n_boot: int | None) -> tuple[int, str]:
+    """--samples (the cluster-bootstrap resamples), or the deprecated --n-boot when given; checked. Returns
+    the number and the option it came from (for later messages)."""
     from .common import MIN_BOOT
 
     opt = "--samples"
@@ -29,9 +30,18 @@ def _boot_samples(samples: int, n_boot: int | None, max_boot: int | None = None)
     if samples < MIN_BOOT:
         raise FlatminimaError(f"{opt} must be at least {MIN_BOOT} cluster-bootstrap resamples (4000 is the "
                               f"default), got {samples}.")
-    if max_boot is not None and max_boot < samples:
-        raise FlatminimaError(f"--max-boot ({max_boot}) must be at least {opt} ({samples}).")
-    return samples
+    return samples, opt
+
+
+def _max_samples(max_samples: int, max_boot: int | None, samples: int, samples_opt: str) -> int:
+    """--max-samples (the cap on the resamples), or the deprecated --max-boot when given; at least ``samples``."""
+    opt = "--max-samples"
+    if max_boot is not None:
+        max_samples, opt = max_boot, "--max-boot"
+        typer.echo("--max-boot is deprecated; use --max-samples.", err=True)
+    if max_samples < samples:
+        raise FlatminimaError(f"{opt} ({max_samples}) must be at least {samples_opt} ({samples}).")
+    return max_samples
 
 
 @study_app.command("run")
@@ -65,7 +75,7 @@ def run_cmd(
         check_positive("--workers", workers)
     if executor is not None and executor not in ("local", "ray"):
         raise FlatminimaError(f"--executor must be local or ray, got {executor!r}.")
-    samples = _boot_samples(samples, n_boot)
+    samples, _ = _boot_samples(samples, n_boot)
     check_out_folder("--out", out)
     study = resolve_spec(spec, preset)
     if seed is not None:
@@ -87,7 +97,7 @@ def run_cmd(
             console.print(f"every run was already done in {result.folder}: its results are reused (give another "
                           "--out, or --retry-failed, to run again).")
     if report_:
-        rep = report(result.folder, n_boot=samples, progress=progress and not json_out)
+        rep = report(result.folder, samples=samples, progress=progress and not json_out)
         if json_out:
             payload["report"] = str(rep.html)
         else:
@@ -138,7 +148,8 @@ def report_cmd(
         4000, help="cluster-bootstrap resamples to start with (doubled until no verdict is within Monte-Carlo error)"
     ),
     n_boot: int | None = typer.Option(None, hidden=True, help="deprecated name of --samples"),
-    max_boot: int = typer.Option(64000, help="cap on the cluster-bootstrap resamples"),
+    max_samples: int = typer.Option(64000, help="cap on the cluster-bootstrap resamples"),
+    max_boot: int | None = typer.Option(None, hidden=True, help="deprecated name of --max-samples"),
     alpha: float = typer.Option(0.05, help="family-wise error rate of the Holm-adjusted verdicts"),
     seed: int = typer.Option(0, help="bootstrap seed"),
     progress: bool = opt_progress(),
@@ -147,11 +158,12 @@ def report_cmd(
     from ..study import report
     from .common import check_out_folder
 
-    samples = _boot_samples(samples, n_boot, max_boot)
+    samples, samples_opt = _boot_samples(samples, n_boot)
+    max_samples = _max_samples(max_samples, max_boot, samples, samples_opt)
     check_out_folder("--out", out)
     if not 0 < alpha < 1:
         raise FlatminimaError(f"--alpha must be in (0, 1), got {alpha!r}.")
-    _print_report(report(folder, out=out, n_boot=samples, max_boot=max_boot, alpha=alpha, seed=seed,
+    _print_report(report(folder, out=out, samples=samples, max_samples=max_samples, alpha=alpha, seed=seed,
                          progress=progress))
 
 

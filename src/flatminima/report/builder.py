@@ -26,6 +26,7 @@ from .. import statistics as st
 from ..errors import FlatminimaError
 from ..plotting import save_table
 from ..progress import progress_bar
+from ..results import reject_unknown, renamed
 from ..store import Store, measure_record, recipe_label
 from . import figures
 from .html import render
@@ -125,22 +126,27 @@ def build_report(
     store: Any,
     *,
     out: str | Path | None = None,
-    n_boot: int = 4000,
+    samples: int = 4000,
     level: float = 0.95,
     seed: int = 0,
-    max_boot: int = 64000,
+    max_samples: int = 64000,
     alpha: float = 0.05,
     progress: bool = False,
+    **deprecated: Any,
 ) -> Report:
     """Write ``report.html`` (self-contained), ``correlations.csv``, ``runs.csv``, ``run_quality.csv`` and
     ``figures/*.png|svg``.
 
-    ``store`` is a :class:`flatminima.study.Store` or the study folder. ``n_boot`` is the *starting*
+    ``store`` is a :class:`flatminima.study.Store` or the study folder. ``samples`` is the *starting*
     number of cluster-bootstrap resamples; they double until no verdict is within Monte-Carlo error of
-    changing, up to ``max_boot`` (see :func:`flatminima.statistics.correlation_table`). ``level`` is the
+    changing, up to ``max_samples`` (see :func:`flatminima.statistics.correlation_table`; ``n_boot`` and
+    ``max_boot`` are the deprecated names of the two). ``level`` is the
     level of the unadjusted intervals; ``alpha`` the family-wise error rate of the Holm-adjusted verdicts;
     ``progress`` shows one step per measure × target (its statistics and scatter plot).
     """
+    samples = renamed(deprecated, "n_boot", "samples", samples, where="build_report", default=4000)
+    max_samples = renamed(deprecated, "max_boot", "max_samples", max_samples, where="build_report", default=64000)
+    reject_unknown(deprecated, "build_report")
     own = not isinstance(store, Store)
     store = Store(store, create=False, readonly=True) if own else store
     try:
@@ -190,7 +196,7 @@ def build_report(
             "store): they are kept, but their flatness may partly reflect how far each converged."
         )
     method = {
-        "n_boot_min": n_boot, "max_boot": max_boot, "alpha": alpha, "level": level, "seed": seed,
+        "samples_min": samples, "max_samples": max_samples, "alpha": alpha, "level": level, "seed": seed,
         "mc_k": st.MC_K, "min_configs": MIN_CONFIGS, "n_configs": n_configs, "n_runs": len(used),
     }
     figs: list[str] = []
@@ -205,7 +211,7 @@ def build_report(
             "Lower the target or raise the epoch cap, then rerun the missing configurations.",
         )
     else:
-        table, summary, figs = _correlations(used, axes, notes, method, out, n_boot, max_boot, level, alpha, seed,
+        table, summary, figs = _correlations(used, axes, notes, method, out, samples, max_samples, level, alpha, seed,
                                              progress)
     out.mkdir(parents=True, exist_ok=True)
     csv_cols = list(table[0]) if table else ["measure", "target", "verdict"]
@@ -289,7 +295,7 @@ def _publish(tmp: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _correlations(used, axes, notes, method, out, n_boot, max_boot, level, alpha, seed, progress=False):
+def _correlations(used, axes, notes, method, out, samples, max_samples, level, alpha, seed, progress=False):
     measures = sorted({k[2:] for r in used for k in r if k.startswith("m:")})
     targets = {}
     for key in TARGETS:
@@ -304,14 +310,14 @@ def _correlations(used, axes, notes, method, out, n_boot, max_boot, level, alpha
         targets[key] = vals
     xs = {m: [r.get(f"m:{m}") for r in used] for m in measures}
     clusters = [r["label"] for r in used]
-    res = st.correlation_table(xs, targets, clusters, level=level, alpha=alpha, samples=n_boot, max_boot=max_boot,
-                               seed=seed)
+    res = st.correlation_table(xs, targets, clusters, level=level, alpha=alpha, samples=samples,
+                               max_samples=max_samples, seed=seed)
     rhos = st.rho_intervals(xs, targets, res, level=level)
     method.update(resamples=res.resamples, rounds=res.rounds, seconds=res.seconds, capped=res.capped,
                   m_tests=sum(not math.isnan(c["p"]) for c in res.cells.values()))
     if res.capped:
         notes.append(
-            f"The resample cap ({max_boot}) was reached with some deciding bound within {st.MC_K:g} Monte-Carlo "
+            f"The resample cap ({max_samples}) was reached with some deciding bound within {st.MC_K:g} Monte-Carlo "
             "errors of 0; those tests are reported as inconclusive."
         )
     colour_axis, marker_axis = figures.pick_axes(used, axes)

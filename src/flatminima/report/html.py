@@ -135,8 +135,8 @@ def render(
     alpha, mc_k = method["alpha"], method["mc_k"]
     resamples = method.get("resamples")
     res_text = (
-        f"{resamples} resamples were used (adaptive: from {method['n_boot_min']}, doubled until every deciding "
-        f"bound lay more than {mc_k:g} Monte-Carlo errors from 0, cap {method['max_boot']}; "
+        f"{resamples} resamples were used (adaptive: from {method['samples_min']}, doubled until every deciding "
+        f"bound lay more than {mc_k:g} Monte-Carlo errors from 0, cap {method['max_samples']}; "
         f"{method.get('seconds', 0):.1f} s)" if resamples else "no resamples were drawn"
     )
     methods = f"""<h2>Method</h2>

@@ -7,7 +7,9 @@ are their own clusters unless ``clusters`` is given).
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
+from typing import Any
 
+from ..results import reject_unknown, renamed
 from ..statistics import (
     Interval,
     bootstrap_ci,
@@ -27,16 +29,20 @@ def correlate(
     x: Sequence[float],
     y: Sequence[float],
     *,
-    n_boot: int = 10000,
+    samples: int = 10000,
     level: float = 0.95,
     seed: int = 0,
     clusters: Sequence[Hashable] | None = None,
+    **deprecated: Any,
 ) -> dict[str, Interval]:
-    """Kendall τ and Spearman ρ of x vs y, each with its (cluster-)bootstrap interval (same resamples)."""
+    """Kendall τ and Spearman ρ of x vs y, each with its (cluster-)bootstrap interval (same resamples);
+    ``samples`` bootstrap resamples (``n_boot`` is its deprecated name)."""
+    samples = renamed(deprecated, "n_boot", "samples", samples, where="correlate", default=10000)
+    reject_unknown(deprecated, "correlate")
     cl = list(range(len(x))) if clusters is None else list(clusters)
     return {
-        "tau": cluster_bootstrap(x, y, cl, statistic="tau", samples=n_boot, level=level, seed=seed),
-        "rho": cluster_bootstrap(x, y, cl, statistic="rho", samples=n_boot, level=level, seed=seed),
+        "tau": cluster_bootstrap(x, y, cl, statistic="tau", samples=samples, level=level, seed=seed),
+        "rho": cluster_bootstrap(x, y, cl, statistic="rho", samples=samples, level=level, seed=seed),
     }
 
 
