@@ -201,7 +201,7 @@ def test_one_by_one_evaluation_equals_vmap():
 # ------------------------------------------------------------------ one call shape: seed= everywhere
 FAST = {"average_case": {"samples": 4, "second_order_samples": 0}, "frobenius": {"samples": 4},
         "keskar": {"steps": 2, "restarts": 1}, "pac_bayes": {"samples": 4}, "trace": {"samples": 6},
-        "worst_case": {"steps": 2, "restarts": 1}, "pac_bayes_mag": {"draws": 4, "iterations": 5}}
+        "worst_case": {"steps": 2, "restarts": 1}, "pac_bayes_mag": {"samples": 4, "iterations": 5}}
 
 
 def _fast_settings(name, obj):

@@ -207,7 +207,7 @@ def _trained_classifier():
 def test_pac_bayes_mag_sigma_gives_the_target_accuracy_drop():
     model, X, y = _trained_classifier()
     obj = Objective(model, "cross_entropy", (X, y), dtype=DT)
-    r = measure(obj, "pac_bayes_mag", draws=32, seed=0)
+    r = measure(obj, "pac_bayes_mag", samples=32, seed=0)
     sigma = r.extra["sigma"]
     assert r.extra["train_accuracy"] > 0.95 and r.extra["converged"]
     assert r.value == pytest.approx(1 / sigma ** 2)
@@ -233,6 +233,6 @@ def test_pac_bayes_mag_unreachable_targets_are_clear_errors():
     model, X, y = _trained_classifier()
     obj = Objective(model, "cross_entropy", (X, y), dtype=DT)
     with pytest.raises(FlatminimaError, match="sigma_max"):
-        measure(obj, "pac_bayes_mag", sigma_max=1e-3, draws=4)
+        measure(obj, "pac_bayes_mag", sigma_max=1e-3, samples=4)
     with pytest.raises(FlatminimaError, match="noise floor"):
-        measure(obj, "pac_bayes_mag", eps=10.0, draws=4)
+        measure(obj, "pac_bayes_mag", eps=10.0, samples=4)

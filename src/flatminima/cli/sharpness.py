@@ -54,7 +54,7 @@ def sharpness(
 ) -> None:
     """Train (or load) a model and print its sharpness measures with error bars and costs."""
     from ..progress import progress_bar
-    from ..sharpness import available, measure
+    from ..sharpness import available, measure, settings_per_measure
     from ..workflows.common import get_data, get_model, objective_for
 
     if list_:
@@ -65,7 +65,7 @@ def sharpness(
     check_measure_options(split=split, dtype=dtype, device=device, epochs=None if checkpoint else epochs)
     model_kw, data_kw = parse_kv(model_arg), parse_kv(data_arg)
     chosen = names or list(available())
-    per = _settings(chosen, settings, seed)  # unknown names and settings fail before training
+    per = settings_per_measure(chosen, settings, seed)  # unknown names and settings fail before training
     dev = resolve_device(device)
     folder = out_folder("sharpness", out, run_name(model, data, model=model, data=data, model_kw=model_kw,
                                                    data_kw=data_kw, epochs=epochs, seed=seed))
@@ -85,28 +85,6 @@ def sharpness(
                     "measures": {n: r.to_dict() for n, r in results.items()}})
         return
     _print(results, obj.describe(), model, dataset.name, split)
-
-
-def _settings(names: list[str], settings: dict, seed: int) -> dict[str, dict]:
-    """Each measure's settings from ``--set`` (as :func:`flatminima.sharpness.measure_all` reads them)."""
-    from ..errors import FlatminimaError
-    from ..sharpness import entry
-
-    per: dict[str, dict] = {n: {} for n in names}
-    for n in names:
-        entry(n)
-    for key, value in settings.items():
-        target, _, k = key.rpartition(".")
-        chosen = [target] if target else [n for n in names if k in entry(n).defaults() or k == "seed"]
-        for n in chosen:
-            if n not in per:
-                raise FlatminimaError(f"setting {key!r} names measure {n!r}, which is not among {names}.")
-            per[n][k] = value
-        if not chosen:
-            raise FlatminimaError(f"no chosen measure takes the setting {k!r}; chosen: {names}.")
-    for n in names:
-        per[n].setdefault("seed", seed)
-    return per
 
 
 def _list(names: dict[str, str], json_out: bool) -> None:

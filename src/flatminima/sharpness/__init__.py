@@ -13,11 +13,11 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from .registry import available, entry, measure, measure_all, register
+from .registry import available, entry, measure, measure_all, register, settings_per_measure
 from .result import Measure
 
 for _mod in pkgutil.iter_modules(__path__):
     if not _mod.name.startswith("_") and _mod.name not in ("registry", "result"):
         importlib.import_module(f"{__name__}.{_mod.name}")
 
-__all__ = ["Measure", "available", "entry", "measure", "measure_all", "register"]
+__all__ = ["Measure", "available", "entry", "measure", "measure_all", "register", "settings_per_measure"]

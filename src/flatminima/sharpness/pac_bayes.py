@@ -133,7 +133,7 @@ def magnitude_aware_perturbations(theta: torch.Tensor, sigma: float, eps: float,
 
 @register("pac_bayes_mag",
           "Jiang et al.'s pacbayes.mag.flatness 1/σ′², σ′ the magnitude-aware noise that drops train accuracy by 0.1")
-def pac_bayes_mag(obj: Objective, *, target: float = 0.1, eps: float = 1e-3, draws: int = 16,
+def pac_bayes_mag(obj: Objective, *, target: float = 0.1, eps: float = 1e-3, samples: int = 16,
                   sigma_min: float = 0.0, sigma_max: float = 2.0, iterations: int = 20, tol: float = 1e-2,
                   chunk_size: int = 32, seed: int = 0) -> Measure:
     """1/σ′² (Jiang et al. 2020, Appendix C, "pacbayes.mag.flatness"), σ′ found as in their Algorithm 1.
@@ -141,12 +141,13 @@ def pac_bayes_mag(obj: Objective, *, target: float = 0.1, eps: float = 1e-3, dra
         u_i ~ N(0, σ′²|θ_i|² + ε²),   drop(σ′) = acc(θ) − (1/M) Σ_j acc(θ + u_j)   (training accuracy)
 
     σ′ is bisected (arithmetically) in [``sigma_min``, ``sigma_max``] until |drop − ``target``| <= ``tol``
-    or ``iterations`` halvings; the M = ``draws`` standard-normal rows z_j are fixed (one seed) for every
-    σ′ (common random numbers). A target that ``sigma_max`` does not reach, or that the ε-floor alone
-    (σ′ = ``sigma_min``) exceeds, raises FlatminimaError. ``stderr`` is NaN: on finite data the drop is
+    or ``iterations`` halvings; the M = ``samples`` standard-normal rows z_j are fixed (one seed) for every
+    σ′ (common random numbers; ``draws`` is the deprecated name of ``samples``). A target that
+    ``sigma_max`` does not reach, or that the ε-floor alone (σ′ = ``sigma_min``) exceeds, raises
+    FlatminimaError. ``stderr`` is NaN: on finite data the drop is
     a step function of σ′, so no delta-method error bar exists; ``extra["drop_stderr"]`` holds the Monte
     Carlo standard error of the drop at σ′. Needs ``loss=`` (accuracy from the outputs).
-    Cost: (iterations used + 2) × draws perturbed accuracies.
+    Cost: (iterations used + 2) × samples perturbed accuracies.
     """
     require_outputs(obj, "pac_bayes_mag")
     require_in_range("target", target, 0.0, 1.0, inclusive=False)
@@ -154,13 +155,13 @@ def pac_bayes_mag(obj: Objective, *, target: float = 0.1, eps: float = 1e-3, dra
     require_nonnegative("sigma_min", sigma_min)
     require_positive("sigma_max", sigma_max)
     require_positive("tol", tol)
-    require_positive_int("draws", draws)
+    require_positive_int("samples", samples)
     require_positive_int("iterations", iterations)
     require_positive_int("chunk_size", chunk_size)
     if sigma_min >= sigma_max:
         raise FlatminimaError(f"need sigma_min < sigma_max, got {sigma_min} and {sigma_max}.")
     theta = obj.params
-    z = gaussian_rows(draws, obj, generator(seed))
+    z = gaussian_rows(samples, obj, generator(seed))
     base = float(obj.metric_batched(theta[None], "accuracy")[0])
 
     def drops(sigma: float) -> torch.Tensor:
@@ -191,6 +192,6 @@ def pac_bayes_mag(obj: Objective, *, target: float = 0.1, eps: float = 1e-3, dra
     return Measure("pac_bayes_mag", 1.0 / sigma ** 2, math.nan, config={
         "variant": "1/σ′², u_i ~ N(0, σ′²θ_i² + ε²), σ′ where the expected train-accuracy drop equals target",
         "search": f"arithmetic bisection in [{sigma_min:g}, {sigma_max:g}], at most {iterations} iterations, "
-                  f"stop when |drop − target| <= {tol:g}, {draws} Monte Carlo draws (fixed seed)"},
+                  f"stop when |drop − target| <= {tol:g}, {samples} Monte Carlo samples (fixed seed)"},
         extra={"sigma": sigma, "drop": drop, "drop_stderr": drop_se, "converged": converged, "iterations": used,
                "bracket": [lo, hi], "train_accuracy": base, "mode": obj.mode})

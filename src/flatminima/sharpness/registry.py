@@ -38,23 +38,34 @@ class Entry:
 _REGISTRY: dict[str, Entry] = {}
 # Deprecated setting name -> its name now: accepted (with a DeprecationWarning) by every measure taking the new one.
 RENAMED_SETTINGS: dict[str, str] = {"probes": "samples", "second_order_probes": "second_order_samples"}
+# Deprecated setting names that one measure alone had: measure -> {old: new}, accepted by that measure only.
+MEASURE_RENAMED_SETTINGS: dict[str, dict[str, str]] = {"pac_bayes_mag": {"draws": "samples"}}
+
+
+def renamed_settings(name: str) -> dict[str, str]:
+    """The deprecated setting names the measure ``name`` still accepts, each mapped to its name now: those of
+    :data:`RENAMED_SETTINGS` whose new name it takes, and its own from :data:`MEASURE_RENAMED_SETTINGS`."""
+    allowed = entry(name).defaults()
+    pairs = {**RENAMED_SETTINGS, **MEASURE_RENAMED_SETTINGS.get(name, {})}
+    return {old: new for old, new in pairs.items() if new in allowed and old not in allowed}
 
 
 def accepted_settings(name: str) -> list[str]:
     """The settings ``name`` takes, its deprecated setting names included (for spec validation)."""
-    allowed = entry(name).defaults()
-    return [*allowed, *(old for old, new in RENAMED_SETTINGS.items() if new in allowed and old not in allowed)]
+    return [*entry(name).defaults(), *renamed_settings(name)]
 
 
-def _renamed_settings(name: str, config: dict[str, Any], allowed: dict[str, Any]) -> dict[str, Any]:
+def _renamed_settings(name: str, config: dict[str, Any]) -> dict[str, Any]:
     config = dict(config)
-    for old, new in RENAMED_SETTINGS.items():
-        if old in config and new in allowed and old not in allowed:
+    for old, new in renamed_settings(name).items():
+        if old in config:
             try:
                 config[new] = renamed(config, old, new, config.get(new), where=f"measure {name!r}", stacklevel=4)
             except TypeError as err:
                 raise FlatminimaError(str(err)) from None
     return config
+
+
 DETERMINISTIC = "ignored: deterministic measure, the seed has no effect"
 
 
@@ -88,7 +99,7 @@ def measure(obj: Objective, name: str, **config: Any) -> Measure:
     ``seed`` is accepted by every measure; a deterministic one ignores it (recorded in ``.config``)."""
     e = entry(name)
     allowed = e.defaults()
-    config = _renamed_settings(name, config, allowed)
+    config = _renamed_settings(name, config)
     takes_seed = "seed" in allowed
     if not takes_seed:
         seed = config.pop("seed", None)
@@ -115,11 +126,23 @@ def measure_all(obj: Objective, names: list[str] | None = None, *, settings: dic
     """Several measures at once. ``settings`` maps ``"name.key"`` to a value for one measure, or ``"key"``
     for every chosen measure that takes that key; ``seed`` goes to every measure (see the module docstring)."""
     names = list(available()) if not names else list(names)
+    per = settings_per_measure(names, settings, seed)
+    return {n: measure(obj, n, **per[n]) for n in names}
+
+
+def settings_per_measure(names: list[str], settings: dict[str, Any] | None = None,
+                         seed: int | None = None) -> dict[str, dict[str, Any]]:
+    """Each measure's config from shared ``settings``, as :func:`measure_all` and ``flatminima sharpness
+    --set`` read them: ``"name.key"`` sets ``key`` for the measure ``name`` alone, ``"key"`` for every one
+    of ``names`` that takes ``key`` (its deprecated names included, see :func:`accepted_settings`). ``seed``
+    (when not None) goes to every measure that was not given one. Checks the names and the settings before
+    any work: an unknown measure, a ``"name.key"`` naming a measure not among ``names``, or a ``"key"`` no
+    chosen measure takes raises FlatminimaError (unknown keys of one measure are left to :func:`measure`)."""
+    names = list(names)
     for n in names:
         entry(n)  # fail on a bad name before any work
-    settings = dict(settings or {})
     per: dict[str, dict[str, Any]] = {n: {} for n in names}
-    for key, value in settings.items():
+    for key, value in dict(settings or {}).items():
         target, _, k = key.rpartition(".")
         chosen = [target] if target else [n for n in names if k in accepted_settings(n) or k == "seed"]
         for n in chosen:
@@ -131,4 +154,4 @@ def measure_all(obj: Objective, names: list[str] | None = None, *, settings: dic
     if seed is not None:
         for n in names:  # every measure accepts a seed; the deterministic ones record that they ignore it
             per[n].setdefault("seed", seed)
-    return {n: measure(obj, n, **per[n]) for n in names}
+    return per

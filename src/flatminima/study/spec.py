@@ -269,15 +269,13 @@ def _check_measures(spec: StudySpec, source: str) -> None:
                 f"invalid study spec {source}:\n  measures.{name}.{unknown[0]} = "
                 f"{config[unknown[0]]!r}: unknown setting; {name} takes {sorted(allowed)}"
             )
-    from ..sharpness.registry import RENAMED_SETTINGS, entry
+    from ..sharpness.registry import renamed_settings
 
     for name, config in spec.measures.items():
-        own = entry(name).defaults()
-        for old in sorted(set(config) & set(RENAMED_SETTINGS)):  # said here: the dry run below is cached
-            if old in own or RENAMED_SETTINGS[old] not in own:
-                continue
+        renames = renamed_settings(name)
+        for old in sorted(set(config) & set(renames)):  # said here: the dry run below is cached
             warnings.warn(f"{source}: measures.{name}: the keyword {old!r} is deprecated; use "
-                          f"{RENAMED_SETTINGS[old]!r}.", DeprecationWarning, stacklevel=4)
+                          f"{renames[old]!r}.", DeprecationWarning, stacklevel=4)
         try:
             check_settings(name, config)
         except FlatminimaError as err:
