@@ -295,3 +295,56 @@ def test_fit_step_callback_and_cli_track_sharpness(tmp_path):
         run_training("mlp", "two_class", recipe, model_kwargs={}, data_kwargs={"num_samples": 40}, shifts=False,
                      members=1, out=str(tmp_path / "b"), device="cpu", progress=False,
                      track_sharpness={"evry": 4})
+
+
+def test_track_sharpness_options_are_parsed_typed_and_checked():
+    from flatminima.cli.train import parse_track_sharpness
+
+    assert parse_track_sharpness("every=4, extrapolate=true,refresh=2,warm=YES,tol=1e-4,batch_sharpness=none") == {
+        "every": 4, "extrapolate": True, "refresh": 2, "warm": True, "tol": 1e-4, "batch_sharpness": None}
+    for text, value in (("true", True), ("1", True), ("yes", True), ("false", False), ("0", False), ("no", False)):
+        assert parse_track_sharpness(f"every=2,extrapolate={text}")["extrapolate"] is value
+    assert parse_track_sharpness("every=2,warm=no")["warm"] is False  # not the string 'no', which is truthy
+    assert parse_track_sharpness({"every": 4, "extrapolate": True}) == {"every": 4, "extrapolate": True}
+    for bad, match in (("every=2,extrapolate=maybe", "extrapolate= takes true/false"),
+                       ("every=2,warm=2", "warm= takes true/false"),
+                       ("every=2,refresh=-1", "refresh= must be >= 0"), ("every=2,refresh=x", "refresh= takes an"),
+                       ("every=0", "every= must be >= 1"), ("every=2,tol=0", "tol= takes a positive"),
+                       ("every=2,warm=false,extrapolate=true", "does nothing with warm=false"),
+                       ("every=2,extrapolat=true", "optionally"), ("refresh=2", "every=N"), ("every", "key=value")):
+        with pytest.raises(FlatminimaError, match=match):
+            parse_track_sharpness(bad)
+
+
+def test_cli_track_sharpness_extrapolate_and_refresh_reach_the_monitor(tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    import flatminima.dynamics as dynamics
+    from flatminima.cli import app
+
+    made = []
+    real = dynamics.SharpnessMonitor
+
+    class Spy(real):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(dynamics, "SharpnessMonitor", Spy)
+    args = ["train", "--model", "mlp", "--model-arg", "activation=tanh", "--model-arg", "width=8", "--data",
+            "two_class", "--data-arg", "num_samples=40", "--no-shifts", "--optimizer", "sgd", "--momentum", "0",
+            "--batch-size", "full", "--set", "loss=mse", "--lr", "0.5", "--epochs", "12", "--json",
+            "--out", str(tmp_path / "run")]
+    res = CliRunner().invoke(app, [*args, "--track-sharpness", "every=2,extrapolate=true,refresh=3"])
+    assert res.exit_code == 0, res.output
+    (monitor,) = made
+    assert monitor.extrapolate is True and monitor.refresh == 3 and monitor.warm is True and monitor.every == 2
+    d = json.loads(res.output)["dynamics"]
+    assert (d["extrapolate"], d["refresh"], d["every"], d["records"]) == (True, 3, 2, 7)  # steps 0, 2, ..., 12
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["dynamics"]["extrapolate"] is True
+
+    res = CliRunner().invoke(app, [*args[:-1], str(tmp_path / "bad"), "--track-sharpness", "every=2,extrapolate=ja"])
+    assert isinstance(res.exception, FlatminimaError) and "extrapolate= takes true/false" in str(res.exception)
+    assert not (tmp_path / "bad" / "model.pt").exists()  # refused before any training

@@ -4,10 +4,14 @@ JSON (train, test, each distribution shift) and a training-curve plot (PNG, SVG,
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import typer
 
+from ..errors import FlatminimaError
 from .common import (
     check_out_folder,
     check_positive,
@@ -42,8 +46,6 @@ def _value(text: str):
 
 
 def _pairs(items: list[str], what: str) -> dict:
-    from ..errors import FlatminimaError
-
     out = {}
     for item in items:
         key, sep, val = item.partition("=")
@@ -90,7 +92,10 @@ def train(
     track_sharpness: str | None = typer.Option(
         None, help="record λmax (warm Lanczos), the optimiser's stability threshold, the preconditioned and batch "
                    "sharpness and the loss: 'every=N' plus optional ',probe=M' (first M train samples; default "
-                   "all), ',batch_samples=K', ',tol=T'; writes track.sqlite and sharpness.png/svg/csv"),
+                   "all), ',batch_samples=K', ',batch_sharpness=B|none', ',tol=T', ',seed=S', ',warm=false' "
+                   "(cold Lanczos every record), ',refresh=K' (a cold start every K-th record, 0 never; "
+                   "default 10), ',extrapolate=true' (warm start from v_t + (v_t - v_t-1)); booleans take "
+                   "true/false, 1/0, yes/no; writes track.sqlite and sharpness.png/svg/csv"),
 ) -> None:
     """Train a model with a recipe and write its checkpoint, metrics (with shifts) and training curve."""
     from ..train.recipes import Recipe, make_recipe
@@ -111,11 +116,8 @@ def train(
                  augment=None if augment is None else [a.strip() for a in augment.split(",") if a.strip()])
     base = Recipe.from_toml(recipe) if recipe else None
     r = make_recipe(base, **{k: v for k, v in flags.items() if v is not None}, **_pairs(set_, "--set"))
-    tracking = None if track_sharpness is None else _pairs(
-        [p for p in track_sharpness.split(",") if p.strip()], "--track-sharpness")
+    tracking = None if track_sharpness is None else parse_track_sharpness(track_sharpness)
     if tracking is not None and ensemble > 1:
-        from ..errors import FlatminimaError
-
         raise FlatminimaError("--track-sharpness tracks one run; drop --ensemble.")
     model_kw, data_kw = _pairs(model_arg or [], "--model-arg"), _pairs(data_arg or [], "--data-arg")
     out = out_folder("train", out, run_name(model, data, model=model, data=data, recipe=r.model_dump(),
@@ -154,13 +156,96 @@ def train(
     console.print("written: " + ", ".join(summary["files"]))
 
 
-_TRACK_KEYS = {"every", "probe", "batch_samples", "tol", "warm", "seed", "batch_sharpness"}
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+def _flag(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise FlatminimaError(f"--track-sharpness {key}= takes true/false (or 1/0, yes/no), got {value!r}.")
+
+
+def _integer(key: str, value: Any, least: int | None) -> int:
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise FlatminimaError(f"--track-sharpness {key}= takes an integer, got {value!r}.")
+    try:
+        n = int(value) if not isinstance(value, str) else int(value.strip())
+    except (TypeError, ValueError):
+        raise FlatminimaError(f"--track-sharpness {key}= takes an integer, got {value!r}.") from None
+    if least is not None and n < least:
+        raise FlatminimaError(f"--track-sharpness {key}= must be >= {least}, got {n}.")
+    return n
+
+
+def _positive_float(key: str, value: Any) -> float:
+    try:
+        x = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        x = math.nan
+    if not (math.isfinite(x) and x > 0):
+        raise FlatminimaError(f"--track-sharpness {key}= takes a positive number, got {value!r}.")
+    return x
+
+
+def _batch_sharpness(key: str, value: Any) -> int | None:
+    if value is None or str(value).strip().lower() in ("none", "off"):
+        return None
+    return _integer(key, value, 1)
+
+
+# each option of --track-sharpness and how its text becomes the SharpnessMonitor's argument
+_TRACK_OPTIONS: dict[str, Callable[[str, Any], Any]] = {
+    "every": lambda k, v: _integer(k, v, 1),
+    "probe": lambda k, v: _integer(k, v, 1),
+    "batch_samples": lambda k, v: _integer(k, v, 1),
+    "batch_sharpness": _batch_sharpness,
+    "tol": _positive_float,
+    "seed": lambda k, v: _integer(k, v, None),
+    "warm": _flag,
+    "refresh": lambda k, v: _integer(k, v, 0),
+    "extrapolate": _flag,
+}
+_TRACK_KEYS = set(_TRACK_OPTIONS)
+
+
+def parse_track_sharpness(spec: str | Mapping[str, Any]) -> dict[str, Any]:
+    """The options of ``--track-sharpness`` ('every=10,extrapolate=true,refresh=5', or a dict of them, as
+    ``run_training`` takes) checked and typed as :class:`~flatminima.dynamics.SharpnessMonitor` takes them
+    (``probe`` stays for the caller: it cuts the probe set).
+
+    Checked here, before any training, so that a typo ('extrapolate=ture') stops the command at once rather
+    than being read as a string, which Python would take for true.
+    """
+    if isinstance(spec, str):
+        raw: dict[str, Any] = {}
+        for item in (p.strip() for p in spec.split(",")):
+            if not item:
+                continue
+            key, sep, val = item.partition("=")
+            if not sep or not key.strip():
+                raise FlatminimaError(f"--track-sharpness takes key=value items, got {item!r}.")
+            raw[key.strip().replace("-", "_")] = val.strip()
+    else:
+        raw = dict(spec)
+    unknown = sorted(set(raw) - _TRACK_KEYS)
+    if unknown or "every" not in raw:
+        raise FlatminimaError(f"--track-sharpness takes every=N and optionally {sorted(_TRACK_KEYS - {'every'})}; "
+                              f"got {sorted(raw)}.")
+    options = {key: _TRACK_OPTIONS[key](key, value) for key, value in raw.items()}
+    if options.get("extrapolate") and options.get("warm") is False:
+        raise FlatminimaError("--track-sharpness extrapolate=true moves the warm start; it does nothing with "
+                              "warm=false (every record cold): drop one of them.")
+    return options
 
 
 def run_training(model: str, data: str, recipe, *, model_kwargs: dict, data_kwargs: dict, shifts: bool,
                  members: int, out: str, device: str, progress: bool, track_sharpness: dict | None = None
                  ) -> dict:
-    """The library calls behind ``flatminima train`` (importable for scripts and tests)."""
+    """The library calls behind ``flatminima train`` (importable for scripts and tests); ``track_sharpness``
+    takes the options of ``--track-sharpness`` as a dict (see :func:`parse_track_sharpness`)."""
     import torch
 
     from ..models import build
@@ -177,8 +262,6 @@ def run_training(model: str, data: str, recipe, *, model_kwargs: dict, data_kwar
     monitor = None
     if members > 1:
         if track_sharpness:
-            from ..errors import FlatminimaError
-
             raise FlatminimaError("--track-sharpness tracks one run; drop --ensemble.")
         net, results = train_ensemble(make, dataset.train, recipe, members=members, checkpoint_dir=outp,
                                       progress=progress, device=device, eval_data=dataset.test)
@@ -208,7 +291,8 @@ def run_training(model: str, data: str, recipe, *, model_kwargs: dict, data_kwar
                                                              title=f"{model} on {data}, {recipe.optimizer}")
         dynamics = summarize(monitor.history) | {
             "threshold": asdict(monitor.threshold) if monitor.threshold else None,
-            "probe": monitor.probe_size, "every": monitor.every}
+            "probe": monitor.probe_size, "every": monitor.every, "warm": monitor.warm,
+            "refresh": monitor.refresh, "extrapolate": monitor.extrapolate}
     summary = {"model": model, "data": data, "recipe": recipe.model_dump(), "model_kwargs": model_kwargs,
                "data_kwargs": data_kwargs, "members": members, "epochs": recipe.epochs, "seconds": seconds,
                "epochs_run": max(t["epochs_run"] for t in training) if members > 1 else training["epochs_run"],
@@ -226,20 +310,15 @@ def _monitor(net, train, recipe, options: dict, outp: Path):
     first ``probe`` samples, with the recipe's loss; batch sharpness at the recipe's batch size for
     mini-batch runs."""
     from ..dynamics import SharpnessMonitor
-    from ..errors import FlatminimaError
     from ..train.evaluate import loss_function
 
-    unknown = sorted(set(options) - _TRACK_KEYS)
-    if unknown or "every" not in options:
-        raise FlatminimaError(f"--track-sharpness takes every=N and optionally {sorted(_TRACK_KEYS - {'every'})}; "
-                              f"got {sorted(options)}.")
+    options = parse_track_sharpness(options)
     if recipe.sam != "none" or recipe.swa:
         raise FlatminimaError("--track-sharpness supports plain optimiser steps; drop sam/swa.")
     X, y = train
-    options = dict(options)
     probe = options.pop("probe", None)
     if probe is not None:
-        X, y = X[: int(probe)], y[: int(probe)]
+        X, y = X[:probe], y[:probe]
     bs = recipe.batch_for(len(train[0]))
     options.setdefault("batch_sharpness", bs if bs < len(train[0]) else None)
     outp.mkdir(parents=True, exist_ok=True)
