@@ -234,3 +234,10 @@ def test_sharpness_cli_uses_the_registry_settings():
         registry.settings_per_measure(["trace"], {"rho": 0.1})
     with pytest.raises(FlatminimaError, match="unknown sharpness measure"):
         registry.settings_per_measure(["nope"], {})
+
+
+def test_estimate_at_the_package_top_level():
+    import flatminima
+    from flatminima.results import Estimate
+
+    assert flatminima.Estimate is Estimate and "Estimate" in flatminima.__all__

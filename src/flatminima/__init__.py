@@ -2,6 +2,7 @@
 
 from .errors import FlatminimaError, NonFiniteLossError
 from .objective import Cost, Objective
+from .results import Estimate
 
 __version__ = "0.1.0"
-__all__ = ["Cost", "FlatminimaError", "NonFiniteLossError", "Objective", "__version__"]
+__all__ = ["Cost", "Estimate", "FlatminimaError", "NonFiniteLossError", "Objective", "__version__"]
