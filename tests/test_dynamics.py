@@ -240,6 +240,20 @@ def test_bad_input():
         plot_dynamics([], "/tmp/never")
 
 
+def test_a_schedule_at_lr_0_records_no_threshold_and_rows_reach_the_logger():
+    # A schedule ending at 0 (the HF Trainer's default linear decay) takes no step: no threshold, no error.
+    model, X, y = _mlp_data(n=16)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    seen = []
+    monitor = SharpnessMonitor(model, (X, y), loss="mse", optimizer=opt, run="z",
+                               logger=lambda metrics, step: seen.append((step, sorted(metrics))))
+    assert {r["measure"] for r in monitor.step(0)} >= {"threshold", "edge_ratio"}
+    opt.param_groups[0]["lr"] = 0.0
+    rows = {r["measure"]: r["value"] for r in monitor.step(1)}
+    assert set(rows) == {"loss", "lambda_max", "lr"} and rows["lr"] == 0.0
+    assert seen[1] == (1, ["flatminima/z/lambda_max", "flatminima/z/loss", "flatminima/z/lr"])
+
+
 def test_preconditioned_sharpness_matches_a_dense_reference():
     from torch.func import functional_call, hessian
 

@@ -195,7 +195,7 @@ class SharpnessMonitor(Tracker):
             ``lr``, ``edge_ratio`` or preconditioned rows are written, and at a step where its learning
             rate is 0 (a schedule's end) only the ``lr`` row.
         loss, loss_fn, params, mode, dtype, batch_size, memory_mb, distributed: as for the Objective.
-        every, store, tensorboard, run: as for the Tracker.
+        every, store, tensorboard, run, logger: as for the Tracker (every row also goes to ``logger``).
         tol: Lanczos' relative tolerance for λmax: with ``stop="gap"`` (default) on the gap-refined eigenvalue
             error bound min(r, r²/δ), with ``stop="residual"`` on the residual ‖Hv − λv‖ (see
             :func:`flatminima.curvature.eigenvalues`); the bound is each row's ``stderr``.
@@ -221,10 +221,10 @@ class SharpnessMonitor(Tracker):
                  refresh: int = 10, extrapolate: bool = False, batch_sharpness: int | None = None,
                  batch_samples: int = 8, seed: int = 0, params: Any = None, mode: str = "eval",
                  dtype: torch.dtype | None = None, batch_size: int = 1024, memory_mb: float | None = None,
-                 distributed: bool = False):
+                 distributed: bool = False, logger: Any = None):
         super().__init__(model, data, loss=loss, loss_fn=loss_fn, measures=("loss",), every=every, store=store,
                          tensorboard=tensorboard, run=run, params=params, mode=mode, dtype=dtype,
-                         batch_size=batch_size, memory_mb=memory_mb, distributed=distributed)
+                         batch_size=batch_size, memory_mb=memory_mb, distributed=distributed, logger=logger)
         require_positive("tol", tol)
         require_positive_int("batch_samples", batch_samples)
         if batch_sharpness is not None:
