@@ -9,6 +9,7 @@ on the log scale (ratios), since λ_max differs by factors between recipes.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -521,43 +522,57 @@ def separated_pair(x: torch.Tensor, y: torch.Tensor, scale: float) -> tuple[torc
           "the effect looked for is a 1.5× ratio (0.41 on the log scale)",
     n_full=20, n_quick=3, cost_s=80))
 def class_separation(ctx: Context) -> Outcome:
-    from ..models import build
-    from ..objective import Objective
-    from ..sharpness import measure
-    from ..train import evaluate, fit
-
     ds = ctx.workbench().data
-    rows = []
-    for scale in C14_SCALES:
-        data = separated_pair(*ds.train, scale)
-        for seed in ctx.seeds:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                model = build("mlp", ds.input_shape, 2, **B.BASE_MODEL)
-            r = fit(model, data, {**C14_RECIPE, "seed": seed}, progress=False)
-            obj = Objective(model, "cross_entropy", data, dtype=torch.float64)
-            lam = measure(obj, "lambda_max", tol=1e-4, seed=seed).value
-            acc = evaluate(model, data)["accuracy"]
-            loss = float(r.final_train_loss)
-            kept = bool(r.reached_target) and acc >= 1.0 and loss >= C14_MATCH * C14_TARGET
-            rows.append((scale, seed, lam, acc, loss, int(r.epochs_run), kept))
-    by = {(r[0], r[1]): r for r in rows}
-    d = [math.log(by[C14_SCALES[0], s][2]) - math.log(by[C14_SCALES[-1], s][2]) for s in ctx.seeds
-         if by[C14_SCALES[0], s][6] and by[C14_SCALES[-1], s][6]]
+    runs = [_separation_run(ds, scale, seed) for scale in C14_SCALES for seed in ctx.seeds]
+    by = {(r.separation, r.seed): r for r in runs}
+    close, far = C14_SCALES[0], C14_SCALES[-1]
+    d = [math.log(by[close, s].lambda_max) - math.log(by[far, s].lambda_max) for s in ctx.seeds
+         if by[close, s].kept and by[far, s].kept]
     iv = st.t_interval(d) if len(d) >= 2 else st.Interval(math.nan, math.nan, math.nan, 0.95)
     sub = sign_sub("log λ(0.25×) − log λ(2×)", "close classes sharper", iv, len(d), claimed=+1, mde_value=mde(d))
-    ok = [r for r in rows if r[6]]
-    rho = st.spearman_rho([r[0] for r in ok], [r[2] for r in ok]) if len(ok) > 2 else math.nan
-    cols = ("separation", "seed", "lambda_max", "train_acc", "train_loss", "steps", "kept")
-    files = [save_table(ctx.out / "separation.csv", {c: [r[i] for r in rows] for i, c in enumerate(cols)})]
+    ok = [r for r in runs if r.kept]
+    rho = st.spearman_rho([r.separation for r in ok], [r.lambda_max for r in ok]) if len(ok) > 2 else math.nan
+    files = [save_table(ctx.out / "separation.csv", {f: [getattr(r, f) for r in runs] for f in SeparationRun.FIELDS})]
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.scatter([r[0] for r in ok], [r[2] for r in ok], s=14)
+    ax.scatter([r.separation for r in ok], [r.lambda_max for r in ok], s=14)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("class-mean distance (× MNIST-1D's, digits 0 and 1)")
     ax.set_ylabel(f"λ_max at train loss ≈ {C14_TARGET}, 100% accuracy")
     files += save_figure(fig, ctx.out / "class_separation")
-    losses = [r[4] for r in ok]
-    return Outcome(f"{sub.line()}; Spearman(separation, λ_max) {rho:.2f}; kept {len(ok)}/{len(rows)} runs "
+    losses = [r.train_loss for r in ok]
+    return Outcome(f"{sub.line()}; Spearman(separation, λ_max) {rho:.2f}; kept {len(ok)}/{len(runs)} runs "
                    f"(train loss {min(losses, default=math.nan):.4f}–{max(losses, default=math.nan):.4f})",
                    [sub], {"rho": rho}, files, len(ctx.seeds))
+
+
+@dataclass(frozen=True)
+class SeparationRun:
+    """One C14 network: its separation, seed, λ_max, train accuracy and loss, steps, and whether it is kept."""
+
+    separation: float
+    seed: int
+    lambda_max: float
+    train_acc: float
+    train_loss: float
+    steps: int
+    kept: bool
+    FIELDS = ("separation", "seed", "lambda_max", "train_acc", "train_loss", "steps", "kept")
+
+
+def _separation_run(ds, scale: float, seed: int) -> SeparationRun:
+    from ..models import build
+    from ..objective import Objective
+    from ..sharpness import measure
+    from ..train import evaluate, fit
+
+    data = separated_pair(*ds.train, scale)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build("mlp", ds.input_shape, 2, **B.BASE_MODEL)
+    r = fit(model, data, {**C14_RECIPE, "seed": seed}, progress=False)
+    lam = measure(Objective(model, "cross_entropy", data, dtype=torch.float64), "lambda_max", tol=1e-4, seed=seed).value
+    acc = evaluate(model, data)["accuracy"]
+    loss = float(r.final_train_loss)
+    kept = bool(r.reached_target) and acc >= 1.0 and loss >= C14_MATCH * C14_TARGET
+    return SeparationRun(scale, seed, lam, acc, loss, int(r.epochs_run), kept)
