@@ -33,7 +33,7 @@ for name, obj in train.items():
 
 # %%
 curves = [
-    slice_1d(train[n], directions(train[n], "filter", 1, seed=0), grid=21, test=test[n], progress=False,
+    slice_1d(train[n], directions(train[n], "filter", 1, seed=0), steps=21, test=test[n], progress=False,
              label=f"{n} (train loss {train[n].loss(train[n].params):.2f})")
     for n in nets
 ]
@@ -49,7 +49,7 @@ ax.legend()
 # ## A 2-D slice around the small-batch solution
 
 # %%
-plane = slice_2d(train["small-batch"], directions(train["small-batch"], "filter", 2, seed=0), grid=15,
+plane = slice_2d(train["small-batch"], directions(train["small-batch"], "filter", 2, seed=0), steps=15,
                  progress=False, label="small-batch MLP")
 print(plane.plot("landscape-example/slice2d", kind="contour"))
 fig, ax = plt.subplots(figsize=(4.5, 3.8))
@@ -62,6 +62,6 @@ ax.set_title("small-batch MLP")
 
 # %%
 line = interpolate(train["small-batch"], train["large-batch"].params, train["small-batch"].params,
-                   grid=21, span=(-0.25, 1.25), progress=False, label="large-batch → small-batch")
+                   steps=21, span=(-0.25, 1.25), progress=False, label="large-batch → small-batch")
 print("train-loss barrier:", line.meta["barrier"]["train_loss"])
 print(line.plot("landscape-example/interpolation"))

@@ -24,7 +24,7 @@ print(done.counts, f"in {done.seconds:.1f} s")
 # ## The report
 
 # %%
-rep = study.report(done.folder, n_boot=500, max_boot=2000)
+rep = study.report(done.folder, samples=500, max_samples=2000)
 print("report:", rep.html)
 for line in rep.summary:
     print("-", line)

@@ -241,3 +241,13 @@ def test_estimate_at_the_package_top_level():
     from flatminima.results import Estimate
 
     assert flatminima.Estimate is Estimate and "Estimate" in flatminima.__all__
+
+
+def test_resample_counts_samples_and_its_old_name_n_boot():
+    from flatminima import statistics
+
+    new = statistics.resample_counts(5, samples=40, rng=np.random.default_rng(0))
+    with pytest.warns(DeprecationWarning, match="'n_boot' is deprecated; use 'samples'"):
+        old = statistics.resample_counts(5, n_boot=40, rng=np.random.default_rng(0))
+    assert np.array_equal(new, old) and new.shape == (40, 5)
+    assert np.array_equal(statistics.resample_counts(5, 40, np.random.default_rng(0)), new)

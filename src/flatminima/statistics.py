@@ -305,9 +305,15 @@ def cluster_ids(labels: Sequence[Hashable]) -> np.ndarray:
     return np.array([index.setdefault(lab, len(index)) for lab in labels], dtype=int)
 
 
-def resample_counts(n_units: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """B × G multiplicities of G units drawn G times with replacement (one row per resample)."""
-    return rng.multinomial(n_units, np.full(n_units, 1.0 / n_units), size=n_boot).astype(float)
+def resample_counts(n_units: int, samples: int | None = None, rng: np.random.Generator | None = None,
+                    **deprecated: Any) -> np.ndarray:
+    """B × G multiplicities of G units drawn G times with replacement (one row per resample, B = ``samples``;
+    ``n_boot`` is its deprecated name)."""
+    samples = renamed(deprecated, "n_boot", "samples", samples, where="resample_counts")
+    reject_unknown(deprecated, "resample_counts")
+    if samples is None or rng is None:
+        raise TypeError("resample_counts() needs samples and rng.")
+    return rng.multinomial(n_units, np.full(n_units, 1.0 / n_units), size=samples).astype(float)
 
 
 def cluster_bootstrap(
