@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from flatminima import Objective
-from flatminima.curvature import eigenvalues
+from flatminima.curvature import eigenvalues, lanczos
 from flatminima.dynamics import SharpnessMonitor, plot_dynamics, preconditioner, stability_threshold, summarize
 from flatminima.errors import FlatminimaError
 
@@ -80,6 +80,13 @@ def test_v0_warm_start_saves_products_and_checks_input():
     warm = eigenvalues(obj, 1, tol=1e-6, v0=near)
     assert float(warm.values[0]) == pytest.approx(5.0, rel=1e-8) and bool(warm.converged[0])
     assert warm.cost.hvps < cold.cost.hvps / 2
+    # a short warm run measures its true residual from the products it kept: no product beyond its steps,
+    # and the same residual a fresh product gives
+    assert warm.iterations <= lanczos.WARM_KEPT and warm.cost.hvps == warm.iterations
+    full = eigenvalues(obj, 1, tol=1e-6, v0=near, return_vectors=True)
+    y = full.vectors[:, 0] / full.vectors[:, 0].norm()
+    fresh = float((obj.hvp(y) - full.values[0].item() * y).norm())
+    assert float(full.residuals[0]) == pytest.approx(max(fresh, full.floor), rel=1e-6, abs=1e-13)
     with pytest.raises(FlatminimaError, match="v0"):
         eigenvalues(obj, 1, v0=torch.zeros(50))
     with pytest.raises(FlatminimaError, match="v0"):
