@@ -1,11 +1,17 @@
 """Lab experiments on analytic landscapes and physical toy models (claims C6–C9, C13, C16, C17).
 
 Every experiment decides its verdict from its own measured numbers and intervals; nothing is hard-coded.
+Each experiment runs its parts (one helper per part, each returning a typed finding), turns the findings into
+sub-tests or construction checks, writes its table and figure, and returns an :class:`Outcome`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from dataclasses import astuple, dataclass
+from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -13,6 +19,7 @@ import torch
 
 from .. import statistics as _st
 from ..plotting import save_figure, save_table
+from ..statistics import Interval, fmt_interval
 from ..toy import (
     find_critical_points,
     get,
@@ -24,8 +31,7 @@ from ..toy import (
 )
 from ..toy import physics as ph
 from .registry import ClaimSpec, Context, experiment
-from .rules import Outcome, band_sub, diff_interval, mde, newcombe_interval, sign_sub
-from .stats import fmt_ci, t_interval, wilson
+from .rules import Outcome, SubTest, band_sub, diff_interval, mde, newcombe_interval, sign_sub
 
 
 def _demo(numbers: dict, parts: dict[str, bool], summary: str, files: list) -> Outcome:
@@ -34,7 +40,76 @@ def _demo(numbers: dict, parts: dict[str, bool], summary: str, files: list) -> O
     return Outcome(f"{summary}; construction checks: {checks}", [], numbers | {"checks": parts}, files)
 
 
+def _columns(rows: Sequence[Any], **fields: str) -> dict[str, list]:
+    """Table columns from typed rows: column name → the attribute each row gives for it."""
+    return {col: [getattr(r, attr) for r in rows] for col, attr in fields.items()}
+
+
+def _label(ax: plt.Axes, xlabel: str, ylabel: str = "", *, title: str = "", legend: bool = False,
+           xscale: str = "", yscale: str = "", **legend_kw: Any) -> None:
+    """Axis scales, labels, title and legend of one panel (every figure here labels its panels this way)."""
+    if xscale:
+        ax.set_xscale(xscale)
+    if yscale:
+        ax.set_yscale(yscale)
+    ax.set_xlabel(xlabel)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    if legend:
+        ax.legend(**legend_kw)
+
+
 # --- C6 ----------------------------------------------------------------------------------------------------
+
+C6_CASES = {
+    "sphere": "minimum",
+    "quartic": "minimum",
+    "double_well": "minimum",
+    "saddle": "saddle",
+    "degenerate_saddle": "saddle",
+    "monkey_saddle": "saddle",
+}
+
+
+@dataclass(frozen=True)
+class SaddleCase:
+    """One analytic critical point under the saddle test: what it truly is, the smallest eigenvalue of its
+    Hessian, the median p-value and how often (of ``reps`` repetitions) the test named it correctly."""
+
+    name: str
+    truth: str
+    hessian_min_eig: float
+    median_p: float
+    correct: int
+    reps: int
+
+    @property
+    def rate(self) -> float:
+        return self.correct / self.reps
+
+    @property
+    def interval(self) -> Interval:
+        """Wilson 95 % interval of the correct-classification rate."""
+        return _st.wilson(self.correct, self.reps)
+
+    def row(self) -> tuple[str, str, float, float, float]:
+        return self.name, self.truth, self.hessian_min_eig, self.median_p, self.rate
+
+
+@dataclass(frozen=True)
+class NetworkSaddle:
+    """The saddle test at one critical point of a tiny network, against Lanczos' certified λ_min."""
+
+    kind: str
+    lambda_min_bound: float  # λ_min + its error bound: < 0 only where a negative eigenvalue is certified
+    p_value: float
+    verdict: str
+
+    @property
+    def agrees(self) -> bool:
+        return (self.lambda_min_bound < 0) == (self.verdict == "saddle")
 
 
 def _tiny_net_objective(seed: int, saddle: bool):
@@ -73,6 +148,53 @@ def _tiny_net_objective(seed: int, saddle: bool):
     return Objective(net, "mse", (X, T), dtype=torch.float64)
 
 
+def _classify_point(name: str, truth: str, seeds: Sequence[int]) -> SaddleCase:
+    """The noise + short-descent sign test, once per seed, at the origin of landscape ``name``."""
+    from ..toy import saddle_test
+
+    land = get(name, dim=2) if name in ("sphere", "quartic", "double_well") else get(name)
+    x = torch.zeros(land.dim, dtype=torch.float64)
+    if name == "double_well":
+        x[0] = -1.0  # the flat one of the two minima
+    hmin = float(torch.linalg.eigvalsh(land.hessian(x)).min())
+    verdicts = [saddle_test(land.f, x, sigma=0.2, n=20, steps=200, lr=0.3, loss_noise=1e-4, seed=s) for s in seeds]
+    k = sum(v.verdict == truth for v in verdicts)
+    return SaddleCase(name, truth, hmin, float(np.median([v.p_value for v in verdicts])), k, len(seeds))
+
+
+def _classify_network(kind: str, seed: int) -> NetworkSaddle:
+    """The saddle test at a trained ("trained") or all-zero ("zero-weights") tiny network."""
+    from ..curvature import eigenvalues
+    from ..toy import saddle_test
+
+    obj = _tiny_net_objective(seed, saddle=kind == "zero-weights")
+    res = eigenvalues(obj, 1, "smallest", tol=1e-6)
+    # negative only when certified: λ_min + error bound < 0 (interpolating minima have λ_min ≈ 0 ± round-off)
+    lam = float(res.values[0]) + float(res.error_bounds[0])
+    r = saddle_test(obj, sigma=0.05, n=12, steps=30, lr=0.2, tol=1e-9, seed=seed)
+    return NetworkSaddle(kind, lam, r.p_value, r.verdict)
+
+
+def _pooled_sub(cases: Sequence[SaddleCase], truth: str, name: str, hypothesis: str, low: float) -> SubTest:
+    """The correct-classification rate pooled over the points whose truth is ``truth``, Wilson 95 %, in a band."""
+    pool = [c for c in cases if c.truth == truth]
+    n = sum(c.reps for c in pool)
+    return band_sub(name, hypothesis, _st.wilson(sum(c.correct for c in pool), n), n, low, 1.0)
+
+
+def _saddle_files(out: Path, cases: Sequence[SaddleCase]) -> list:
+    files = [save_table(out / "analytic.csv", _columns(
+        cases, case="name", truth="truth", hessian_min_eig="hessian_min_eig", median_p="median_p",
+        correct_rate="rate"))]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.bar([c.name for c in cases], [c.rate for c in cases],
+           color=["C0" if c.truth == "minimum" else "C3" for c in cases])
+    ax.axhline(0.95, ls="--", c="k", lw=0.8)
+    ax.set_ylabel("fraction classified correctly")
+    ax.tick_params(axis="x", rotation=30)
+    return files + save_figure(fig, out / "saddle_test")
+
+
 @experiment(ClaimSpec(
     "C6", "saddle_test", "A statistical test using noise can tell a truly flat minimum from a flat saddle.",
     hypothesis="the noise + short-descent sign test classifies minima (incl. flat x⁴) as minima at rate ≥ 0.9 "
@@ -84,94 +206,133 @@ def _tiny_net_objective(seed: int, saddle: bool):
     power="n = 100 repetitions per point (300 per pool): Wilson half-width ≈ 0.03",
     n_full=100, n_quick=20, cost_s=15))
 def saddle_test_experiment(ctx: Context) -> Outcome:
-    out, seed = ctx.out, ctx.seeds[0]
-    from ..curvature import eigenvalues
-    from ..toy import saddle_test
-
-    reps = len(ctx.seeds)
-    cases = {
-        "sphere": "minimum",
-        "quartic": "minimum",
-        "double_well": "minimum",
-        "saddle": "saddle",
-        "degenerate_saddle": "saddle",
-        "monkey_saddle": "saddle",
-    }
-    rows, correct = [], {}
-    for name, truth in cases.items():
-        land = get(name, dim=2) if name in ("sphere", "quartic", "double_well") else get(name)
-        x = torch.zeros(land.dim, dtype=torch.float64)
-        if name == "double_well":
-            x[0] = -1.0  # the flat one of the two minima
-        hmin = float(torch.linalg.eigvalsh(land.hessian(x)).min())
-        verdicts = [
-            saddle_test(land.f, x, sigma=0.2, n=20, steps=200, lr=0.3, loss_noise=1e-4, seed=s) for s in ctx.seeds
-        ]
-        k = sum(v.verdict == truth for v in verdicts)
-        correct[name] = wilson(k, reps)
-        rows.append((name, truth, hmin, float(np.median([v.p_value for v in verdicts])), k / reps))
-    net_rows = []
-    for kind in ("trained", "zero-weights"):
-        obj = _tiny_net_objective(seed, saddle=kind == "zero-weights")
-        res = eigenvalues(obj, 1, "smallest", tol=1e-6)
-        # negative only when certified: λ_min + error bound < 0 (interpolating minima have λ_min ≈ 0 ±
-        # round-off)
-        lam = float(res.values[0]) + float(res.error_bounds[0])
-        r = saddle_test(obj, sigma=0.05, n=12, steps=30, lr=0.2, tol=1e-9, seed=seed)
-        net_rows.append((kind, lam, r.p_value, r.verdict))
-    mins = [n for n, t in cases.items() if t == "minimum"]
-    sads = [n for n, t in cases.items() if t == "saddle"]
-    size_ok = all(correct[n][2] >= 0.95 for n in mins)  # accepts minima at ≥ 1 − α within its interval
-    power_ok = all(correct[n][0] >= 0.8 for n in sads)
-    from ..statistics import wilson as wilson_iv
-    net_ok = all((lam < 0) == (v == "saddle") for _, lam, _, v in net_rows)
-    files = [
-        save_table(
-            out / "analytic.csv",
-            {
-                "case": [r[0] for r in rows],
-                "truth": [r[1] for r in rows],
-                "hessian_min_eig": [r[2] for r in rows],
-                "median_p": [r[3] for r in rows],
-                "correct_rate": [r[4] for r in rows],
-            },
-        )
-    ]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.bar(
-        [r[0] for r in rows], [r[4] for r in rows], color=["C0" if r[1] == "minimum" else "C3" for r in rows]
-    )
-    ax.axhline(0.95, ls="--", c="k", lw=0.8)
-    ax.set_ylabel("fraction classified correctly")
-    ax.tick_params(axis="x", rotation=30)
-    files += save_figure(fig, out / "saddle_test")
+    cases = [_classify_point(name, truth, ctx.seeds) for name, truth in C6_CASES.items()]
+    nets = [_classify_network(kind, ctx.seeds[0]) for kind in ("trained", "zero-weights")]
+    net_ok = all(r.agrees for r in nets)
     parts = {
-        "calibrated on minima": size_ok,
-        "detects saddles (incl. degenerate)": power_ok,
+        # accepts minima at ≥ 1 − α within its interval
+        "calibrated on minima": all(c.interval.high >= 0.95 for c in cases if c.truth == "minimum"),
+        "detects saddles (incl. degenerate)": all(c.interval.estimate >= 0.8 for c in cases if c.truth == "saddle"),
         "agrees with Lanczos λ_min on a network": net_ok,
     }
-    summary = (
-        "; ".join(f"{n}: correct {fmt_ci(correct[n], 2)}" for n in cases)
-        + "; network: "
-        + ", ".join(f"{k} λ_min+bound={lam:.3g} p={p:.2g} → {v}" for k, lam, p, v in net_rows)
-    )
-    k_min = sum(round(r[4] * reps) for r in rows if r[1] == "minimum")
-    k_sad = sum(round(r[4] * reps) for r in rows if r[1] == "saddle")
     subs = [
-        band_sub("correct on minima", "calibrated on minima", wilson_iv(k_min, len(mins) * reps), len(mins) * reps,
-                 0.9, 1.0),
-        band_sub("correct on saddles", "detects saddles", wilson_iv(k_sad, len(sads) * reps), len(sads) * reps,
-                 0.8, 1.0),
+        _pooled_sub(cases, "minimum", "correct on minima", "calibrated on minima", 0.9),
+        _pooled_sub(cases, "saddle", "correct on saddles", "detects saddles", 0.8),
     ]
-    return Outcome(summary + f"; network agrees with Lanczos: {net_ok}", subs,
-                   {"analytic": rows, "network": net_rows, "parts": parts}, files, reps)
+    files = _saddle_files(ctx.out, cases)
+    summary = (
+        "; ".join(f"{c.name}: correct {fmt_interval(c.interval, 2)}" for c in cases)
+        + "; network: "
+        + ", ".join(f"{r.kind} λ_min+bound={r.lambda_min_bound:.3g} p={r.p_value:.2g} → {r.verdict}" for r in nets)
+    )
+    numbers = {"analytic": [c.row() for c in cases], "network": [astuple(r) for r in nets], "parts": parts}
+    return Outcome(summary + f"; network agrees with Lanczos: {net_ok}", subs, numbers, files, len(ctx.seeds))
 
 
 # --- C8 ----------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class AdaptiveSteps:
+    """Step sizes |Δx_t| of AdaGrad and RMSProp on a tilted plateau and the slope of log |Δx_t| in log t
+    (AdaGrad: η/√t, slope −1/2; RMSProp: ≈ η, constant)."""
+
+    adagrad: np.ndarray
+    rmsprop: np.ndarray
+    slope: float
+
+
+@dataclass(frozen=True)
+class WarmRestarts:
+    """Fractions of walkers in the deep basin (Wilson 95 %) at a constant lr and with warm restarts."""
+
+    constant: Interval
+    restarts: Interval
+
+
+@dataclass(frozen=True)
+class StoppingRules:
+    """Golden-section evaluations in a flat valley under an interval rule and a function-value rule."""
+
+    interval_evals: int
+    value_evals: int
+
+
+@dataclass(frozen=True)
+class NewtonRates:
+    """Newton errors at a simple and a degenerate (x⁴) minimum: the order at the simple one
+    (log e₃ / log e₂ ≈ 2) and the last error ratio at x⁴ ((m − 1)/m = 2/3 for multiplicity m = 3)."""
+
+    simple: np.ndarray
+    flat: np.ndarray
+    order: float
+    ratio: float
+
+
 def _warm_restart_lr(t: int, period: int, lr_max: float, lr_min: float) -> float:
     return lr_min + 0.5 * (lr_max - lr_min) * (1 + math.cos(math.pi * (t % period) / period))
+
+
+def _adaptive_steps(steps: int = 400) -> AdaptiveSteps:
+    """AdaGrad and RMSProp at lr 0.1 on the tilted plateau f = 1e-4·x."""
+    def plateau(x):
+        return 1e-4 * x.sum(-1)
+
+    ada = optimize(plateau, [0.0], "adagrad", steps=steps, lr=0.1).step_sizes[:, 0].numpy()
+    rms = optimize(plateau, [0.0], "rmsprop", steps=steps, lr=0.1).step_sizes[:, 0].numpy()
+    slope = float(np.polyfit(np.log(np.arange(1, steps + 1)), np.log(ada), 1)[0])
+    return AdaptiveSteps(ada, rms, slope)
+
+
+def _shallow_and_deep(x: torch.Tensor) -> torch.Tensor:
+    """A shallow sharp basin at 0 (f'' ≈ 7.5: unstable for lr > 0.27) next to a deep wide one at 2 (f'' ≈ 1)."""
+    x0 = x[..., 0]
+    return -0.3 * torch.exp(-(x0**2) / 0.08) - torch.exp(-((x0 - 2.0) ** 2) / 2.0)
+
+
+def _warm_restarts(walkers: int, seed: int, total: int = 400, period: int = 100) -> WarmRestarts:
+    """Noisy GD from the shallow basin at a constant lr 0.05 and with cosine warm restarts (0.8 → 0.01 every
+    ``period`` steps); both see the same starts and the same gradient noise."""
+    from ..toy.landscapes import grad as _grad
+
+    gen = torch.Generator().manual_seed(seed)
+    x_const = 0.1 * torch.randn(walkers, 1, generator=gen, dtype=torch.float64)
+    x_wr = x_const.clone()
+    for t in range(total):
+        noise = 0.02 * torch.randn(walkers, 1, generator=gen, dtype=torch.float64)
+        x_const = x_const - 0.05 * (_grad(_shallow_and_deep, x_const) + noise)
+        lr = _warm_restart_lr(t, period, 0.8, 0.01)
+        x_wr = x_wr - lr * (_grad(_shallow_and_deep, x_wr) + noise)
+    return WarmRestarts(_st.wilson(int((x_const[:, 0] > 1.0).sum()), walkers),
+                        _st.wilson(int((x_wr[:, 0] > 1.0).sum()), walkers))
+
+
+def _stopping_rules() -> StoppingRules:
+    """Golden section on the flat valley f = x⁴ over [−1, 2], to xtol 1e-8 and to ftol 1e-8."""
+    ls_int = golden_section(lambda x: x**4, -1.0, 2.0, rule="interval", xtol=1e-8)
+    ls_val = golden_section(lambda x: x**4, -1.0, 2.0, rule="value", ftol=1e-8)
+    return StoppingRules(ls_int.evaluations, ls_val.evaluations)
+
+
+def _newton_rates() -> NewtonRates:
+    """Newton from 0.3 on x² + x³/3 (simple minimum) and on x⁴ (degenerate minimum)."""
+    simple = newton(lambda x: (x**2 + x**3 / 3).sum(-1), [0.3], steps=5)[:, 0]
+    flat = newton(lambda x: (x**4).sum(-1), [0.3], steps=12)[:, 0]
+    order = float(np.log(abs(simple[3])) / np.log(abs(simple[2])))
+    return NewtonRates(simple, flat, order, float(flat[-1] / flat[-2]))
+
+
+def _flat_regions_files(out: Path, st: AdaptiveSteps, nw: NewtonRates) -> list:
+    t = np.arange(1, len(st.adagrad) + 1)
+    files = [save_table(out / "steps.csv", {"t": t, "adagrad": st.adagrad, "rmsprop": st.rmsprop})]
+    fig, axs = plt.subplots(1, 2, figsize=(8, 3.2))
+    axs[0].loglog(t, st.adagrad, label="AdaGrad")
+    axs[0].loglog(t, st.rmsprop, label="RMSProp")
+    _label(axs[0], "step t", "|Δx| on a plateau", legend=True)
+    axs[1].semilogy(np.abs(nw.simple) + 1e-300, "o-", label="simple minimum")
+    axs[1].semilogy(np.abs(nw.flat), "s-", label="x⁴ (multiplicity 3)")
+    _label(axs[1], "Newton iteration", "|x − x*|", legend=True)
+    return files + save_figure(fig, out / "flat_regions")
 
 
 @experiment(ClaimSpec(
@@ -189,85 +350,206 @@ def _warm_restart_lr(t: int, period: int, lr_max: float, lr_min: float) -> float
     power="one seed set of walkers (200 quick, 1000 full)", n_full=1, n_quick=1, kind="demonstration", cost_s=14,
     quick_powered=True))
 def flat_regions(ctx: Context) -> Outcome:
-    out, quick, seed = ctx.out, ctx.quick, ctx.seeds[0]
-    # (a) adaptive steps on a tilted plateau f = 1e-4·x
-    steps = 400
-    ada = optimize(lambda x: 1e-4 * x.sum(-1), [0.0], "adagrad", steps=steps, lr=0.1).step_sizes[:, 0].numpy()
-    rms = optimize(lambda x: 1e-4 * x.sum(-1), [0.0], "rmsprop", steps=steps, lr=0.1).step_sizes[:, 0].numpy()
-    slope = float(np.polyfit(np.log(np.arange(1, steps + 1)), np.log(ada), 1)[0])
-
-    # (b) warm restarts: shallow sharp basin at 0 (f'' ≈ 7.5: unstable for lr > 0.27), deep wide basin at 2
-    # (f'' ≈ 1)
-    def f(x):
-        x0 = x[..., 0]
-        return -0.3 * torch.exp(-(x0**2) / 0.08) - torch.exp(-((x0 - 2.0) ** 2) / 2.0)
-
-    walkers = 200 if quick else 1000
-    gen = torch.Generator().manual_seed(seed)
-    x_const = 0.1 * torch.randn(walkers, 1, generator=gen, dtype=torch.float64)
-    x_wr = x_const.clone()
-    from ..toy.landscapes import grad as _grad
-
-    total, period = 400, 100
-    for t in range(total):
-        noise = 0.02 * torch.randn(walkers, 1, generator=gen, dtype=torch.float64)
-        x_const = x_const - 0.05 * (_grad(f, x_const) + noise)
-        lr = _warm_restart_lr(t, period, 0.8, 0.01)
-        x_wr = x_wr - lr * (_grad(f, x_wr) + noise)
-    deep_const = wilson(int((x_const[:, 0] > 1.0).sum()), walkers)
-    deep_wr = wilson(int((x_wr[:, 0] > 1.0).sum()), walkers)
-    # (c) stopping rules in a flat valley f = x⁴
-    ls_int = golden_section(lambda x: x**4, -1.0, 2.0, rule="interval", xtol=1e-8)
-    ls_val = golden_section(lambda x: x**4, -1.0, 2.0, rule="value", ftol=1e-8)
-    # (d) Newton: simple vs degenerate minimum
-    simple = newton(lambda x: (x**2 + x**3 / 3).sum(-1), [0.3], steps=5)[:, 0]
-    flat = newton(lambda x: (x**4).sum(-1), [0.3], steps=12)[:, 0]
-    q_order = float(np.log(abs(simple[3])) / np.log(abs(simple[2])))
-    lin_ratio = float(flat[-1] / flat[-2])
+    st = _adaptive_steps()
+    wr = _warm_restarts(200 if ctx.quick else 1000, ctx.seeds[0])
+    ls = _stopping_rules()
+    nw = _newton_rates()
     parts = {
-        "AdaGrad step ∝ t^-1/2, RMSProp constant": abs(slope + 0.5) < 0.02 and abs(rms[-1] / 0.1 - 1) < 0.02,
-        "warm restarts reach the deeper basin": deep_wr[1] > deep_const[2],
-        "value rule far cheaper": ls_val.evaluations < 0.5 * ls_int.evaluations,
-        "Newton linear (2/3) at x⁴, quadratic at simple min": abs(lin_ratio - 2 / 3) < 1e-6 and q_order > 1.8,
+        "AdaGrad step ∝ t^-1/2, RMSProp constant":
+            abs(st.slope + 0.5) < 0.02 and abs(st.rmsprop[-1] / 0.1 - 1) < 0.02,
+        "warm restarts reach the deeper basin": wr.restarts.low > wr.constant.high,
+        "value rule far cheaper": ls.value_evals < 0.5 * ls.interval_evals,
+        "Newton linear (2/3) at x⁴, quadratic at simple min": abs(nw.ratio - 2 / 3) < 1e-6 and nw.order > 1.8,
     }
-    files = [save_table(out / "steps.csv", {"t": np.arange(1, steps + 1), "adagrad": ada, "rmsprop": rms})]
-    fig, axs = plt.subplots(1, 2, figsize=(8, 3.2))
-    axs[0].loglog(np.arange(1, steps + 1), ada, label="AdaGrad")
-    axs[0].loglog(np.arange(1, steps + 1), rms, label="RMSProp")
-    axs[0].set_xlabel("step t")
-    axs[0].set_ylabel("|Δx| on a plateau")
-    axs[0].legend()
-    axs[1].semilogy(np.abs(simple) + 1e-300, "o-", label="simple minimum")
-    axs[1].semilogy(np.abs(flat), "s-", label="x⁴ (multiplicity 3)")
-    axs[1].set_xlabel("Newton iteration")
-    axs[1].set_ylabel("|x − x*|")
-    axs[1].legend()
-    files += save_figure(fig, out / "flat_regions")
+    files = _flat_regions_files(ctx.out, st, nw)
     summary = (
-        f"AdaGrad step slope in log t {slope:.3f} (theory −0.5), RMSProp final step {rms[-1]:.4g} (lr 0.1); "
-        f"deep basin reached: constant lr {fmt_ci(deep_const, 2)}, warm restarts {fmt_ci(deep_wr, 2)}; "
-        f"golden section evals interval {ls_int.evaluations} vs value {ls_val.evaluations}; Newton ratio at "
-        f"x⁴ {lin_ratio:.6f} (theory 2/3), order at simple minimum {q_order:.2f}"
+        f"AdaGrad step slope in log t {st.slope:.3f} (theory −0.5), RMSProp final step {st.rmsprop[-1]:.4g} "
+        f"(lr 0.1); deep basin reached: constant lr {fmt_interval(wr.constant, 2)}, warm restarts "
+        f"{fmt_interval(wr.restarts, 2)}; golden section evals interval {ls.interval_evals} vs value "
+        f"{ls.value_evals}; Newton ratio at x⁴ {nw.ratio:.6f} (theory 2/3), order at simple minimum {nw.order:.2f}"
     )
-    return _demo(
-        {
-            "adagrad_slope": slope,
-            "rms_final": float(rms[-1]),
-            "deep_const": deep_const,
-            "deep_warm_restarts": deep_wr,
-            "evals_interval": ls_int.evaluations,
-            "evals_value": ls_val.evaluations,
-            "newton_ratio": lin_ratio,
-            "newton_order": q_order,
-            "parts": parts,
-        },
-        parts,
-        summary,
-        files,
-    )
+    numbers = {
+        "adagrad_slope": st.slope,
+        "rms_final": float(st.rmsprop[-1]),
+        "deep_const": wr.constant.triple(),
+        "deep_warm_restarts": wr.restarts.triple(),
+        "evals_interval": ls.interval_evals,
+        "evals_value": ls.value_evals,
+        "newton_ratio": nw.ratio,
+        "newton_order": nw.order,
+        "parts": parts,
+    }
+    return _demo(numbers, parts, summary, files)
 
 
 # --- C9 ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Populations:
+    """Equilibrium fibril population of the entropy-vs-enthalpy two-basin model against temperature, and the
+    crossover temperature T* where the two basins are equally populated."""
+
+    temps: np.ndarray
+    fibril: list[float]
+    t_star: float
+
+
+@dataclass(frozen=True)
+class Seeding:
+    """Conversion speed-up from seeding (a lowered barrier) at temperature T: simulated (ratio of mean first
+    passage times, bootstrap 95 %), exact (ratio of MFPT integrals) and Kramers' rate ratio; the unseeded
+    mean first-passage time (t 95 %)."""
+
+    speed_sim: Interval
+    speed_exact: float
+    speed_kramers: float
+    tau_unseeded: Interval
+
+
+@dataclass(frozen=True)
+class Fluxional:
+    """PF₅'s ¹⁹F line shape: peaks per temperature (two sites resolved cold, one averaged line hot), the
+    first temperature with one peak, and the time fraction a hopping ligand spends axial (exact 0.4)."""
+
+    freqs: np.ndarray
+    kelvin: np.ndarray
+    peaks: list[int]
+    coalescence_K: int | None
+    axial: float
+
+
+@dataclass(frozen=True)
+class Annealing:
+    """Simulated annealing on a rugged 1-D well: the fraction of walkers ending in the global basin
+    (|x| < 0.5, Wilson 95 %) under fast and slow cooling, and the mean f along each run."""
+
+    fast: Interval
+    slow: Interval
+    fast_trace: np.ndarray
+    slow_trace: np.ndarray
+
+
+@dataclass(frozen=True)
+class Tempering:
+    """Replica exchange vs a single cold chain on one landscape: success rates (Wilson 95 %), the mean
+    exchange rate between neighbouring temperatures and the mean number of round trips."""
+
+    pt: Interval
+    single: Interval
+    exchange_rates: np.ndarray
+    round_trips: float
+
+    @property
+    def beats_single(self) -> bool:
+        return self.pt.low > self.single.high
+
+    def to_numbers(self) -> dict[str, Any]:
+        return {"pt": self.pt.triple(), "single": self.single.triple(), "exchange_rates": self.exchange_rates,
+                "round_trips": self.round_trips}
+
+
+def _populations() -> Populations:
+    m0 = ph.TwoBasinModel()
+    temps = np.linspace(0.05, 2.0, 40)
+    return Populations(temps, [m0.fibril_fraction(T) for T in temps], m0.crossover_temperature())
+
+
+def _seeding(walkers: int, seed: int, T: float = 0.3) -> Seeding:
+    """First passage from the disordered to the fibril minimum without and with a seed (s = 0.3)."""
+    m0, m1 = ph.TwoBasinModel(), ph.TwoBasinModel(seed=0.3)
+    a0, _, b0 = m0.extrema()
+    a1, _, b1 = m1.extrema()
+    fp0 = ph.first_passage_times(m0.U, a0, b0, T, walkers=walkers, dt=0.01, seed=seed)
+    fp1 = ph.first_passage_times(m1.U, a1, b1, T, walkers=walkers, dt=0.01, seed=seed + 1)
+    fp0, fp1 = fp0[~np.isnan(fp0)], fp1[~np.isnan(fp1)]
+    speed_sim = _st.bootstrap(np.arange(len(fp0)), lambda i: float(fp0[i].mean() / fp1.mean()), seed=seed)
+    return Seeding(
+        speed_sim,
+        ph.mfpt_exact(m0.U, a0, b0, T) / ph.mfpt_exact(m1.U, a1, b1, T),
+        m1.conversion_rate(T) / m0.conversion_rate(T),
+        _st.t_interval(fp0),
+    )
+
+
+def _fluxional(seed: int) -> Fluxional:
+    """PF₅ line shapes from 40 K to 160 K (site splitting 1000 Hz) and the Berry-pseudorotation ligand walk."""
+    freqs = np.linspace(-1500, 1500, 1201)
+    kelvin = np.arange(40, 161, 10)
+    peaks = [ph.count_peaks(ph.nmr_spectrum(ph.hop_rate(float(K)), 1000.0, freqs)) for K in kelvin]
+    t_coal = next((int(K) for K, p in zip(kelvin, peaks, strict=True) if p == 1), None)
+    return Fluxional(freqs, kelvin, peaks, t_coal, ph.simulate_ligand(1.0, 30.0, walkers=200, seed=seed))
+
+
+def _rugged(x: torch.Tensor) -> torch.Tensor:
+    """A rugged 1-D well: x²/10 + 1 − cos 2πx (shallow minima near every integer, the global one at 0)."""
+    return x[..., 0] ** 2 / 10 + 1 - torch.cos(2 * math.pi * x[..., 0])
+
+
+def _annealing(walkers: int, seed: int) -> Annealing:
+    """Quench (T ← 0.95 T per step) vs slow cooling (T ← 0.999 T) from x = 3, T₀ = 3."""
+    sa_kw = dict(t0=3.0, steps=3000, step_size=0.1, walkers=walkers, seed=seed)
+    fast = simulated_annealing(_rugged, [3.0], rate=0.95, **sa_kw)
+    slow = simulated_annealing(_rugged, [3.0], rate=0.999, **sa_kw)
+    return Annealing(_st.wilson(int((fast.final[:, 0].abs() < 0.5).sum()), walkers),
+                     _st.wilson(int((slow.final[:, 0].abs() < 0.5).sum()), walkers),
+                     fast.trace.mean(1), slow.trace.mean(1))
+
+
+def _tilted(x: torch.Tensor) -> torch.Tensor:
+    """A tilted double well 3(x² − 1)² + x/2: an energy barrier between the minima near ±1."""
+    return 3 * (x[..., 0] ** 2 - 1) ** 2 + 0.5 * x[..., 0]
+
+
+def _tempering(land: Callable, start: list[float], good: float, *, runs: int, sweeps: int,
+               ladder: list[float], seed: int) -> Tempering:
+    """``runs`` replica-exchange runs on ``ladder`` and as many single chains at its coldest temperature
+    (annealing with rate 1 − 1e-12: a fixed temperature); success is reaching f < ``good``."""
+    pt, rates, trips = 0, [], []
+    for r in range(runs):
+        res = replica_exchange(land, start, ladder, sweeps=sweeps, step_size=0.2, seed=seed + r)
+        pt += int(res.cold_min < good)
+        rates.append(res.exchange_rates)
+        trips.append(res.total_round_trips)
+    single = simulated_annealing(
+        land, start, t0=ladder[0], rate=1 - 1e-12, steps=sweeps, step_size=0.2, walkers=runs, seed=seed
+    )
+    sc = int((single.best_values < good).sum())
+    return Tempering(_st.wilson(pt, runs), _st.wilson(sc, runs), np.mean(rates, 0), float(np.mean(trips)))
+
+
+def _physical_files(out: Path, pop: Populations, pf5: Fluxional, sa: Annealing) -> list:
+    files = [
+        save_table(out / "two_basin.csv", {"T": pop.temps, "fibril_fraction": pop.fibril}),
+        save_table(out / "pf5.csv", {"kelvin": pf5.kelvin, "peaks": pf5.peaks}),
+    ]
+    fig, axs = plt.subplots(1, 3, figsize=(11, 3.2))
+    axs[0].plot(pop.temps, pop.fibril)
+    axs[0].axvline(pop.t_star, ls="--", c="k", lw=0.8)
+    _label(axs[0], "temperature", "fibril population")
+    for K in (pf5.kelvin[0], pf5.coalescence_K or pf5.kelvin[-1], pf5.kelvin[-1]):
+        axs[1].plot(pf5.freqs, ph.nmr_spectrum(ph.hop_rate(float(K)), 1000.0, pf5.freqs), label=f"{K} K")
+    _label(axs[1], "Hz", title="PF₅ ¹⁹F line shape", legend=True)
+    axs[2].plot(sa.fast_trace, label="fast cooling")
+    axs[2].plot(sa.slow_trace, label="slow cooling")
+    _label(axs[2], "step", "mean f", legend=True)
+    return files + save_figure(fig, out / "physical_landscapes")
+
+
+def _physical_summary(pop: Populations, sd: Seeding, pf5: Fluxional, sa: Annealing,
+                      tempering: dict[str, Tempering]) -> str:
+    bar, golf = tempering["barrier"], tempering["golf"]
+    return (
+        f"fibril fraction {pop.fibril[0]:.2f} at T={pop.temps[0]:.2f}, {pop.fibril[-1]:.2f} at "
+        f"T={pop.temps[-1]:.1f}, crossover T*={pop.t_star:.3f}; seeding speed-up sim {fmt_interval(sd.speed_sim)} "
+        f"vs exact {sd.speed_exact:.3g}, Kramers {sd.speed_kramers:.3g} (τ unseeded {fmt_interval(sd.tau_unseeded)}); "
+        f"PF5 peaks {dict(zip(pf5.kelvin.tolist(), pf5.peaks, strict=True))}, "
+        f"coalescence ≈ {pf5.coalescence_K} K, ligand axial time {pf5.axial:.3f} (exact 0.4); SA global basin fast "
+        f"{fmt_interval(sa.fast, 2)} vs slow {fmt_interval(sa.slow, 2)}; tempering success barrier PT "
+        f"{fmt_interval(bar.pt, 2)} vs single {fmt_interval(bar.single, 2)}, golf PT "
+        f"{fmt_interval(golf.pt, 2)} vs single {fmt_interval(golf.single, 2)} (golf exchange rates "
+        f"{np.round(golf.exchange_rates, 2).tolist()}, round trips {golf.round_trips:.1f})"
+    )
 
 
 @experiment(ClaimSpec(
@@ -285,129 +567,145 @@ def flat_regions(ctx: Context) -> Outcome:
     power="one seed set (300 walkers quick, 2000 full)", n_full=1, n_quick=1, kind="demonstration", cost_s=25,
     quick_powered=True))
 def physical_landscapes(ctx: Context) -> Outcome:
-    out, quick, seed = ctx.out, ctx.quick, ctx.seeds[0]
-    walkers = 300 if quick else 2000
-    m0, m1 = ph.TwoBasinModel(), ph.TwoBasinModel(seed=0.3)
-    temps = np.linspace(0.05, 2.0, 40)
-    frac = [m0.fibril_fraction(T) for T in temps]
-    t_star = m0.crossover_temperature()
-    T = 0.3
-    a0, _, b0 = m0.extrema()
-    a1, _, b1 = m1.extrema()
-    fp0 = ph.first_passage_times(m0.U, a0, b0, T, walkers=walkers, dt=0.01, seed=seed)
-    fp1 = ph.first_passage_times(m1.U, a1, b1, T, walkers=walkers, dt=0.01, seed=seed + 1)
-    fp0, fp1 = fp0[~np.isnan(fp0)], fp1[~np.isnan(fp1)]
-    from .stats import bootstrap
-
-    speed_sim = bootstrap(np.arange(len(fp0)), lambda i: float(fp0[i].mean() / fp1.mean()), seed=seed)
-    speed_kr = m1.conversion_rate(T) / m0.conversion_rate(T)
-    speed_exact = ph.mfpt_exact(m0.U, a0, b0, T) / ph.mfpt_exact(m1.U, a1, b1, T)
-    tau0 = t_interval(fp0)
-    # PF5: peaks against temperature
-    freqs = np.linspace(-1500, 1500, 1201)
-    kelvin = np.arange(40, 161, 10)
-    peaks = [ph.count_peaks(ph.nmr_spectrum(ph.hop_rate(float(K)), 1000.0, freqs)) for K in kelvin]
-    t_coal = next((int(K) for K, p in zip(kelvin, peaks, strict=True) if p == 1), None)
-    axial = ph.simulate_ligand(1.0, 30.0, walkers=200, seed=seed)
-
-    # simulated annealing on a rugged 1-D well: quench vs slow cooling
-    def rugged(x):
-        return x[..., 0] ** 2 / 10 + 1 - torch.cos(2 * math.pi * x[..., 0])
-
-    n_sa = 200 if quick else 1000
-    sa_kw = dict(t0=3.0, steps=3000, step_size=0.1, walkers=n_sa, seed=seed)
-    fast = simulated_annealing(rugged, [3.0], rate=0.95, **sa_kw)
-    slow = simulated_annealing(rugged, [3.0], rate=0.999, **sa_kw)
-    sa_fast = wilson(int((fast.final[:, 0].abs() < 0.5).sum()), n_sa)
-    sa_slow = wilson(int((slow.final[:, 0].abs() < 0.5).sum()), n_sa)
-    # replica exchange: energy barrier (tilted double well) vs golf course (entropic barrier)
+    quick, seed = ctx.quick, ctx.seeds[0]
+    pop = _populations()
+    sd = _seeding(300 if quick else 2000, seed)
+    pf5 = _fluxional(seed)
+    sa = _annealing(200 if quick else 1000, seed)
     runs, sweeps = (8, 800) if quick else (30, 3000)
-    ladder = [0.05, 0.15, 0.5, 1.5]
-    golf = get("golf_course", dim=3, width=0.05, seed=seed)
-
-    def tilted(x):
-        return 3 * (x[..., 0] ** 2 - 1) ** 2 + 0.5 * x[..., 0]
-
-    hits = {}
-    cases = (("barrier", tilted, [1.0], -1.0), ("golf", golf, [-0.9, -0.9, -0.9], -0.5))
-    for lname, land, start, good in cases:
-        pt, rates, trips = 0, [], []
-        for r in range(runs):
-            res = replica_exchange(land, start, ladder, sweeps=sweeps, step_size=0.2, seed=seed + r)
-            pt += int(res.cold_min < (good if lname == "golf" else -0.2))
-            rates.append(res.exchange_rates)
-            trips.append(res.total_round_trips)
-        single = simulated_annealing(
-            land, start, t0=ladder[0], rate=1 - 1e-12, steps=sweeps, step_size=0.2, walkers=runs, seed=seed
-        )
-        sc = int((single.best_values < (good if lname == "golf" else -0.2)).sum())
-        hits[lname] = {
-            "pt": wilson(pt, runs),
-            "single": wilson(sc, runs),
-            "exchange_rates": np.mean(rates, 0),
-            "round_trips": float(np.mean(trips)),
-        }
+    kw = dict(runs=runs, sweeps=sweeps, ladder=[0.05, 0.15, 0.5, 1.5], seed=seed)
+    golf = get("golf_course", dim=3, width=0.05, seed=seed)  # an entropic barrier
+    tempering = {"barrier": _tempering(_tilted, [1.0], -0.2, **kw),
+                 "golf": _tempering(golf, [-0.9, -0.9, -0.9], -0.5, **kw)}
     parts = {
-        "cold → fibril, hot → disordered": frac[0] > 0.5 > frac[-1],
-        "seed speeds conversion (sim)": speed_sim[1] > 1,
-        "PF5 sites resolved cold, averaged hot": peaks[0] == 2 and peaks[-1] == 1,
-        "annealing escapes shallow minima (slow > fast)": sa_slow[1] > sa_fast[2],
-        "tempering beats a single chain over a barrier": hits["barrier"]["pt"][1] > hits["barrier"]["single"][2],
-        "tempering beats a single chain on the golf course": hits["golf"]["pt"][1] > hits["golf"]["single"][2],
+        "cold → fibril, hot → disordered": pop.fibril[0] > 0.5 > pop.fibril[-1],
+        "seed speeds conversion (sim)": sd.speed_sim.low > 1,
+        "PF5 sites resolved cold, averaged hot": pf5.peaks[0] == 2 and pf5.peaks[-1] == 1,
+        "annealing escapes shallow minima (slow > fast)": sa.slow.low > sa.fast.high,
+        "tempering beats a single chain over a barrier": tempering["barrier"].beats_single,
+        "tempering beats a single chain on the golf course": tempering["golf"].beats_single,
     }
-    files = [
-        save_table(out / "two_basin.csv", {"T": temps, "fibril_fraction": frac}),
-        save_table(out / "pf5.csv", {"kelvin": kelvin, "peaks": peaks}),
-    ]
-    fig, axs = plt.subplots(1, 3, figsize=(11, 3.2))
-    axs[0].plot(temps, frac)
-    axs[0].axvline(t_star, ls="--", c="k", lw=0.8)
-    axs[0].set_xlabel("temperature")
-    axs[0].set_ylabel("fibril population")
-    for K in (kelvin[0], t_coal or kelvin[-1], kelvin[-1]):
-        axs[1].plot(freqs, ph.nmr_spectrum(ph.hop_rate(float(K)), 1000.0, freqs), label=f"{K} K")
-    axs[1].set_xlabel("Hz")
-    axs[1].legend()
-    axs[1].set_title("PF₅ ¹⁹F line shape")
-    axs[2].plot(fast.trace.mean(1), label="fast cooling")
-    axs[2].plot(slow.trace.mean(1), label="slow cooling")
-    axs[2].set_xlabel("step")
-    axs[2].set_ylabel("mean f")
-    axs[2].legend()
-    files += save_figure(fig, out / "physical_landscapes")
-    summary = (
-        f"fibril fraction {frac[0]:.2f} at T={temps[0]:.2f}, {frac[-1]:.2f} at T={temps[-1]:.1f}, crossover "
-        f"T*={t_star:.3f}; seeding speed-up sim {fmt_ci(speed_sim)} vs exact {speed_exact:.3g}, Kramers "
-        f"{speed_kr:.3g} (τ unseeded {fmt_ci(tau0)}); "
-        f"PF5 peaks {dict(zip(kelvin.tolist(), peaks, strict=True))}, "
-        f"coalescence ≈ {t_coal} K, ligand axial time {axial:.3f} (exact 0.4); SA global basin fast "
-        f"{fmt_ci(sa_fast, 2)} vs slow {fmt_ci(sa_slow, 2)}; tempering success barrier PT "
-        f"{fmt_ci(hits['barrier']['pt'], 2)} vs single {fmt_ci(hits['barrier']['single'], 2)}, golf PT "
-        f"{fmt_ci(hits['golf']['pt'], 2)} vs single {fmt_ci(hits['golf']['single'], 2)} (golf exchange rates "
-        f"{np.round(hits['golf']['exchange_rates'], 2).tolist()}, "
-        f"round trips {hits['golf']['round_trips']:.1f})"
-    )
-    return _demo(
-        {
-            "t_star": t_star,
-            "speed_sim": speed_sim,
-            "speed_exact": speed_exact,
-            "speed_kramers": speed_kr,
-            "pf5_peaks": peaks,
-            "coalescence_K": t_coal,
-            "axial_fraction": axial,
-            "sa_fast": sa_fast,
-            "sa_slow": sa_slow,
-            "tempering": hits,
-            "parts": parts,
-        },
-        parts,
-        summary,
-        files,
-    )
+    files = _physical_files(ctx.out, pop, pf5, sa)
+    numbers = {
+        "t_star": pop.t_star,
+        "speed_sim": sd.speed_sim.triple(),
+        "speed_exact": sd.speed_exact,
+        "speed_kramers": sd.speed_kramers,
+        "pf5_peaks": pf5.peaks,
+        "coalescence_K": pf5.coalescence_K,
+        "axial_fraction": pf5.axial,
+        "sa_fast": sa.fast.triple(),
+        "sa_slow": sa.slow.triple(),
+        "tempering": {k: t.to_numbers() for k, t in tempering.items()},
+        "parts": parts,
+    }
+    return _demo(numbers, parts, _physical_summary(pop, sd, pf5, sa, tempering), files)
 
 
 # --- C16 ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IndexPoint:
+    """A network's training loss and the fraction of its Hessian's eigenvalues that are negative."""
+
+    loss: float
+    negative_fraction: float
+
+
+@dataclass(frozen=True)
+class SeedCriticalPoints:
+    """One seed of C16: the critical points of one random field (values, index fractions, the saddle fraction
+    and Spearman ρ(f, index)) and one network's index trajectory with Spearman ρ(loss, negative fraction)."""
+
+    seed: int
+    critical_points: int
+    saddle_fraction: float
+    rho_field: float
+    rho_network: float
+    values: np.ndarray
+    index: np.ndarray
+    network: list[IndexPoint]
+
+    def row(self) -> tuple[int, int, float, float, float]:
+        return self.seed, self.critical_points, self.saddle_fraction, self.rho_field, self.rho_network
+
+
+def _dense_hessian(obj) -> np.ndarray:
+    eye = torch.eye(obj.dim, dtype=obj.dtype)
+    H = torch.stack([obj.hvp(e) for e in eye]).numpy()
+    return (H + H.T) / 2
+
+
+def _network_index_trajectory(seed: int) -> list[IndexPoint]:
+    """A 2-8-8-2 tanh net trained by GD (lr 0.5) on two classes; at 9 steps up to 600, the loss and the
+    fraction of Hessian eigenvalues below −1e-6·max|λ| (the dense Hessian)."""
+    from ..data import load_two_class
+    from ..objective import Objective
+
+    d = load_two_class(200, separation=0.5, seed=seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = torch.nn.Sequential(
+            torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)
+        ).double()
+    X, y = d.x_train.double(), d.y_train
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    points = []
+    for step in range(601):
+        if step in (0, 5, 10, 20, 40, 80, 150, 300, 600):
+            obj = Objective(net, "cross_entropy", (X, y), dtype=torch.float64)
+            ev = np.linalg.eigvalsh(_dense_hessian(obj))
+            points.append(IndexPoint(obj.loss(), float((ev < -1e-6 * np.abs(ev).max()).mean())))
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(X), y).backward()
+        opt.step()
+    return points
+
+
+def _critical_points_of_seed(seed: int, dim: int, starts: int) -> SeedCriticalPoints:
+    """Critical points of a random Gaussian field (64 features) from ``starts`` Newton starts, and a network."""
+    land = get("random_field", dim=dim, features=64, seed=seed)
+    cps = find_critical_points(land, starts, seed=seed)
+    vals = np.array([c.value for c in cps])
+    idx = np.array([c.index_fraction for c in cps])
+    net = _network_index_trajectory(seed)
+    rho_f = _st.spearman_rho(vals, idx) if len(vals) > 2 else math.nan
+    rho_n = _st.spearman_rho([p.loss for p in net], [p.negative_fraction for p in net])
+    saddles = float((idx > 0).mean()) if len(idx) else math.nan
+    return SeedCriticalPoints(seed, len(cps), saddles, rho_f, rho_n, vals, idx, net)
+
+
+def _critical_points_subs(per: Sequence[SeedCriticalPoints]) -> list[SubTest]:
+    frac = [p.saddle_fraction for p in per]
+    rf = [p.rho_field for p in per if not math.isnan(p.rho_field)]
+    rn = [p.rho_network for p in per if not math.isnan(p.rho_network)]
+    return [
+        sign_sub("saddle fraction − 0.5", "most critical points are saddles",
+                 _st.t_interval(np.asarray(frac) - 0.5), len(frac), claimed=+1, mde_value=mde(frac)),
+        sign_sub("ρ(f, index) (field)", "index rises with f", _st.t_interval(rf), len(rf), claimed=+1,
+                 mde_value=mde(rf)),
+        sign_sub("ρ(loss, negative fraction) (network)", "negative fraction falls with the loss",
+                 _st.t_interval(rn), len(rn), claimed=+1, mde_value=mde(rn)),
+    ]
+
+
+def _critical_points_files(out: Path, per: Sequence[SeedCriticalPoints], dim: int) -> list:
+    vals_all = [v for p in per for v in p.values.tolist()]
+    idx_all = [v for p in per for v in p.index.tolist()]
+    files = [
+        save_table(out / "per_seed.csv", _columns(per, seed="seed", critical_points="critical_points",
+                                                  saddle_fraction="saddle_fraction", rho_field="rho_field",
+                                                  rho_network="rho_network")),
+        save_table(out / "critical_points.csv", {"value": vals_all, "index_fraction": idx_all}),
+    ]
+    fig, axs = plt.subplots(1, 2, figsize=(8, 3.2))
+    axs[0].scatter(vals_all, idx_all, s=8)
+    _label(axs[0], "f at critical point", "index / d", title=f"random fields d={dim}")
+    for p in per:
+        axs[1].plot([q.loss for q in p.network], [q.negative_fraction for q in p.network], "o-", ms=3)
+    _label(axs[1], "training loss", "fraction λ < 0", title="tiny MLPs along training", xscale="log")
+    return files + save_figure(fig, out / "critical_points")
 
 
 @experiment(ClaimSpec(
@@ -424,83 +722,44 @@ def physical_landscapes(ctx: Context) -> Outcome:
     power="n = 5 seeds per set; per-seed ρ varies by s ≈ 0.1–0.2 (an estimate, not measured), resolving ρ ≳ 0.3",
     n_full=5, n_quick=2, cost_s=13))
 def critical_points(ctx: Context) -> Outcome:
-    out, quick = ctx.out, ctx.quick
-    dim, starts = (6, 80) if quick else (8, 200)
-    per, vals_all, idx_all, nets = [], [], [], []
-    for seed in ctx.seeds:
-        land = get("random_field", dim=dim, features=64, seed=seed)
-        cps = find_critical_points(land, starts, seed=seed)
-        vals = np.array([c.value for c in cps])
-        idx = np.array([c.index_fraction for c in cps])
-        net_rows = _network_index_trajectory(seed)
-        rho_f = _st.spearman_rho(vals, idx) if len(vals) > 2 else math.nan
-        rho_n = _st.spearman_rho([r[0] for r in net_rows], [r[1] for r in net_rows])
-        per.append((seed, len(cps), float((idx > 0).mean()) if len(idx) else math.nan, rho_f, rho_n))
-        vals_all += vals.tolist()
-        idx_all += idx.tolist()
-        nets.append(net_rows)
-    frac = [r[2] for r in per]
-    rf = [r[3] for r in per if not math.isnan(r[3])]
-    rn = [r[4] for r in per if not math.isnan(r[4])]
-    subs = [
-        sign_sub("saddle fraction − 0.5", "most critical points are saddles",
-                 _st.t_interval(np.asarray(frac) - 0.5), len(frac), claimed=+1, mde_value=mde(frac)),
-        sign_sub("ρ(f, index) (field)", "index rises with f", _st.t_interval(rf), len(rf), claimed=+1,
-                 mde_value=mde(rf)),
-        sign_sub("ρ(loss, negative fraction) (network)", "negative fraction falls with the loss",
-                 _st.t_interval(rn), len(rn), claimed=+1, mde_value=mde(rn)),
-    ]
-    cols = ("seed", "critical_points", "saddle_fraction", "rho_field", "rho_network")
-    files = [
-        save_table(out / "per_seed.csv", {c: [r[i] for r in per] for i, c in enumerate(cols)}),
-        save_table(out / "critical_points.csv", {"value": vals_all, "index_fraction": idx_all}),
-    ]
-    fig, axs = plt.subplots(1, 2, figsize=(8, 3.2))
-    axs[0].scatter(vals_all, idx_all, s=8)
-    axs[0].set_xlabel("f at critical point")
-    axs[0].set_ylabel("index / d")
-    axs[0].set_title(f"random fields d={dim}")
-    for net_rows in nets:
-        axs[1].plot([r[0] for r in net_rows], [r[1] for r in net_rows], "o-", ms=3)
-    axs[1].set_xscale("log")
-    axs[1].set_xlabel("training loss")
-    axs[1].set_ylabel("fraction λ < 0")
-    axs[1].set_title("tiny MLPs along training")
-    files += save_figure(fig, out / "critical_points")
-    return Outcome("; ".join(x.line(2) for x in subs), subs, {"per_seed": per}, files, len(ctx.seeds))
-
-
-def _dense_hessian(obj) -> np.ndarray:
-    eye = torch.eye(obj.dim, dtype=obj.dtype)
-    H = torch.stack([obj.hvp(e) for e in eye]).numpy()
-    return (H + H.T) / 2
-
-
-def _network_index_trajectory(seed: int) -> list[tuple[float, float]]:
-    from ..data import load_two_class
-    from ..objective import Objective
-
-    d = load_two_class(200, separation=0.5, seed=seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = torch.nn.Sequential(
-            torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)
-        ).double()
-    X, y = d.x_train.double(), d.y_train
-    opt = torch.optim.SGD(net.parameters(), lr=0.5)
-    rows = []
-    for step in range(601):
-        if step in (0, 5, 10, 20, 40, 80, 150, 300, 600):
-            obj = Objective(net, "cross_entropy", (X, y), dtype=torch.float64)
-            ev = np.linalg.eigvalsh(_dense_hessian(obj))
-            rows.append((obj.loss(), float((ev < -1e-6 * np.abs(ev).max()).mean())))
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(net(X), y).backward()
-        opt.step()
-    return rows
+    dim, starts = (6, 80) if ctx.quick else (8, 200)
+    per = [_critical_points_of_seed(seed, dim, starts) for seed in ctx.seeds]
+    subs = _critical_points_subs(per)
+    files = _critical_points_files(ctx.out, per, dim)
+    return Outcome("; ".join(x.line(2) for x in subs), subs, {"per_seed": [p.row() for p in per]}, files,
+                   len(ctx.seeds))
 
 
 # --- C17 ---------------------------------------------------------------------------------------------------
+
+C17_METHODS = {
+    "gd": dict(lr=0.1),
+    "momentum": dict(lr=0.1, beta=0.9),
+    "adam": dict(lr=0.05),
+    "rmsprop": dict(lr=0.05),
+}
+C17_NET_METHODS = ("gd", "momentum", "adam")
+C17_CAP = 2000  # steps: a network that has not halved its loss by then counts as 2000
+
+
+@dataclass(frozen=True)
+class Crossing:
+    """Steps an optimiser needs to bring the analytic plateau landscape (descent centred at ``centre``) below
+    0.5 (inf if it never does)."""
+
+    centre: float
+    method: str
+    steps: float
+
+
+@dataclass(frozen=True)
+class DeepLinearRun:
+    """One optimiser on a small-init deep linear net: steps to halve the loss (inf within the cap) and the
+    mini-batch gradient SNR on the plateau (at init) and when leaving it."""
+
+    steps: float
+    snr_plateau: float
+    snr_leaving: float
 
 
 def _steps_to(trace: np.ndarray, level: float) -> float:
@@ -508,83 +767,19 @@ def _steps_to(trace: np.ndarray, level: float) -> float:
     return float(hit[0]) if hit.size else float("inf")
 
 
-@experiment(ClaimSpec(
-    "C17", "plateaus",
-    "On plateaus the gradient vanishes into noise; momentum / Adam cross plateaus that plain GD stalls on.",
-    hypothesis="on the plateau of a depth-4 linear network from a small init (Saxe et al. 2014): (a) the "
-               "mini-batch gradient SNR is lower than when the loss starts to fall; (b) momentum and (c) Adam "
-               "halve the loss in fewer steps than GD (same data and init)",
-    quantity="paired by seed: log SNR(plateau) − log SNR(leaving it); log steps(GD) − log steps(momentum / "
-             "Adam), capped at 2000; analytic plateau crossings reported",
-    rule="(a) supported if the interval < 0, contradicted if > 0; (b), (c) supported if > 0, contradicted if "
-         "< 0; else inconclusive; combine rule",
-    power="n = 10 seeds; per-seed s of the log differences ≈ 0.2–0.5 (an estimate, not measured) resolves "
-          "≈ 0.2–0.5 (a 1.2–1.6× speed-up)",
-    n_full=10, n_quick=3, cost_s=23))
-def plateaus(ctx: Context) -> Outcome:
-    out = ctx.out
-    methods = {
-        "gd": dict(lr=0.1),
-        "momentum": dict(lr=0.1, beta=0.9),
-        "adam": dict(lr=0.05),
-        "rmsprop": dict(lr=0.05),
-    }
-    centres, steps = [3.0, 4.0, 5.0], 3000
-    cross = {}
+def _analytic_crossings(centres: Sequence[float], steps: int) -> list[Crossing]:
+    crossings = []
     for c in centres:
         land = get("plateau", centre=c)
-        for m, kw in methods.items():
+        for m, kw in C17_METHODS.items():
             tr = optimize(land, land.x0, m, steps=steps, **kw)
-            cross[(c, m)] = _steps_to(tr.losses[:, 0].numpy(), 0.5)
-    # deep linear network with small init (Saxe et al. 2014): a plateau in training; SNR of the gradient there
-    net_steps = {m: [] for m in ("gd", "momentum", "adam")}
-    snr_plateau, snr_later = [], []
-    for s in ctx.seeds:
-        for m in net_steps:
-            n, snr = _deep_linear(s, m)
-            net_steps[m].append(n)
-            if m == "gd":
-                snr_plateau.append(snr[0])
-                snr_later.append(snr[1])
-    ci = {m: t_interval(np.minimum(v, 2000)) for m, v in net_steps.items()}
-    files = [
-        save_table(
-            out / "plateau_crossing.csv",
-            {"centre": [k[0] for k in cross], "method": [k[1] for k in cross], "steps": list(cross.values())},
-        )
-    ]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for m in methods:
-        ax.plot(centres, [min(cross[(c, m)], steps) for c in centres], "o-", label=m)
-    ax.set_yscale("log")
-    ax.set_xlabel("plateau length (centre of the descent)")
-    ax.set_ylabel(f"steps to cross (cap {steps})")
-    ax.legend()
-    files += save_figure(fig, out / "plateaus")
-    snr_p, snr_l = t_interval(snr_plateau), t_interval(snr_later)
-    ls = {m: np.log(np.minimum(v, 2000) + 1) for m, v in net_steps.items()}
-    d_snr = np.log(snr_plateau) - np.log(snr_later)
-    subs = [
-        sign_sub("log SNR (plateau − leaving)", "gradient is noise on the plateau", _st.t_interval(d_snr),
-                 len(d_snr), claimed=-1, mde_value=mde(d_snr)),
-        sign_sub("log steps (GD − momentum)", "momentum crosses faster", _st.t_interval(ls["gd"] - ls["momentum"]),
-                 len(ls["gd"]), claimed=+1, mde_value=mde(ls["gd"] - ls["momentum"])),
-        sign_sub("log steps (GD − Adam)", "Adam crosses faster", _st.t_interval(ls["gd"] - ls["adam"]),
-                 len(ls["gd"]), claimed=+1, mde_value=mde(ls["gd"] - ls["adam"])),
-    ]
-    summary = (
-        "; ".join(x.line(2) for x in subs)
-        + "; analytic steps to cross: "
-        + "; ".join(f"c={c}: " + ", ".join(f"{m} {cross[(c, m)]:.0f}" for m in methods) for c in centres)
-        + f"; SNR on the plateau {fmt_ci(snr_p)} vs leaving it {fmt_ci(snr_l)}"
-    )
-    numbers = {"crossing": {f"{k[0]}:{k[1]}": v for k, v in cross.items()}, "network": ci}
-    return Outcome(summary, subs, numbers, files, len(ctx.seeds))
+            crossings.append(Crossing(c, m, _steps_to(tr.losses[:, 0].numpy(), 0.5)))
+    return crossings
 
 
 def _deep_linear(
-    seed: int, method: str, depth: int = 4, width: int = 8, init: float = 0.05, max_steps: int = 2000
-) -> tuple[float, tuple[float, float]]:
+    seed: int, method: str, depth: int = 4, width: int = 8, init: float = 0.05, max_steps: int = C17_CAP
+) -> DeepLinearRun:
     """Steps to halve the loss of a depth-4 linear net from a small init; gradient SNR on and off the plateau.
 
     SNR = ‖ḡ‖ / √(tr Σ_g / B) for mini-batches of B = 16 (below 1 the mini-batch gradient is mostly noise),
@@ -627,7 +822,77 @@ def _deep_linear(
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return n, (first_snr, mid_snr)
+    return DeepLinearRun(n, first_snr, mid_snr)
+
+
+def _deep_linear_runs(seeds: Sequence[int]) -> dict[str, list[DeepLinearRun]]:
+    """Every network optimiser on every seed (same data and init per seed: the runs are paired)."""
+    runs: dict[str, list[DeepLinearRun]] = {m: [] for m in C17_NET_METHODS}
+    for s in seeds:
+        for m in C17_NET_METHODS:
+            runs[m].append(_deep_linear(s, m))
+    return runs
+
+
+def _plateau_subs(runs: dict[str, list[DeepLinearRun]]) -> list[SubTest]:
+    """Paired by seed: log SNR(plateau) − log SNR(leaving) under GD; log(steps + 1) of GD − momentum / Adam."""
+    gd = runs["gd"]
+    d_snr = np.log([r.snr_plateau for r in gd]) - np.log([r.snr_leaving for r in gd])
+    ls = {m: np.log(np.minimum([r.steps for r in v], C17_CAP) + 1) for m, v in runs.items()}
+    subs = [sign_sub("log SNR (plateau − leaving)", "gradient is noise on the plateau", _st.t_interval(d_snr),
+                     len(d_snr), claimed=-1, mde_value=mde(d_snr))]
+    for m, name in (("momentum", "momentum"), ("adam", "Adam")):
+        d = ls["gd"] - ls[m]
+        subs.append(sign_sub(f"log steps (GD − {name})", f"{name} crosses faster", _st.t_interval(d),
+                             len(ls["gd"]), claimed=+1, mde_value=mde(d)))
+    return subs
+
+
+def _plateau_files(out: Path, crossings: Sequence[Crossing], centres: Sequence[float], cap: int) -> list:
+    files = [save_table(out / "plateau_crossing.csv", _columns(crossings, centre="centre", method="method",
+                                                               steps="steps"))]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for m in C17_METHODS:
+        ax.plot(centres, [min(x.steps, cap) for x in crossings if x.method == m], "o-", label=m)
+    _label(ax, "plateau length (centre of the descent)", f"steps to cross (cap {cap})", legend=True, yscale="log")
+    return files + save_figure(fig, out / "plateaus")
+
+
+@experiment(ClaimSpec(
+    "C17", "plateaus",
+    "On plateaus the gradient vanishes into noise; momentum / Adam cross plateaus that plain GD stalls on.",
+    hypothesis="on the plateau of a depth-4 linear network from a small init (Saxe et al. 2014): (a) the "
+               "mini-batch gradient SNR is lower than when the loss starts to fall; (b) momentum and (c) Adam "
+               "halve the loss in fewer steps than GD (same data and init)",
+    quantity="paired by seed: log SNR(plateau) − log SNR(leaving it); log steps(GD) − log steps(momentum / "
+             "Adam), capped at 2000; analytic plateau crossings reported",
+    rule="(a) supported if the interval < 0, contradicted if > 0; (b), (c) supported if > 0, contradicted if "
+         "< 0; else inconclusive; combine rule",
+    power="n = 10 seeds; per-seed s of the log differences ≈ 0.2–0.5 (an estimate, not measured) resolves "
+          "≈ 0.2–0.5 (a 1.2–1.6× speed-up)",
+    n_full=10, n_quick=3, cost_s=23))
+def plateaus(ctx: Context) -> Outcome:
+    centres, steps = [3.0, 4.0, 5.0], 3000
+    crossings = _analytic_crossings(centres, steps)
+    # deep linear network with small init (Saxe et al. 2014): a plateau in training; SNR of the gradient there
+    runs = _deep_linear_runs(ctx.seeds)
+    subs = _plateau_subs(runs)
+    files = _plateau_files(ctx.out, crossings, centres, steps)
+    gd = runs["gd"]
+    snr_p = _st.t_interval([r.snr_plateau for r in gd])
+    snr_l = _st.t_interval([r.snr_leaving for r in gd])
+    summary = (
+        "; ".join(x.line(2) for x in subs)
+        + "; analytic steps to cross: "
+        + "; ".join(f"c={c}: " + ", ".join(f"{x.method} {x.steps:.0f}" for x in crossings if x.centre == c)
+                    for c in centres)
+        + f"; SNR on the plateau {fmt_interval(snr_p)} vs leaving it {fmt_interval(snr_l)}"
+    )
+    numbers = {
+        "crossing": {f"{x.centre}:{x.method}": x.steps for x in crossings},
+        "network": {m: _st.t_interval(np.minimum([r.steps for r in v], C17_CAP)).triple() for m, v in runs.items()},
+    }
+    return Outcome(summary, subs, numbers, files, len(ctx.seeds))
 
 
 # --- C7 ----------------------------------------------------------------------------------------------------
@@ -636,7 +901,15 @@ C7_WIDTHS = (0.1, 0.3, 1.0)
 C7_SIZES = (10, 30, 100, 300, 1000)
 
 
-def welsch_minima(x: np.ndarray, h: float, grid: np.ndarray) -> tuple[int, float]:
+@dataclass(frozen=True)
+class WelschMinima:
+    """The local minima of one empirical Welsch risk: how many, and the mean curvature L_n'' there (NaN if none)."""
+
+    count: int
+    curvature: float
+
+
+def welsch_minima(x: np.ndarray, h: float, grid: np.ndarray) -> WelschMinima:
     """Local minima of the empirical Welsch risk L_n(θ) = mean_i 1 − exp(−(θ − x_i)²/2h²) on ``grid``:
     their number and the mean curvature L_n'' there."""
     diff = grid[:, None] - x[None]
@@ -644,7 +917,40 @@ def welsch_minima(x: np.ndarray, h: float, grid: np.ndarray) -> tuple[int, float
     L = (1 - k).mean(1)
     d2 = (k * (1 - diff**2 / h**2) / h**2).mean(1)
     is_min = (L[1:-1] < L[:-2]) & (L[1:-1] < L[2:])
-    return int(is_min.sum()), float(d2[1:-1][is_min].mean()) if is_min.any() else math.nan
+    return WelschMinima(int(is_min.sum()), float(d2[1:-1][is_min].mean()) if is_min.any() else math.nan)
+
+
+def _sculpting_draws(seeds: Sequence[int], grid: np.ndarray) -> dict[tuple[float, int], list[WelschMinima]]:
+    """Per (width h, size n): the minima of L_n for one draw x ~ N(0, 1)ⁿ per seed."""
+    return {(h, n): [welsch_minima(np.random.default_rng([s, n]).standard_normal(n), h, grid) for s in seeds]
+            for h in C7_WIDTHS for n in C7_SIZES}
+
+
+def _width_subs(h: float, few: Sequence[WelschMinima], many: Sequence[WelschMinima]) -> list[SubTest]:
+    """At width h: count and curvature at n = 10 minus at n = 1000 (Welch; draws without minima have no
+    curvature and are left out of it)."""
+    lo_n, hi_n = C7_SIZES[0], C7_SIZES[-1]
+    a, b = [r.count for r in few], [r.count for r in many]
+    ca = [r.curvature for r in few if not math.isnan(r.curvature)]
+    cb = [r.curvature for r in many if not math.isnan(r.curvature)]
+    return [
+        sign_sub(f"h={h}: count(n={lo_n}) − count(n={hi_n})", "fewer samples, more minima",
+                 diff_interval(a, b), len(a), claimed=+1),
+        sign_sub(f"h={h}: curvature(n={lo_n}) − curvature(n={hi_n})", "fewer samples, sharper minima",
+                 diff_interval(ca, cb), len(ca), claimed=+1),
+    ]
+
+
+def _sculpting_files(out: Path, res: dict[tuple[float, int], list[WelschMinima]],
+                     mean: dict[tuple[float, int], float]) -> list:
+    files = [save_table(out / "minima.csv", {
+        "h": [h for h, _ in res], "n": [n for _, n in res], "minima_mean": [mean[k] for k in res],
+        "curvature_mean": [float(np.nanmean([r.curvature for r in v])) for v in res.values()]})]
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for h in C7_WIDTHS:
+        ax.plot(C7_SIZES, [mean[(h, n)] for n in C7_SIZES], "o-", label=f"h = {h}")
+    _label(ax, "samples n", "local minima of L_n (mean)", legend=True, xscale="log")
+    return files + save_figure(fig, out / "data_sculpting")
 
 
 @experiment(ClaimSpec(
@@ -661,36 +967,12 @@ def welsch_minima(x: np.ndarray, h: float, grid: np.ndarray) -> tuple[int, float
     power="n = 40 draws per (h, n): the count difference resolves ≈ 0.5 minima",
     n_full=40, n_quick=10, quick_powered=True, cost_s=8))
 def data_sculpting(ctx: Context) -> Outcome:
-    grid = np.linspace(-4, 4, 4001)
-    res = {}
-    for h in C7_WIDTHS:
-        for n in C7_SIZES:
-            res[(h, n)] = [welsch_minima(np.random.default_rng([s, n]).standard_normal(n), h, grid)
-                           for s in ctx.seeds]
-    subs = []
-    lo_n, hi_n = C7_SIZES[0], C7_SIZES[-1]
-    for h in C7_WIDTHS:
-        a, b = [r[0] for r in res[(h, lo_n)]], [r[0] for r in res[(h, hi_n)]]
-        subs.append(sign_sub(f"h={h}: count(n={lo_n}) − count(n={hi_n})", "fewer samples, more minima",
-                             diff_interval(a, b), len(a), claimed=+1))
-        ca = [r[1] for r in res[(h, lo_n)] if not math.isnan(r[1])]
-        cb = [r[1] for r in res[(h, hi_n)] if not math.isnan(r[1])]
-        subs.append(sign_sub(f"h={h}: curvature(n={lo_n}) − curvature(n={hi_n})", "fewer samples, sharper minima",
-                             diff_interval(ca, cb), len(ca), claimed=+1))
-    mean = {k: float(np.mean([r[0] for r in v])) for k, v in res.items()}
-    files = [save_table(ctx.out / "minima.csv", {
-        "h": [k[0] for k in res], "n": [k[1] for k in res], "minima_mean": [mean[k] for k in res],
-        "curvature_mean": [float(np.nanmean([r[1] for r in v])) for v in res.values()]})]
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    for h in C7_WIDTHS:
-        ax.plot(C7_SIZES, [mean[(h, n)] for n in C7_SIZES], "o-", label=f"h = {h}")
-    ax.set_xscale("log")
-    ax.set_xlabel("samples n")
-    ax.set_ylabel("local minima of L_n (mean)")
-    ax.legend()
-    files += save_figure(fig, ctx.out / "data_sculpting")
+    res = _sculpting_draws(ctx.seeds, np.linspace(-4, 4, 4001))
+    subs = [s for h in C7_WIDTHS for s in _width_subs(h, res[(h, C7_SIZES[0])], res[(h, C7_SIZES[-1])])]
+    mean = {k: float(np.mean([r.count for r in v])) for k, v in res.items()}
+    files = _sculpting_files(ctx.out, res, mean)
     summary = "; ".join(f"h={h}: " + ", ".join(f"n={n} {mean[(h, n)]:.2f}" for n in C7_SIZES) for h in C7_WIDTHS)
-    return Outcome(summary, subs, {"minima": {f"{k[0]}:{k[1]}": v for k, v in mean.items()}}, files,
+    return Outcome(summary, subs, {"minima": {f"{h}:{n}": v for (h, n), v in mean.items()}}, files,
                    len(ctx.seeds))
 
 
@@ -702,6 +984,39 @@ C13_METHODS = {"gd": dict(lr=0.02), "gd_lr0.06": dict(lr=0.06), "momentum": dict
 C13_NOISY = ("sgd_noise",)
 C13_PAIRS = len(C13_METHODS) * (len(C13_METHODS) - 1) // 2
 C13_STEPS, C13_WINDOW, C13_GRAD_TOL = 3000, 300, 1e-3
+
+
+@dataclass(frozen=True)
+class BasinOutcome:
+    """Where one optimiser's walkers end on the two-basin function: how many settled (see
+    :func:`settled_basins`), how many of those in the flat basin, the median final ‖∇f‖ and the mean λ_max
+    of the Hessian at (up to 50 of) the settled ends."""
+
+    method: str
+    flat: int
+    settled: int
+    walkers: int
+    median_grad_norm: float
+    mean_lambda_max: float
+
+    @property
+    def unsettled(self) -> int:
+        return self.walkers - self.settled
+
+    @property
+    def rate(self) -> float:
+        """Fraction in the flat basin among the settled walkers (NaN if none settled)."""
+        return self.flat / self.settled if self.settled else math.nan
+
+
+@dataclass(frozen=True)
+class PairDifference:
+    """Flat-basin rate of optimiser ``a`` minus that of ``b`` among settled walkers (Newcombe interval)."""
+
+    a: str
+    b: str
+    interval: Interval
+    n: int  # the smaller of the two settled counts
 
 
 def two_basin(x: torch.Tensor) -> torch.Tensor:
@@ -730,6 +1045,66 @@ def settled_basins(xs: torch.Tensor, noisy: bool, *, window: int = C13_WINDOW,
     return left & settled, settled, g
 
 
+def _basin_outcome(method: str, x0: torch.Tensor, seed: int) -> BasinOutcome:
+    """Run optimiser ``method`` (its settings from :data:`C13_METHODS`) from every start in ``x0``."""
+    from ..toy.landscapes import hessian as _hess
+
+    kind = {"sgd_noise": "sgd", "gd_lr0.06": "gd"}.get(method, method)
+    tr = optimize(two_basin, x0, kind, steps=C13_STEPS, record_every=1, seed=seed, **C13_METHODS[method])
+    flat, settled, g = settled_basins(tr.xs, method in C13_NOISY)
+    ends = tr.final[settled][:50]
+    lam = (float(np.mean([float(torch.linalg.eigvalsh(_hess(two_basin, e)).max()) for e in ends]))
+           if len(ends) else math.nan)
+    return BasinOutcome(method, int(flat.sum()), int(settled.sum()), len(x0), float(g.median()), lam)
+
+
+def _pair_differences(outcomes: Sequence[BasinOutcome], level: float) -> list[PairDifference]:
+    """Every pair's difference in flat-basin rate, Newcombe at ``level`` (NaN where one side has no settled
+    walker)."""
+    pairs = []
+    for i, a in enumerate(outcomes):
+        for b in outcomes[i + 1:]:
+            if a.settled == 0 or b.settled == 0:
+                iv = Interval(math.nan, math.nan, math.nan, level, method="no settled walkers")
+            else:
+                iv = newcombe_interval(a.flat, a.settled, b.flat, b.settled, level)
+            pairs.append(PairDifference(a.method, b.method, iv, min(a.settled, b.settled)))
+    return pairs
+
+
+def _equivalence_sub(outcomes: Sequence[BasinOutcome], pairs: Sequence[PairDifference]) -> SubTest:
+    """One sub-test for the family of pairs: it reads the largest difference; supported only if every pair's
+    interval lies in ±δ, contradicted if any lies wholly outside."""
+    verdicts = [band_sub(f"{p.a} − {p.b}", "", p.interval, p.n, -C13_DELTA, C13_DELTA).verdict for p in pairs]
+    worst = max(pairs, key=lambda p: abs(p.interval.estimate) if not math.isnan(p.interval.estimate) else -1.0)
+    v = ("contradicted" if "contradicted" in verdicts else "supported" if all(x == "supported" for x in verdicts)
+         else "inconclusive")
+    return SubTest(f"largest pairwise difference in flat-basin rate among settled walkers ({worst.a} − {worst.b})",
+                   "the optimiser does not change which minimum is found", worst.interval,
+                   f"every pair ⊂ [±{C13_DELTA}] → supported; any pair wholly outside → contradicted", v, worst.n,
+                   note="unsettled: " + ", ".join(f"{o.method} {o.unsettled}/{o.walkers}" for o in outcomes))
+
+
+def _basin_files(out: Path, outcomes: Sequence[BasinOutcome], pairs: Sequence[PairDifference]) -> list:
+    files = [
+        save_table(out / "basins.csv", _columns(outcomes, method="method", flat_basin="flat", settled="settled",
+                                                unsettled="unsettled", walkers="walkers",
+                                                median_final_grad_norm="median_grad_norm",
+                                                mean_lambda_max_settled="mean_lambda_max")),
+        save_table(out / "pairs.csv", {"a": [p.a for p in pairs], "b": [p.b for p in pairs],
+                                       "diff": [p.interval.estimate for p in pairs],
+                                       "low": [p.interval.low for p in pairs],
+                                       "high": [p.interval.high for p in pairs]}),
+    ]
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    xi = np.arange(len(outcomes))
+    ax.bar(xi - 0.2, [o.rate for o in outcomes], 0.4, label="flat, among settled")
+    ax.bar(xi + 0.2, [o.unsettled / o.walkers for o in outcomes], 0.4, label="unsettled (of all)")
+    ax.set_xticks(xi, [o.method for o in outcomes], fontsize=8)
+    _label(ax, "", "fraction", title="equal-depth sharp (x₀=1) vs flat (x₀=−1) minimum", legend=True, fontsize=7)
+    return files + save_figure(fig, out / "optimiser_basins")
+
+
 @experiment(ClaimSpec(
     "C13", "sphere_vs_rosenbrock",
     "On analytic functions the sharpness of the minimum found reflects the function, not the quality of the "
@@ -748,64 +1123,17 @@ def settled_basins(xs: torch.Tensor, noisy: bool, *, window: int = C13_WINDOW,
           "the Bonferroni level with all settled, ≈ 0.07 with 600 (quick: 119 settled GD-lr-0.06 walkers gave ≈ 0.1)",
     n_full=1000, n_quick=200, quick_powered=True, cost_s=8))
 def sphere_vs_rosenbrock(ctx: Context) -> Outcome:
-    from ..toy.landscapes import hessian as _hess
-    from .rules import SubTest
-
     n = len(ctx.seeds)
     gen = torch.Generator().manual_seed(ctx.seeds[0])
     x0 = torch.column_stack([6 * torch.rand(n, generator=gen, dtype=torch.float64) - 3,
                              2 * torch.rand(n, generator=gen, dtype=torch.float64) - 1])
-    flat_k, settled_n, lam, gmed = {}, {}, {}, {}
-    for m, kw in C13_METHODS.items():
-        meth = {"sgd_noise": "sgd", "gd_lr0.06": "gd"}.get(m, m)
-        tr = optimize(two_basin, x0, meth, steps=C13_STEPS, record_every=1, seed=ctx.seeds[0], **kw)
-        flat, settled, g = settled_basins(tr.xs, m in C13_NOISY)
-        flat_k[m], settled_n[m] = int(flat.sum()), int(settled.sum())
-        gmed[m] = float(g.median())
-        ends = tr.final[settled][:50]
-        lam[m] = (float(np.mean([float(torch.linalg.eigvalsh(_hess(two_basin, e)).max()) for e in ends]))
-                  if len(ends) else math.nan)
-    level = 1 - 0.05 / C13_PAIRS
-    pairs, verdicts = [], []
-    names = list(C13_METHODS)
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            if settled_n[a] == 0 or settled_n[b] == 0:
-                iv = _st.Interval(math.nan, math.nan, math.nan, level, method="no settled walkers")
-            else:
-                iv = newcombe_interval(flat_k[a], settled_n[a], flat_k[b], settled_n[b], level)
-            pairs.append((a, b, iv))
-            verdicts.append(band_sub(f"{a} − {b}", "", iv, min(settled_n[a], settled_n[b]),
-                                     -C13_DELTA, C13_DELTA).verdict)
-    worst = max(pairs, key=lambda p: abs(p[2].estimate) if not math.isnan(p[2].estimate) else -1.0)
-    v = ("contradicted" if "contradicted" in verdicts else "supported" if all(x == "supported" for x in verdicts)
-         else "inconclusive")
-    unsettled = {m: n - settled_n[m] for m in names}
-    sub = SubTest(f"largest pairwise difference in flat-basin rate among settled walkers ({worst[0]} − {worst[1]})",
-                  "the optimiser does not change which minimum is found", worst[2],
-                  f"every pair ⊂ [±{C13_DELTA}] → supported; any pair wholly outside → contradicted", v,
-                  min(settled_n[worst[0]], settled_n[worst[1]]),
-                  note="unsettled: " + ", ".join(f"{m} {unsettled[m]}/{n}" for m in names))
-    rate = {m: flat_k[m] / settled_n[m] if settled_n[m] else math.nan for m in names}
-    files = [save_table(ctx.out / "basins.csv", {"method": names, "flat_basin": [flat_k[m] for m in names],
-                                                 "settled": [settled_n[m] for m in names],
-                                                 "unsettled": [unsettled[m] for m in names],
-                                                 "walkers": [n] * len(names),
-                                                 "median_final_grad_norm": [gmed[m] for m in names],
-                                                 "mean_lambda_max_settled": [lam[m] for m in names]}),
-             save_table(ctx.out / "pairs.csv", {"a": [p[0] for p in pairs], "b": [p[1] for p in pairs],
-                                                "diff": [p[2].estimate for p in pairs],
-                                                "low": [p[2].low for p in pairs], "high": [p[2].high for p in pairs]})]
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    xi = np.arange(len(names))
-    ax.bar(xi - 0.2, [rate[m] for m in names], 0.4, label="flat, among settled")
-    ax.bar(xi + 0.2, [unsettled[m] / n for m in names], 0.4, label="unsettled (of all)")
-    ax.set_xticks(xi, names, fontsize=8)
-    ax.set_ylabel("fraction")
-    ax.legend(fontsize=7)
-    ax.set_title("equal-depth sharp (x₀=1) vs flat (x₀=−1) minimum")
-    files += save_figure(fig, ctx.out / "optimiser_basins")
-    summary = (", ".join(f"{m}: flat {rate[m]:.2f} of {settled_n[m]} settled, {unsettled[m]} unsettled "
-                         f"(mean λ_max {lam[m]:.3g})" for m in names) + f"; {sub.line(2)}")
-    return Outcome(summary, [sub], {"flat_fraction": rate, "settled": settled_n, "unsettled": unsettled},
-                   files, n)
+    outcomes = [_basin_outcome(m, x0, ctx.seeds[0]) for m in C13_METHODS]
+    pairs = _pair_differences(outcomes, 1 - 0.05 / C13_PAIRS)
+    sub = _equivalence_sub(outcomes, pairs)
+    files = _basin_files(ctx.out, outcomes, pairs)
+    summary = (", ".join(f"{o.method}: flat {o.rate:.2f} of {o.settled} settled, {o.unsettled} unsettled "
+                         f"(mean λ_max {o.mean_lambda_max:.3g})" for o in outcomes) + f"; {sub.line(2)}")
+    numbers = {"flat_fraction": {o.method: o.rate for o in outcomes},
+               "settled": {o.method: o.settled for o in outcomes},
+               "unsettled": {o.method: o.unsettled for o in outcomes}}
+    return Outcome(summary, [sub], numbers, files, n)
