@@ -11,7 +11,7 @@ from scipy import stats
 from flatminima import lab
 from flatminima.errors import FlatminimaError
 from flatminima.lab import rules
-from flatminima.lab.stats import sign_verdict, spearman_ci, t_interval, wilson
+from flatminima.statistics import Interval, bootstrap, spearman_rho, t_interval, wilson
 
 
 def test_every_registered_claim_has_a_full_spec():
@@ -32,27 +32,47 @@ def test_unknown_experiment_lists_known_ones():
 
 def test_t_interval_matches_scipy():
     x = [1.0, 2.0, 4.0, 3.5]
-    m, lo, hi = t_interval(x)
+    iv = t_interval(x)
     ref = stats.t.interval(0.95, len(x) - 1, loc=np.mean(x), scale=stats.sem(x))
-    assert (lo, hi) == pytest.approx(ref)
-    assert math.isnan(t_interval([1.0])[1])
+    assert (iv.low, iv.high) == pytest.approx(ref) and iv.estimate == pytest.approx(np.mean(x))
+    assert math.isnan(t_interval([1.0]).low)
 
 
 def test_wilson_interval_closed_form():
-    p, lo, hi = wilson(0, 20)
+    iv = wilson(0, 20)
     assert (
-        p == 0 and lo == pytest.approx(0, abs=1e-12) and hi == pytest.approx(3.8415 / (20 + 3.8415), rel=1e-3)
+        iv.estimate == 0
+        and iv.low == pytest.approx(0, abs=1e-12)
+        and iv.high == pytest.approx(3.8415 / (20 + 3.8415), rel=1e-3)
     )
-    assert wilson(10, 20)[1] < 0.5 < wilson(10, 20)[2]
+    assert wilson(10, 20).low < 0.5 < wilson(10, 20).high
 
 
-def test_spearman_ci_and_sign_verdict():
+def test_spearman_bootstrap_and_sign_test():
     x = np.arange(30.0)
-    rho, lo, hi = spearman_ci(x, x**3)
-    assert rho == pytest.approx(1.0) and lo == pytest.approx(1.0)
-    assert sign_verdict((rho, lo, hi)) == "supported"
-    assert sign_verdict((-0.5, -0.8, -0.2)) == "contradicted"
-    assert sign_verdict((0.1, -0.2, 0.4)) == "inconclusive"
+    iv = bootstrap(np.column_stack([x, x**3]), lambda p: spearman_rho(p[:, 0], p[:, 1]), seed=0)
+    assert iv.estimate == pytest.approx(1.0) and iv.low == pytest.approx(1.0)
+    assert rules.sign_test(iv) == "supported"
+    assert rules.sign_test(Interval(-0.5, -0.8, -0.2, 0.95)) == "contradicted"
+    assert rules.sign_test(Interval(0.1, -0.2, 0.4, 0.95)) == "inconclusive"
+
+
+def test_deprecated_lab_stats_shim_still_works_and_warns():
+    from flatminima.lab import stats as shim
+
+    x = np.arange(30.0)
+    with pytest.warns(DeprecationWarning, match="flatminima.statistics.t_interval"):
+        assert shim.t_interval([1.0, 2.0, 4.0]) == t_interval([1.0, 2.0, 4.0]).triple()
+    with pytest.warns(DeprecationWarning, match="flatminima.statistics.wilson"):
+        assert shim.wilson(3, 10) == wilson(3, 10).triple()
+    with pytest.warns(DeprecationWarning, match="flatminima.statistics.bootstrap"):
+        assert shim.spearman_ci(x, x**3)[0] == pytest.approx(1.0)
+    with pytest.warns(DeprecationWarning, match="flatminima.statistics.Interval.direction"):
+        assert shim.sign_verdict((-0.5, -0.8, -0.2)) == "contradicted"
+    with pytest.warns(DeprecationWarning, match="flatminima.statistics.fmt_interval"):
+        assert shim.fmt_ci((0.5, 0.25, 0.75), 2) == "0.5 [0.25, 0.75]"
+    with pytest.warns(DeprecationWarning, match="flatminima.statistics.bootstrap"):
+        assert shim.bootstrap(x, np.mean, seed=0) == bootstrap(x, np.mean, seed=0).triple()
 
 
 def test_seed_sets_are_disjoint():
