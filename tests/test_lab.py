@@ -93,6 +93,10 @@ def test_data_sculpting_runs_and_saves(tmp_path: Path):
     assert res.numbers["minima"]["1.0:1000"] == 1.0
     # at h = 0.1 the count of minima rises with n: this width contradicts the claim
     assert res.subtests[0]["verdict"] == "contradicted"
+    # each serialised sub-test carries its interval both as the (estimate, low, high) list and as an Estimate
+    for sub in res.subtests:
+        est = sub["estimate"]
+        assert [est["value"], est["low"], est["high"]] == sub["interval"] and est["level"] == 0.95
 
 
 def test_c14_separation_moves_class_means_and_keeps_the_spread():

@@ -171,7 +171,10 @@ def run(name: str, *, out: str | Path | None = None, quick: bool = True, seed: i
         verdict = rules.QUICK
     result = LabResult(
         name, spec.claim, spec.statement, res.summary, verdict,
-        [_plain(asdict(s)) | {"interval": list(s.interval.triple())} for s in res.subtests],
+        # "interval" stays the (estimate, low, high) list the claims report reads; "estimate" is the same
+        # interval as the library's one uncertainty record (flatminima.results.Estimate.to_dict)
+        [_plain(asdict(s)) | {"interval": list(s.interval.triple()), "estimate": _plain(s.estimate.to_dict())}
+         for s in res.subtests],
         _plain(res.numbers) | {"raw_verdict": res.verdict}, ctx.seeds, res.n or n, list(res.files),
         time.perf_counter() - t0, time.process_time() - c0,
     )
