@@ -51,12 +51,17 @@ class Dataset:
         return self.x_test, self.y_test
 
 
-def _x(a) -> torch.Tensor:
+def as_inputs(a) -> torch.Tensor:
+    """Inputs as a contiguous float32 tensor (the dtype every built-in data set uses)."""
     return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32)
 
 
-def _y(a) -> torch.Tensor:
+def as_labels(a) -> torch.Tensor:
+    """Class labels as a contiguous int64 tensor."""
     return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.int64)
+
+
+_x, _y = as_inputs, as_labels
 
 
 def _shift_names(shifts: bool | Sequence[str], allowed: Sequence[str]) -> list[str]:

@@ -37,17 +37,13 @@ def data_from_factory(spec: str, **kwargs: Any) -> Dataset:
     factories) with ``**kwargs``. It returns a flatminima ``Dataset``, or ``(train, test)`` / ``{"train": ...,
     "test": ...}`` where each part is a ``torch.utils.data.Dataset``, a ``DataLoader`` or ``(X, y)`` tensors;
     the parts are read once into memory. Without a test part the train part serves as both."""
-    import importlib
-
-    from ..data.datasets import _x, _y
-    from ..models.zoo import factory_origin
+    from ..data.datasets import as_inputs, as_labels
+    from ..models.zoo import factory_origin, import_origin
     from ..train.trainer import materialise
 
     where = factory_origin(spec)
     try:
-        obj: Any = importlib.import_module(where["module"])
-        for part in where["attr"].split("."):
-            obj = getattr(obj, part)
+        obj: Any = import_origin(where)
     except (ImportError, AttributeError) as err:
         raise FlatminimaError(f"cannot load data factory {spec!r}: {err}.") from err
     if where["kind"] != "user" or not inspect.isfunction(obj):
@@ -75,7 +71,8 @@ def data_from_factory(spec: str, **kwargs: Any) -> Dataset:
     x, y = tensors(train, "train")
     xt, yt = tensors(test, "test") if test is not None else (x, y)
     classes = int(max(int(y.max()), int(yt.max()))) + 1
-    return Dataset(where["attr"], _x(x.numpy()), _y(y.numpy()), _x(xt.numpy()), _y(yt.numpy()), classes,
+    return Dataset(where["attr"], as_inputs(x.numpy()), as_labels(y.numpy()), as_inputs(xt.numpy()),
+                   as_labels(yt.numpy()), classes,
                    info={"factory": spec, "test_is_train": test is None})
 
 
