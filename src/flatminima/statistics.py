@@ -1,6 +1,6 @@
 """The one statistics module of flatminima: intervals, rank correlations, multiplicity, ECE.
 
-The study report, the lab (:mod:`flatminima.lab.stats` is a thin adapter) and the claims all use it.
+The study report, the lab and the claims all use it.
 
 Vocabulary
     :class:`Interval` — estimate, low, high, level, the number of resamples behind it, the Monte-Carlo

@@ -1034,7 +1034,7 @@ def settled_basins(xs: torch.Tensor, noisy: bool, *, window: int = C13_WINDOW,
     for a deterministic optimiser, ends with ‖∇f‖ ≤ ``grad_tol`` (a walker bouncing in a well whose curvature
     exceeds 2/lr never does). A noisy optimiser's iterates never come to rest: residence in one basin for the
     whole window is its settling criterion. ``flat`` says which side the settled walker is on (x₀ < 0)."""
-    from ..toy.optimisers import _grad
+    from ..toy.landscapes import grad as _grad
 
     win = xs[-(window + 1):, :, 0]
     left, right = (win < 0).all(0), (win > 0).all(0)

@@ -32,7 +32,7 @@ from ..progress import progress_bar
 from ..results import reject_unknown, renamed
 from .directions import directions
 from .evaluate import has_outputs
-from .slices import Grid, _meta, _run, make_grid
+from .slices import Grid, evaluate_directions, make_grid, surface_meta
 from .surface import Surface
 
 __all__ = ["barrier", "interpolate"]
@@ -77,7 +77,7 @@ def interpolate(
     if recompute_bn:
         values, info, cost = _run_bn(obj, test, dirs.origin, dirs.vectors[0], t, progress)
     else:
-        values, info, cost = _run(obj, test, dirs, t[:, None], memory_mb, progress, "interpolation")
+        values, info, cost = evaluate_directions(obj, test, dirs, t[:, None], memory_mb, progress, "interpolation")
     bars: dict[str, dict[str, float]] = {}
     for key, v in values.items():
         name = key.replace("accuracy", "error")
@@ -89,7 +89,7 @@ def interpolate(
         "barrier": bars,
         "barrier_definition": "max_{0<=t<=1} [L(t) - ((1-t) L(0) + t L(1))] (Frankle et al. 2020)",
     }
-    return Surface([t], values, _meta(obj, test, dirs, info, meta) | extra, cost=cost, label=label)
+    return Surface([t], values, surface_meta(obj, test, dirs, info, meta) | extra, cost=cost, label=label)
 
 
 def _bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:

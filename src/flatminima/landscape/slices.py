@@ -42,7 +42,7 @@ def make_grid(grid: Grid, span: tuple[float, float] = (-1.0, 1.0), name: str = "
     return coefs
 
 
-def _run(
+def evaluate_directions(
     obj: Objective,
     test: Objective | None,
     dirs: Directions,
@@ -83,7 +83,8 @@ def _run(
     return values, info, cost
 
 
-def _meta(obj: Objective, test: Objective | None, dirs: Directions, info: dict, meta: dict | None) -> dict:
+def surface_meta(obj: Objective, test: Objective | None, dirs: Directions, info: dict, meta: dict | None) -> dict:
+    """The metadata every surface carries: the objective, the directions, the evaluation info and ``meta``."""
     d = obj.describe()
     out = {
         "directions": dirs.describe(),
@@ -124,13 +125,13 @@ def slice_1d(
     reject_unknown(deprecated, "slice_1d")
     dirs = directions(obj, "filter", 1, seed=seed) if direction is None else as_directions(obj, direction, 1)
     alpha = make_grid(steps, span, "steps")
-    values, info, cost = _run(
+    values, info, cost = evaluate_directions(
         obj, test, dirs, alpha[:, None], memory_mb, progress, "1-D slice", accuracy, chunk_size
     )
     return Surface(
         [alpha],
         values,
-        _meta(obj, test, dirs, info, meta) | {"axis_names": ["alpha"]},
+        surface_meta(obj, test, dirs, info, meta) | {"axis_names": ["alpha"]},
         cost=cost,
         label=label,
     )
@@ -171,7 +172,8 @@ def slice_2d(
     alpha, beta = make_grid(ga, span, "steps (alpha)"), make_grid(gb, span, "steps (beta)")
     A, B = np.meshgrid(alpha, beta, indexing="ij")
     coefs = np.stack([A.ravel(), B.ravel()], axis=1)
-    values, info, cost = _run(obj, test, dirs, coefs, memory_mb, progress, "2-D slice", accuracy, chunk_size)
+    values, info, cost = evaluate_directions(obj, test, dirs, coefs, memory_mb, progress, "2-D slice", accuracy,
+                                             chunk_size)
     values = {k: v.reshape(len(alpha), len(beta)) for k, v in values.items()}
     path = trajectory if trajectory is not None else dirs.trajectory
     if path is not None:
@@ -179,7 +181,7 @@ def slice_2d(
         if path.ndim != 2 or path.shape[1] < 2:
             raise FlatminimaError(f"trajectory must have shape (points, 2), got {path.shape}.")
         path = path[:, :2]
-    meta_all = _meta(obj, test, dirs, info, meta) | {"axis_names": ["alpha", "beta"]}
+    meta_all = surface_meta(obj, test, dirs, info, meta) | {"axis_names": ["alpha", "beta"]}
     return Surface([alpha, beta], values, meta_all, trajectory=path, cost=cost, label=label)
 
 
