@@ -34,23 +34,19 @@ from torch.func import functional_call
 
 from .errors import FlatminimaError, require_choice
 from .objective_base import Cost, ObjectiveBase
-from .objective_data import (  # noqa: F401 - _ELEMENTWISE, _DROPOUT: kept importable from here
-    _DROPOUT,
-    _ELEMENTWISE,
-    _LOSSES,
-    _batch_size,
-    _check_batch_size,
-    _check_labels,
-    _iter_rows,
-    _leaves,
-    _LossModule,
-    _LossTerms,
-    _match,
-    _move,
-    _require_scalar,
-    _resolve_device,
-    _resolve_dtype,
-    _rows,
+from .objective_data import (
+    DROPOUT_MODULES,
+    LOSSES,
+    LossModule,
+    check_batch_size,
+    check_class_labels,
+    iter_row_chunks,
+    leaf_tensors,
+    move_batch,
+    name_matches,
+    resolve_float_dtype,
+    resolve_torch_device,
+    row_count,
 )
 from .objective_function import FunctionObjective
 from .objective_hvp import HVP_BACKENDS, GraphCache, ggn_terms
@@ -73,7 +69,8 @@ class Objective(ObjectiveBase):
         mean:  L(θ) = Σ_b s_b(θ) / Σ_b w_b        sum:  L(θ) = Σ_b s_b(θ)
 
     with s_b the loss summed over batch b and w_b the number of terms a mean over it divides by (see
-    :class:`_LossTerms`). Sums are accumulated in float64, so float32 models still get exact-ish totals.
+    :class:`~flatminima.objective_data.LossTerms`). Sums are accumulated in float64, so float32 models still get
+    exact-ish totals.
 
     Args:
         model: any ``nn.Module``; it is copied, never mutated.
@@ -148,15 +145,15 @@ class Objective(ObjectiveBase):
             raise FlatminimaError("pass exactly one of `loss` (outputs, targets) or `loss_fn` (model, batch).")
         if not isinstance(model, nn.Module):
             raise FlatminimaError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
-        batch_size = _check_batch_size(batch_size)
-        dtype, device = _resolve_dtype(dtype), _resolve_device(device)
+        batch_size = check_batch_size(batch_size)
+        dtype, device = resolve_float_dtype(dtype), resolve_torch_device(device)
         self._config = {"loss": loss, "data": data, "loss_fn": loss_fn, "params": params, "mode": mode,
                         "batch_size": batch_size, "hvp_method": hvp_method, "reuse_graph": reuse_graph,
                         "distributed": distributed, "memory_mb": memory_mb, "reduction": reduction,
                         "fixed_mask": fixed_mask, "seed": seed}
         if isinstance(loss, str):
-            require_choice("loss", loss, list(_LOSSES))
-            loss = _LOSSES[loss]()
+            require_choice("loss", loss, list(LOSSES))
+            loss = LOSSES[loss]()
         self.reduction = self._resolve_reduction(loss, reduction)
         if fixed_mask and mode != "train":
             raise FlatminimaError("fixed_mask=True fixes dropout masks in mode='train'; in mode='eval' there are "
@@ -172,7 +169,7 @@ class Objective(ObjectiveBase):
         model = copy.deepcopy(model).to(device=self.device, dtype=self.dtype)
         model.train(mode == "train")
         self._model = model  # the copy users get back from model_at (running statistics intact)
-        self._module = _LossModule(self._compute_model(model), loss, loss_fn, self.reduction)
+        self._module = LossModule(self._compute_model(model), loss, loss_fn, self.reduction)
         self._has_outputs = loss_fn is None
         self._check_randomness(model)
         self._select_params(params)
@@ -220,7 +217,7 @@ class Objective(ObjectiveBase):
 
     def _check_randomness(self, model: nn.Module) -> None:
         active = sorted({type(m).__name__ for m in model.modules()
-                         if isinstance(m, _DROPOUT) and m.training and getattr(m, "p", 0.0) > 0})
+                         if isinstance(m, DROPOUT_MODULES) and m.training and getattr(m, "p", 0.0) > 0})
         if active and not self.fixed_mask:
             raise FlatminimaError(
                 f"the loss is random: the model has dropout ({', '.join(active)}) active in mode='train', so "
@@ -237,7 +234,7 @@ class Objective(ObjectiveBase):
                 "curvature you want.")
         if patterns is not None:
             patterns = [patterns] if isinstance(patterns, str) else list(patterns)
-            chosen = [(n, p) for n, p in trainable if _match(n, patterns)]
+            chosen = [(n, p) for n, p in trainable if name_matches(n, patterns)]
             if not chosen:
                 raise FlatminimaError(
                     f"params={patterns} matches no trainable parameter; available: {[n for n, _ in trainable]}.")
@@ -347,8 +344,8 @@ class Objective(ObjectiveBase):
         count = 0
         rows = self.memory_plan.rows if self.memory_mb is not None else None
         for batch in self._batches:
-            for part in (_iter_rows(batch, rows) if rows else (batch,)):
-                part = _move(part, self.device, self.dtype)
+            for part in (iter_row_chunks(batch, rows) if rows else (batch,)):
+                part = move_batch(part, self.device, self.dtype)
                 self._batch_index = count  # keys the fixed dropout mask of this batch
                 if not self._determinism_checked:
                     self._check_first_batch(part)
@@ -382,12 +379,12 @@ class Objective(ObjectiveBase):
         outputs = None
         # The outputs' shape is all it needs: one row, not a full-batch forward outside the memory budget
         # (the whole batch where one row cannot run: train-mode BatchNorm; budgets are refused there).
-        for part in (next(_iter_rows(batch, 1)), batch):
+        for part in (next(iter_row_chunks(batch, 1)), batch):
             with torch.no_grad(), contextlib.suppress(RuntimeError, TypeError, IndexError, ValueError):
                 outputs = self._call_outputs(self._theta0, part)[0]  # a failing forward is reported by the loss
                 break
         if outputs is not None:
-            _check_labels(self.loss_function, outputs, batch[-1])
+            check_class_labels(self.loss_function, outputs, batch[-1])
 
     @contextmanager
     def _randomness(self) -> Iterator[None]:
@@ -410,7 +407,7 @@ class Objective(ObjectiveBase):
                 raise _attention_error(err) from err
             if isinstance(err, IndexError):
                 self._check_batch_labels(batch)  # out-of-range class labels: say which
-            shapes = [tuple(t.shape) for t in _leaves(batch)]
+            shapes = [tuple(t.shape) for t in leaf_tensors(batch)]
             raise FlatminimaError(
                 f"the model's forward/loss failed on a batch with tensor shapes {shapes}: {err}. "
                 "Check that the data's shape matches what the model expects.") from err
@@ -498,14 +495,15 @@ class Objective(ObjectiveBase):
         first = next(iter(self._batches), None)
         if first is None:
             return 0.0, 0.0, 0
-        first = _move(first, self.device, self.dtype)
+        first = move_batch(first, self.device, self.dtype)
         self._check_batch_labels(first)
-        n = _rows(first)
+        n = row_count(first)
         small = 1 if n > 1 else n
         big = min(n, 4) if n > 1 else n
-        # next(_iter_rows(...)): only the first part's views (all n/rows of them took ~1 KB a part, 7 MB at n=8000).
-        s_small = self._saved_bytes(next(_iter_rows(first, small)))
-        s_big = self._saved_bytes(next(_iter_rows(first, big))) if big > small else s_small
+        # next(iter_row_chunks(...)): only the first part's views (all n/rows of them took ~1 KB a part,
+        # 7 MB at n=8000).
+        s_small = self._saved_bytes(next(iter_row_chunks(first, small)))
+        s_big = self._saved_bytes(next(iter_row_chunks(first, big))) if big > small else s_small
         # Saved-for-backward bytes grow linearly in the rows: slope per sample, intercept fixed (θ views...).
         per_sample = (s_big - s_small) / (big - small) if big > small else s_small
         per_sample = max(per_sample, 1.0)
@@ -559,7 +557,7 @@ class Objective(ObjectiveBase):
     def _known_rows(self) -> int | None:
         if not isinstance(self._batches, (list, tuple)):
             return None
-        return sum(_rows(b) for b in self._batches)
+        return sum(row_count(b) for b in self._batches)
 
     def theta_chunk(self, chunk_size: int) -> int:
         """How many θ ``loss_batched`` evaluates at once: ``chunk_size``, or fewer to fit the budget.

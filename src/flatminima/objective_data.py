@@ -18,10 +18,15 @@ from torch import nn
 
 from .errors import FlatminimaError
 
-__all__ = ["ELEMENTWISE_LOSSES", "LOSSES", "LossTerms"]
+__all__ = [
+    "DROPOUT_MODULES", "ELEMENTWISE_LOSSES", "LOSSES", "LossModule", "LossTerms", "check_batch_size",
+    "check_class_labels", "iter_row_chunks", "leaf_tensors", "move_batch", "name_matches", "resolve_float_dtype",
+    "resolve_torch_device", "row_count",
+]
 
 
-def _match(name: str, patterns: Sequence[str]) -> bool:
+def name_matches(name: str, patterns: Sequence[str]) -> bool:
+    """Whether parameter ``name`` matches one of ``patterns`` (a glob, the exact name, or a module prefix)."""
     return any(fnmatch.fnmatchcase(name, p) or name == p or name.startswith(p + ".") for p in patterns)
 
 
@@ -39,40 +44,44 @@ def _rebuild_mapping(x: Mapping, items: dict) -> Any:
         return items
 
 
-def _leaves(batch: Any) -> Iterator[torch.Tensor]:
+def leaf_tensors(batch: Any) -> Iterator[torch.Tensor]:
+    """Every tensor in a batch (a tensor, or tensors nested in tuples, lists and mappings), in order."""
     if isinstance(batch, torch.Tensor):
         yield batch
     elif _is_mapping(batch):
         for v in batch.values():
-            yield from _leaves(v)
+            yield from leaf_tensors(v)
     elif isinstance(batch, (list, tuple)):
         for v in batch:
-            yield from _leaves(v)
+            yield from leaf_tensors(v)
 
 
-def _move(batch: Any, device: torch.device, dtype: torch.dtype) -> Any:
+def move_batch(batch: Any, device: torch.device, dtype: torch.dtype) -> Any:
+    """The batch with every tensor on ``device`` (floating tensors also cast to ``dtype``), same structure."""
     if isinstance(batch, torch.Tensor):
         return batch.to(device=device, dtype=dtype if batch.is_floating_point() else None)
     if _is_mapping(batch):
-        return _rebuild_mapping(batch, {k: _move(v, device, dtype) for k, v in batch.items()})
+        return _rebuild_mapping(batch, {k: move_batch(v, device, dtype) for k, v in batch.items()})
     if isinstance(batch, (list, tuple)):
-        parts = [_move(v, device, dtype) for v in batch]
+        parts = [move_batch(v, device, dtype) for v in batch]
         return parts if isinstance(batch, list) else tuple(parts)
     return batch
 
 
-_LOSSES: dict[str, Callable[[], nn.Module]] = {
+# The built-in losses by name: the ``loss=`` strings an Objective accepts -> the torch loss class.
+LOSSES: dict[str, Callable[[], nn.Module]] = {
     "cross_entropy": nn.CrossEntropyLoss,
     "mse": nn.MSELoss,
     "bce": nn.BCEWithLogitsLoss,
 }
 # Elementwise losses: the "mean" reduction divides the sum by the number of (broadcast) entries.
-_ELEMENTWISE = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss, nn.BCELoss, nn.BCEWithLogitsLoss,
-                nn.SoftMarginLoss, nn.PoissonNLLLoss)
-_DROPOUT = (nn.modules.dropout._DropoutNd, nn.AlphaDropout, nn.FeatureAlphaDropout)
+ELEMENTWISE_LOSSES = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss, nn.BCELoss, nn.BCEWithLogitsLoss,
+                      nn.SoftMarginLoss, nn.PoissonNLLLoss)
+# Dropout module types: active in train mode they make the loss random (what fixed_mask fixes).
+DROPOUT_MODULES = (nn.modules.dropout._DropoutNd, nn.AlphaDropout, nn.FeatureAlphaDropout)
 
 
-class _LossTerms:
+class LossTerms:
     """One batch's terms of the objective: (s_b, w_b) from (outputs, targets).
 
         reduction "mean":  L = Σ_b s_b / Σ_b w_b,  s_b = the batch's loss SUM, w_b = the count its mean divides by
@@ -113,7 +122,7 @@ class _LossTerms:
             return float(keep.sum())
         if isinstance(m, nn.KLDivLoss):
             return float(outputs.shape[0]) if m.reduction == "batchmean" else float(outputs.numel())
-        if isinstance(m, _ELEMENTWISE):
+        if isinstance(m, ELEMENTWISE_LOSSES):
             return float(torch.broadcast_shapes(outputs.shape, targets.shape).numel())
         # An unknown module: assume a per-row mean (rows weigh the same), as for a plain callable.
         return float(targets.shape[0]) if targets.dim() > 0 else 1.0
@@ -127,10 +136,10 @@ def _require_scalar(value: Any, what: str) -> None:
             "reduction='mean' or 'sum' (reduction='none' is not an objective).")
 
 
-class _LossModule(nn.Module):
+class LossModule(nn.Module):
     """Wraps model + loss so ``functional_call`` swaps the parameters the user's code sees.
 
-    ``forward(batch)`` returns the batch's terms (s_b, w_b) of :class:`_LossTerms`.
+    ``forward(batch)`` returns the batch's terms (s_b, w_b) of :class:`LossTerms`.
     """
 
     def __init__(self, model: nn.Module, loss: Callable | None, loss_fn: Callable | None, reduction: str = "mean"):
@@ -139,7 +148,7 @@ class _LossModule(nn.Module):
         self._loss = loss
         self._loss_fn = loss_fn
         self._reduction = reduction
-        self._terms = _LossTerms(loss, reduction) if loss is not None else None
+        self._terms = LossTerms(loss, reduction) if loss is not None else None
 
     def forward(self, batch: Any) -> tuple[torch.Tensor, float]:
         if self._loss_fn is not None:
@@ -160,13 +169,14 @@ class _LossModule(nn.Module):
 
 
 def _batch_size(batch: Any) -> int:
-    for t in _leaves(batch):
+    for t in leaf_tensors(batch):
         return int(t.shape[0]) if t.dim() > 0 else 1
     raise FlatminimaError("a batch holds no tensors; cannot tell its size (return (loss, count) from loss_fn).")
 
 
-def _rows(batch: Any) -> int:
-    for t in _leaves(batch):
+def row_count(batch: Any) -> int:
+    """The rows of a batch: dim 0 of its first tensor (1 for a 0-dim tensor or a batch with no tensors)."""
+    for t in leaf_tensors(batch):
         return int(t.shape[0]) if t.dim() > 0 else 1
     return 1
 
@@ -176,16 +186,16 @@ def _split_rows(batch: Any, rows: int | None) -> list[Any]:
 
     Every tensor leaf whose first dimension is the batch's row count is sliced; other leaves are shared.
     """
-    return list(_iter_rows(batch, rows))
+    return list(iter_row_chunks(batch, rows))
 
 
-def _iter_rows(batch: Any, rows: int | None) -> Iterator[Any]:
+def iter_row_chunks(batch: Any, rows: int | None) -> Iterator[Any]:
     """The parts of :func:`_split_rows` one at a time: only the current part's views exist.
 
     Measured: the views of every part at once cost about 1 KB per part (0.4 MB at 2,000 rows in 5-row
     chunks), memory the plan did not count and that grew with the data, not the chunk.
     """
-    n = _rows(batch)
+    n = row_count(batch)
     if not rows or rows >= n:
         yield batch
         return
@@ -207,7 +217,7 @@ def _iter_rows(batch: Any, rows: int | None) -> Iterator[Any]:
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-def _resolve_dtype(dtype: Any) -> torch.dtype | None:
+def resolve_float_dtype(dtype: Any) -> torch.dtype | None:
     """``dtype`` as a torch floating dtype: a ``torch.dtype`` or the strings ``"float32"`` / ``"float64"``."""
     if dtype is None:
         return None
@@ -232,7 +242,7 @@ def _available_devices() -> list[str]:
     return found
 
 
-def _resolve_device(device: Any) -> torch.device | None:
+def resolve_torch_device(device: Any) -> torch.device | None:
     """``device`` as a ``torch.device`` that exists on this machine; a clear error naming the ones that do."""
     if device is None:
         return None
@@ -251,14 +261,15 @@ def _resolve_device(device: Any) -> torch.device | None:
     return dev
 
 
-def _check_batch_size(batch_size: Any) -> int:
+def check_batch_size(batch_size: Any) -> int:
+    """``batch_size`` itself when it is a positive int; a clear error otherwise."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise FlatminimaError(f"batch_size must be a positive whole number of samples, got {batch_size!r}; "
                               "for the whole data in one batch pass its number of samples.")
     return batch_size
 
 
-def _check_labels(loss: Any, outputs: torch.Tensor, targets: torch.Tensor) -> None:
+def check_class_labels(loss: Any, outputs: torch.Tensor, targets: torch.Tensor) -> None:
     """Class labels of a cross-entropy / NLL loss must lie in [0, C), C the model's number of outputs."""
     if not isinstance(loss, (nn.CrossEntropyLoss, nn.NLLLoss)) or not isinstance(targets, torch.Tensor):
         return
@@ -274,8 +285,3 @@ def _check_labels(loss: Any, outputs: torch.Tensor, targets: torch.Tensor) -> No
             f"the targets hold class labels {low}..{high}, but the model has {classes} outputs (classes "
             f"0..{classes - 1}) for {type(loss).__name__}; relabel the targets to 0..{classes - 1} or give the "
             "model one output per class.")
-
-
-ELEMENTWISE_LOSSES = _ELEMENTWISE
-LOSSES = _LOSSES
-LossTerms = _LossTerms
