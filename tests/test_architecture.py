@@ -19,7 +19,11 @@ The rules:
    is given, training them is a workflow's job;
 5. the terminal libraries stay at the edges: ``typer`` only in the CLI, ``rich`` only in the CLI and in
    ``progress`` (the one place progress bars are drawn, and they are off unless asked for);
-6. the part graph has no cycle.
+6. the part graph has no cycle;
+7. no module imports another flatminima module's private name (``from .objective_data import _rows``: one
+   leading underscore, dunders aside): a helper used across modules gets a public name. A private submodule
+   (``sharpness/_common.py``) is imported only by the modules of its own package. Module by module, not part by
+   part, and every import counts here (lazy, ``TYPE_CHECKING``, ``__main__``): each one reads the name.
 
 A new part must be given a layer here (and a line in docs/architecture.md): the test names it.
 """
@@ -116,6 +120,13 @@ def _getattr_nodes(tree: ast.Module) -> set[int]:
             for n in ast.walk(node)}
 
 
+def _from_base(node: ast.ImportFrom, here: list[str]) -> str:
+    """The dotted module a ``from ... import`` reads from, relative levels resolved against ``here``."""
+    if node.level:
+        return ".".join(here[: len(here) - node.level + 1] + ([node.module] if node.module else []))
+    return node.module or ""
+
+
 def imports_of(module: str, source: str, is_package: bool, known: Iterable[str],
                reexports: Mapping[str, str] = DEPRECATED_REEXPORTS) -> tuple[set[str], set[str]]:
     """(flatminima modules, top-level third-party names) that ``source`` imports. A module listed in
@@ -143,10 +154,7 @@ def imports_of(module: str, source: str, is_package: bool, known: Iterable[str],
             for alias in node.names:
                 add(alias.name, id(node) in lazy)
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = ".".join(here[: len(here) - node.level + 1] + ([node.module] if node.module else []))
-            else:
-                base = node.module or ""
+            base = _from_base(node, here)
             for alias in node.names:  # `from pkg import sub` imports the module pkg.sub when there is one
                 add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base, id(node) in lazy)
     return inner, outer
@@ -248,6 +256,54 @@ def violations(graph: Mapping[str, Mapping[str, str]], third: Mapping[str, Mappi
     return found
 
 
+def _is_private(name: str) -> bool:
+    """One leading underscore, not a dunder: ``_rows`` yes, ``__version__`` no."""
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _private_outside(importer: str, target: str) -> str | None:
+    """The first private component of module ``target`` (``_common`` in flatminima.sharpness._common) whose
+    package does not hold ``importer``; None when every private component is inside the importer's package."""
+    pieces = target.split(".")
+    for i, piece in enumerate(pieces):
+        if _is_private(piece) and not importer.startswith(".".join(pieces[:i]) + "."):
+            return piece
+    return None
+
+
+def private_imports(modules: Mapping[str, str], packages: Iterable[str] = ()) -> list[str]:
+    """Rule 7: every import of another flatminima module's private name, one line each. ``modules``: dotted
+    name -> source (as for :func:`build_graph`)."""
+    packages, known = set(packages), set(modules)
+    found = []
+    for module, source in sorted(modules.items()):
+        here = module.split(".") if module in packages else module.split(".")[:-1]
+
+        def check(target: str, where: str, module: str = module) -> None:
+            if _private_outside(module, target) is not None:
+                found.append(f"{module} imports the private module {target} ({where}): only its own package may")
+
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name == ROOT or alias.name.startswith(ROOT + "."):
+                        check(alias.name, f"import {alias.name}")
+            elif isinstance(node, ast.ImportFrom):
+                base = _from_base(node, here)
+                if not (base == ROOT or base.startswith(ROOT + ".")):
+                    continue
+                check(base, f"from {base} import ...")
+                for alias in node.names:
+                    if not _is_private(alias.name):
+                        continue
+                    if f"{base}.{alias.name}" in known:  # a private submodule: its package's own modules may
+                        check(f"{base}.{alias.name}", f"from {base} import {alias.name}")
+                    elif base != module:
+                        found.append(f"{module} imports the private name {alias.name} from {base}: give it a "
+                                     "public name there")
+    return sorted(found)
+
+
 def _real_graph():
     files = _modules(SRC)
     packages = {m for m, f in files.items() if f.name == "__init__.py"}
@@ -258,6 +314,12 @@ def _real_graph():
 def test_flatminima_keeps_its_import_contract():
     graph, third = _real_graph()
     assert violations(graph, third) == []
+
+
+def test_no_module_imports_another_modules_private_name():
+    files = _modules(SRC)
+    packages = {m for m, f in files.items() if f.name == "__init__.py"}
+    assert private_imports({m: f.read_text() for m, f in files.items()}, packages) == []
 
 
 def test_every_part_has_a_layer_and_the_docs_list_it():
@@ -370,6 +432,40 @@ def test_every_library_module_that_reexports_does_it_lazily():
         inner, _ = imports_of(module, path.read_text(), False, _modules(SRC), reexports={})
         lazy, _ = imports_of(module, path.read_text(), False, _modules(SRC))
         assert target in inner and target not in lazy, module
+
+
+def test_the_checker_flags_a_private_name_imported_from_another_module():
+    modules = {
+        "flatminima.objective_data": "_rows = len\nrow_count = len\n",
+        "flatminima.objective": "from .objective_data import _rows, row_count\n"  # the private one counts
+                                "from .objective_hvp import ggn as _ggn\n"  # a public name bound privately: fine
+                                "from . import __version__\n",  # a dunder: fine
+        "flatminima.objective_hvp": "ggn = 1\n",
+        "flatminima.landscape": "def f():\n    from flatminima.objective_data import _rows\n",  # lazy, absolute
+        "flatminima.curvature": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                                "    from ..objective_data import _LossTerms\n",  # annotations still read it
+        "flatminima.sharpness": "",
+        "flatminima.sharpness._common": "generator = 1\n",
+        "flatminima.sharpness.hessian": "from ._common import generator\nfrom . import _common\n",  # its package
+        "flatminima.toy": "from ..sharpness._common import generator\nimport flatminima.sharpness._common\n",
+        "flatminima.data": "from torch.nn.modules.dropout import _DropoutNd\n"  # not flatminima's: not ours to judge
+                           "from ._local import _x\n",  # flatminima._local is the root package's: only the name counts
+    }
+    found = private_imports(modules, packages={"flatminima.landscape", "flatminima.curvature", "flatminima.sharpness",
+                                               "flatminima.toy"})
+    assert found == [
+        "flatminima.curvature imports the private name _LossTerms from flatminima.objective_data: give it a public "
+        "name there",
+        "flatminima.data imports the private name _x from flatminima._local: give it a public name there",
+        "flatminima.landscape imports the private name _rows from flatminima.objective_data: give it a public "
+        "name there",
+        "flatminima.objective imports the private name _rows from flatminima.objective_data: give it a public "
+        "name there",
+        "flatminima.toy imports the private module flatminima.sharpness._common (from "
+        "flatminima.sharpness._common import ...): only its own package may",
+        "flatminima.toy imports the private module flatminima.sharpness._common (import "
+        "flatminima.sharpness._common): only its own package may",
+    ], found
 
 
 def test_the_checker_flags_a_part_without_a_layer():
