@@ -88,3 +88,13 @@ def test_parallel_groups_keep_shared_models_together():
     shared = {s.claim for s in specs if s.bench_group}
     assert any(shared <= set(g) for g in groups)  # C1, C10, C11, C15 measure the same models in one process
     assert _groups(specs, 1) == [[s.claim for s in specs]]
+
+
+def test_parallel_run_reports_each_seed_set_as_it_finishes(tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.setenv("FLATMINIMA_PROGRESS", "plain")
+    monkeypatch.setenv("FLATMINIMA_PROGRESS_EVERY", "0")  # a line at every advance
+    rows = claims.run(quick=True, repeats=2, workers=2, out=tmp_path, only=["C7", "C8"], progress=True)
+    assert [len(r.per_seed_set) for r in rows] == [2, 2]
+    err = capsys.readouterr().err
+    # one step per finished seed set, not one jump per finished process (which would show only 2/4 and 4/4)
+    assert "claims: 1/4" in err and "claims: 3/4" in err, err

@@ -13,6 +13,7 @@ import json
 import os
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -95,17 +96,9 @@ def run(
 
             bench = lab.Bench()  # one bench per claims run: claims share their trained models
             for cid in groups[0]:
-                done.update(_run_group([cid], quick, str(out), seed, reps, bench))
-                advance(reps)
+                done.update(_run_group([cid], quick, str(out), seed, reps, bench, tick=advance))
         else:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor, as_completed
-
-            with ProcessPoolExecutor(len(groups), mp_context=mp.get_context("spawn")) as pool:
-                futs = {pool.submit(_run_group, g, quick, str(out), seed, reps): g for g in groups}
-                for f in as_completed(futs):
-                    done.update(f.result())
-                    advance(len(futs[f]) * reps)
+            done.update(_run_parallel(groups, quick, str(out), seed, reps, advance))
     rows = [done[c] for c in ids]
     write_reports(rows, out, quick=quick, seed=seed)
     return rows
@@ -128,8 +121,36 @@ def _groups(specs: list, workers: int) -> list[list[str]]:
     return [[s.claim for s in sorted(v, key=lambda s: s.number)] for _, v in loads if v]
 
 
-def _run_group(ids: list[str], quick: bool, out: str, seed: int, reps: int, bench=None) -> dict[str, ClaimRow]:
-    """Run claims ``ids`` one after the other on one bench (a worker process gets its own)."""
+def _run_parallel(groups: list[list[str]], quick: bool, out: str, seed: int, reps: int,
+                  advance: Callable[..., None]) -> dict[str, ClaimRow]:
+    """One process per group; each finished seed set is reported through a queue, so the progress moves
+    (and, off a terminal, prints its periodic line) while the groups run, not only when one ends."""
+    import multiprocessing as mp
+    import queue
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    ctx = mp.get_context("spawn")
+    done: dict[str, ClaimRow] = {}
+    with ctx.Manager() as manager, ProcessPoolExecutor(len(groups), mp_context=ctx) as pool:
+        sets = manager.Queue()
+        pending = {pool.submit(_run_group, g, quick, out, seed, reps, None, sets) for g in groups}
+        while pending:
+            finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+            for f in finished:
+                done.update(f.result())
+            try:
+                while True:
+                    sets.get_nowait()
+                    advance(1)
+            except queue.Empty:
+                advance(0)  # a heartbeat: the plain progress line is due every few seconds
+    return done
+
+
+def _run_group(ids: list[str], quick: bool, out: str, seed: int, reps: int, bench=None, sets=None, *,
+               tick: Callable[..., None] | None = None) -> dict[str, ClaimRow]:
+    """Run claims ``ids`` one after the other on one bench (a worker process gets its own); after each seed
+    set, ``tick()`` (in this process) or ``sets.put(claim)`` (a queue read by the parent) reports it."""
     from .. import lab
 
     specs = _spec_map()
@@ -154,6 +175,10 @@ def _run_group(ids: list[str], quick: bool, out: str, seed: int, reps: int, benc
                 row.summaries.append(f"the experiment failed: {type(err).__name__}: {err}")
                 (Path(out) / "errors").mkdir(parents=True, exist_ok=True)
                 (Path(out) / "errors" / f"{cid}_seed{k}.txt").write_text(traceback.format_exc())
+            if tick is not None:
+                tick(1)
+            if sets is not None:
+                sets.put(cid)
         row.seconds = time.perf_counter() - t0
         row.verdict = _final(row.per_seed_set)
         rows[cid] = row
