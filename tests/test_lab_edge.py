@@ -52,3 +52,10 @@ def test_short_run_tracks_the_edge(edge, tmp_path, monkeypatch):
     spec = registry.get("edge_sharpness").spec
     assert spec.claim == "C18" and spec.kind == "test" and spec.n_full >= spec.n_quick
     json.dumps(out.numbers)
+
+
+def test_a_diverging_run_is_reported_not_fatal(edge):
+    r = edge._train(0, 5.0, 40)  # far above every threshold: the loss blows up within a few steps
+    assert r["diverged"] and math.isnan(r["final"])
+    calm = edge._train(0, 0.2, 20)
+    assert not calm["diverged"] and math.isfinite(calm["final"])

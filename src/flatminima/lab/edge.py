@@ -34,7 +34,8 @@ FLOOR = 0.5  # an interval wholly below this excludes the band on the low side: 
 RULE = (f"slope b of final λmax on 2/η (per seed, least squares over {len(LRS)} learning rates), 95% t-interval "
         f"over seeds: supported if it lies within [{BAND[0]:g}, {BAND[1]:g}] and excludes 0; contradicted if it "
         f"lies wholly below {FLOOR:g} (the band excluded on the low side, slopes ≤ 0 included); else "
-        "inconclusive")
+        "inconclusive; a run whose loss turns non-finite has diverged and is listed and left out, and a seed "
+        "needs 3 learning rates that did not diverge to give a slope")
 
 
 def _setup(seed: int, n: int = 64):
@@ -48,26 +49,40 @@ def _setup(seed: int, n: int = 64):
 
 
 def _train(seed: int, lr: float, steps: int) -> dict:
-    """Full-batch GD at ``lr``; λmax recorded every :data:`EVERY` steps (warm-started Lanczos, tol 1e-3)."""
+    """Full-batch GD at ``lr``; λmax recorded every :data:`EVERY` steps (warm-started Lanczos, tol 1e-3).
+
+    A run whose loss becomes non-finite has diverged (above the edge gradient descent may leave the basin
+    instead of hovering): it stops there, is reported as ``diverged`` and has no final λmax."""
     from ..dynamics import SharpnessMonitor
+    from ..errors import NonFiniteLossError
 
     model, X, y = _setup(seed)
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     mon = SharpnessMonitor(model, (X, y), loss="mse", optimizer=opt, every=EVERY, seed=seed)
+    diverged = False
     for s in range(steps + 1):
         if s:
             opt.zero_grad()
-            nn.functional.mse_loss(model(X), y).backward()
+            loss = nn.functional.mse_loss(model(X), y)
+            if not torch.isfinite(loss):
+                diverged = True
+                break
+            loss.backward()
             opt.step()
-        mon.step(s)
+        try:
+            mon.step(s)
+        except NonFiniteLossError:
+            diverged = True
+            break
     steps_l, lam = mon.series("lambda_max")
     _, loss = mon.series("loss")
-    late = [v for s, v in zip(steps_l, lam, strict=True) if s >= LATE * steps]
+    late = [] if diverged else [v for s, v in zip(steps_l, lam, strict=True) if s >= LATE * steps]
     # the first record at 0.9·2/η: the run must have reached the edge well before its late window
     onset = next((s for s, v in zip(steps_l, lam, strict=True) if v >= 0.9 * 2 / lr), None)
     final = float(np.median(late)) if late and all(math.isfinite(v) for v in late) else math.nan
     return {"seed": seed, "lr": lr, "threshold": 2 / lr, "initial": lam[0], "final": final,
-            "final_ratio": final * lr / 2, "final_loss": loss[-1], "onset": onset, "steps": steps_l, "lambda_max": lam}
+            "final_ratio": final * lr / 2, "final_loss": loss[-1] if loss else math.nan, "onset": onset,
+            "diverged": diverged, "steps": steps_l, "lambda_max": lam}
 
 
 def _slope(x: list[float], y: list[float]) -> tuple[float, float]:
@@ -118,7 +133,7 @@ def edge_sharpness(ctx: Context) -> Outcome:
                   note=f"Spearman ρ = {rho:.3f}")
     files = [save_table(ctx.out / "runs.csv", {k: [r[k] for r in runs] for k in
                                                ("seed", "lr", "threshold", "initial", "onset", "final",
-                                                "final_ratio", "final_loss")})]
+                                                "final_ratio", "final_loss", "diverged")})]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
     for i, lr in enumerate(LRS):
         r = next(r for r in runs if r["lr"] == lr)
@@ -138,14 +153,16 @@ def edge_sharpness(ctx: Context) -> Outcome:
     fig.tight_layout()
     files += save_figure(fig, ctx.out / "edge_sharpness")
     plt.close(fig)
-    onsets = [r["onset"] for r in runs]
-    latest = None if None in onsets else max(onsets)
+    onsets = [r["onset"] for r in runs if not r["diverged"]]
+    latest = None if None in onsets else max(onsets, default=None)
+    diverged = [(r["seed"], r["lr"]) for r in runs if r["diverged"]]
     summary = (f"{len(ctx.seeds)} seeds × η ∈ {LRS}, {steps} full-batch GD steps: slope of final λmax on 2/η "
                f"{st.fmt_interval(iv, 3)} (per seed {', '.join(f'{b:.3f}' for b in slopes)}; intercept "
                f"{np.mean(intercepts):.3f}), final λmax/(2/η) {min(ratios):.3f}–{max(ratios):.3f}, Spearman ρ "
                f"{rho:.3f}; every run at 0.9·2/η by step {latest if latest is not None else '(never, some run)'} of "
-               f"{steps}")
-    numbers = {"slope": iv.triple(), "latest_onset": latest,
+               f"{steps}" + (f"; diverged (left out): {', '.join(f'seed {a} at η = {b:g}' for a, b in diverged)}"
+                            if diverged else ""))
+    numbers = {"slope": iv.triple(), "latest_onset": latest, "diverged": diverged,
                "slopes": slopes, "intercepts": intercepts, "spearman_rho": rho,
                "final_ratio_min": min(ratios), "final_ratio_max": max(ratios), "steps": steps, "lrs": list(LRS)}
     return Outcome(summary, [sub], numbers, files, len(slopes))
