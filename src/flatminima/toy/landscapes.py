@@ -271,7 +271,7 @@ def find_critical_points(
     hess = torch.func.vmap(torch.func.hessian(land.f))
     gb = torch.func.vmap(g1)
     n_desc = int(descend * starts)
-    for _ in range(300):
+    for _ in range(300 if n_desc else 0):
         x[:n_desc] = x[:n_desc] - 0.1 * gb(x[:n_desc])
     for _ in range(iters):
         g, H = gb(x), hess(x)
