@@ -110,7 +110,7 @@ SPEC = ClaimSpec(
     rule=RULE,
     power="n = 6 seeds (quick 3); the quick run's per-seed slopes (0.983, 1.031, 1.003) have s ≈ 0.024, so the "
           "t-interval's half-width is ≈ 0.06 at n = 3 and ≈ 0.025 at n = 6, well inside the band",
-    n_full=6, n_quick=3, quick_powered=True, cost_s=45)
+    n_full=6, n_quick=3, quick_powered=True, cost_s=43)
 
 
 @experiment(SPEC)

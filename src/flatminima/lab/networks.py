@@ -69,7 +69,7 @@ def _all(models: dict[str, list[B.Trained]]) -> list[B.Trained]:
     rule="demonstration: a definition cannot be contradicted by data; the numbers show the measures "
          "and how far they agree (Spearman ρ of λ_max and tr H, for information)",
     power="n seeds of the base recipe; no verdict", n_full=6, n_quick=3, kind="demonstration", bench_group=ZOO,
-    cost_s=52))
+    cost_s=49))
 def flatness_measures(ctx: Context) -> Outcome:
     from ..curvature import spectral_density
     from ..objective import Objective
@@ -117,7 +117,7 @@ C2_DECIDE = 0.01
          "else inconclusive; claim by the combine rule",
     power="n = 8 nets per activation; measured per-net s of R at σ = 0.01 (quick, 3 nets): ReLU 0.08, GELU 0.02, "
           "tanh 0.02, so 2.8·s/√n resolves ≈ 0.08 (ReLU) and 0.02 (GELU, tanh), well inside the band",
-    n_full=8, n_quick=3, cost_s=141))
+    n_full=8, n_quick=3, cost_s=113))
 def noise_rise(ctx: Context) -> Outcome:
     from ..objective import Objective
     from ..sharpness import measure
@@ -185,7 +185,7 @@ C3_LOW_RATIO = _cfg("batch32_lr0.03", {"momentum": 0.0, "lr": 0.03, "batch_size"
          "excludes 0 in the other, else inconclusive; claim by the combine rule",
     power="n = 8 pairs; measured per-pair s (quick): Δlog λ_max 0.07 (a) and 0.09 (c), Δacc 0.003 (b), so "
           "2.8·s/√n resolves 0.07 and 0.09 (7–9 %; Keskar et al. report 2–10×, i.e. 0.7–2.3) and 0.3 points",
-    n_full=8, n_quick=3, cost_s=165))
+    n_full=8, n_quick=3, cost_s=92))
 def batch_size(ctx: Context) -> Outcome:
     bench = ctx.workbench()
     m = bench.many([C3_SMALL, C3_LARGE, C3_LOW_RATIO], ctx.seeds)
@@ -214,7 +214,7 @@ C4_NOISE = _cfg("weight_noise", {"noise": "gaussian", "noise_std": 0.01})
     quantity="paired by seed: Δlog tr H and Δlog λ_max, 95% t-intervals",
     rule="each: supported if the interval < 0, contradicted if > 0, else inconclusive; combine rule",
     power="n = 16 pairs; measured per-pair s (quick) 0.18 (log tr H) and 0.20 (log λ_max): 2.8·s/√n resolves "
-          "≈ 0.13–0.14 (a 13–15 % change)", n_full=16, n_quick=3, cost_s=100))
+          "≈ 0.13–0.14 (a 13–15 % change)", n_full=16, n_quick=3, cost_s=41))
 def weight_noise(ctx: Context) -> Outcome:
     bench = ctx.workbench()
     m = bench.many([C4_NOISE, BASE], ctx.seeds)
@@ -240,7 +240,7 @@ C5_MATCH = 1.25  # the matched iterate's train loss must lie within a factor 1.2
          "kept only if its nearest iterate's train loss lies within a factor 1.25 of the average's",
     power="n = 10 runs (some dropped by the match); measured per-run s: see the power table; the effect looked "
           "for is a 25% change (0.22 on the log scale; Izmailov et al. show the average in a visibly wider region)",
-    n_full=10, n_quick=3, cost_s=60))
+    n_full=10, n_quick=3, cost_s=21))
 def swa(ctx: Context) -> Outcome:
     bench = ctx.workbench()
     rows = {"swa": [], "matched_iterate": []}
@@ -327,7 +327,7 @@ def _cluster_rho(models: list[B.Trained], x: str, y, seed: int) -> st.Interval:
     rule="supported if the interval > 0, contradicted if < 0, else inconclusive",
     power="10 configurations × 10 seeds; measured (quick, 3 seeds) cluster-bootstrap half-width 0.38: with 10 "
           "clusters the width is set by the clusters, so |ρ| ≳ 0.4 is what resolves",
-    n_full=10, n_quick=3, bench_group=ZOO, cost_s=313))
+    n_full=10, n_quick=3, bench_group=ZOO, cost_s=278))
 def ood_flatness(ctx: Context) -> Outcome:
     bench = ctx.workbench()
     m = bench.many([BASE, *INTERVENTIONS.values()], ctx.seeds)
@@ -422,7 +422,7 @@ def interventions(ctx: Context) -> Outcome:
     rule="per metric: supported if the interval > 0 (sharper is better), contradicted if < 0 (flatter is "
          "better), else inconclusive; claim by the combine rule",
     power="7 clusters × 6 seeds; measured (quick, 3 seeds) cluster-bootstrap half-widths 0.40–0.47: the 7 "
-          "clusters set the width, so |ρ| ≳ 0.45 resolves", n_full=6, n_quick=3, bench_group=ZOO, cost_s=98))
+          "clusters set the width, so |ρ| ≳ 0.45 resolves", n_full=6, n_quick=3, bench_group=ZOO, cost_s=61))
 def regularised_sharpness(ctx: Context) -> Outcome:
     bench = ctx.workbench()
     m = bench.many(REGULARISED, ctx.seeds)
@@ -455,7 +455,7 @@ def regularised_sharpness(ctx: Context) -> Outcome:
     rule="manipulation: supported if Δlog λ_max < 0; the claim's test: if the manipulation holds, supported if "
          "Δdrop < 0, contradicted if > 0, else inconclusive; if it fails, inconclusive",
     power="n = 12 pairs; measured per-pair s (quick): Δlog λ_max of the starts 0.42, Δdrop 0.029, so 2.8·s/√n "
-          "resolves ≈ 0.34 (manipulation) and ≈ 2.3 points (drop)", n_full=12, n_quick=3, cost_s=104))
+          "resolves ≈ 0.34 (manipulation) and ≈ 2.3 points (drop)", n_full=12, n_quick=3, cost_s=88))
 def finetune_flatness(ctx: Context) -> Outcome:
     bench = ctx.workbench()
     ds = bench.data
@@ -520,7 +520,7 @@ def separated_pair(x: torch.Tensor, y: torch.Tensor, scale: float) -> tuple[torc
          "stopped after the first step at ≤ 0.01); a dropped run drops its pair",
     power="n = 20 pairs; measured per-pair s (quick, 3 seeds) of the log difference: see the power table; "
           "the effect looked for is a 1.5× ratio (0.41 on the log scale)",
-    n_full=20, n_quick=3, cost_s=80))
+    n_full=20, n_quick=3, cost_s=24))
 def class_separation(ctx: Context) -> Outcome:
     ds = ctx.workbench().data
     runs = [_separation_run(ds, scale, seed) for scale in C14_SCALES for seed in ctx.seeds]
