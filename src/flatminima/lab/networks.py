@@ -115,8 +115,8 @@ C2_DECIDE = 0.01
              "over seeds",
     rule="per activation: supported if the interval of R ⊂ [0.8, 1.25]; contradicted if wholly outside; "
          "else inconclusive; claim by the combine rule",
-    power="n = 8 nets per activation; measured per-net s of R at σ = 0.01 (quick, 3 nets): ReLU 0.08, GELU 0.02, "
-          "tanh 0.02, so 2.8·s/√n resolves ≈ 0.08 (ReLU) and 0.02 (GELU, tanh), well inside the band",
+    power="n = 8 nets per activation; measured per-net s of R at σ = 0.01 (full run, 3 sets): ReLU 0.044–0.066, "
+          "GELU 0.033–0.050, tanh 0.017–0.020, so it resolves 0.05–0.08, 0.04–0.06 and 0.02: well inside the band",
     n_full=8, n_quick=3, cost_s=113))
 def noise_rise(ctx: Context) -> Outcome:
     from ..objective import Objective
@@ -183,8 +183,9 @@ C3_LOW_RATIO = _cfg("batch32_lr0.03", {"momentum": 0.0, "lr": 0.03, "batch_size"
     quantity="paired by seed: Δlog λ_max (a, c) and Δ test accuracy (b), 95% t-intervals",
     rule="each sub-claim: supported if the interval excludes 0 in the claimed direction, contradicted if it "
          "excludes 0 in the other, else inconclusive; claim by the combine rule",
-    power="n = 8 pairs; measured per-pair s (quick): Δlog λ_max 0.07 (a) and 0.09 (c), Δacc 0.003 (b), so "
-          "2.8·s/√n resolves 0.07 and 0.09 (7–9 %; Keskar et al. report 2–10×, i.e. 0.7–2.3) and 0.3 points",
+    power="n = 8 pairs; measured per-pair s (full run, 3 sets): Δlog λ_max 0.065–0.14 (a) and 0.069–0.16 (c), "
+          "Δacc 0.007–0.023 (b), so it resolves 0.07–0.19 on the log scale (Keskar et al. report 2–10×, i.e. "
+          "0.7–2.3) and 0.8–2.7 points of accuracy",
     n_full=8, n_quick=3, cost_s=92))
 def batch_size(ctx: Context) -> Outcome:
     bench = ctx.workbench()
@@ -213,8 +214,8 @@ C4_NOISE = _cfg("weight_noise", {"noise": "gaussian", "noise_std": 0.01})
                "the same recipe without noise",
     quantity="paired by seed: Δlog tr H and Δlog λ_max, 95% t-intervals",
     rule="each: supported if the interval < 0, contradicted if > 0, else inconclusive; combine rule",
-    power="n = 16 pairs; measured per-pair s (quick) 0.18 (log tr H) and 0.20 (log λ_max): 2.8·s/√n resolves "
-          "≈ 0.13–0.14 (a 13–15 % change)", n_full=16, n_quick=3, cost_s=41))
+    power="n = 16 pairs; measured per-pair s (full run, 3 sets) 0.10–0.18 (log tr H) and 0.16–0.27 (log λ_max): "
+          "it resolves 0.07–0.13 and 0.12–0.20, below the 25 % change (0.22) looked for", n_full=16, n_quick=3, cost_s=41))
 def weight_noise(ctx: Context) -> Outcome:
     bench = ctx.workbench()
     m = bench.many([C4_NOISE, BASE], ctx.seeds)
@@ -238,8 +239,8 @@ C5_MATCH = 1.25  # the matched iterate's train loss must lie within a factor 1.2
     quantity="paired within a run: Δlog λ_max and Δlog tr H (SWA − matched iterate); both train losses reported",
     rule="each: supported if the 95% t-interval < 0, contradicted if > 0, else inconclusive; combine rule; a run is "
          "kept only if its nearest iterate's train loss lies within a factor 1.25 of the average's",
-    power="n = 10 runs (some dropped by the match); measured per-run s: see the power table; the effect looked "
-          "for is a 25% change (0.22 on the log scale; Izmailov et al. show the average in a visibly wider region)",
+    power="n = 10 runs (5–7 kept by the match); measured per-run s (full run, 3 sets): Δlog λ_max 0.12–0.23, "
+          "Δlog tr H 0.07–0.18, resolving 0.15–0.39 and 0.11–0.23 against the 25 % change (0.22) looked for",
     n_full=10, n_quick=3, cost_s=21))
 def swa(ctx: Context) -> Outcome:
     bench = ctx.workbench()
@@ -325,8 +326,8 @@ def _cluster_rho(models: list[B.Trained], x: str, y, seed: int) -> st.Interval:
     hypothesis="across recipes at matched train loss, Spearman ρ(λ_max, accuracy drop under shift) > 0",
     quantity="ρ over the intervention zoo (10 configurations × n seeds), configuration-cluster bootstrap 95%",
     rule="supported if the interval > 0, contradicted if < 0, else inconclusive",
-    power="10 configurations × 10 seeds; measured (quick, 3 seeds) cluster-bootstrap half-width 0.38: with 10 "
-          "clusters the width is set by the clusters, so |ρ| ≳ 0.4 is what resolves",
+    power="10 configurations × 10 seeds; measured (full run, 3 sets) cluster-bootstrap half-widths 0.24–0.33: "
+          "with 10 clusters the width is set by the clusters, so |ρ| ≳ 0.3 is what resolves",
     n_full=10, n_quick=3, bench_group=ZOO, cost_s=278))
 def ood_flatness(ctx: Context) -> Outcome:
     bench = ctx.workbench()
@@ -356,9 +357,9 @@ def ood_flatness(ctx: Context) -> Outcome:
     rule="per intervention: supported if both Holm-adjusted intervals exclude 0; contradicted if either "
          f"adjusted interval lies inside the no-effect band (|Δlog λ| < log 1.1, |Δdrop| < {C11_BAND_DROP}); "
          "else inconclusive; claim by the combine rule",
-    power="n = 10 pairs at Holm level 0.05/18, where (t + t₀.₈₀)·s/√n = 1.57·s; measured per-pair s (quick): "
-          "Δlog λ_max 0.13–0.40 (median 0.22), Δdrop 0.005–0.03 (median 0.013), so it resolves Δlog λ ≈ 0.35 "
-          "(a 40 % change) and Δdrop ≈ 2 points; the models are C10's (no extra cost)",
+    power="n = 10 pairs at Holm level 0.05/18, where (t + t₀.₈₀)·s/√n = 1.57·s; measured (full run, 3 sets): "
+          "Holm-adjusted half-widths of Δdrop 0.01–0.03, so a drop change of 1–3 points resolves; Δlog λ_max of "
+          "0.2–0.3 resolves; the models are C10's (no extra cost)",
     n_full=10, n_quick=3, bench_group=ZOO))
 def interventions(ctx: Context) -> Outcome:
     bench = ctx.workbench()
@@ -421,8 +422,8 @@ def interventions(ctx: Context) -> Outcome:
              "tuned so it reaches the target loss) × n seeds; configuration-cluster bootstrap 95%",
     rule="per metric: supported if the interval > 0 (sharper is better), contradicted if < 0 (flatter is "
          "better), else inconclusive; claim by the combine rule",
-    power="7 clusters × 6 seeds; measured (quick, 3 seeds) cluster-bootstrap half-widths 0.40–0.47: the 7 "
-          "clusters set the width, so |ρ| ≳ 0.45 resolves", n_full=6, n_quick=3, bench_group=ZOO, cost_s=61))
+    power="7 clusters × 6 seeds; measured (full run, 3 sets) cluster-bootstrap half-widths 0.22–0.55 (median "
+          "0.37): the 7 clusters set the width, so |ρ| ≳ 0.4 resolves", n_full=6, n_quick=3, bench_group=ZOO, cost_s=61))
 def regularised_sharpness(ctx: Context) -> Outcome:
     bench = ctx.workbench()
     m = bench.many(REGULARISED, ctx.seeds)
@@ -454,8 +455,8 @@ def regularised_sharpness(ctx: Context) -> Outcome:
     quantity="paired by seed: Δlog λ_max of the starts (manipulation check) and Δdrop after fine-tuning",
     rule="manipulation: supported if Δlog λ_max < 0; the claim's test: if the manipulation holds, supported if "
          "Δdrop < 0, contradicted if > 0, else inconclusive; if it fails, inconclusive",
-    power="n = 12 pairs; measured per-pair s (quick): Δlog λ_max of the starts 0.42, Δdrop 0.029, so 2.8·s/√n "
-          "resolves ≈ 0.34 (manipulation) and ≈ 2.3 points (drop)", n_full=12, n_quick=3, cost_s=88))
+    power="n = 12 pairs; measured (full run, 3 sets): per-pair s of Δdrop 0.021–0.028, resolving 2.0–2.5 points; "
+          "the manipulation (Δlog λ_max of the starts) resolves ≈ 0.38", n_full=12, n_quick=3, cost_s=88))
 def finetune_flatness(ctx: Context) -> Outcome:
     bench = ctx.workbench()
     ds = bench.data
@@ -518,8 +519,8 @@ def separated_pair(x: torch.Tensor, y: torch.Tensor, scale: float) -> tuple[torc
     rule="supported if the 95% t-interval > 0, contradicted if < 0, else inconclusive; a run is kept only at 100% "
          "train accuracy with its final train loss in [0.008, 0.01] (full-batch GD, momentum 0.9, lr 0.02, "
          "stopped after the first step at ≤ 0.01); a dropped run drops its pair",
-    power="n = 20 pairs; measured per-pair s (quick, 3 seeds) of the log difference: see the power table; "
-          "the effect looked for is a 1.5× ratio (0.41 on the log scale)",
+    power="n = 20 pairs; measured per-pair s (full run, 3 sets) of the log difference 0.14–0.20, resolving "
+          "0.09–0.13 against the 1.5× ratio (0.41 on the log scale) looked for",
     n_full=20, n_quick=3, cost_s=24))
 def class_separation(ctx: Context) -> Outcome:
     ds = ctx.workbench().data
