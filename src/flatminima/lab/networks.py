@@ -215,7 +215,8 @@ C4_NOISE = _cfg("weight_noise", {"noise": "gaussian", "noise_std": 0.01})
     quantity="paired by seed: Δlog tr H and Δlog λ_max, 95% t-intervals",
     rule="each: supported if the interval < 0, contradicted if > 0, else inconclusive; combine rule",
     power="n = 16 pairs; measured per-pair s (full run, 3 sets) 0.10–0.18 (log tr H) and 0.16–0.27 (log λ_max): "
-          "it resolves 0.07–0.13 and 0.12–0.20, below the 25 % change (0.22) looked for", n_full=16, n_quick=3, cost_s=41))
+          "it resolves 0.07–0.13 and 0.12–0.20, below the 25 % change (0.22) looked for",
+    n_full=16, n_quick=3, cost_s=41))
 def weight_noise(ctx: Context) -> Outcome:
     bench = ctx.workbench()
     m = bench.many([C4_NOISE, BASE], ctx.seeds)
@@ -423,7 +424,8 @@ def interventions(ctx: Context) -> Outcome:
     rule="per metric: supported if the interval > 0 (sharper is better), contradicted if < 0 (flatter is "
          "better), else inconclusive; claim by the combine rule",
     power="7 clusters × 6 seeds; measured (full run, 3 sets) cluster-bootstrap half-widths 0.22–0.55 (median "
-          "0.37): the 7 clusters set the width, so |ρ| ≳ 0.4 resolves", n_full=6, n_quick=3, bench_group=ZOO, cost_s=61))
+          "0.37): the 7 clusters set the width, so |ρ| ≳ 0.4 resolves",
+    n_full=6, n_quick=3, bench_group=ZOO, cost_s=61))
 def regularised_sharpness(ctx: Context) -> Outcome:
     bench = ctx.workbench()
     m = bench.many(REGULARISED, ctx.seeds)
