@@ -46,7 +46,7 @@ def ours(obj, dirs, accuracy=False, engine=None):
 
     start, cpu = time.perf_counter(), time.process_time()
     if engine is None:
-        surf = slice_2d(obj, dirs, grid=51, accuracy=accuracy, progress=False)
+        surf = slice_2d(obj, dirs, steps=51, accuracy=accuracy, progress=False)
     else:  # the vmap engine (what runs on GPUs), forced on the CPU for comparison
         from flatminima.pointwise import Span
 
@@ -80,7 +80,7 @@ def compare(obj, dirs, z_theirs):
     from flatminima.landscape import slice_2d
 
     beta = -1.0 + np.arange(52) * (2.0 / 50)
-    ref = slice_2d(obj, dirs, grid=(51, beta), accuracy=False, progress=False).loss
+    ref = slice_2d(obj, dirs, steps=(51, beta), accuracy=False, progress=False).loss
     mine = np.stack([ref[i, 1:52] if i % 2 == 0 else ref[i, 0:51] for i in range(51)])
     diff = np.abs(mine - z_theirs)
     return float(diff.max()), float((diff / np.abs(z_theirs)).max())
