@@ -84,3 +84,17 @@ def test_plain_progress_lines_off_a_terminal():
     assert "hvp" not in obj.__dict__
     with progress_bar(0, "nothing") as advance:  # no work: no line
         advance()
+
+
+def test_plain_progress_keeps_printing_during_a_long_step(monkeypatch, capsys):
+    import time
+
+    from flatminima.progress import progress_bar
+
+    monkeypatch.setenv("FLATMINIMA_PROGRESS", "plain")
+    monkeypatch.setenv("FLATMINIMA_PROGRESS_EVERY", "0.05")
+    with progress_bar(2, "claims") as advance:
+        time.sleep(0.4)  # one long step: no advance for 8 periods
+        advance()
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("claims: 0/2")]
+    assert len(lines) >= 3  # the start and at least two heartbeat lines before the first step ended

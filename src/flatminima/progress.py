@@ -3,7 +3,8 @@
 When stderr is a terminal, :func:`progress_bar` draws a Rich bar (rate, elapsed, ETA, the latest values).
 When it is not (``nohup``, SLURM, a pipe, a log file), it prints one plain, complete line (never cut to a
 terminal width) at the start, every ``FLATMINIMA_PROGRESS_EVERY`` seconds (default 10) or 10% of the work,
-whichever comes first, and at the end::
+whichever comes first, and at the end; a heartbeat thread keeps the lines coming every that many seconds
+while one long step runs (a claim, an epoch), so a log never falls silent::
 
     training: 30/100 (30%), 2.14 it/s, 14s elapsed, ETA 33s, loss=0.1234
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -84,6 +86,19 @@ class plain_progress:  # noqa: N801 - used like a function, as progress_bar is
         print(self.line(final), file=stream, flush=True)
         self.last_time, self.last_done = self.clock(), self.done
 
+    def heartbeat(self) -> Callable[[], None]:
+        """Emit a line every ``every`` seconds from a daemon thread, also while no step finishes; returns
+        the function that stops it."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(max(self.every, 0.01)):
+                if self.clock() - self.last_time >= self.every:
+                    self.emit()
+
+        threading.Thread(target=beat, daemon=True, name="flatminima-progress").start()
+        return stop.set
+
     def advance(self, by: float = 1.0, **info: float) -> None:
         self.done += by
         if info:
@@ -109,9 +124,11 @@ def progress_bar(total: int | None, description: str, *, enabled: bool = True) -
     if not is_terminal():
         plain = plain_progress(total, description)
         plain.emit()
+        stop = plain.heartbeat()
         try:
             yield plain.advance
         finally:
+            stop()
             plain.emit(final=True)
         return
     from rich.console import Console
