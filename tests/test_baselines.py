@@ -38,7 +38,7 @@ def test_param_norm_is_sum_of_squared_frobenius_norms_of_the_weights():
     r = measure(obj, "param_norm")
     assert r.value == pytest.approx(exact, rel=1e-12)
     assert "biases excluded" in r.config["variant"]
-    every = exact + sum(float(m.bias.pow(2).sum()) for m in (model[0], model[2]))
+    every = exact + sum(float(m.bias.detach().pow(2).sum()) for m in (model[0], model[2]))
     assert measure(obj, "param_norm", biases=True).value == pytest.approx(every, rel=1e-12)
 
 

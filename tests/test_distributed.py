@@ -49,7 +49,7 @@ def _numbers(obj: Objective) -> dict:
         "hvp": obj.hvp(v),
         "batched": obj.loss_batched(thetas, chunk_size=2),
         "eig": curvature.eigenvalues(obj, 2, "both", tol=1e-5).values,
-        "trace": torch.tensor(curvature.trace(obj, probes=12, seed=4).value),
+        "trace": torch.tensor(curvature.trace(obj, samples=12, seed=4).value),
     }
     if obj.has_outputs:
         out["ggn"] = obj.ggn_vp(v)
