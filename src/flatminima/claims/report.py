@@ -8,6 +8,7 @@ seed, and the verdict stands only if it is the same on all three (:func:`flatmin
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import os
@@ -124,7 +125,8 @@ def _groups(specs: list, workers: int) -> list[list[str]]:
 def _run_parallel(groups: list[list[str]], quick: bool, out: str, seed: int, reps: int,
                   advance: Callable[..., None]) -> dict[str, ClaimRow]:
     """One process per group; each finished seed set is reported through a queue, so the progress moves
-    (and, off a terminal, prints its periodic line) while the groups run, not only when one ends."""
+    while the groups run, not only when one ends (its plain lines keep coming by their own heartbeat)."""
+    import functools
     import multiprocessing as mp
     import queue
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -133,24 +135,23 @@ def _run_parallel(groups: list[list[str]], quick: bool, out: str, seed: int, rep
     done: dict[str, ClaimRow] = {}
     with ctx.Manager() as manager, ProcessPoolExecutor(len(groups), mp_context=ctx) as pool:
         sets = manager.Queue()
-        pending = {pool.submit(_run_group, g, quick, out, seed, reps, None, sets) for g in groups}
+        tick = functools.partial(sets.put, None)  # picklable: runs in the worker, lands in this process
+        pending = {pool.submit(_run_group, g, quick, out, seed, reps, tick=tick) for g in groups}
         while pending:
             finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
             for f in finished:
                 done.update(f.result())
-            try:
+            with contextlib.suppress(queue.Empty):
                 while True:
                     sets.get_nowait()
-                    advance(1)
-            except queue.Empty:
-                advance(0)  # a heartbeat: the plain progress line is due every few seconds
+                    advance()
     return done
 
 
-def _run_group(ids: list[str], quick: bool, out: str, seed: int, reps: int, bench=None, sets=None, *,
-               tick: Callable[..., None] | None = None) -> dict[str, ClaimRow]:
-    """Run claims ``ids`` one after the other on one bench (a worker process gets its own); after each seed
-    set, ``tick()`` (in this process) or ``sets.put(claim)`` (a queue read by the parent) reports it."""
+def _run_group(ids: list[str], quick: bool, out: str, seed: int, reps: int, bench=None, *,
+               tick: Callable[[], None] | None = None) -> dict[str, ClaimRow]:
+    """Run claims ``ids`` one after the other on one bench (a worker process gets its own); ``tick()``
+    reports each finished seed set."""
     from .. import lab
 
     specs = _spec_map()
@@ -176,9 +177,7 @@ def _run_group(ids: list[str], quick: bool, out: str, seed: int, reps: int, benc
                 (Path(out) / "errors").mkdir(parents=True, exist_ok=True)
                 (Path(out) / "errors" / f"{cid}_seed{k}.txt").write_text(traceback.format_exc())
             if tick is not None:
-                tick(1)
-            if sets is not None:
-                sets.put(cid)
+                tick()
         row.seconds = time.perf_counter() - t0
         row.verdict = _final(row.per_seed_set)
         rows[cid] = row
