@@ -115,3 +115,12 @@ def test_c14_separation_moves_class_means_and_keeps_the_spread():
         d0 = x0[y0 == c] - x0[y0 == c].mean(0)
         d3 = x3[y3 == c] - x3[y3 == c].mean(0)
         assert torch.allclose(d0, d3)
+
+
+def test_c5_matches_the_iterate_nearest_the_average_loss_on_the_log_scale():
+    from flatminima.lab.networks import matched_loss
+
+    assert matched_loss([0.05, 0.021, 0.03], 0.025) == (1, True)  # |log(0.021/0.025)| < |log(0.03/0.025)|
+    assert matched_loss([0.1, 0.004], 0.025) == (0, False)  # 4× off beats 6.25×, but is not matched: dropped
+    assert matched_loss([0.031], 0.025, factor=1.25) == (0, True)
+    assert matched_loss([0.032], 0.025, factor=1.25) == (0, False)

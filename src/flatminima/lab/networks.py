@@ -290,10 +290,15 @@ def _swa_and_matched_iterate(bench: B.Bench, seed: int) -> list[tuple[torch.nn.M
     for state in iterates:
         probe.load_state_dict(state)
         losses.append(exact_train_loss(probe, *ds.train, "cross_entropy"))
-    best = int(np.argmin(np.abs(np.log(losses) - math.log(level))))
+    best, kept = matched_loss(losses, level)
     probe.load_state_dict(iterates[best])
-    kept = abs(math.log(losses[best] / level)) <= math.log(C5_MATCH)
     return [(model, level, kept), (probe, losses[best], kept)]
+
+
+def matched_loss(losses: list[float], level: float, factor: float = C5_MATCH) -> tuple[int, bool]:
+    """The index of the loss nearest ``level`` on the log scale, and whether it lies within ``factor`` of it."""
+    best = int(np.argmin(np.abs(np.log(losses) - math.log(level))))
+    return best, abs(math.log(losses[best] / level)) <= math.log(factor)
 
 
 # --- C10 / C11 / C15: one zoo of interventions ---------------------------------------------------------
