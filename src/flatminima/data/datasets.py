@@ -26,8 +26,11 @@ Shifts = dict[str, dict[int, tuple[torch.Tensor, torch.Tensor]]]
 
 @dataclass
 class Dataset:
-    """Train/test tensors of a classification task, with shifted test sets
-    ``shifts[name][severity] = (x, y)``."""
+    """Train/test tensors of a task, with shifted test sets ``shifts[name][severity] = (x, y)``.
+
+    ``task`` is ``"classification"`` (int64 class labels; ``num_classes`` logits per sample) or
+    ``"regression"`` (float32 targets of shape ``(N,)`` or ``(N, k)``; ``num_classes`` is then the number of
+    outputs per sample, ``k`` or 1), so a model factory gets the output width either way."""
 
     name: str
     x_train: torch.Tensor
@@ -37,6 +40,7 @@ class Dataset:
     num_classes: int
     shifts: Shifts = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    task: str = "classification"
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -59,6 +63,11 @@ def as_inputs(a) -> torch.Tensor:
 def as_labels(a) -> torch.Tensor:
     """Class labels as a contiguous int64 tensor."""
     return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.int64)
+
+
+def as_targets(a) -> torch.Tensor:
+    """Regression targets as a contiguous float32 tensor."""
+    return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32)
 
 
 _x, _y = as_inputs, as_labels
