@@ -206,7 +206,7 @@ def _csv(tmp_path, text, name="d.csv"):
     ("a,a,label\n1,2,0\n3,4,1\n", "more than once"),
     ("a,b,label\n1,x,0\n3,4,1\n", "needs a number"),
     ("a,b,c\n1,2,0\n3,4,1\n", "no label column"),
-    ("a,b,label\n1,2,0.5\n3,4,1\n", "must be integers"),
+    ("a,b,label\n1,2,nan\n3,4,1\n", "targets contain NaN"),  # fractions are regression targets now
     ("a,b,label\n1,2,-1\n3,4,1\n5,6,0\n7,8,1\n9,1,0\n", "≥ 0"),
     ("a,b,label,split\n1,2,0,train\n3,4,1,trian\n", "'train' or 'test'"),
     ("a,b,label\n", "at least one data row"),
@@ -234,7 +234,7 @@ def test_damaged_npz_files_are_refused(tmp_path, damage):
     ({"x": np.zeros((4, 2)), "y_train": np.zeros(4, dtype=int)}, "no array 'x_train'"),
     ({"x_train": np.full((4, 2), np.nan), "y_train": np.zeros(4, dtype=int)}, "NaN"),
     ({"x_train": np.zeros((4, 2)), "y_train": np.zeros(3, dtype=int)}, "4 inputs but 3 labels"),
-    ({"x_train": np.zeros((4, 2)), "y_train": np.zeros(4)}, "integers"),
+    ({"x_train": np.zeros((4, 2)), "y_train": np.full(4, np.nan)}, "targets contain NaN"),  # floats: regression
 ])
 def test_npz_content_is_checked(tmp_path, arrays, fragment):
     np.savez(tmp_path / "d.npz", **arrays)

@@ -161,7 +161,7 @@ def test_split_made_when_no_test_arrays(tmp_path):
           y_test=np.zeros(3, int)),
      r"train inputs have per-sample shape \(4,\) but test inputs \(5,\)"),
     (dict(x_train=np.zeros((5, 4)), y_train=np.zeros(4, int)), "5 inputs but 4 labels"),
-    (dict(x_train=np.zeros((5, 4)), y_train=np.zeros(5)), "must be integers"),
+    (dict(x_train=np.zeros((5, 4)), y_train=np.full(5, np.inf)), "targets contain NaN or infinite"),  # regression
     (dict(x_train=np.zeros((5, 4)), y_train=np.zeros((5, 3), int)), "1-D class indices"),
     (dict(x_train=np.full((5, 4), np.nan), y_train=np.zeros(5, int)), "NaN"),
     (dict(y_train=np.zeros(5, int)), "no array 'x_train'"),

@@ -274,3 +274,52 @@ def parse_list(option: str, text: str | None, allowed: tuple[str, ...]) -> list[
     if bad:
         raise FlatminimaError(f"{option}: unknown {bad}; choose from {list(allowed)} (comma-separated).")
     return list(dict.fromkeys(items))
+
+
+# ---- the loss and the checkpoints of the measuring commands (curvature, sharpness) ---------------------------
+def opt_loss() -> Any:
+    import typer
+
+    return typer.Option(None, "--loss", help="the loss to measure (and train) with: cross_entropy, mse, or a "
+                                             "function of your own as 'module:function' (outputs, targets) -> "
+                                             "batch mean; default by the data's task (cross_entropy for class "
+                                             "labels, mse for regression targets)")
+
+
+def opt_checkpoints() -> Any:
+    import typer
+
+    return typer.Option(None, "--checkpoint", help="state-dict checkpoint (weights_only); repeatable: one row per "
+                                                   "checkpoint; without it the model is trained")
+
+
+def check_checkpoint_paths(checkpoints: list[str] | None, option: str = "--checkpoint") -> list[str]:
+    """The checkpoint paths given, each an existing file (checked before any data is loaded or model trained)."""
+    from pathlib import Path
+
+    from ..errors import FlatminimaError
+
+    paths = list(checkpoints or [])
+    for path in paths:
+        p = Path(path)
+        if not p.exists():
+            raise FlatminimaError(f"{option} {path!r} does not exist; give a state-dict file (torch.save).")
+        if p.is_dir():
+            raise FlatminimaError(f"{option} {path!r} is a folder; give a state-dict file (torch.save).")
+    return paths
+
+
+def data_line(data: dict, loss: str) -> str:
+    """One line naming the data's task, how it was decided, and the loss measured."""
+    n = data["outputs"]
+    what = "classes" if data["task"] == "classification" else f"output{'s' if n != 1 else ''} per sample"
+    return f"data {data['name']}: {data['task']} ({n} {what}; {data['task_from']}); loss {loss}"
+
+
+def checkpoint_label(path: str, paths: list[str]) -> str:
+    """A short name for ``path`` in a table of several checkpoints: the file name, or the whole path where two
+    checkpoints share a file name."""
+    from pathlib import Path
+
+    name = Path(path).name
+    return name if sum(Path(p).name == name for p in paths) == 1 else path

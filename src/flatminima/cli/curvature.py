@@ -7,15 +7,20 @@ from rich.table import Table
 
 from ..progress import count_products
 from .common import (
+    check_checkpoint_paths,
     check_measure_options,
     check_positive,
+    checkpoint_label,
     console,
+    data_line,
     fmt,
     fmt_cost,
+    opt_checkpoints,
     opt_data_arg,
     opt_device,
     opt_dtype,
     opt_json,
+    opt_loss,
     opt_model_arg,
     opt_out,
     opt_progress,
@@ -41,9 +46,11 @@ def curvature(
                               "folder is importable)"),
     model_arg: list[str] | None = opt_model_arg(),
     data: str = typer.Option("mnist1d", help="built-in data set, a data file (.npz, .csv, .pt: x_train, y_train[, "
-                             "x_test, y_test]) or 'module:factory' returning a Dataset/DataLoader"),
+                             "x_test, y_test]) or 'module:factory' returning a Dataset/DataLoader; integer targets "
+                             "are class labels, float targets regression (--data-arg task=... overrides)"),
     data_arg: list[str] | None = opt_data_arg(),
-    checkpoint: str | None = typer.Option(None, help="state-dict checkpoint; without it the model is trained"),
+    checkpoint: list[str] | None = opt_checkpoints(),
+    loss: str | None = opt_loss(),
     epochs: int = typer.Option(20, help="training epochs when no checkpoint is given"),
     compute: str = typer.Option(",".join(COMPUTE), help="what to compute, comma-separated: eigenvalues (top k, "
                                 "Lanczos), smallest (λmin), trace (Hutch++), density (SLQ)"),
@@ -67,11 +74,24 @@ def curvature(
     progress: bool = opt_progress(),
     json_out: bool = opt_json(),
 ) -> None:
-    """Train (or load) a model and print its curvature report with error bars and costs."""
-    from ..errors import FlatminimaError, require_choice
-    from ..workflows.common import get_data, get_model, objective_for
+    """Train (or load) a model and print its curvature report with error bars and costs.
 
-    check_measure_options(split=split, dtype=dtype, device=device, epochs=None if checkpoint else epochs)
+    Works on classification and regression data with the loss of --loss (default by the data's task); a model
+    trained here trains with that loss too. Several --checkpoint (the same architecture) give one table with
+    one row per checkpoint (--json: a list, one report each)."""
+    from ..errors import FlatminimaError, require_choice
+    from ..workflows.common import (
+        default_loss,
+        describe_data,
+        get_data,
+        get_model,
+        load_models,
+        objective_for,
+        resolve_loss,
+    )
+
+    checkpoints = check_checkpoint_paths(checkpoint)
+    check_measure_options(split=split, dtype=dtype, device=device, epochs=None if checkpoints else epochs)
     parts = parse_list("--compute", compute, COMPUTE)
     samples_opt, density_opt = "--samples", "--density-samples"
     if probes is not None:
@@ -90,30 +110,58 @@ def curvature(
         raise FlatminimaError(f"--tol must be positive, got {tol!r}.")
     require_choice("--operator", operator, ("hessian", "ggn"))
     require_choice("--group", group, ("parameter", "module"))
+    if per_layer and len(checkpoints) > 1:
+        raise FlatminimaError(f"--per-layer takes one --checkpoint, got {len(checkpoints)}; run it once per "
+                              "checkpoint.")
+    resolve_loss(loss)  # a module:function that cannot be imported is refused before any data or training
     model_kw, data_kw = parse_kv(model_arg), parse_kv(data_arg)
     dev = resolve_device(device)
     folder = out_folder("curvature", out, run_name(model, data, model=model, data=data, model_kw=model_kw,
                                                    data_kw=data_kw, epochs=epochs, seed=seed,
-                                                   checkpoint=checkpoint))
+                                                   checkpoint=_one_or_list(checkpoints),
+                                                   **({"loss": loss} if loss else {})))
     show = progress and not json_out
     dataset = get_data(data, **data_kw)
-    net, info = get_model(model, dataset, checkpoint=checkpoint, recipe={"epochs": epochs, "seed": seed},
-                          out_dir=None if checkpoint else folder, progress=show, device=dev,
-                          say=None if json_out else console.print, **model_kw)
-    obj = objective_for(net, dataset, split=split, dtype=dtype, device=dev)
+    loss_name = loss or default_loss(dataset)
+    if checkpoints:
+        models = load_models(model, dataset, checkpoints, loss=loss_name, seed=seed, **model_kw)
+    else:
+        models = [get_model(model, dataset, recipe={"epochs": epochs, "seed": seed}, out_dir=folder,
+                            progress=show, device=dev, say=None if json_out else console.print, loss=loss_name,
+                            **model_kw)]
+    about = {"data": describe_data(dataset), "loss_function": loss_name}
     if per_layer:
+        net, info = models[0]
+        obj = objective_for(net, dataset, split=split, dtype=dtype, device=dev, loss=loss_name)
         _per_layer(obj, model, dataset.name, info, group=group, blocks=blocks, samples=samples, operator=operator,
-                   seed=seed, out=folder, json_out=json_out, progress=show)
+                   seed=seed, out=folder, json_out=json_out, progress=show, about=about)
         return
-    rep = compute_report(obj, parts, k=k, samples=samples, density_samples=density_samples,
-                         density_steps=density_steps, operator=operator, tol=tol, seed=seed, progress=show)
-    if "density" in rep:
-        rep["density_files"] = rep["density"].plot(f"{folder}/spectral_density")
-    rep["out"] = folder
+    reports = []
+    for i, (net, info) in enumerate(models):
+        obj = objective_for(net, dataset, split=split, dtype=dtype, device=dev, loss=loss_name)
+        rep = compute_report(obj, parts, k=k, samples=samples, density_samples=density_samples,
+                             density_steps=density_steps, operator=operator, tol=tol, seed=seed, progress=show)
+        if "density" in rep:
+            stem = "spectral_density" if len(models) == 1 else f"spectral_density_{i + 1}"
+            rep["density_files"] = rep["density"].plot(f"{folder}/{stem}")
+        rep["out"] = folder
+        reports.append((rep, info))
     if json_out:
-        print_json({key: (v.to_dict() if hasattr(v, "to_dict") else v) for key, v in rep.items()} | {"model": info})
+        docs = [{key: (v.to_dict() if hasattr(v, "to_dict") else v) for key, v in rep.items()} | {"model": info}
+                | about for rep, info in reports]
+        print_json(docs[0] if len(docs) == 1 else docs)  # one checkpoint (or training): the report itself
         return
-    _print(rep, model, dataset.name)
+    console.print(data_line(about["data"], loss_name))
+    if len(reports) == 1:
+        _print(reports[0][0], model, dataset.name)
+    else:
+        _print_rows(reports, checkpoints, model, dataset.name)
+
+
+def _one_or_list(checkpoints: list[str]) -> str | list[str] | None:
+    """The checkpoint setting of a run's folder name: as the single option was (so one checkpoint keeps its
+    folder), a list for several."""
+    return None if not checkpoints else checkpoints[0] if len(checkpoints) == 1 else checkpoints
 
 
 def compute_report(obj, parts: list[str], *, k: int, samples: int, density_samples: int, density_steps: int,
@@ -175,16 +223,63 @@ def _print(rep: dict, model: str, data: str) -> None:
         console.print("density plot: " + ", ".join(rep["density_files"]))
 
 
+def _print_rows(reports: list[tuple[dict, dict]], paths: list[str], model: str, data: str) -> None:
+    """One row per checkpoint: loss, top eigenvalues, λmin, trace ± s.e., negative mass, convergence, cost."""
+    first = reports[0][0]
+    o = first["objective"]
+    console.print(f"[bold]{model}[/bold] on [bold]{data}[/bold]: {len(reports)} checkpoints, {o['dim']} parameters, "
+                  f"{o['samples']:.0f} samples, {o['mode']} mode, {o['dtype']}")
+    op = next((first[key].operator for key in ("top", "bottom") if key in first), "hessian")
+    table = Table(title=f"Curvature of the {op} (full-data mean), one row per checkpoint")
+    cols = ["checkpoint", "loss"] + [c for key, c in (("top", "top eigenvalues"), ("bottom", "λmin"),
+                                                       ("trace", "trace (Hutch++)"),
+                                                       ("density", "negative mass (SLQ)")) if key in first]
+    for col in (*cols, "converged", "cost"):
+        table.add_column(col)
+    for rep, info in reports:
+        cells = [checkpoint_label(info["checkpoint"], paths), f"{rep['loss']:.6g}"]
+        if "top" in rep:
+            cells.append(", ".join(f"{v:.6g}" for v in rep["top"].values))
+        if "bottom" in rep:
+            cells.append(f"{rep['bottom'].values[0]:.6g}")
+        if "trace" in rep:
+            cells.append(fmt(rep["trace"].value, rep["trace"].stderr))
+        if "density" in rep:
+            cells.append(fmt(rep["density"].negative_mass, rep["density"].negative_mass_stderr))
+        eig = [r for key in ("top", "bottom") if (r := rep.get(key)) is not None]
+        cells.append("yes" if all(all(r.converged) for r in eig) else "NO")
+        costs = [rep[key].cost for key in ("top", "bottom", "trace", "density") if key in rep]
+        cells.append(_total_cost(costs))
+        table.add_row(*cells)
+    console.print(table)
+    files = [f for rep, _ in reports for f in rep.get("density_files", [])]
+    if files:
+        console.print("density plots: " + ", ".join(files))
+
+
+def _total_cost(costs: list) -> str:
+    """The summed cost of several results, in the one cost format."""
+    if not costs:
+        return "-"
+    total = costs[0]
+    for c in costs[1:]:
+        total = total + c
+    return fmt_cost(total)
+
+
 def _per_layer(obj, model: str, data: str, info: dict, *, group: str, blocks: list[str] | None, samples: int,
-               operator: str, seed: int, out: str | None, json_out: bool, progress: bool = True) -> None:
+               operator: str, seed: int, out: str | None, json_out: bool, progress: bool = True,
+               about: dict | None = None) -> None:
     from ..curvature import per_layer
 
     res = per_layer(obj, group=group, blocks=blocks or None, samples=samples, operator=operator, seed=seed,
                     progress=progress, meta={"model": model, "data": data})
     files = res.plot(f"{out}/per_layer_curvature") if out else []
     if json_out:
-        print_json(res.to_dict() | {"files": files, "model": info})
+        print_json(res.to_dict() | {"files": files, "model": info} | (about or {}))
         return
+    if about:
+        console.print(data_line(about["data"], about["loss_function"]))
     table = Table(title=f"Per-{group} curvature of the {operator}: {model} on {data} ({res.mode} mode)")
     for col in ("block", "size", "λmax", "residual", "trace ± s.e.", "share ± s.e.", "cost"):
         table.add_column(col)

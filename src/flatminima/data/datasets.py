@@ -16,7 +16,7 @@ import torch
 
 from ..errors import FlatminimaError, require_in_range, require_positive_int
 from .corruptions import CORRUPTIONS, corrupt
-from .files import read_arrays, split_arrays
+from .files import TASKS, check_split, infer_task, read_arrays, split_arrays, targets_for_task
 from .mnist1d_shifts import SHIFTS as MNIST1D_SHIFTS
 from .mnist1d_shifts import mnist1d_arrays, mnist1d_shifts
 from .synthetic import two_class_arrays
@@ -162,15 +162,28 @@ def load(name: str, **kwargs) -> Dataset:
 
 def load_file(path: str, *, name: str | None = None, test_fraction: float = 0.2, seed: int = 0,
               input_shape: Sequence[int] | None = None, label_column: str | None = None,
-              num_classes: int | None = None) -> Dataset:
+              num_classes: int | None = None, task: str | None = None) -> Dataset:
     """A user's data from ``.npz``, ``.csv`` or ``.pt`` (see :mod:`flatminima.data.files` for the layout).
 
     Without a test split, ``test_fraction`` of the rows (shuffled with ``seed``) become the test set.
     ``input_shape`` checks (or reshapes flat rows into) the per-sample shape, e.g. ``(1, 8, 8)``.
+
+    ``task`` (``"classification"`` or ``"regression"``; default: inferred by :func:`infer_task`): integer
+    targets are class labels, floating-point targets regression targets of shape ``(N,)`` or ``(N, k)``, always;
+    ``task=`` overrides. ``info["task_from"]`` says how the task was decided. For a regression ``num_classes``
+    is the number of outputs per sample (``k``, or 1 for ``(N,)`` targets); when given it must match.
     """
     arrays = read_arrays(path, label_column=label_column)
+    if "y_train" in arrays:
+        task, why = infer_task(np.asarray(arrays["y_train"]), task)
+    else:  # split_arrays names the missing array
+        task, why = task or "classification", "given" if task else "no targets"
     x, y, xt, yt = split_arrays(arrays, str(path), test_fraction=test_fraction, seed=seed,
-                                input_shape=input_shape)
+                                input_shape=input_shape, task=task)
+    info = {"path": str(path), "task_from": why}
+    if task == "regression":
+        return regression_dataset(name or Path(path).stem, x, y, xt, yt, num_classes=num_classes, info=info,
+                                  where=f"data file {str(path)!r}")
     if num_classes is not None:
         require_positive_int("num_classes", num_classes)
     found = int(max(y.max(), yt.max())) + 1
@@ -183,5 +196,38 @@ def load_file(path: str, *, name: str | None = None, test_fraction: float = 0.2,
             f"has (training labels go up to {int(y.max())}); fix the labels, or pass num_classes= to say how "
             "many classes there are."
         )
-    return Dataset(name or Path(path).stem, _x(x), _y(y), _x(xt), _y(yt), num_classes or found,
-                   info={"path": str(path)})
+    return Dataset(name or Path(path).stem, _x(x), _y(y), _x(xt), _y(yt), num_classes or found, info=info)
+
+
+def regression_dataset(name: str, x, y, xt, yt, *, num_classes: int | None = None, info: dict | None = None,
+                       where: str = "the data") -> Dataset:
+    """A regression :class:`Dataset` from checked arrays: float32 targets of shape ``(N,)`` or ``(N, k)``,
+    ``num_classes`` = outputs per sample (``k``, 1 for ``(N,)``); a given ``num_classes`` must equal it."""
+    y, yt = np.asarray(y), np.asarray(yt)
+    if y.shape[1:] != yt.shape[1:]:
+        raise FlatminimaError(f"{where}: train targets have per-sample shape {tuple(y.shape[1:])} but test "
+                              f"targets {tuple(yt.shape[1:])}; they must be the same.")
+    outputs = 1 if y.ndim == 1 else int(y.shape[1])
+    if num_classes is not None and num_classes != outputs:
+        raise FlatminimaError(f"{where}: num_classes={num_classes} but the regression targets have {outputs} "
+                              "output(s) per sample; leave num_classes out (it is read from the targets).")
+    return Dataset(name, _x(x), as_targets(y), _x(xt), as_targets(yt), outputs, info=dict(info or {}),
+                   task="regression")
+
+
+def with_task(dataset: Dataset, task: str | None, where: str = "the data") -> Dataset:
+    """``dataset`` with its targets read for ``task`` (None: as it is): a regression's targets as float32, or
+    a classification's whole-number float targets as int64 labels (fractions refused); checked like a file's."""
+    if task is None or task == dataset.task:
+        return dataset
+    if task not in TASKS:
+        raise FlatminimaError(f"task must be one of {list(TASKS)}, got {task!r}.")
+    y, yt = (targets_for_task(s, t.numpy(), task) for s, t in (("train", dataset.y_train), ("test", dataset.y_test)))
+    for split, x, t in (("train", dataset.x_train, y), ("test", dataset.x_test, yt)):
+        check_split(split, x.numpy(), t, task)
+    info = dataset.info | {"task_from": "given"}
+    if task == "regression":
+        return regression_dataset(dataset.name, dataset.x_train, y, dataset.x_test, yt, info=info, where=where)
+    classes = int(max(y.max(), yt.max())) + 1
+    return Dataset(dataset.name, dataset.x_train, _y(y), dataset.x_test, _y(yt), classes, shifts=dataset.shifts,
+                   info=info)

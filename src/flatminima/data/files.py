@@ -3,17 +3,24 @@
 - ``.npz``: arrays ``x_train``, ``y_train`` and optionally ``x_test``, ``y_test``
   (``np.load(allow_pickle=False)``).
 - ``.pt``: a dict of tensors with the same keys (``torch.load(weights_only=True)``: no code runs).
-- ``.csv``: a header row; the label column (``label`` or ``y``, or ``label_column=``), an optional ``split``
-  column (``train``/``test``), every other column a numeric feature; ``input_shape`` reshapes the features.
+- ``.csv``: a header row; the label column (``label`` or ``y``, or ``label_column=``; several target columns
+  of a regression as ``label_column="y1,y2"``), an optional ``split`` column (``train``/``test``), every other
+  column a numeric feature; ``input_shape`` reshapes the features.
+
+Task (classification or regression, see :func:`infer_task`): integer targets are class labels; floating-point
+targets are regression targets, always (a CSV has no dtype: a target column of whole numbers only, one column,
+reads as integer labels, anything else as floats). ``task=`` overrides: ``"classification"`` turns whole-number
+floats into labels (and refuses fractions), ``"regression"`` reads integer targets as floats.
 
 Images: 4-D inputs may be channels-first ``(N, C, H, W)`` or channels-last ``(N, H, W, C)`` with ``C`` in 1, 3
 or 4 (moved to channels-first, which PyTorch's convolutions take); ``uint8`` inputs (0-255 pixels) are
 scaled to ``[0, 1]``. Other integer or float inputs are used as they are.
 
 Checks (each failure names the split, what was found and what is required): the file and keys exist;
-inputs are numeric and finite with at least one feature; labels are 1-D integers ≥ 0; inputs and labels
-have the same number of rows; train and test inputs have the same per-sample shape; ``input_shape``, if
-given, matches (or reshapes) the per-sample shape.
+inputs are numeric and finite with at least one feature; class labels are 1-D integers ≥ 0, regression
+targets finite numbers of shape ``(N,)`` or ``(N, k)``; inputs and targets have the same number of rows;
+train and test inputs (and regression targets) have the same per-sample shape; ``input_shape``, if given,
+matches (or reshapes) the per-sample shape.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import torch
 from ..errors import FlatminimaError, require_in_range
 
 SUFFIXES = (".npz", ".csv", ".pt")
+TASKS = ("classification", "regression")
 
 
 def _read_npz(p: Path) -> dict[str, np.ndarray]:
@@ -67,9 +75,13 @@ def _read_csv(p: Path, label_column: str | None) -> dict[str, np.ndarray]:
     if len(rows) < 2:
         raise FlatminimaError(f"data file {str(p)!r} needs a header row and at least one data row.")
     header = [h.strip() for h in rows[0]]
-    label = label_column or next((h for h in ("label", "y") if h in header), None)
-    if label is None or label not in header:
-        raise FlatminimaError(f"data file {str(p)!r} has no label column {label_column or 'label/y'!r}; "
+    # several comma-separated target columns: the k outputs of a regression
+    labels = [c.strip() for c in label_column.split(",") if c.strip()] if label_column else []
+    if not labels:
+        labels = [next((h for h in ("label", "y") if h in header), "label/y")]
+    missing = [c for c in labels if c not in header]
+    if missing:
+        raise FlatminimaError(f"data file {str(p)!r} has no label column {', '.join(missing)!r}; "
                               f"its columns are {header}.")
     if len(set(header)) != len(header):
         dup = sorted({h for h in header if header.count(h) > 1})
@@ -78,17 +90,19 @@ def _read_csv(p: Path, label_column: str | None) -> dict[str, np.ndarray]:
         if len(r) != len(header):  # a value too many (or too few) would shift every column after it
             raise FlatminimaError(f"data file {str(p)!r}, line {n}: {len(r)} values but the header has "
                                   f"{len(header)} columns; every row needs one value per column.")
-    li, si = header.index(label), header.index("split") if "split" in header else None
-    feats = [i for i in range(len(header)) if i not in (li, si)]
+    li, si = [header.index(c) for c in labels], header.index("split") if "split" in header else None
+    feats = [i for i in range(len(header)) if i not in (*li, si)]
     try:
         x = np.array([[float(r[i]) for i in feats] for r in rows[1:]], dtype=np.float64)
-        yf = np.array([float(r[li]) for r in rows[1:]])
+        yf = np.array([[float(r[i]) for i in li] for r in rows[1:]])
     except (ValueError, IndexError) as err:
         raise FlatminimaError(f"data file {str(p)!r}: every row needs a number in every column "
                               f"({err}).") from err
-    if not np.all(yf == np.round(yf)):
-        raise FlatminimaError(f"data file {str(p)!r}: labels in column {label!r} must be integers.")
-    y = yf.astype(np.int64)
+    # Text has no dtype: one column of whole numbers reads as class labels (int64), anything else as floats
+    # (regression targets); load_file's task= overrides either way.
+    y = yf[:, 0] if len(li) == 1 else yf
+    if len(li) == 1 and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+        y = y.astype(np.int64)
     if si is None:
         return {"x_train": x, "y_train": y}
     split = np.array([r[si].strip().lower() for r in rows[1:]])
@@ -100,7 +114,46 @@ def _read_csv(p: Path, label_column: str | None) -> dict[str, np.ndarray]:
     return {"x_train": x[tr], "y_train": y[tr], "x_test": x[te], "y_test": y[te]}
 
 
-def _check_split(split: str, x: np.ndarray, y: np.ndarray) -> None:
+def infer_task(y: np.ndarray, task: str | None = None) -> tuple[str, str]:
+    """``(task, why)`` for targets ``y``: ``task`` when given (checked), else integer (or boolean) dtype ->
+    ``"classification"`` and floating-point dtype -> ``"regression"``, always (whole-number floats too: say
+    ``task="classification"`` to read them as class labels). ``why`` says how it was decided, for the output."""
+    if task is not None:
+        if task not in TASKS:
+            raise FlatminimaError(f"task must be one of {list(TASKS)}, got {task!r}.")
+        return task, "given"
+    if np.issubdtype(y.dtype, np.integer) or y.dtype == bool:
+        return "classification", f"inferred: integer targets ({y.dtype})"
+    if np.issubdtype(y.dtype, np.floating):
+        return "regression", (f"inferred: floating-point targets ({y.dtype}); pass task=classification "
+                              "if they are class labels")
+    raise FlatminimaError(f"targets have dtype {y.dtype}; they must be integer class labels or real numbers.")
+
+
+def targets_for_task(split: str, y: np.ndarray, task: str) -> np.ndarray:
+    """``y`` in the dtype ``task`` uses: int64 class labels (whole-number floats converted, fractions refused)
+    or float64 regression targets (cast to float32 by the Dataset); shapes are checked by :func:`check_split`."""
+    y = np.asarray(y)
+    if y.dtype == bool:
+        y = y.astype(np.int64)
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
+        raise FlatminimaError(f"{split} targets have dtype {y.dtype}; they must be integers or real numbers.")
+    if task == "regression":
+        return y.astype(np.float64)
+    if np.issubdtype(y.dtype, np.floating):
+        finite = np.isfinite(y)
+        if not np.all(finite) or not np.all(y == np.round(y)):
+            bad = y[~finite | (y != np.round(np.where(finite, y, 0)))].ravel()[:3].tolist()
+            raise FlatminimaError(f"{split} labels are not whole numbers (e.g. {bad}) but the task is "
+                                  "classification; class labels must be integers (or pass task=regression "
+                                  "for real-valued targets).")
+        return y.astype(np.int64)
+    return y
+
+
+def check_split(split: str, x: np.ndarray, y: np.ndarray, task: str = "classification") -> None:
+    """Inputs (numeric, finite, at least one sample and feature) and targets of one split for ``task``:
+    class labels 1-D integers ≥ 0, regression targets finite of shape ``(N,)`` or ``(N, k)``, k ≥ 1."""
     if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)) or x.dtype == bool:
         raise FlatminimaError(f"{split} inputs have dtype {x.dtype}; inputs must be real numbers.")
     if x.ndim < 2 or x.shape[0] == 0 or math.prod(x.shape[1:]) == 0:
@@ -108,6 +161,9 @@ def _check_split(split: str, x: np.ndarray, y: np.ndarray) -> None:
                               "with at least one sample and one feature.")
     if not np.all(np.isfinite(x)):
         raise FlatminimaError(f"{split} inputs contain NaN or infinite values.")
+    if task == "regression":
+        _check_regression_targets(split, len(x), y)
+        return
     if y.ndim != 1:
         raise FlatminimaError(f"{split} labels have shape {y.shape}; they must be 1-D class indices "
                               "(not one-hot).")
@@ -117,6 +173,19 @@ def _check_split(split: str, x: np.ndarray, y: np.ndarray) -> None:
         raise FlatminimaError(f"{split} split: {len(x)} inputs but {len(y)} labels; they must match.")
     if y.min() < 0:
         raise FlatminimaError(f"{split} labels must be ≥ 0, found {int(y.min())}.")
+
+
+def _check_regression_targets(split: str, n: int, y: np.ndarray) -> None:
+    if y.ndim not in (1, 2) or (y.ndim == 2 and y.shape[1] == 0):
+        raise FlatminimaError(f"{split} regression targets have shape {y.shape}; they must be (samples,) or "
+                              "(samples, outputs) with at least one output.")
+    if not np.issubdtype(y.dtype, np.floating):
+        raise FlatminimaError(f"{split} regression targets have dtype {y.dtype}; they must be real numbers.")
+    if len(y) != n:
+        raise FlatminimaError(f"{split} split: {n} inputs but {len(y)} targets; they must match.")
+    if not np.all(np.isfinite(y)):
+        raise FlatminimaError(f"{split} regression targets contain NaN or infinite values; they must be finite.")
+
 
 
 def _reshape(split: str, x: np.ndarray, input_shape: Sequence[int] | None) -> np.ndarray:
@@ -149,19 +218,22 @@ def read_arrays(path: str | Path, *, label_column: str | None = None) -> dict[st
 
 
 def split_arrays(arrays: dict[str, np.ndarray], path: str, *, test_fraction: float, seed: int,
-                 input_shape: Sequence[int] | None) -> tuple[np.ndarray, ...]:
-    """Checked ``(x, y, x_test, y_test)``; without a test split, ``test_fraction`` of the rows (shuffled)."""
+                 input_shape: Sequence[int] | None, task: str = "classification") -> tuple[np.ndarray, ...]:
+    """Checked ``(x, y, x_test, y_test)``; without a test split, ``test_fraction`` of the rows (shuffled).
+    The targets come back in ``task``'s dtype (:func:`targets_for_task`): int64 labels or float64 targets."""
     for key in ("x_train", "y_train"):
         if key not in arrays:
             raise FlatminimaError(f"data file {path!r} has no array {key!r}; it has {sorted(arrays)}.")
     if ("x_test" in arrays) != ("y_test" in arrays):
         raise FlatminimaError(f"data file {path!r} has only one of x_test and y_test; give both or neither.")
-    x, y = np.asarray(arrays["x_train"]), np.asarray(arrays["y_train"])
+    if task not in TASKS:
+        raise FlatminimaError(f"task must be one of {list(TASKS)}, got {task!r}.")
+    x, y = np.asarray(arrays["x_train"]), targets_for_task("train", arrays["y_train"], task)
     if "x_test" in arrays:
-        xt, yt = np.asarray(arrays["x_test"]), np.asarray(arrays["y_test"])
+        xt, yt = np.asarray(arrays["x_test"]), targets_for_task("test", arrays["y_test"], task)
     else:
         require_in_range("test_fraction", test_fraction, 0.0, 1.0, inclusive=False)
-        _check_split("train", x, y)
+        check_split("train", x, y, task)
         order = np.random.default_rng(seed).permutation(len(x))
         cut = int(round(len(x) * (1 - test_fraction)))
         if cut in (0, len(x)):
@@ -169,7 +241,10 @@ def split_arrays(arrays: dict[str, np.ndarray], path: str, *, test_fraction: flo
                                   f"test_fraction={test_fraction}.")
         x, y, xt, yt = x[order[:cut]], y[order[:cut]], x[order[cut:]], y[order[cut:]]
     for split, xs, ys in (("train", x, y), ("test", xt, yt)):
-        _check_split(split, xs, ys)
+        check_split(split, xs, ys, task)
+    if task == "regression" and y.shape[1:] != yt.shape[1:]:
+        raise FlatminimaError(f"data file {path!r}: train targets have per-sample shape {tuple(y.shape[1:])} "
+                              f"but test targets {tuple(yt.shape[1:])}; they must be the same.")
     if x.shape[1:] != xt.shape[1:]:
         raise FlatminimaError(f"data file {path!r}: train inputs have per-sample shape "
                               f"{tuple(x.shape[1:])} but "

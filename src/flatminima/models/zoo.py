@@ -81,9 +81,12 @@ def register_model(name: str, factory: Callable[..., nn.Module]) -> Callable[...
     return factory
 
 
-def check_outputs(model: nn.Module, input_shape: Sequence[int], num_classes: int, name: str = "the model") -> None:
-    """Refuse a classifier whose output is not ``(batch, num_classes)`` logits for inputs of ``input_shape``
-    (one forward pass of two zero samples in eval mode; the model's mode is restored)."""
+def check_outputs(model: nn.Module, input_shape: Sequence[int], num_classes: int, name: str = "the model", *,
+                  task: str = "classification") -> None:
+    """Refuse a model whose output does not fit the data, for inputs of ``input_shape`` (one forward pass of two
+    zero samples in eval mode; the model's mode is restored): a classifier must output ``(batch, num_classes)``
+    logits; a regression model ``(batch, num_classes)`` values (``num_classes`` = outputs per sample), or
+    ``(batch,)`` when there is one target per sample."""
     import torch
 
     was_training = model.training
@@ -95,8 +98,16 @@ def check_outputs(model: nn.Module, input_shape: Sequence[int], num_classes: int
                               f"{type(err).__name__}: {err}.") from None
     finally:
         model.train(was_training)
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
-        got = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else type(out).__name__
+    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
+    got = shape[1:] if shape is not None else type(out).__name__
+    if task == "regression":
+        if shape == (2, num_classes) or (num_classes == 1 and shape == (2,)):
+            return
+        raise FlatminimaError(f"model {name!r} outputs {got} per sample; a regression model for this data must "
+                              f"output {num_classes} value(s) per sample (regression: one output per target"
+                              f"{', or shape (batch,) for one target' if num_classes == 1 else ''}): fix its "
+                              "output layer, or the targets.")
+    if shape != (2, num_classes):
         raise FlatminimaError(f"model {name!r} outputs {got} per sample; a classifier for this data must output "
                               f"{num_classes} logits (one per class): fix its output layer, or the labels.")
 
