@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 from rich.table import Table
 
@@ -49,7 +51,7 @@ def run_cmd(
     spec: str | None = typer.Argument(None, help="study spec (TOML); or use --preset"),
     preset: str | None = typer.Option(None, help="a shipped spec: quick, function_centric"),
     workers: int | None = opt_workers(None, "parallel runs (default: the spec's executor.workers)"),
-    executor: str | None = typer.Option(None, help="local (process pool) or ray"),
+    executor: str | None = typer.Option(None, help="local (process pool), ray or submitit (SLURM job arrays)"),
     address: str | None = typer.Option(None, help="Ray cluster address (with --executor ray)"),
     out: str | None = typer.Option(
         None, "--out", help=f"study folder (default {OUT_ROOT}/<spec name>, e.g. {OUT_ROOT}/quick); an existing one "
@@ -61,6 +63,10 @@ def run_cmd(
     n_boot: int | None = typer.Option(None, hidden=True, help="deprecated name of --samples"),
     report_: bool = typer.Option(True, "--report/--no-report",
                                  help="write the report after the runs (or later with `study report`)"),
+    sets: list[str] | None = typer.Option(
+        None, "--set", help="override a spec value, key=value with a TOML value (repeatable): "
+        "--set recipe.lr=[0.01,0.1] --set executor.workers=2 --set models.mlp.width=32 "
+        "--set seeds=3; checked as in the file"),
     progress: bool = opt_progress(),
     json_out: bool = opt_json(),
 ) -> None:
@@ -73,16 +79,32 @@ def run_cmd(
         raise FlatminimaError("give a spec file or --preset (e.g. --preset quick).")
     if workers is not None:
         check_positive("--workers", workers)
-    if executor is not None and executor not in ("local", "ray"):
-        raise FlatminimaError(f"--executor must be local or ray, got {executor!r}.")
+    if executor is not None and executor not in ("local", "ray", "submitit"):
+        raise FlatminimaError(f"--executor must be local, ray or submitit, got {executor!r}.")
     samples, _ = _boot_samples(samples, n_boot)
     check_out_folder("--out", out)
-    study = resolve_spec(spec, preset)
+    if sets:
+        from ..study.overrides import resolve_with_overrides
+
+        study = resolve_with_overrides(spec, preset, sets)
+    else:
+        study = resolve_spec(spec, preset)
     if seed is not None:
         n = study.seeds if isinstance(study.seeds, int) else len(study.seeds)
         study = resolve_spec(study.model_dump(mode="json") | {"seeds": list(range(seed, seed + n))})
+    if (executor or study.executor.kind) == "submitit":  # no sbatch, no submitit: said before anything starts
+        from ..study.slurm import check_cluster
+
+        check_cluster(study.executor.cluster if study.executor.kind == "submitit" else "slurm")
+    from ..study.overrides import write_spec
+    from ..study.runner import default_folder
+
+    folder = Path(out) if out else default_folder(study, OUT_ROOT)
+    if not (folder / "study.sqlite").exists():  # a new study: its spec.toml from the start (a resume: below)
+        write_spec(folder, study)
     result = run(study, out=out, executor=executor, workers=workers, address=address, retry_failed=retry_failed,
                  root=OUT_ROOT, progress=progress and not json_out)
+    write_spec(result.folder, study)  # the effective spec (file or preset with every --set) beside the store
     c = result.counts
     reused = result.executed == 0 and c.done > 0
     if json_out:
@@ -111,17 +133,22 @@ def status_cmd(folder: str = typer.Argument(..., help=f"study folder, e.g. {OUT_
                json_out: bool = opt_json()) -> None:
     """Done, running, failed and left, with the failures' messages."""
     from ..study import Store
+    from ..study.slurm import job_states
     from ..study.store import lock_holder
 
     with Store(folder, create=False, readonly=True) as store:  # writes nothing: works on read-only copies
         c, failed, running = store.counts(), store.rows("failed"), store.rows("running")
         store.rows("done")
         unreadable = store.unreadable
+        jobs = job_states(store)
+        every = store.rows() if jobs else []
     holder = lock_holder(folder)
+    per_run = [_job_row(r, jobs.get(r["id"])) for r in every]
     if json_out:
         print_json({"folder": folder, "total": c.total, "done": c.done, "running": c.running, "failed": c.failed,
                     "left": c.pending, "in_use_by": holder,
-                    "failures": [{"label": r["label"], "seed": r["seed"], "error": r["error"]} for r in failed]})
+                    "failures": [{"label": r["label"], "seed": r["seed"], "error": r["error"]} for r in failed]}
+                   | ({"jobs": per_run} if jobs else {}))
         return
     console.print(
         f"[bold]{folder}[/bold]: {c.total} runs: [green]{c.done} done[/green], {c.running} running, "
@@ -130,7 +157,19 @@ def status_cmd(folder: str = typer.Argument(..., help=f"study folder, e.g. {OUT_
     if holder is not None:
         console.print(f"  in use by process {holder.get('pid')} on {holder.get('host')!r} "
                       f"({holder.get('command', 'a study run')})")
+    if jobs:  # submitit: every run with its job, as the coordinator last saw it
+        table = Table(title="runs and their submitit jobs (state as last seen by the coordinator)")
+        for col in ("run", "seed", "state", "job id", "lost jobs"):
+            table.add_column(col)
+        for j in per_run:
+            table.add_row(j["label"], str(j["seed"]), j["state"], j["job_id"] or "-", "; ".join(j["lost"]) or "-")
+        console.print(table)
+        if holder is None and any(j["state"] in ("queued", "running") for j in per_run):
+            console.print("  no coordinator is running: the next `study run` reattaches to the jobs still queued "
+                          "or running and collects what finished meanwhile.")
     for r in running:
+        if jobs:
+            break  # shown in the table above
         gone = "" if holder is not None else "; that process is gone: the next `study run` redoes it"
         console.print(f"  running: {r['label']} seed={r['seed']} (claimed by {r['claimed_by']}{gone})")
     for u in unreadable:
@@ -138,6 +177,16 @@ def status_cmd(folder: str = typer.Argument(..., help=f"study folder, e.g. {OUT_
                       "(the next `study run` redoes it)")
     for r in failed:
         console.print(f"  [red]failed[/red]: {r['label']} seed={r['seed']}: {(r['error'] or '?').splitlines()[0]}")
+
+
+def _job_row(row: dict, job: dict | None) -> dict:
+    """One run's line of the submitit table: queued / running / done / failed / pending, with its job id."""
+    job = job or {}
+    state = row["status"]
+    if state == "running":
+        state = job.get("state") if job.get("state") in ("queued", "running", "resubmitting") else "running"
+    return {"id": row["id"], "label": row["label"], "seed": row["seed"], "state": state,
+            "job_id": job.get("job_id"), "lost": list(job.get("lost") or [])}
 
 
 @study_app.command("report")

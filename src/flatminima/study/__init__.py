@@ -5,6 +5,7 @@ evaluates each, and writes one row per run to a SQLite store; ``report(folder)``
 rank correlations with bootstrap intervals, plots and a plain-language verdict (one HTML page).
 """
 
+from .overrides import apply_overrides
 from .runner import StudyRun, run
 from .spec import StudySpec, expand, load, load_preset, presets, validate
 from .store import Store, WriterLock, lock_holder, repair
@@ -22,6 +23,7 @@ def report(store, **kwargs):
 
 __all__ = [
     "Store",
+    "apply_overrides",
     "StudyRun",
     "WriterLock",
     "StudySpec",

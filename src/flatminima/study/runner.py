@@ -243,7 +243,7 @@ def run(
         store.add_runs((c.id, recipe_label(c.model, c.recipe, axes), c.seed, c.to_dict()) for c in configs)
         jobs = store.pending([c.id for c in configs])
         result = StudyRun(folder, store.counts(), resumed)
-        runner = make_executor(kind, n, addr)
+        runner = make_executor(kind, n, addr, options=ex, store=store)
         busy = 0.0
         try:
             with progress_bar(

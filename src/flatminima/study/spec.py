@@ -59,11 +59,27 @@ class EvaluateSpec(_Strict):
 
 
 class ExecutorSpec(_Strict):
-    """Where runs execute: a local process pool (``workers``) or Ray (``address`` of a cluster, or local)."""
+    """Where runs execute: a local process pool (``workers``), Ray (``address`` of a cluster, or local), or
+    submitit (``cluster = "slurm"``: a SLURM job array per batch of pending runs; ``"local"`` or ``"debug"``
+    try the same set-up on this machine). The SLURM settings are passed to ``submitit.AutoExecutor``;
+    ``max_retries`` is how often a run whose job or Ray node died is resubmitted before it is marked failed.
+    """
 
-    kind: Literal["local", "ray"] = "local"
+    kind: Literal["local", "ray", "submitit"] = "local"
     workers: int = Field(1, ge=1, le=256)
     address: str | None = None
+    max_retries: int = Field(2, ge=0, le=100)
+    # submitit (kind = "submitit") only
+    cluster: Literal["slurm", "local", "debug"] = "slurm"
+    partition: str | None = None
+    time_min: int | None = Field(None, ge=1)
+    timeout_min: int | None = Field(None, ge=1)
+    cpus_per_task: int | None = Field(None, ge=1)
+    gpus_per_node: int | None = Field(None, ge=0)
+    mem_gb: float | None = Field(None, gt=0)
+    array_parallelism: int | None = Field(None, ge=1)
+    slurm_additional_parameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    folder: str | None = None
 
     @model_validator(mode="after")
     def _address_needs_ray(self) -> ExecutorSpec:
@@ -72,6 +88,27 @@ class ExecutorSpec(_Strict):
                 f"address={self.address!r} is only meaningful with kind='ray' (got kind={self.kind!r})"
             )
         return self
+
+    @model_validator(mode="after")
+    def _submitit_settings(self) -> ExecutorSpec:
+        submitit_only = ("cluster", "partition", "time_min", "timeout_min", "cpus_per_task", "gpus_per_node",
+                         "mem_gb", "array_parallelism", "slurm_additional_parameters", "folder")
+        # a set value differs from its default (a spec dumped and validated again lists every field as set)
+        given = sorted(k for k in submitit_only if getattr(self, k) != type(self).model_fields[k].get_default(
+            call_default_factory=True))
+        if given and self.kind != "submitit":
+            raise ValueError(f"{given[0]} is only meaningful with kind='submitit' (got kind={self.kind!r})")
+        if self.max_retries != type(self).model_fields["max_retries"].default and self.kind == "local":
+            raise ValueError("max_retries is only meaningful with kind='ray' or 'submitit' (got kind='local')")
+        if self.time_min is not None and self.timeout_min is not None:
+            raise ValueError(f"give time_min or timeout_min (the same SLURM time limit), not both "
+                             f"(got {self.time_min} and {self.timeout_min})")
+        return self
+
+    @property
+    def time_limit_min(self) -> int:
+        """The time limit of each job in minutes: ``time_min`` or ``timeout_min``, else 60."""
+        return self.time_min or self.timeout_min or 60
 
 
 class StudySpec(_Strict):
