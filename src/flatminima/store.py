@@ -334,6 +334,24 @@ class Store:
             )
             return cur.rowcount == 1
 
+    def extend(self, run_id: str, results: dict[str, Any]) -> bool:
+        """Add columns to a done run: the new ``measures``, ``targets`` (with ``target_errors`` and
+        ``target_meta``) are merged into its results; what it holds already is never rewritten."""
+        with self._tx() as db:
+            row = db.execute("SELECT results FROM runs WHERE id = ? AND status = 'done'", (run_id,)).fetchone()
+            if row is None:
+                return False
+            old = json.loads(row[0])
+            for key in ("measures", "targets", "target_errors", "target_meta"):
+                merged = dict(old.get(key) or {})
+                merged.update({k: v for k, v in (results.get(key) or {}).items() if k not in merged})
+                old[key] = merged
+            metrics = dict(old.get("metrics") or {})
+            metrics.update({k: v for k, v in (results.get("metrics") or {}).items() if k not in metrics})
+            old["metrics"] = metrics
+            db.execute("UPDATE runs SET results = ? WHERE id = ?", (json.dumps(old, sort_keys=True), run_id))
+            return True
+
     def fail(self, run_id: str, message: str) -> None:
         with self._tx() as db:
             db.execute(

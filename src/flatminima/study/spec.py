@@ -111,6 +111,70 @@ class ExecutorSpec(_Strict):
         return self.time_min or self.timeout_min or 60
 
 
+LOSS_HELP = "'cross_entropy', 'mse' or a loss function of your own as 'module:function'"
+
+
+def _check_loss_name(v: str | None) -> str | None:
+    if v is None or v in ("cross_entropy", "mse"):
+        return v
+    if isinstance(v, str) and re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", v):
+        return v
+    raise ValueError(f"loss must be {LOSS_HELP}")
+
+
+class CheckpointsSpec(_Strict):
+    """Models the user already trained: a CSV ``manifest`` (a ``path`` column relative to the manifest, an
+    optional ``seed`` column, every other column a hyperparameter) and the ``model`` factory
+    (``module:function``) that builds their architecture. The factory is called with ``options`` and with
+    every manifest column its signature names (so a width or depth column builds the right network).
+    ``target_train_loss``: checkpoints whose exact training loss is above it are flagged and left out of
+    the correlations, as runs that missed the target are (Jiang et al. 2020)."""
+
+    manifest: str
+    model: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    target_train_loss: float | None = Field(None, gt=0)
+
+    @field_validator("model")
+    @classmethod
+    def _factory(cls, v: str) -> str:
+        if ":" not in v:
+            raise ValueError("the architecture of the checkpoints is a factory of your own, 'module:function'")
+        return v
+
+
+class TrainSpec(_Strict):
+    """The user's own training: ``function = "module:function"`` called once per run as
+    ``function(model, data, hyperparameters, seed)`` with the built model, the training data ``(x, y)``, the
+    grid point's ``[recipe]`` values (any keys: they are the user's hyperparameters) and the seed; it returns
+    the trained model. flatminima then computes the exact final training loss itself."""
+
+    function: str
+    target_train_loss: float | None = Field(None, gt=0)
+
+    @field_validator("function")
+    @classmethod
+    def _function(cls, v: str) -> str:
+        if ":" not in v:
+            raise ValueError("the training function is a function of your own, 'module:function'")
+        return v
+
+
+class ShiftSpec(_Strict):
+    """A shifted test set of the user's: a ``file`` (.npz/.pt with x_test, y_test — or x, y — arrays) or a
+    ``factory`` (``module:function`` returning ``(x, y)`` or ``{severity: (x, y)}``) called with ``options``."""
+
+    file: str | None = None
+    factory: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ShiftSpec:
+        if (self.file is None) == (self.factory is None):
+            raise ValueError("give exactly one of file = '<path>' or factory = 'module:function'")
+        return self
+
+
 class StudySpec(_Strict):
     """A whole study. ``recipe`` values that are lists are swept; ``seeds`` is a count or a list.
 
@@ -129,6 +193,34 @@ class StudySpec(_Strict):
     evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
     dtype: Literal["float32", "float64"] = "float32"
+    loss: str | None = None
+    checkpoints: CheckpointsSpec | None = None
+    train: TrainSpec | None = None
+    targets: dict[str, dict[str, Any]] | None = None
+    shifts: dict[str, ShiftSpec] = Field(default_factory=dict)
+
+    @field_validator("loss")
+    @classmethod
+    def _loss_name(cls, v: str | None) -> str | None:
+        return _check_loss_name(v)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> StudySpec:
+        if self.checkpoints is not None:
+            if self.train is not None:
+                raise ValueError("[checkpoints] measures models already trained: it cannot have a [train] table")
+            if self.recipe:
+                raise ValueError("[checkpoints] trains nothing: its hyperparameters are the manifest's columns, "
+                                 "so leave out [recipe]")
+            if "models" in self.model_fields_set:
+                raise ValueError("[checkpoints] names its architecture in checkpoints.model: leave out [models]")
+        return self
+
+    @property
+    def source(self) -> str:
+        """Where the runs' models come from: ``"checkpoints"``, ``"train"`` (the user's function) or
+        ``"recipe"`` (flatminima's trainer)."""
+        return "checkpoints" if self.checkpoints else "train" if self.train else "recipe"
 
     @field_validator("name")
     @classmethod
@@ -162,17 +254,30 @@ class StudySpec(_Strict):
 
     @property
     def axes(self) -> dict[str, list[Any]]:
-        """The swept hyperparameters: ``model`` (if several) and every list-valued recipe field."""
+        """The swept hyperparameters: ``model`` (if several) and every list-valued recipe field (a
+        checkpoint study's axes are its manifest's columns: :func:`axes_of` its runs)."""
         axes: dict[str, list[Any]] = {}
         if len(self.models) > 1:
             axes["model"] = list(self.models)
-        axes.update({k: v for k, v in self.recipe.items() if is_sweep(k, v) and len(v) > 1})
+        axes.update({k: v for k, v in self.recipe.items() if is_sweep(k, v, self.train is None) and len(v) > 1})
         return axes
+
+
+IDENTITY_VERSION = 2
+"""What makes two runs the same run. Version 2: a run's id hashes what trains (or loads) and evaluates its
+model — model, options, recipe or hyperparameters, seed, data, shifts, source, loss, dtype, evaluation
+settings — and *not* its measures or targets, so adding a measure or a target to a finished study computes
+only the new columns from the kept weights. Version 1 (stores without the version) hashed the measures too."""
+
+
+def _hash(d: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """One run: everything that determines its result. ``id`` hashes (config, seed)."""
+    """One run: everything that determines its result. ``id`` hashes :meth:`identity` (not the measures or
+    targets: see :data:`IDENTITY_VERSION`)."""
 
     model: str
     model_options: dict
@@ -182,29 +287,33 @@ class RunConfig:
     measures: dict
     evaluate: dict
     dtype: str = "float32"
+    loss: str | None = None
+    source: dict | None = None  # {"kind": "recipe" | "train" | "checkpoint" | "memory", ...}
+    targets: dict | None = None
+    shifts: dict | None = None
+
+    def identity(self) -> dict[str, Any]:
+        """The config that determines the trained model and its evaluation (see :data:`IDENTITY_VERSION`)."""
+        out = {"model": self.model, "model_options": self.model_options, "recipe": self.recipe, "seed": self.seed,
+               "data": self.data, "evaluate": self.evaluate, "dtype": self.dtype}
+        out.update({k: v for k, v in (("loss", self.loss), ("source", self.source), ("shifts", self.shifts))
+                    if v})
+        return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "model_options": self.model_options,
-            "recipe": self.recipe,
-            "seed": self.seed,
-            "data": self.data,
-            "measures": self.measures,
-            "evaluate": self.evaluate,
-            "dtype": self.dtype,
-        }
-
-    def as_dict(self) -> dict[str, Any]:
-        """Deprecated name of :meth:`to_dict`."""
-        warnings.warn("RunConfig.as_dict() is deprecated; use RunConfig.to_dict().", DeprecationWarning,
-                      stacklevel=2)
-        return self.to_dict()
+        """The whole config a worker gets: :meth:`identity` with the measures and targets to compute."""
+        return {**self.identity(), "measures": self.measures, "targets": self.targets}
 
     @property
     def id(self) -> str:
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return _hash(self.identity())
+
+    @property
+    def legacy_id(self) -> str:
+        """The id a version-1 store gave this run (it hashed the measures): to resume such a store."""
+        return _hash({"model": self.model, "model_options": self.model_options, "recipe": self.recipe,
+                      "seed": self.seed, "data": self.data, "measures": self.measures, "evaluate": self.evaluate,
+                      "dtype": self.dtype})
 
     @property
     def label(self) -> str:
@@ -230,7 +339,8 @@ def validate(spec: StudySpec | dict[str, Any], source: str = "(dict)") -> StudyS
             spec = StudySpec.model_validate(spec)
         except ValidationError as err:
             raise _format_errors(err, source) from None
-    _check_recipes(spec, source)
+    if spec.train is None:  # with a training function of the user's, [recipe] holds their own hyperparameters
+        _check_recipes(spec, source)
     _check_measures(spec, source)
     return spec
 
@@ -253,10 +363,13 @@ def _sequence_field(name: str) -> bool:
     return any(k in (list, tuple) for k in kinds)
 
 
-def is_sweep(name: str, value: Any) -> bool:
-    """A recipe value is swept when it is a list (for list-valued fields: a list of lists)."""
+def is_sweep(name: str, value: Any, recipe: bool = True) -> bool:
+    """A recipe value is swept when it is a list (for list-valued Recipe fields: a list of lists; with a
+    training function of the user's, ``recipe=False``, any list)."""
     if not isinstance(value, list):
         return False
+    if not recipe:
+        return True
     return not _sequence_field(name) or (bool(value) and all(isinstance(v, list) for v in value))
 
 
@@ -322,24 +435,52 @@ def _check_measures(spec: StudySpec, source: str) -> None:
 def grid_points(spec: StudySpec) -> list[dict[str, Any]]:
     """The product of list-valued recipe fields (scalars held fixed), in spec order."""
     keys = list(spec.recipe)
-    values = [v if is_sweep(k, v) else [v] for k, v in spec.recipe.items()]
+    values = [v if is_sweep(k, v, spec.train is None) else [v] for k, v in spec.recipe.items()]
     return [dict(zip(keys, combo, strict=False)) for combo in itertools.product(*values)]
 
 
-def expand(spec: StudySpec) -> list[RunConfig]:
-    """Every run of the study: models × recipe grid × seeds."""
-    common = {
+def common_config(spec: StudySpec) -> dict[str, Any]:
+    """The parts of every run's config that the spec sets once."""
+    return {
         "data": spec.data.model_dump(),
         "measures": spec.measures,
         "evaluate": spec.evaluate.model_dump(),
         "dtype": spec.dtype,
+        "loss": spec.loss,
+        "targets": spec.targets,
+        "shifts": {k: v.model_dump() for k, v in spec.shifts.items()} or None,
     }
+
+
+def expand(spec: StudySpec) -> list[RunConfig]:
+    """Every run of the study: models × recipe grid × seeds (a checkpoint study: one run per manifest row,
+    :func:`flatminima.study.sources.checkpoint_runs`)."""
+    if spec.checkpoints is not None:
+        from .sources import checkpoint_runs
+
+        return checkpoint_runs(spec)
+    source = {"kind": "train", "function": spec.train.model_dump()} if spec.train else None
     return [
-        RunConfig(model=m, model_options=opts, recipe=point, seed=seed, **common)
+        RunConfig(model=m, model_options=opts, recipe=point, seed=seed, source=source, **common_config(spec))
         for m, opts in spec.models.items()
         for point in grid_points(spec)
         for seed in spec.seed_list
     ]
+
+
+def axes_of(configs: list[RunConfig]) -> dict[str, list[Any]]:
+    """The hyperparameters that vary across the runs (``model`` first when several), each with its values in
+    order of first appearance."""
+    axes: dict[str, list[Any]] = {}
+    models = list(dict.fromkeys(c.model for c in configs))
+    if len(models) > 1:
+        axes["model"] = models
+    keys = list(dict.fromkeys(k for c in configs for k in c.recipe))
+    for k in keys:
+        values = list(dict.fromkeys(json.dumps(c.recipe.get(k), sort_keys=True) for c in configs))
+        if len(values) > 1:
+            axes[k] = [json.loads(v) for v in values]
+    return axes
 
 
 def load(path: str | Path) -> StudySpec:
