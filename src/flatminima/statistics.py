@@ -38,6 +38,13 @@ Granulated τ (Jiang et al. 2020, eq. 4) and its cluster-bootstrap interval: :fu
 :func:`granulated_tau_draws`. Conditional mutual information (Jiang et al. 2020; the PGDL 2020 score):
 :func:`conditional_mi`. ECE (Guo et al. 2017): :func:`ece`. The lab's t, Wilson and plain (BCa)
 bootstrap intervals: :func:`t_interval`, :func:`wilson`, :func:`bootstrap` (``scipy.stats.bootstrap``).
+
+Robustness beyond the averages (STATISTICS.md §10–12): effective robustness, the shifted accuracy above the
+probit (Miller et al. 2021) or logit (Taori et al. 2020) line of the other configurations
+(:func:`effective_robustness`, :func:`effective_robustness_over_shifts`); Dziugaite et al.'s (2020) robust
+sign-error over environments that vary one hyperparameter, with a Hoeffding noise filter
+(:func:`sign_error`, :func:`hoeffding_threshold`); and the rank partial correlation given controls with a
+cluster-bootstrap interval under Holm (:func:`partial_association`, :func:`partial_association_table`).
 """
 
 from __future__ import annotations
@@ -52,7 +59,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 from .errors import FlatminimaError
 from .results import Estimate, reject_unknown, renamed
@@ -742,3 +749,622 @@ def ece(probs: Any, labels: Any, bins: int = 15) -> float:
     idx = np.clip(np.ceil(conf * bins).astype(np.int64) - 1, 0, bins - 1)
     gap = np.bincount(idx, weights=correct, minlength=bins) - np.bincount(idx, weights=conf, minlength=bins)
     return float(np.sum(np.abs(gap)) / len(p))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# effective robustness (Taori et al. 2020; Miller et al. 2021)
+
+LINKS = ("probit", "logit")
+DEFAULT_EVAL_SIZE = 10000  # the clip constant's n when no evaluation-set size is given (CIFAR-10's test set)
+
+
+def _link(link: str) -> tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]:
+    """(transform, inverse) of a link: probit Φ⁻¹/Φ (Miller et al. 2021) or logit/expit (Taori et al. 2020)."""
+    if link == "probit":
+        return stats.norm.ppf, stats.norm.cdf
+    if link == "logit":
+        return special.logit, special.expit
+    raise FlatminimaError(f"link must be one of {list(LINKS)}, got {link!r}.")
+
+
+def _accuracies(name: str, values: Sequence[float]) -> np.ndarray:
+    try:
+        a = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise FlatminimaError(f"{name} must hold one accuracy (a number in [0, 1]) per model, got {values!r}.") \
+            from None
+    if a.ndim != 1:
+        raise FlatminimaError(f"{name} must be one-dimensional (one accuracy per model), got shape {a.shape}.")
+    bad = np.flatnonzero(~np.isfinite(a) | (a < 0) | (a > 1))
+    if len(bad):
+        raise FlatminimaError(
+            f"{name} must hold accuracies in [0, 1] (fractions, not percentages; no NaN), got {a[bad[0]]!r} "
+            f"at model {int(bad[0])}; drop or repair that model.")
+    return a
+
+
+def clip_constant(clip: float | None = None, eval_size: int | None = None) -> float:
+    """The constant c that keeps accuracies away from 0 and 1 before Φ⁻¹ or the logit: ``clip`` when given,
+    else 1/(2n) with n = ``eval_size`` (half an example: the usual continuity correction of an empirical
+    probit/logit; an accuracy of k/n is never closer to 0 or 1 than 1/n), else 1/(2·10000) (n of CIFAR-10's
+    test set, where the papers' lines were fitted)."""
+    if clip is not None:
+        if not isinstance(clip, (int, float)) or isinstance(clip, bool) or not 0 < clip < 0.5:
+            raise FlatminimaError(f"clip must be a number in (0, 0.5), got {clip!r}.")
+        return float(clip)
+    if eval_size is not None:
+        if not isinstance(eval_size, (int, np.integer)) or isinstance(eval_size, bool) or eval_size < 1:
+            raise FlatminimaError(f"eval_size must be a positive integer (the evaluation-set size), got {eval_size!r}.")
+        return 1.0 / (2 * int(eval_size))
+    return 1.0 / (2 * DEFAULT_EVAL_SIZE)
+
+
+def _line(tx: np.ndarray, ty: np.ndarray, what: str) -> tuple[float, float]:
+    """Least-squares line ty ≈ a·tx + b (closed form), refused where it is not determined."""
+    if len(tx) < 2 or np.ptp(tx) <= 0:
+        raise FlatminimaError(
+            f"the line of {what} needs at least 2 models with different clean accuracies, got {len(tx)} model(s)"
+            f"{' all with the same clean accuracy' if len(tx) >= 2 else ''}; add models (configurations).")
+    xc = tx - tx.mean()
+    a = float(np.dot(xc, ty - ty.mean()) / np.dot(xc, xc))
+    return a, float(ty.mean() - a * tx.mean())
+
+
+def _reference_mask(reference: Any, n: int) -> np.ndarray:
+    r = np.asarray(reference)
+    if r.dtype == bool:
+        if r.shape != (n,):
+            raise FlatminimaError(f"reference as a boolean mask needs one entry per model ({n}), got shape {r.shape}.")
+        return r.copy()
+    if r.ndim != 1 or (len(r) and not np.issubdtype(r.dtype, np.integer)):
+        raise FlatminimaError(f"reference must be a boolean mask or integer indices of models, got {reference!r}.")
+    if len(r) and (r.min() < -n or r.max() >= n):
+        raise FlatminimaError(f"reference indices must lie in [0, {n}), got {reference!r}.")
+    mask = np.zeros(n, bool)
+    mask[r] = True
+    return mask
+
+
+@dataclass(frozen=True)
+class EffectiveRobustness:
+    """Per-model effective robustness and the line behind it.
+
+    ``values[i]`` = ood_acc[i] − ``predicted[i]`` (accuracy units), where ``predicted[i]`` is the line
+    *used for model i* (fitted without its configuration, see ``scheme``). ``slope``/``intercept`` are the
+    line fitted on all models (the reference models when a reference set is named), on the ``link`` scale:
+    link(ood) ≈ slope·link(id) + intercept — the line to draw. ``clip`` is the constant c of the clip to
+    [c, 1 − c]; ``n_fit`` the number of models behind the drawn line."""
+
+    values: np.ndarray
+    predicted: np.ndarray
+    slope: float
+    intercept: float
+    link: str
+    clip: float
+    scheme: str
+    n_fit: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"values": [float(v) for v in self.values], "predicted": [float(v) for v in self.predicted],
+                "slope": self.slope, "intercept": self.intercept, "link": self.link, "clip": self.clip,
+                "scheme": self.scheme, "n_fit": self.n_fit}
+
+
+def effective_robustness(
+    id_acc: Sequence[float],
+    ood_acc: Sequence[float],
+    *,
+    groups: Sequence[Hashable] | None = None,
+    reference: Sequence[bool] | Sequence[int] | np.ndarray | None = None,
+    link: str = "probit",
+    clip: float | None = None,
+    eval_size: int | None = None,
+) -> EffectiveRobustness:
+    """Effective robustness of each model: its shifted accuracy above the line of the other models.
+
+    Shifted (ood) accuracy is close to a linear function of clean (id) accuracy once both are put on a
+    probit scale (Miller et al. 2021, "Accuracy on the line", ICML) or a logit scale (Taori et al. 2020,
+    "Measuring robustness to natural distribution shifts in image classification", NeurIPS). With
+    F = Φ⁻¹ (``link="probit"``, ``scipy.stats.norm.ppf``) or F = logit (``"logit"``, ``scipy.special.logit``),
+    the line F(ood) = a·F(id) + b is fitted by ordinary least squares across models, and
+
+        ER_i = ood_i − F⁻¹(a·F(id_i) + b)        (accuracy units; > 0: more robust than the line predicts).
+
+    Which models fit the line used for model i (a model never explains itself):
+      * ``groups`` given (configuration labels; seeds of one configuration share a label): the models of
+        every *other* group — leave-one-configuration-out. Needs ≥ 2 groups.
+      * ``reference`` given (boolean mask or indices of a named reference set): the reference models only;
+        a reference model is itself scored on the reference models outside its group (outside itself when
+        ``groups`` is None).
+      * neither: all models (the in-sample fit of the papers' figures; a model then pulls the line towards
+        itself, so its ER shrinks towards 0).
+
+    Clip: accuracies are clipped to [c, 1 − c] before F (F(0) and F(1) are infinite) with
+    c = ``clip`` when given, else 1/(2·``eval_size``) (half an example), else 1/(2·10000)
+    (:func:`clip_constant`). The clip enters only the transform; ER uses the unclipped ood accuracy.
+
+    Returns an :class:`EffectiveRobustness`; its ``slope``/``intercept`` are the fit on all (reference)
+    models, for drawing. Refused (FlatminimaError): lengths that differ, NaN or values outside [0, 1],
+    fewer than 3 models, fewer than 2 groups, or a fit with fewer than 2 distinct clean accuracies.
+    """
+    x, y = _accuracies("id_acc", id_acc), _accuracies("ood_acc", ood_acc)
+    n = len(x)
+    if len(y) != n:
+        raise FlatminimaError(f"id_acc and ood_acc must have one entry per model, got {n} and {len(y)}.")
+    if n < 3:
+        raise FlatminimaError(f"effective robustness needs at least 3 models to fit a line, got {n}.")
+    fwd, inv = _link(link)
+    c = clip_constant(clip, eval_size)
+    with np.errstate(divide="ignore"):
+        tx, ty = fwd(np.clip(x, c, 1 - c)), fwd(np.clip(y, c, 1 - c))
+    ref = np.ones(n, bool) if reference is None else _reference_mask(reference, n)
+    if groups is not None:
+        if len(groups) != n:
+            raise FlatminimaError(f"groups must have one label per model ({n}), got {len(groups)}.")
+        g = cluster_ids(groups)
+        if g.max() < 1:
+            raise FlatminimaError(f"leave-one-configuration-out needs at least 2 groups, got only {groups[0]!r}; "
+                                  "pass groups=None for the in-sample fit.")
+        names = {int(k): lab for k, lab in zip(g, groups, strict=True)}
+    elif reference is not None:
+        g, names = np.arange(n), {i: f"model {i}" for i in range(n)}  # a reference model leaves itself out
+    else:
+        g, names = None, {}
+    what = "the reference models" if reference is not None else "all models"
+    slope, intercept = _line(tx[ref], ty[ref], what)
+    if g is None:
+        pred_t, scheme = slope * tx + intercept, "in-sample"
+    else:
+        pred_t = np.empty(n)
+        for k in np.unique(g):
+            own = g == k
+            a, b = _line(tx[ref & ~own], ty[ref & ~own], f"{what} outside {names[int(k)]!r}")
+            pred_t[own] = a * tx[own] + b
+        scheme = ("reference, " if reference is not None else "") + (
+            "leave-one-configuration-out" if groups is not None else "leave-one-model-out")
+    if reference is not None and groups is None and scheme.endswith("model-out"):
+        scheme = "reference (a reference model leaves itself out)"
+    predicted = inv(pred_t)
+    return EffectiveRobustness(y - predicted, predicted, slope, intercept, link, c, scheme, int(ref.sum()))
+
+
+@dataclass(frozen=True)
+class EffectiveRobustnessOverShifts:
+    """``values``: per-model mean effective robustness over the shifts; ``per_shift``: each shift's result."""
+
+    values: np.ndarray
+    per_shift: dict[str, EffectiveRobustness]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"values": [float(v) for v in self.values],
+                "per_shift": {k: v.to_dict() for k, v in self.per_shift.items()}}
+
+
+def effective_robustness_over_shifts(
+    id_acc: Sequence[float], shift_accs: Mapping[str, Sequence[float]], **kw: Any
+) -> EffectiveRobustnessOverShifts:
+    """Mean effective robustness over shifts: every shift (a "name@severity" key) gets its own line
+    (:func:`effective_robustness` with ``**kw``: groups, reference, link, clip, eval_size), and a model's value
+    is the mean of its ER over the shifts, (1/S)·Σ_s ER_s — accuracy units, as Taori et al. 2020 average
+    over their shifts."""
+    if not isinstance(shift_accs, Mapping) or not shift_accs:
+        raise FlatminimaError(f"shift_accs must be a non-empty mapping shift -> accuracies, got {shift_accs!r}.")
+    per = {s: effective_robustness(id_acc, v, **kw) for s, v in shift_accs.items()}
+    return EffectiveRobustnessOverShifts(np.mean([r.values for r in per.values()], axis=0), per)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# robust sign-error (Dziugaite et al. 2020)
+
+
+def hoeffding_threshold(eval_size: int, delta: float = 0.05) -> float:
+    """The smallest difference of two accuracies on ``eval_size`` examples that counts as evidence:
+    Δ* = 2·√(ln(2/δ)/(2n)) = √(2·ln(2/δ)/n), i.e. Hoeffding's 2·exp(−2n(Δ/2)²) ≤ δ (Dziugaite et al. 2020)."""
+    if not isinstance(eval_size, (int, np.integer)) or isinstance(eval_size, bool) or eval_size < 1:
+        raise FlatminimaError(f"eval_size must be a positive integer (the evaluation-set size), got {eval_size!r}.")
+    if not isinstance(delta, (int, float)) or isinstance(delta, bool) or not 0 < delta < 1:
+        raise FlatminimaError(f"delta must be in (0, 1), got {delta!r}.")
+    return math.sqrt(2 * math.log(2 / delta) / int(eval_size))
+
+
+def _axis_key(v: Any) -> tuple:
+    if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
+        return (0, float(v))
+    return (1, repr(v))
+
+
+def _number(v: Any) -> float:
+    try:
+        f = float(v) if v is not None else math.nan
+    except (TypeError, ValueError):
+        return math.nan
+    return f
+
+
+@dataclass(frozen=True)
+class SignError:
+    """Robust sign-error of one measure for one target (:func:`sign_error`).
+
+    ``per_axis[axis]``: ``mean``, ``p90`` (numpy percentile 90), ``max`` of the sign-errors of the
+    environments that vary ``axis`` and kept at least one pair; ``environments`` (all), ``empty`` (no kept
+    pair), ``pairs`` (kept pairs). ``worst``: the environment with the largest sign-error (None when no
+    environment kept a pair); its ``sign_error`` is the robust sign-error. ``environments``: every
+    environment (axis, the two configurations, their values of the axis, sign-error, kept and total pairs)."""
+
+    measure: str
+    target: str
+    sign: int
+    threshold: float
+    per_axis: dict[str, dict[str, Any]]
+    worst: dict[str, Any] | None
+    environments: tuple[dict[str, Any], ...] = field(repr=False, default=())
+
+    @property
+    def robust(self) -> float:
+        """The worst environment's sign-error (the paper's robust sign-error); NaN when none kept a pair."""
+        return math.nan if self.worst is None else float(self.worst["sign_error"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"measure": self.measure, "target": self.target, "sign": self.sign, "threshold": self.threshold,
+                "per_axis": {a: dict(v) for a, v in self.per_axis.items()},
+                "worst": None if self.worst is None else dict(self.worst), "robust": self.robust,
+                "environments": [dict(e) for e in self.environments]}
+
+
+def sign_error(
+    rows: Sequence[Mapping[str, Any]],
+    axes: Sequence[str],
+    measure: str,
+    target: str,
+    *,
+    noise: float | None = None,
+    eval_size: int | None = None,
+    delta: float = 0.05,
+    sign: int = 1,
+    label: str = "label",
+) -> SignError:
+    """Robust sign-error of ``measure`` as a predictor of ``target`` (Dziugaite et al. 2020, "In search of
+    robust measures of generalization", NeurIPS).
+
+    ``rows``: one dict per run with the ``axes`` values (hyperparameters), the configuration ``label`` and
+    the ``measure`` and ``target`` columns (None/NaN = missing: the run takes part in no pair).
+    An *environment* is an unordered pair of configurations whose axis values differ in exactly one axis
+    (all others equal). In an environment, every pair of runs (a from one configuration, b from the other)
+    with Δt = t_a − t_b and Δm = m_a − m_b contributes the error
+
+        e(a, b) = ½·(1 − sgn(Δm)·s·sgn(Δt))  ∈ {0, ½, 1}   (s = ``sign``; a tied measure counts ½, as in the paper)
+
+    if it is *kept*: |Δt| > Δ*, where Δ* is ``noise`` when given, else the Hoeffding threshold of
+    :func:`hoeffding_threshold` for accuracy-type targets evaluated on ``eval_size`` examples,
+    Δ* = √(2·ln(2/δ)/n) (the difference is kept when 2·exp(−2n(Δt/2)²) < δ), else 0 (only exact ties are
+    dropped). The environment's sign-error is the mean of e over its kept pairs (NaN with none).
+    ``sign`` = +1 asks for the measure to rise with the target (complexity vs the gap), −1 to fall with it
+    (complexity vs accuracy).
+
+    The paper's code weights a pair by w = (1 − 2·exp(−2n(Δt/2)²))₊² and keeps it when w > ½ (weight w − ½),
+    i.e. a cut-off 2·exp(−2n(Δt/2)²) < 1 − 1/√2 ≈ 0.29; here a kept pair has weight 1 and the cut-off is
+    δ (0.05 by default; δ = 1 − 1/√2 reproduces the paper's cut-off), so a sign-error is a plain fraction.
+
+    Per axis: mean, 90th percentile (``numpy.percentile``) and max of the environments' sign-errors, the
+    number of environments and of those with no kept pair; overall: the worst environment.
+    """
+    if not rows:
+        raise FlatminimaError("rows must hold at least one run (a dict per run), got none.")
+    axes = list(axes)
+    if not axes:
+        raise FlatminimaError("axes must name at least one hyperparameter; environments vary one of them.")
+    if sign not in (1, -1):
+        raise FlatminimaError(f"sign must be +1 or -1, got {sign!r}.")
+    if noise is not None:
+        if not isinstance(noise, (int, float)) or isinstance(noise, bool) or not noise >= 0:
+            raise FlatminimaError(f"noise must be a non-negative threshold on |target difference|, got {noise!r}.")
+        threshold = float(noise)
+    elif eval_size is not None:
+        threshold = hoeffding_threshold(eval_size, delta)
+    else:
+        threshold = 0.0
+    configs: dict[Hashable, list[int]] = {}
+    values: dict[Hashable, tuple] = {}
+    for i, r in enumerate(rows):
+        missing = [k for k in (label, *axes) if k not in r]
+        if missing:
+            raise FlatminimaError(f"row {i} has no {missing[0]!r}; every row needs {label!r} and the axes {axes}.")
+        key = tuple(_axis_key(r[a]) for a in axes)
+        lab = r[label]
+        if lab in values and values[lab] != key:
+            raise FlatminimaError(f"configuration {lab!r} has runs with different axis values (row {i}); "
+                                  f"rows of one {label!r} must share every axis value.")
+        values[lab] = key
+        configs.setdefault(lab, []).append(i)
+    m = np.array([_number(r.get(measure)) for r in rows])
+    t = np.array([_number(r.get(target)) for r in rows])
+    labels = list(configs)
+    envs = []
+    for ia, la in enumerate(labels):
+        for lb in labels[ia + 1:]:
+            diff = [k for k in range(len(axes)) if values[la][k] != values[lb][k]]
+            if len(diff) != 1:
+                continue
+            a_idx, b_idx = np.array(configs[la]), np.array(configs[lb])
+            dt = t[a_idx][:, None] - t[b_idx][None, :]
+            dm = m[a_idx][:, None] - m[b_idx][None, :]
+            ok = ~(np.isnan(dt) | np.isnan(dm))
+            kept = ok & (np.abs(np.where(ok, dt, 0.0)) > threshold)
+            err = 0.5 * (1 - np.sign(dm[kept]) * sign * np.sign(dt[kept]))
+            ax = axes[diff[0]]
+            envs.append({"axis": ax, "configurations": (la, lb),
+                         "values": (rows[configs[la][0]][ax], rows[configs[lb][0]][ax]),
+                         "sign_error": float(err.mean()) if len(err) else math.nan,
+                         "pairs": int(kept.sum()), "pairs_total": int(ok.sum())})
+    per_axis = {}
+    for ax in axes:
+        mine = [e for e in envs if e["axis"] == ax]
+        errs = np.array([e["sign_error"] for e in mine if e["pairs"] > 0])
+        per_axis[ax] = {
+            "mean": float(errs.mean()) if len(errs) else math.nan,
+            "p90": float(np.percentile(errs, 90)) if len(errs) else math.nan,
+            "max": float(errs.max()) if len(errs) else math.nan,
+            "environments": len(mine), "empty": sum(e["pairs"] == 0 for e in mine),
+            "pairs": int(sum(e["pairs"] for e in mine)),
+        }
+    used = [e for e in envs if e["pairs"] > 0]
+    worst = max(used, key=lambda e: (e["sign_error"], e["pairs"])) if used else None
+    return SignError(measure, target, int(sign), threshold, per_axis, worst, tuple(envs))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# partial association: what a measure adds beyond controls (STATISTICS.md §12)
+
+
+def _wranks(v: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Average ranks (minus ½) of the fixed values ``v`` (n) in each resample of point multiplicities
+    ``w`` (B × n): r_b(k) = Σ_l w_bl·([v_l < v_k] + [v_l = v_k]/2) — the average rank of point k in the
+    expanded multiset, less ½ (a constant shift, irrelevant after a regression with intercept)."""
+    less = (v[None, :] < v[:, None]).astype(float)
+    eq = (v[None, :] == v[:, None]).astype(float)
+    return w @ (less + eq / 2).T
+
+
+def _partial_rho_weighted(x: np.ndarray, y: np.ndarray, c: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Rank partial correlation on each resample (B × n point multiplicities ``w``), equal to the computation
+    on the expanded data: rank x, y and each control column of ``c`` (n × k) in the resample, regress the ranks
+    of x and of y on [1, ranks of the controls] by weighted least squares (weights = multiplicities: a point
+    drawn twice is two equal rows), then Spearman's ρ of the two residual vectors (their ranks in the
+    resample, then the weighted Pearson correlation). NaN where undefined (a residual constant)."""
+    b, n = w.shape
+    rx, ry = _wranks(x, w), _wranks(y, w)
+    z = np.concatenate([np.ones((b, n, 1))] + [_wranks(c[:, j], w)[:, :, None] for j in range(c.shape[1])], axis=2)
+    a = np.einsum("bni,bn,bnj->bij", z, w, z)
+    # pinv: a control constant in a resample makes the normal equations singular; the projection (and so the
+    # residual) is still unique, and the minimum-norm solution gives it.
+    ainv = np.linalg.pinv(a)
+    res = []
+    for r in (rx, ry):
+        beta = np.einsum("bij,bj->bi", ainv, np.einsum("bni,bn,bn->bi", z, w, r))
+        e = r - np.einsum("bni,bi->bn", z, beta)
+        # ranks of the residuals within the resample; residuals equal up to rounding are ties
+        tol = 1e-9 * (1.0 + np.abs(e).max(axis=1))[:, None, None]
+        d = e[:, None, :] - e[:, :, None]  # [b, k, l] = e_l − e_k
+        res.append(np.einsum("bl,bkl->bk", w, (d < -tol) + 0.5 * (np.abs(d) <= tol)))
+    qx, qy = res
+    tot = w.sum(1, keepdims=True)
+    mx, my = (w * qx).sum(1, keepdims=True) / tot, (w * qy).sum(1, keepdims=True) / tot
+    cov = (w * (qx - mx) * (qy - my)).sum(1)
+    vx, vy = (w * (qx - mx) ** 2).sum(1), (w * (qy - my) ** 2).sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = np.where((vx > 1e-9) & (vy > 1e-9), cov / np.sqrt(vx * vy), np.nan)
+    return np.clip(rho, -1.0, 1.0)
+
+
+def _controls(controls: Any, n: int) -> dict[str, np.ndarray]:
+    if controls is None:
+        return {}
+    if isinstance(controls, Mapping):
+        items = list(controls.items())
+    else:
+        arr = np.asarray(controls, dtype=object)
+        if arr.ndim == 1 and len(arr) == n and not (len(arr) and isinstance(arr[0], (Sequence, np.ndarray))):
+            items = [("control", controls)]
+        elif arr.ndim == 2 and arr.shape[0] == n and arr.shape[1] != n:
+            items = [(f"control {j}", arr[:, j]) for j in range(arr.shape[1])]
+        else:
+            items = [(f"control {j}", v) for j, v in enumerate(controls)]
+    out = {}
+    for name, v in items:
+        a = np.array([_number(u) for u in v])
+        if len(a) != n:
+            raise FlatminimaError(f"control {name!r} must have one value per run ({n}), got {len(a)}.")
+        out[str(name)] = a
+    return out
+
+
+@dataclass(frozen=True)
+class PartialAssociation:
+    """Rank partial correlation of x and y given ``controls`` (:func:`partial_association`): ``estimate``,
+    its cluster-bootstrap ``interval``, the bootstrap ``p`` (two-sided, for Holm), the plain Spearman ρ
+    ``raw`` on the same runs, the numbers of runs and clusters used, and the bootstrap ``draws``."""
+
+    estimate: float
+    interval: Interval
+    p: float
+    raw: float
+    n: int
+    n_clusters: int
+    controls: tuple[str, ...]
+    draws: np.ndarray = field(repr=False, compare=False, default_factory=lambda: np.empty(0))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"estimate": self.estimate, "interval": self.interval.to_dict(), "p": self.p, "raw": self.raw,
+                "n": self.n, "n_clusters": self.n_clusters, "controls": list(self.controls)}
+
+
+def _partial_prepare(x: Any, y: Any, controls: Any, clusters: Sequence[Hashable]):
+    xv = np.array([_number(u) for u in x])
+    yv = np.array([_number(u) for u in y])
+    n = len(xv)
+    if len(yv) != n or len(clusters) != n:
+        raise FlatminimaError(f"x, y and clusters must have one entry per run, got {n}, {len(yv)} and "
+                              f"{len(clusters)}.")
+    cs = _controls(controls, n)
+    ok = ~(np.isnan(xv) | np.isnan(yv))
+    for v in cs.values():
+        ok &= ~np.isnan(v)
+    c = np.column_stack([v[ok] for v in cs.values()]) if cs else np.zeros((int(ok.sum()), 0))
+    return xv[ok], yv[ok], c, ok, tuple(cs)
+
+
+def _partial_from(xv, yv, c, units_all, ok, names, weights, level) -> PartialAssociation:
+    units = units_all[ok]
+    n = len(xv)
+    n_cl = len(np.unique(units))
+    est = float(_partial_rho_weighted(xv, yv, c, np.ones((1, n)))[0]) if n >= 3 else math.nan
+    raw = spearman_rho(xv, yv) if n >= 2 else math.nan
+    draws = np.empty(0)
+    if weights is not None and len(weights) and n_cl >= 3 and not math.isnan(est):
+        w = weights[:, units]
+        chunk = max(1, int(4e6 // max(1, n * n)))  # B × n × n comparison arrays stay a few tens of MB
+        draws = np.concatenate([_partial_rho_weighted(xv, yv, c, w[i:i + chunk]) for i in range(0, len(w), chunk)])
+    iv = percentile_interval(est, draws, level, "cluster bootstrap (percentile)")
+    p = bootstrap_p(draws) if len(draws) and not math.isnan(est) else math.nan
+    return PartialAssociation(est, iv, p, raw, n, n_cl, names, draws)
+
+
+def partial_association(
+    x: Sequence[float | None],
+    y: Sequence[float | None],
+    controls: Mapping[str, Sequence[float | None]] | Sequence[Sequence[float | None]] | np.ndarray | None,
+    clusters: Sequence[Hashable],
+    *,
+    samples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> PartialAssociation:
+    """Rank-based partial correlation of ``x`` and ``y`` given ``controls`` (STATISTICS.md §12), with a
+    configuration-cluster bootstrap interval.
+
+    With R(·) the average ranks over the runs: regress R(x) and R(y) on [1, R(c_1), …, R(c_k)] by least
+    squares, e_x = R(x) − Ẑβ_x, e_y = R(y) − Ẑβ_y, and report ρ_partial = Spearman ρ(e_x, e_y). (Pingouin's
+    ``partial_corr(method="spearman")`` takes the Pearson correlation of e_x and e_y instead; the two are
+    close and equal in sign for all but knife-edge data.) A measure that tracks y only through the controls
+    has ρ_partial ≈ 0 however large its raw ρ.
+
+    ``controls``: a mapping name -> values, one sequence, or a sequence of sequences / an n × k array;
+    ``clusters``: configuration of each run. Runs with a missing (None/NaN) x, y or control are dropped.
+    The interval is the percentile interval of ``samples`` cluster-bootstrap resamples (whole
+    configurations drawn with replacement with all their seeds; every quantity — ranks, regression,
+    residual ranks — is recomputed on each resample, vectorised over resamples as weighted computations
+    equal to the expanded data); ``p`` is the two-sided bootstrap p-value :func:`bootstrap_p`, usable
+    in :func:`holm`. Fewer than 3 clusters: no interval (NaN).
+    """
+    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
+        raise FlatminimaError(f"samples must be a positive integer, got {samples!r}.")
+    if not 0 < level < 1:
+        raise FlatminimaError(f"level must be in (0, 1), got {level!r}.")
+    xv, yv, c, ok, names = _partial_prepare(x, y, controls, clusters)
+    units = cluster_ids(list(clusters))
+    g = int(units.max()) + 1 if len(units) else 0
+    weights = resample_counts(g, samples, np.random.default_rng(seed)) if g >= 3 else None
+    return _partial_from(xv, yv, c, units, ok, names, weights, level)
+
+
+@dataclass(frozen=True)
+class PartialTable:
+    """Every measure × target partial association under one Holm family (:func:`partial_association_table`).
+
+    ``cells[(measure, target)]`` is a dict: ``rho`` (partial ρ), ``low``/``high`` (interval at ``level``),
+    ``adj_level``/``adj_low``/``adj_high`` (Holm-level interval) with ``adj_low_mc``/``adj_high_mc`` (their
+    Monte-Carlo errors), ``p``, ``p_holm``, ``step``, ``raw_rho`` (plain Spearman ρ on the same runs),
+    ``controls``, ``n``, ``n_configs``, ``direction`` (+1/−1/0 after Holm's step-down), ``adds`` (True when
+    the measure adds information beyond the controls), ``holm_stopped`` and ``skipped`` (the reason a cell
+    was not tested, e.g. the measure is one of its target's controls; "" otherwise)."""
+
+    cells: dict[tuple[str, str], dict[str, Any]]
+    alpha: float
+    level: float
+    samples: int
+    m_tests: int
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [dict(c) for c in self.cells.values()]
+
+
+def partial_association_table(
+    xs: Mapping[str, Sequence[float | None]],
+    targets: Mapping[str, Sequence[float | None]],
+    controls_for: Mapping[str, Mapping[str, Sequence[float | None]]],
+    clusters: Sequence[Hashable],
+    *,
+    alpha: float = 0.05,
+    level: float = 0.95,
+    samples: int = 2000,
+    seed: int = 0,
+    mc_k: float = MC_K,
+) -> PartialTable:
+    """:func:`partial_association` of every measure in ``xs`` with every target in ``targets`` given that
+    target's controls ``controls_for[target]`` (name -> values; a target without an entry has no
+    controls: the plain Spearman ρ), all on the same cluster resamples, under one Holm–Bonferroni family
+    (:func:`holm`, :func:`holm_levels`; valid under any dependence between the cells).
+
+    The k-th smallest bootstrap p-value's cell is judged on its percentile interval at level
+    1 − α/(m − k + 1); following Holm's step-down, a cell "adds information beyond" its controls only when
+    that adjusted interval excludes 0 by more than ``mc_k`` Monte-Carlo errors of the nearer bound and every
+    earlier cell did too. A cell whose measure is itself one of the target's controls (same name) is
+    skipped and not counted in the family.
+    """
+    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
+        raise FlatminimaError(f"samples must be a positive integer, got {samples!r}.")
+    if not 0 < alpha < 1 or not 0 < level < 1:
+        raise FlatminimaError(f"alpha and level must be in (0, 1), got {alpha!r} and {level!r}.")
+    unknown = [t for t in controls_for if t not in targets]
+    if unknown:
+        raise FlatminimaError(f"controls_for names target(s) {unknown} that are not in targets {list(targets)}.")
+    units = cluster_ids(list(clusters))
+    g = int(units.max()) + 1 if len(units) else 0
+    weights = resample_counts(g, samples, np.random.default_rng(seed)) if g >= 3 else None
+    res: dict[tuple[str, str], PartialAssociation | None] = {}
+    skipped: dict[tuple[str, str], str] = {}
+    for tname, yv in targets.items():
+        ctrl = dict(controls_for.get(tname, {}))
+        for mname, xv in xs.items():
+            if mname in ctrl:
+                res[mname, tname], skipped[mname, tname] = None, "the measure is one of the controls"
+                continue
+            xv2, yv2, c, ok, names = _partial_prepare(xv, yv, ctrl, clusters)
+            res[mname, tname] = _partial_from(xv2, yv2, c, units, ok, names, weights, level)
+            skipped[mname, tname] = ""
+    keys = list(res)
+    pv = np.array([math.nan if res[k] is None else res[k].p for k in keys])
+    adj = holm(pv)
+    step, a_step = holm_levels(pv, alpha)
+    cells: dict[tuple[str, str], dict[str, Any]] = {}
+    for i, k in enumerate(keys):
+        r = res[k]
+        ctrl_names = list(controls_for.get(k[1], {}))
+        if r is None:
+            cells[k] = {"measure": k[0], "target": k[1], "controls": ctrl_names, "rho": math.nan, "low": math.nan,
+                        "high": math.nan, "adj_level": math.nan, "adj_low": math.nan, "adj_high": math.nan,
+                        "adj_low_mc": math.nan, "adj_high_mc": math.nan, "p": math.nan, "p_holm": math.nan,
+                        "step": 0, "raw_rho": math.nan, "n": 0, "n_configs": 0, "own": 0, "skipped": skipped[k]}
+            continue
+        adj_iv = percentile_interval(r.estimate, r.draws, 1 - a_step[i], "cluster bootstrap, Holm level") \
+            if not math.isnan(pv[i]) else Interval(r.estimate, math.nan, math.nan, math.nan)
+        cells[k] = {"measure": k[0], "target": k[1], "controls": ctrl_names, "rho": r.estimate,
+                    "low": r.interval.low, "high": r.interval.high, "adj_level": adj_iv.level,
+                    "adj_low": adj_iv.low, "adj_high": adj_iv.high, "adj_low_mc": adj_iv.mc_low,
+                    "adj_high_mc": adj_iv.mc_high, "p": float(pv[i]), "p_holm": float(adj[i]),
+                    "step": int(step[i]) if not math.isnan(pv[i]) else 0, "raw_rho": r.raw, "n": r.n,
+                    "n_configs": r.n_clusters, "own": adj_iv.direction(mc_k), "skipped": ""}
+    stopped = False  # Holm's step-down: a cell decides only if every cell before it (smaller p) decided
+    for k in sorted((k for k in keys if cells[k]["step"] > 0), key=lambda k: cells[k]["step"]):
+        c = cells[k]
+        if stopped or c["own"] == 0:
+            stopped = True
+            c["direction"], c["holm_stopped"] = 0, c["own"] != 0
+        else:
+            c["direction"], c["holm_stopped"] = c["own"], False
+    for c in cells.values():
+        c.setdefault("direction", 0)
+        c.setdefault("holm_stopped", False)
+        c["adds"] = c.pop("own") != 0 and c["direction"] != 0
+    m_tests = int(np.sum(~np.isnan(pv)))
+    return PartialTable(cells, float(alpha), float(level), samples, m_tests)

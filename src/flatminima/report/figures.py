@@ -127,3 +127,67 @@ def forest(rows: Sequence[dict], *, stem: str | Path) -> list[str]:
         fontsize=7,
     )
     return save_figure(fig, stem)
+
+
+def accuracy_on_the_line(
+    clean: Sequence[float],
+    shifted: dict[str, Sequence[float]],
+    fits: dict[str, tuple[float, float]],
+    *,
+    stem: str | Path,
+    link: str = "probit",
+    clip: float = 5e-5,
+    labels: Sequence[str] | None = None,
+) -> list[str]:
+    """"Accuracy on the line" (Miller et al. 2021; Taori et al. 2020): one panel per shift, clean accuracy
+    against shifted accuracy of every run on ``link`` axes (probit: Φ⁻¹, or logit; ticks in accuracy), with
+    the fitted line link(shifted) = slope·link(clean) + intercept (``fits[shift]``) and the dashed line of no
+    drop (shifted = clean). Accuracies are clipped to [``clip``, 1 − ``clip``] as in the fit. Writes
+    ``stem.png``, ``stem.svg`` and the data as ``stem.csv`` (long format: shift, run label, clean and shifted
+    accuracy, the line's accuracy at that clean accuracy); returns the three paths."""
+    from scipy import special, stats
+
+    from ..plotting import save_table
+
+    fwd, inv = (stats.norm.ppf, stats.norm.cdf) if link == "probit" else (special.logit, special.expit)
+    c = np.clip(np.asarray(clean, float), clip, 1 - clip)
+    names = list(shifted)
+    cols = min(4, max(1, len(names)))
+    nrows = math.ceil(len(names) / cols) if names else 1
+    fig, axs = plt.subplots(nrows, cols, figsize=(3.2 * cols + 0.4, 3.0 * nrows + 0.4), squeeze=False)
+    table: dict[str, list] = {"shift": [], "run": [], "clean_acc": [], "shifted_acc": [], "line_acc": []}
+    lab = list(labels) if labels is not None else [str(i) for i in range(len(c))]
+    for k, name in enumerate(names):
+        ax = axs[k // cols][k % cols]
+        s = np.clip(np.asarray(shifted[name], float), clip, 1 - clip)
+        a, b = fits[name]
+        tx, ty = fwd(c), fwd(s)
+        ax.scatter(tx, ty, s=18, color="tab:blue", edgecolor="black", linewidth=0.4, zorder=3)
+        lo = min(tx.min(), ty.min())
+        hi = max(tx.max(), ty.max())
+        pad = 0.08 * (hi - lo) + 0.05
+        grid = np.linspace(lo - pad, hi + pad, 50)
+        ax.plot(grid, a * grid + b, color="tab:red", lw=1.2, label=f"fit: slope {a:.2f}, intercept {b:+.2f}")
+        ax.plot(grid, grid, color="grey", ls="--", lw=0.8, label="no drop (shifted = clean)")
+        ticks = [t for t in (0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99,
+                             0.999) if lo - pad <= fwd(t) <= hi + pad]
+        for setter in (ax.set_xticks, ax.set_yticks):
+            setter([fwd(t) for t in ticks], [f"{t:g}" for t in ticks])
+        ax.tick_params(labelsize=7)
+        ax.set_xlim(lo - pad, hi + pad)
+        ax.set_ylim(lo - pad, hi + pad)
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel(f"clean test accuracy ({link} scale)", fontsize=7)
+        ax.set_ylabel(f"shifted accuracy ({link} scale)", fontsize=7)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="upper left", frameon=False)
+        table["shift"] += [name] * len(c)
+        table["run"] += lab
+        table["clean_acc"] += [float(v) for v in np.asarray(clean, float)]
+        table["shifted_acc"] += [float(v) for v in np.asarray(shifted[name], float)]
+        table["line_acc"] += [float(v) for v in inv(a * tx + b)]
+    for k in range(len(names), nrows * cols):
+        axs[k // cols][k % cols].set_visible(False)
+    paths = save_figure(fig, stem)
+    stem_path = Path(paths[0]).with_suffix("")
+    return paths + [save_table(stem_path.with_suffix(".csv"), table)]
