@@ -33,7 +33,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """
 
 
-COMMANDS = ("curvature", "sharpness", "landscape", "train", "study", "lab", "claims")
+COMMANDS = ("curvature", "sharpness", "landscape", "train", "study", "lab", "claims", "inspect")
 
 for _name in COMMANDS:
     importlib.import_module(f"{__name__}.{_name}").register(app)

@@ -8,8 +8,8 @@ The parts, their budget and the warnings' rules: :mod:`.core`, :mod:`.budget`, :
 """
 
 from .budget import BUDGETS, Plan, lanczos_bound, measure_hvp_bound, plan_budget
-from .core import OPTIMIZERS, Inspection, check_compatible, inspect, objective, sharpness_names
+from .core import OPTIMIZERS, Inspection, check_compatible, check_optimizer, inspect, objective, sharpness_names
 from .rules import RULES
 
-__all__ = ["BUDGETS", "OPTIMIZERS", "RULES", "Inspection", "Plan", "check_compatible", "inspect",
+__all__ = ["BUDGETS", "OPTIMIZERS", "RULES", "Inspection", "Plan", "check_compatible", "check_optimizer", "inspect",
            "lanczos_bound", "measure_hvp_bound", "objective", "plan_budget", "sharpness_names"]

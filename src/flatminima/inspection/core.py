@@ -46,7 +46,7 @@ from ..progress import progress_bar
 from . import rules
 from .budget import Plan, lanczos_bound, plan_budget
 
-__all__ = ["OPTIMIZERS", "Inspection", "check_compatible", "inspect", "objective", "sharpness_names"]
+__all__ = ["OPTIMIZERS", "Inspection", "check_compatible", "check_optimizer", "inspect", "objective", "sharpness_names"]
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 TOL = 1e-4  # Lanczos tolerance on the relative residual (as `flatminima curvature`)
@@ -203,13 +203,11 @@ def _others(model: nn.Module, others: Sequence[Any], names: Sequence[str] | None
     return out
 
 
-def _optimizer(optimizer: Any, lr: float | None, momentum: float, beta1: float, params: list[torch.Tensor]
-               ) -> torch.optim.Optimizer | None:
-    """A torch optimiser standing for the named one (its threshold depends only on the hyperparameters)."""
-    if optimizer is None and lr is None:
-        return None
-    if isinstance(optimizer, torch.optim.Optimizer):
-        return optimizer
+def check_optimizer(optimizer: Any, lr: float | None, momentum: float = 0.9, beta1: float = 0.9) -> None:
+    """Refuse an optimiser without a learning rate, a learning rate without an optimiser, an unknown name
+    or hyperparameters out of range (before any work)."""
+    if (optimizer is None and lr is None) or isinstance(optimizer, torch.optim.Optimizer):
+        return
     if lr is None:
         raise FlatminimaError(f"optimizer={optimizer!r} without a learning rate: give lr (--lr) to get its "
                               "stability threshold.")
@@ -223,6 +221,16 @@ def _optimizer(optimizer: Any, lr: float | None, momentum: float, beta1: float, 
         raise FlatminimaError(f"lr must be a positive number, got {lr!r}.")
     if not 0 <= momentum < 1 or not 0 <= beta1 < 1:
         raise FlatminimaError(f"momentum and beta1 must be in [0, 1), got {momentum} and {beta1}.")
+
+
+def _optimizer(optimizer: Any, lr: float | None, momentum: float, beta1: float, params: list[torch.Tensor]
+               ) -> torch.optim.Optimizer | None:
+    """A torch optimiser standing for the named one (its threshold depends only on the hyperparameters)."""
+    check_optimizer(optimizer, lr, momentum, beta1)
+    if optimizer is None and lr is None:
+        return None
+    if isinstance(optimizer, torch.optim.Optimizer):
+        return optimizer
     if optimizer == "adam":
         return torch.optim.Adam(params, lr=lr, betas=(beta1, 0.999))
     return torch.optim.SGD(params, lr=lr, momentum=momentum if optimizer == "momentum" else 0.0)
@@ -319,8 +327,10 @@ def inspect(
             plan.caps["stability"] = lanczos_bound(plan.settings["top_iter"], 1)
     # Time one product and one loss first: the estimate up front is built from them.
     with obj.meter() as probe_cost:
+        v = random_vector(obj.dim, torch.Generator().manual_seed(seed), obj.params)
+        obj.hvp(v)  # the first product builds what later ones reuse: time the second
         start = time.perf_counter()
-        obj.hvp(random_vector(obj.dim, torch.Generator().manual_seed(seed), obj.params))
+        obj.hvp(v)
         plan.seconds_per_hvp = time.perf_counter() - start
         start = time.perf_counter()
         obj.loss()

@@ -262,7 +262,8 @@ def _slices_section(ins: Any, figs: dict[str, str]) -> str:
     if ins.slice_2d is not None:
         s2 = ins.slice_2d
         out += (f"2-D: L(θ₀ + α·d₁ + β·d₂) on {len(s2.axes[0])}×{len(s2.axes[1])} points, d₁ and d₂ random "
-                f"filter-normalised directions (Li et al. 2018; biases and 1-D parameters zero; cost {_cost(s2.cost)}).")
+                "filter-normalised directions (Li et al. 2018; biases and 1-D parameters zero; cost "
+                f"{_cost(s2.cost)}).")
     out += "</p>"
     imgs = [_img(figs["slice_1d"], "1-D slice along v₁ with the quadratic model")]
     if "slice_2d" in figs:
@@ -389,8 +390,8 @@ def write(ins: Any, folder: str | Path) -> Path:
         names = c["names"]
         for key in ("barrier", "noise", "overlap"):
             if c[key] is not None:
-                files.append(save_table(folder / f"{key}_matrix.csv",
-                                        {"model": names} | {n: [row[j] for row in c[key]] for j, n in enumerate(names)}))
+                cols = {n: [row[j] for row in c[key]] for j, n in enumerate(names)}
+                files.append(save_table(folder / f"{key}_matrix.csv", {"model": names} | cols))
         files.append(save_table(folder / "compare.csv", {k: [r[k] if r[k] is not None else "" for r in c["rows"]]
                                                          for k in c["rows"][0]}))
         if c["surfaces"]:
