@@ -99,14 +99,14 @@ def data_from_factory(spec: str, *, task: str | None = None, **kwargs: Any) -> D
     xt, yt = tensors(test, "test") if test is not None else (x, y)
     kind, why = infer_task(y.numpy(), task)
     info = {"factory": spec, "test_is_train": test is None, "task_from": why}
-    ys = {s: targets_for_task(f"data factory {spec!r}'s {s}", t.numpy(), kind)
+    ys = {s: targets_for_task(f"data factory {spec!r}: {s}", t.numpy(), kind)
           for s, t in (("train", y), ("test", yt))}
     for s, xs in (("train", x), ("test", xt)):
         if len(xs) != len(ys[s]):
             raise FlatminimaError(f"data factory {spec!r}'s {s} part: {len(xs)} inputs but {len(ys[s])} targets; "
                                   "they must match.")
         if kind == "regression":  # labels keep the factory path's old (lenient) handling
-            check_split(f"data factory {spec!r}'s {s}", xs.reshape(len(xs), -1).numpy(), ys[s], kind)
+            check_split(f"data factory {spec!r}: {s}", xs.reshape(len(xs), -1).numpy(), ys[s], kind)
     if kind == "regression":
         return regression_dataset(where["attr"], x.numpy(), ys["train"], xt.numpy(), ys["test"], info=info,
                                   where=f"data factory {spec!r}")
@@ -262,13 +262,27 @@ def load_models(model: str, dataset: Dataset, checkpoints: list[str], *, loss: s
     for path in checkpoints:
         torch.manual_seed(seed)
         net = build_for(model, dataset, **model_kwargs)
-        check_checkpoint(path, net)
+        try:
+            check_checkpoint(path, net)
+        except FlatminimaError as err:
+            raise FlatminimaError(f"{err}{_task_hint(dataset)}") from None
         nets.append(net)
     if loss is not None and nets:
         check_loss(loss, nets[0], dataset)
     for path, net in zip(checkpoints, nets, strict=True):
         load_checkpoint(path, net)
     return [(net.eval(), {"checkpoint": path}) for path, net in zip(checkpoints, nets, strict=True)]
+
+
+def _task_hint(dataset: Dataset) -> str:
+    """Where the task was inferred, a hint that it decides the model's outputs (a classifier's checkpoint does
+    not fit a regression's model, and the other way round)."""
+    why = dataset.info.get("task_from", "")
+    if not why.startswith("inferred"):
+        return ""
+    other = "classification" if dataset.task == "regression" else "regression"
+    return (f" The data was read as a {dataset.task} ({why.split('; ')[0]}), {dataset.num_classes} output(s) per "
+            f"sample; --data-arg task={other} reads it the other way.")
 
 
 def initial_params(model: str, dataset: Dataset, checkpoint: str, **model_kwargs: Any) -> torch.Tensor:
