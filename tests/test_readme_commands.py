@@ -37,6 +37,7 @@ SMALL = {
     "curvature --compute": ["--data", "two_class", "--data-arg", "num_samples=80", "--model-arg", "width=4",
                             "--epochs", "1", "--probes", "6", "--no-progress"],
     "curvature --model": [],  # the README's own files (made below) are tiny: run as written
+    "sharpness --model": [],
     "sharpness": ["--data", "two_class", "--data-arg", "num_samples=80", "--model-arg", "width=4", "--epochs", "1",
                   "--no-progress", "--json"],
     "landscape": ["--data", "two_class", "--data-arg", "num_samples=120", "--model-arg", "width=4", "--epochs", "3",
@@ -124,7 +125,8 @@ def make_user_files(folder: Path) -> set[str]:
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
     torch.save(net.state_dict(), folder / "net.pt")
-    return {"mypkg", "mydata.npz", "net.pt"}
+    torch.save({k: v + 0.1 for k, v in net.state_dict().items()}, folder / "net2.pt")  # a second checkpoint
+    return {"mypkg", "mydata.npz", "net.pt", "net2.pt"}
 
 
 def run_commands(spec: str) -> None:
