@@ -905,25 +905,23 @@ def effective_robustness(
         if g.max() < 1:
             raise FlatminimaError(f"leave-one-configuration-out needs at least 2 groups, got only {groups[0]!r}; "
                                   "pass groups=None for the in-sample fit.")
-        names = {int(k): lab for k, lab in zip(g, groups, strict=True)}
-    elif reference is not None:
-        g, names = np.arange(n), {i: f"model {i}" for i in range(n)}  # a reference model leaves itself out
+        names, scheme = {int(k): lab for k, lab in zip(g, groups, strict=True)}, "leave-one-configuration-out"
+    elif reference is not None:  # each model its own group: a reference model leaves itself out
+        g, names, scheme = np.arange(n), {i: f"model {i}" for i in range(n)}, "leave-one-model-out"
     else:
-        g, names = None, {}
+        g, names, scheme = None, {}, "in-sample"
     what = "the reference models" if reference is not None else "all models"
     slope, intercept = _line(tx[ref], ty[ref], what)
     if g is None:
-        pred_t, scheme = slope * tx + intercept, "in-sample"
+        pred_t = slope * tx + intercept
     else:
         pred_t = np.empty(n)
         for k in np.unique(g):
             own = g == k
             a, b = _line(tx[ref & ~own], ty[ref & ~own], f"{what} outside {names[int(k)]!r}")
             pred_t[own] = a * tx[own] + b
-        scheme = ("reference, " if reference is not None else "") + (
-            "leave-one-configuration-out" if groups is not None else "leave-one-model-out")
-    if reference is not None and groups is None and scheme.endswith("model-out"):
-        scheme = "reference (a reference model leaves itself out)"
+    if reference is not None:
+        scheme = f"reference set, {scheme}"
     predicted = inv(pred_t)
     return EffectiveRobustness(y - predicted, predicted, slope, intercept, link, c, scheme, int(ref.sum()))
 
@@ -1119,10 +1117,30 @@ def sign_error(
 def _wranks(v: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Average ranks (minus ½) of the fixed values ``v`` (n) in each resample of point multiplicities
     ``w`` (B × n): r_b(k) = Σ_l w_bl·([v_l < v_k] + [v_l = v_k]/2) — the average rank of point k in the
-    expanded multiset, less ½ (a constant shift, irrelevant after a regression with intercept)."""
-    less = (v[None, :] < v[:, None]).astype(float)
-    eq = (v[None, :] == v[:, None]).astype(float)
-    return w @ (less + eq / 2).T
+    expanded multiset, less ½ (a constant shift, irrelevant after a regression with intercept). Ties are
+    exact equalities."""
+    return _wranks_rows(np.broadcast_to(np.asarray(v, float), w.shape), w, rel_tol=0.0)
+
+
+def _wranks_rows(e: np.ndarray, w: np.ndarray, rel_tol: float = 1e-9) -> np.ndarray:
+    """Average ranks (minus ½) of each row of ``e`` (B × n, a different vector per resample) under the point
+    multiplicities ``w`` (B × n): r_b(k) = Σ_l w_bl·([e_bl < e_bk] + [e_bl = e_bk]/2), computed by sorting
+    (O(B·n log n), no n × n comparison; a matrix product here would hand the work to a BLAS whose threads
+    crawl on a loaded machine). Values within ``rel_tol``·(1 + max|e|) of their neighbour in the sorted row
+    are ties (residuals of tied data are equal only up to rounding)."""
+    order = np.argsort(e, axis=1, kind="stable")
+    es, ws = np.take_along_axis(e, order, 1), np.take_along_axis(w, order, 1)
+    tol = rel_tol * (1.0 + np.abs(e).max(axis=1, keepdims=True)) if rel_tol else 0.0  # ±inf values: exact ties
+    first = np.ones(e.shape, bool)
+    first[:, 1:] = np.diff(es, axis=1) > tol  # a new tie group starts here
+    last = np.ones(e.shape, bool)
+    last[:, :-1] = first[:, 1:]
+    upto = np.cumsum(ws, axis=1)  # weight at or before each sorted position
+    below = np.maximum.accumulate(np.where(first, upto - ws, -np.inf), axis=1)  # weight before the group
+    through = np.minimum.accumulate(np.where(last, upto, np.inf)[:, ::-1], axis=1)[:, ::-1]  # through the group
+    out = np.empty(e.shape)
+    np.put_along_axis(out, order, (below + through) / 2, 1)
+    return out
 
 
 def _partial_rho_weighted(x: np.ndarray, y: np.ndarray, c: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -1142,10 +1160,7 @@ def _partial_rho_weighted(x: np.ndarray, y: np.ndarray, c: np.ndarray, w: np.nda
     for r in (rx, ry):
         beta = np.einsum("bij,bj->bi", ainv, np.einsum("bni,bn,bn->bi", z, w, r))
         e = r - np.einsum("bni,bi->bn", z, beta)
-        # ranks of the residuals within the resample; residuals equal up to rounding are ties
-        tol = 1e-9 * (1.0 + np.abs(e).max(axis=1))[:, None, None]
-        d = e[:, None, :] - e[:, :, None]  # [b, k, l] = e_l − e_k
-        res.append(np.einsum("bl,bkl->bk", w, (d < -tol) + 0.5 * (np.abs(d) <= tol)))
+        res.append(_wranks_rows(e, w))
     qx, qy = res
     tot = w.sum(1, keepdims=True)
     mx, my = (w * qx).sum(1, keepdims=True) / tot, (w * qy).sum(1, keepdims=True) / tot
@@ -1222,7 +1237,7 @@ def _partial_from(xv, yv, c, units_all, ok, names, weights, level) -> PartialAss
     draws = np.empty(0)
     if weights is not None and len(weights) and n_cl >= 3 and not math.isnan(est):
         w = weights[:, units]
-        chunk = max(1, int(4e6 // max(1, n * n)))  # B × n × n comparison arrays stay a few tens of MB
+        chunk = max(1, int(2e6 // max(1, n)))  # B × n arrays of a few tens of MB at most
         draws = np.concatenate([_partial_rho_weighted(xv, yv, c, w[i:i + chunk]) for i in range(0, len(w), chunk)])
     iv = percentile_interval(est, draws, level, "cluster bootstrap (percentile)")
     p = bootstrap_p(draws) if len(draws) and not math.isnan(est) else math.nan
