@@ -12,6 +12,7 @@ correlation and no verdict and says why; it still shows the run-quality table.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -30,7 +31,7 @@ from ..results import reject_unknown, renamed
 from ..store import Store, measure_record, recipe_label
 from . import figures
 from .html import render
-from .verdict import TARGETS, verdict
+from .verdict import TARGETS, Target, verdict
 
 try:  # the non-flatness baselines (Jiang et al. 2020); the module may not exist yet
     from ..sharpness.baselines import BASELINES
@@ -57,15 +58,36 @@ class Report:
     concluded: bool = True
 
 
+def target_definitions(stored: dict[str, Any] | None) -> dict[str, Target]:
+    """The study's targets with their directions, from its meta (written by the study from its target
+    registry); a store written before targets were registered has the four classic ones."""
+    if not stored:
+        return dict(TARGETS)
+    out = {}
+    for name, d in stored.items():
+        known = TARGETS.get(name)
+        out[name] = known if known is not None else Target(name, d.get("title", name), bool(d["lower_is_better"]),
+                                                            d.get("good", f"better {name}"),
+                                                            d.get("bad", f"worse {name}"))
+    return out
+
+
 def study_rows(store: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Flat rows of the finished runs (axes, seed, label, measures, targets, training) and the study meta."""
+    """Flat rows of the finished runs (axes, seed, label, measures, targets, training) and the study meta.
+
+    Each row also holds ``shift_accs`` (``"shift@severity"`` → accuracy under that shift), what the table
+    targets (effective robustness) are computed from, and ``target_errors`` (a user target that failed)."""
     meta = {
         "spec": store.get_meta("spec", {}),
         "axes": store.get_meta("axes", {}),
         "data_info": store.get_meta("data_info", {}),
         "counts": store.counts(),
         "folder": str(store.folder),
+        "design": store.get_meta("design", []),
     }
+    meta["targets"] = target_definitions(store.get_meta("targets"))
+    table_keys = {k for k, d in (store.get_meta("targets") or {}).items() if d.get("table")}
+    meta["table_targets"] = sorted(table_keys)
     axes = list(meta["axes"])
     rows = []
     for r in store.rows("done"):
@@ -82,7 +104,15 @@ def study_rows(store: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         row.update({f"m:{k}": v["value"] for k, v in records.items()})
         # the measures whose iteration stopped before its tolerance (False), not those with no flag (None)
         row["unconverged"] = ";".join(sorted(k for k, v in records.items() if v["converged"] is False))
-        row.update({k: metrics.get(k) for k in TARGETS})
+        stored_targets = res.get("targets")
+        for k in meta["targets"]:
+            if k in table_keys:
+                continue
+            row[k] = stored_targets.get(k) if stored_targets is not None else metrics.get(k)
+        row["target_errors"] = ";".join(f"{k}: {v}" for k, v in sorted((res.get("target_errors") or {}).items()))
+        row["shift_accs"] = {k: v["acc"] for k, v in (metrics.get("shifts") or {}).items() if "acc" in v}
+        row["test_acc"] = metrics.get("test_acc", row.get("test_acc"))
+        row["loss"] = res.get("loss", "cross_entropy")
         row["train_acc"] = metrics.get("train_acc")
         row.update({k: training.get(k) for k in TRAINING_KEYS})
         if row["final_train_loss"] is None:
@@ -132,6 +162,7 @@ def build_report(
     max_samples: int = 64000,
     alpha: float = 0.05,
     progress: bool = False,
+    table_targets: dict[str, Any] | None = None,
     **deprecated: Any,
 ) -> Report:
     """Write ``report.html`` (self-contained), ``correlations.csv``, ``runs.csv``, ``run_quality.csv`` and
@@ -142,7 +173,9 @@ def build_report(
     changing, up to ``max_samples`` (see :func:`flatminima.statistics.correlation_table`; ``n_boot`` and
     ``max_boot`` are the deprecated names of the two). ``level`` is the
     level of the unadjusted intervals; ``alpha`` the family-wise error rate of the Holm-adjusted verdicts;
-    ``progress`` shows one step per measure × target (its statistics and scatter plot).
+    ``progress`` shows one step per measure × target (its statistics and scatter plot). ``table_targets``
+    (``name -> fn(rows) -> values``) computes the targets that need the whole table (effective robustness);
+    :func:`flatminima.study.report` passes the study's target registry's.
     """
     samples = renamed(deprecated, "n_boot", "samples", samples, where="build_report", default=4000)
     max_samples = renamed(deprecated, "max_boot", "max_samples", max_samples, where="build_report", default=64000)
@@ -183,6 +216,17 @@ def build_report(
     quality = run_quality(rows)
     excluded = [r for r in rows if r["reached_target"] is False]
     used = [r for r in rows if r["reached_target"] is not False]
+    for name in meta["table_targets"]:
+        fn = (table_targets or {}).get(name)
+        values = fn(used) if fn is not None else [None] * len(used)
+        for r, v in zip(used, values, strict=True):
+            r[name] = v
+        for r in excluded:
+            r[name] = None
+        if fn is None:
+            notes.append(f"The table target {name} has no function here (run the report through "
+                         "flatminima.study.report or `flatminima study report`); it is left out.")
+    notes += _study_notes(rows, meta)
     n_configs = len({r["label"] for r in used})
     unknown = sum(r["reached_target"] is None for r in rows)
     if excluded:
@@ -212,11 +256,15 @@ def build_report(
         )
     else:
         table, summary, figs = _correlations(used, axes, notes, method, out, samples, max_samples, level, alpha, seed,
-                                             progress)
+                                             progress, meta["targets"])
+    robustness = _robustness(used, axes, meta, out, level, alpha, seed) if concluded else None
+    if robustness is not None:
+        figs += robustness.get("figures", [])
     out.mkdir(parents=True, exist_ok=True)
     csv_cols = list(table[0]) if table else ["measure", "target", "verdict"]
     csv = Path(save_table(out / "correlations.csv", {k: [r.get(k, math.nan) for r in table] for k in csv_cols}))
-    save_table(out / "runs.csv", {k: [r.get(k) for r in rows] for k in rows[0]})
+    run_cols = [k for k in rows[0] if k != "shift_accs"]
+    save_table(out / "runs.csv", {k: [r.get(k) for r in rows] for k in run_cols})
     save_table(
         out / "run_quality.csv",
         {
@@ -228,7 +276,10 @@ def build_report(
         },
     )
     (out / "report.html").write_text(render(meta, rows, table, notes, figs, quality=quality, excluded=excluded,
-                                            summary=summary, method=method, axes=axes, concluded=concluded))
+                                            summary=summary, method=method, axes=axes, concluded=concluded,
+                                            extra_html=_robustness_html(robustness, out)))
+    if robustness is not None:
+        (out / "robustness.json").write_text(json.dumps(robustness, indent=1, default=str))
     _publish(out, final)
     moved = lambda f: str(final / Path(f).relative_to(out))  # noqa: E731
     return Report(final / "report.html", final / Path(csv).name, [moved(f) for f in figs], table, notes, quality,
@@ -295,10 +346,54 @@ def _publish(tmp: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _correlations(used, axes, notes, method, out, samples, max_samples, level, alpha, seed, progress=False):
+def _robustness(used: list[dict[str, Any]], axes: list[str], meta: dict[str, Any], out: Path, level: float,
+                alpha: float, seed: int) -> dict[str, Any] | None:
+    """Effective robustness, the accuracy-on-the-line plot, sign-errors and partial associations
+    (:mod:`flatminima.report.robustness`) for a classification study; None for regression."""
+    if meta["data_info"].get("task", "classification") != "classification" or not any(
+            r.get("test_acc") is not None for r in used):
+        return None
+    from .robustness import robustness_section
+
+    measures = sorted({k[2:] for r in used for k in r if k.startswith("m:")})
+    return robustness_section(used, axes, measures, test_size=meta["data_info"].get("test_size"), level=level,
+                              alpha=alpha, seed=seed, out=out / "figures")
+
+
+def _robustness_html(section: dict[str, Any] | None, out: Path) -> str:
+    if section is None:
+        return ""
+    from .robustness import robustness_html
+
+    return robustness_html(section, report_folder=out)
+
+
+def _study_notes(rows: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
+    """What the reader must know to read the numbers: the loss every measure used, the design's limits,
+    targets that failed, label smoothing measured on the plain loss."""
+    notes = [f"Design: {line}" for line in meta.get("design") or []]
+    losses = sorted({r.get("loss") or "cross_entropy" for r in rows})
+    notes.append(f"Every measure is computed on the {', '.join(losses)} loss over the training set (the runs' own "
+                 "data loss, without label smoothing or regularisers, the same for every run so runs stay "
+                 "comparable; a spec's top-level `loss` chooses another).")
+    smoothed = [r for r in rows if (r.get("label_smoothing") or 0) > 0]
+    if smoothed and losses == ["cross_entropy"]:
+        notes.append(f"{len(smoothed)} run(s) were trained with label smoothing and are measured on plain "
+                     "cross-entropy, where they are not at a minimum (the plain loss still has a gradient there), "
+                     "which raises worst-case sharpness; set the spec's `loss` to compare them on another loss.")
+    failed = [r for r in rows if r.get("target_errors")]
+    if failed:
+        notes.append(f"{len(failed)} run(s) have a target that failed (left out of that target's correlations): "
+                     + "; ".join(f"{r['label']} seed={r['seed']}: {r['target_errors']}" for r in failed[:5]) + ".")
+    return notes
+
+
+def _correlations(used, axes, notes, method, out, samples, max_samples, level, alpha, seed, progress=False,
+                  defs=None):
+    defs = defs or TARGETS  # the study's targets (the classic four for a store written before the registry)
     measures = sorted({k[2:] for r in used for k in r if k.startswith("m:")})
     targets = {}
-    for key in TARGETS:
+    for key in defs:
         vals = [r[key] for r in used]
         if all(v is None for v in vals):
             if key == "shift_drop":
@@ -338,7 +433,7 @@ def _correlations(used, axes, notes, method, out, samples, max_samples, level, a
                     g_iv = st.Interval(math.nan, math.nan, math.nan, level)
                     cmi = {"score": math.nan, "set": None}
                 n_cfg = len({r["label"] for r in sub})
-                v = verdict(m, TARGETS[key], c["tau_adj"], n_cfg, g["Psi"], mc_k=st.MC_K,
+                v = verdict(m, defs[key], c["tau_adj"], n_cfg, g["Psi"], mc_k=st.MC_K,
                             holm_stopped=c["holm_stopped"], what=f"configurations, {len(sub)} runs",
                             baseline=m in BASELINES)
                 tau, adj, rho = c["tau"], c["tau_adj"], rhos[m, key]
@@ -347,6 +442,7 @@ def _correlations(used, axes, notes, method, out, samples, max_samples, level, a
                         "measure": m,
                         "baseline": m in BASELINES,
                         "target": key,
+                        "target_title": defs[key].title,
                         "n": len(sub),
                         "n_configs": n_cfg,
                         "tau": tau.estimate,
@@ -384,23 +480,24 @@ def _correlations(used, axes, notes, method, out, samples, max_samples, level, a
                     colour_axis=colour_axis,
                     marker_axis=marker_axis,
                     xlabel=figures.measure_name(m),
-                    ylabel=TARGETS[key].title,
+                    ylabel=defs[key].title,
                     title=f"{m} vs {key}: τ = {tau.estimate:+.2f} [{tau.low:+.2f}, {tau.high:+.2f}] "
                     f"({tau.level:.0%}, cluster bootstrap)",
                     stem=out / "figures" / f"scatter_{m}_{key}",
                 )
                 advance()
     figs += figures.forest(table, stem=out / "figures" / "tau_forest")
-    return table, _summary(table, res, targets, measures, level), figs
+    return table, _summary(table, res, targets, measures, level, defs), figs
 
 
-def _summary(table, res, targets, measures, level) -> list[str]:
+def _summary(table, res, targets, measures, level, defs=None) -> list[str]:
     """What the adjusted intervals support, per target, and how flatness fares against the baselines."""
+    defs = defs or TARGETS
     lines = []
     for key in targets:
         rows = [r for r in table if r["target"] == key]
         sup = [r for r in rows if r["kind"] != "inconclusive"]
-        title = TARGETS[key].title
+        title = defs[key].title
         if sup:
             lines.append(f"{title}: " + "; ".join(f"{r['measure']}{' (baseline)' if r['baseline'] else ''}: "
                                                    f"{r['verdict']}" for r in sup) + ".")
@@ -413,8 +510,8 @@ def _summary(table, res, targets, measures, level) -> list[str]:
             lines.append(
                 f"  The two readings for {key}, over {len(kinds)} flatness measures: "
                 f"{kinds.count('flatter-better')} support the classic view (flatter went with "
-                f"{TARGETS[key].good}), {kinds.count('sharper-better')} the function-centric view (sharper went "
-                f"with {TARGETS[key].good}), {kinds.count('inconclusive')} are inconclusive."
+                f"{defs[key].good}), {kinds.count('sharper-better')} the function-centric view (sharper went "
+                f"with {defs[key].good}), {kinds.count('inconclusive')} are inconclusive."
             )
         if flat and base:
             bf = max(flat, key=lambda r: abs(r["tau"]))

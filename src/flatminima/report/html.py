@@ -101,6 +101,7 @@ def render(
     method: dict,
     axes: list[str],
     concluded: bool,
+    extra_html: str = "",
 ) -> str:
     spec, counts, info = meta["spec"], meta["counts"], meta["data_info"]
     e = html.escape
@@ -111,7 +112,7 @@ def render(
 
     verdict_rows = "".join(
         f'<tr class="{r["kind"]}"><td>{e(r["measure"])}{" <i>(baseline)</i>" if r["baseline"] else ""}</td>'
-        f"<td>{e(TARGETS[r['target']].title)}</td><td><b>{e(r['verdict'])}</b></td>"
+        f"<td>{e(r.get('target_title') or TARGETS[r['target']].title)}</td><td><b>{e(r['verdict'])}</b></td>"
         f"<td>{_f(r['tau'])} [{_f(r['tau_low'])}, {_f(r['tau_high'])}] "
         f"<small>MC {mc(r['tau_low_mc'], r['tau_high_mc'])}</small></td>"
         f"<td>[{_f(r['tau_adj_low'])}, {_f(r['tau_adj_high'])}] <small>at {r['adj_level']:.2%}, "
@@ -190,14 +191,15 @@ models {e(str(list(spec.get("models", {}))))};
 swept: {grid or "nothing"}; seeds {e(str(spec.get("seeds")))}.</p>
 <p>Measures are computed on the training set at the final weights; measures marked <i>baseline</i> are not
 about flatness (norms, distance from initialisation, margin: Jiang et al. 2020) and are tested the same way.
-Targets: generalisation gap = train accuracy − test accuracy; shift drop = test accuracy −
-accuracy on each shifted test set, averaged over shifts and severities;
-ECE (expected calibration error, test set) with {e(str(spec.get("evaluate", {}).get("ece_bins")))}
-equal-width bins of top-class confidence on [0, 1]; test accuracy.</p>
+Targets: {e("; ".join(t.title for t in (meta.get("targets") or TARGETS).values()))}. Generalisation gap =
+train accuracy − test accuracy; shift drop = test accuracy − accuracy on each shifted test set, averaged over
+shifts and severities; ECE (expected calibration error, test set) with
+{e(str(spec.get("evaluate", {}).get("ece_bins")))} equal-width bins of top-class confidence on [0, 1].</p>
 {note_html}
 {methods}
 <h2>Run quality</h2>{_quality_table(quality, excluded)}
 {results}
+{extra_html}
 <p>Data: <code>correlations.csv</code>, <code>runs.csv</code> and <code>run_quality.csv</code> beside this
 page; figures in <code>figures/</code> (PNG and SVG). Reproduce with
 <code>flatminima study report {e(meta["folder"])} --seed {method["seed"]}</code>.</p>

@@ -5,6 +5,7 @@ evaluates each, and writes one row per run to a SQLite store; ``report(folder)``
 rank correlations with bootstrap intervals, plots and a plain-language verdict (one HTML page).
 """
 
+from . import targets
 from .overrides import apply_overrides
 from .runner import StudyRun, run
 from .spec import StudySpec, expand, load, load_preset, presets, validate
@@ -17,8 +18,17 @@ def report(store, **kwargs):
     The study sits above the report (the report reads the store, never the study); the import is made
     here, on call, so running a study (and every pool worker) does not load the plotting stack."""
     from ..report import build_report
+    from .targets import table_targets
 
+    kwargs.setdefault("table_targets", table_targets())
     return build_report(store, **kwargs)
+
+
+def frame(store):
+    """The study as a pandas DataFrame, one row per finished run (see :func:`flatminima.study.frames.frame`)."""
+    from .frames import frame as _frame
+
+    return _frame(store)
 
 
 __all__ = [
@@ -28,6 +38,8 @@ __all__ = [
     "WriterLock",
     "StudySpec",
     "expand",
+    "frame",
+    "targets",
     "load",
     "load_preset",
     "lock_holder",

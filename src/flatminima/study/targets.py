@@ -195,7 +195,7 @@ def _effective_robustness(rows: list[dict[str, Any]]) -> list[float | None]:
     values = st.effective_robustness_over_shifts(
         [rows[i]["test_acc"] for i in ok], {s: [rows[i]["shift_accs"][s] for i in ok] for s in shifts},
         groups=[rows[i]["label"] for i in ok])
-    for i, v in zip(ok, values, strict=True):
+    for i, v in zip(ok, values.values, strict=True):
         out[i] = float(v)
     return out
 

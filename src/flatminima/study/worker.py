@@ -162,6 +162,7 @@ def obtain_model(config: dict[str, Any], dataset: Any) -> tuple[torch.nn.Module,
             state = load_state(config["source"]["path"])
         model.load_state_dict(state)
         return model, init, {}
+    if kind == "train":
         return _train_user(config, model, dataset), init, {}
     recipe = Recipe(**config["recipe"], seed=config["seed"])
     trained = fit(model, dataset.train, recipe, progress=False)
