@@ -184,6 +184,18 @@ def test_several_checkpoints_give_one_row_each(user, tmp_path):
     assert len(rows) == 2 and "net0.pt" in rows[0] and "net1.pt" in rows[1]
 
 
+def test_a_failing_checkpoint_keeps_the_other_rows(user, tmp_path):
+    good = _checkpoint(tmp_path / "good.pt", 0)
+    torch.save({k: v * float("nan") for k, v in torch.load(good, weights_only=True).items()}, tmp_path / "nan.pt")
+    args = [*CURV, "--data", f"{MOD}:regression", "--checkpoint", good, "--checkpoint", str(tmp_path / "nan.pt")]
+    res = _invoke(args)
+    reps = json.loads(res.output)
+    assert res.exit_code == 1 and reps[0]["model"]["checkpoint"] == good and reps[0]["top"]["values"][0] > 0
+    assert reps[1]["model"]["checkpoint"].endswith("nan.pt") and "not finite" in reps[1]["failed"]
+    res = _invoke([a for a in args if a != "--json"])
+    assert res.exit_code == 1 and "good.pt" in res.output and "failed nan.pt" in res.output
+
+
 def test_a_checkpoint_of_another_architecture_is_refused_before_measuring(user, tmp_path):
     good = _checkpoint(tmp_path / "good.pt", 0)
     wrong = _checkpoint(tmp_path / "wrong.pt", 0, width=WIDTH + 2)

@@ -136,11 +136,17 @@ def curvature(
         _per_layer(obj, model, dataset.name, info, group=group, blocks=blocks, samples=samples, operator=operator,
                    seed=seed, out=folder, json_out=json_out, progress=show, about=about)
         return
-    reports = []
+    reports, failed = [], {}
     for i, (net, info) in enumerate(models):
-        obj = objective_for(net, dataset, split=split, dtype=dtype, device=dev, loss=loss_name)
-        rep = compute_report(obj, parts, k=k, samples=samples, density_samples=density_samples,
-                             density_steps=density_steps, operator=operator, tol=tol, seed=seed, progress=show)
+        try:
+            obj = objective_for(net, dataset, split=split, dtype=dtype, device=dev, loss=loss_name)
+            rep = compute_report(obj, parts, k=k, samples=samples, density_samples=density_samples,
+                                 density_steps=density_steps, operator=operator, tol=tol, seed=seed, progress=show)
+        except Exception as err:  # noqa: BLE001 - several checkpoints: one failing keeps the others' rows
+            if len(models) == 1:
+                raise
+            failed[info["checkpoint"]] = f"{type(err).__name__}: {err}"
+            continue
         if "density" in rep:
             stem = "spectral_density" if len(models) == 1 else f"spectral_density_{i + 1}"
             rep["density_files"] = rep["density"].plot(f"{folder}/{stem}")
@@ -149,13 +155,19 @@ def curvature(
     if json_out:
         docs = [{key: (v.to_dict() if hasattr(v, "to_dict") else v) for key, v in rep.items()} | {"model": info}
                 | about for rep, info in reports]
-        print_json(docs[0] if len(docs) == 1 else docs)  # one checkpoint (or training): the report itself
-        return
-    console.print(data_line(about["data"], loss_name))
-    if len(reports) == 1:
-        _print(reports[0][0], model, dataset.name)
+        docs += [{"model": {"checkpoint": path}, "failed": why} | about for path, why in failed.items()]
+        print_json(docs[0] if len(models) == 1 else docs)  # one checkpoint (or training): the report itself
     else:
-        _print_rows(reports, checkpoints, model, dataset.name)
+        console.print(data_line(about["data"], loss_name))
+        if len(models) == 1:
+            _print(reports[0][0], model, dataset.name)
+        elif reports:
+            _print_rows(reports, checkpoints, model, dataset.name)
+        for path, why in failed.items():
+            console.print(f"[red]failed[/red] {checkpoint_label(path, checkpoints)}: {why}", markup=True,
+                          highlight=False)
+    if failed:
+        raise typer.Exit(1)
 
 
 def _one_or_list(checkpoints: list[str]) -> str | list[str] | None:

@@ -144,24 +144,32 @@ def check_loss(loss: str | Callable, model: nn.Module, dataset: Dataset, *, name
     """Refuse, before any training or measuring, a loss that does not fit the data or cannot be differentiated:
     cross-entropy on regression targets; a loss that fails, returns anything but a finite 0-dim tensor, or
     gives no gradient (or an exactly zero one) on two training samples through ``model``. One forward and
-    one backward pass on a copy of the model; ``model`` itself is left untouched."""
-    import copy
-
+    one backward pass in eval mode (the model's mode is restored; ``autograd.grad`` leaves ``.grad`` alone)."""
     what = name or (loss if isinstance(loss, str) else getattr(loss, "__name__", "the loss"))
     if loss == "cross_entropy" and dataset.task == "regression":
         raise FlatminimaError(f"--loss cross_entropy needs class labels, but {dataset.name!r} is a regression data "
                               "set (floating-point targets); use --loss mse or a loss of your own (module:function), "
                               "or --data-arg task=classification if the targets are class labels.")
     fn = loss_function(loss)
-    net = copy.deepcopy(model).cpu().float().eval()
-    x, y = dataset.x_train[:2].float(), dataset.y_train[:2]
+    first = next(model.parameters(), None)
+    where = {"device": first.device, "dtype": first.dtype} if first is not None else {}
+    x, y = dataset.x_train[:2].to(**where), dataset.y_train[:2].to(where.get("device", "cpu"))
+    was_training = model.training
+    model.eval()
     try:
-        value = fn(net(x), y)
+        try:
+            out = model(x)
+        except Exception as err:  # noqa: BLE001 - the model, not the loss
+            raise FlatminimaError(f"the model cannot take two training samples of shape {tuple(x.shape[1:])}: "
+                                  f"{type(err).__name__}: {err}.") from None
+        value = fn(out, y)
     except FlatminimaError:
         raise
     except Exception as err:  # noqa: BLE001 - the user's loss failing on the model's outputs and the targets
-        raise FlatminimaError(f"loss {what!r} failed on two training samples (outputs {tuple(net(x).shape)}, "
-                              f"targets {tuple(y.shape)} {y.dtype}): {type(err).__name__}: {err}.") from None
+        raise FlatminimaError(f"loss {what!r} failed on two training samples (targets {tuple(y.shape)} "
+                              f"{y.dtype}): {type(err).__name__}: {err}.") from None
+    finally:
+        model.train(was_training)
     if not isinstance(value, torch.Tensor) or value.dim() != 0:
         got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
         raise FlatminimaError(f"loss {what!r} returned {got}; it must return the batch's mean loss as a 0-dim "
@@ -172,7 +180,7 @@ def check_loss(loss: str | Callable, model: nn.Module, dataset: Dataset, *, name
         raise FlatminimaError(f"loss {what!r} is not differentiable: its value does not depend on the model's "
                               "outputs through autograd (a .detach(), .item(), argmax or a NumPy step?); curvature "
                               "needs a loss torch can differentiate twice.")
-    params = [p for p in net.parameters() if p.requires_grad]
+    params = [p for p in model.parameters() if p.requires_grad]
     grads = torch.autograd.grad(value, params, allow_unused=True)
     if all(g is None or not bool(g.abs().sum() > 0) for g in grads):
         raise FlatminimaError(f"loss {what!r} has an exactly zero gradient on two training samples (rounding, "
