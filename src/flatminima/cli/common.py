@@ -323,3 +323,12 @@ def checkpoint_label(path: str, paths: list[str]) -> str:
 
     name = Path(path).name
     return name if sum(Path(p).name == name for p in paths) == 1 else path
+
+
+def command_help(fn: Any) -> str:
+    """A command's help from its docstring with each paragraph on one line: Rich help keeps single line breaks,
+    which would cut the docstring's source-width lines in the middle of a terminal's line."""
+    import inspect
+
+    doc = inspect.getdoc(fn) or ""
+    return "\n\n".join(" ".join(part.split()) for part in doc.split("\n\n"))

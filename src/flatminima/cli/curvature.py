@@ -11,6 +11,7 @@ from .common import (
     check_measure_options,
     check_positive,
     checkpoint_label,
+    command_help,
     console,
     data_line,
     fmt,
@@ -35,7 +36,7 @@ from .common import (
 
 
 def register(app: typer.Typer) -> None:
-    app.command("curvature")(curvature)
+    app.command("curvature", help=command_help(curvature))(curvature)
 
 
 COMPUTE = ("eigenvalues", "smallest", "trace", "density")

@@ -11,6 +11,7 @@ from .common import (
     check_checkpoint_paths,
     check_measure_options,
     checkpoint_label,
+    command_help,
     console,
     data_line,
     fmt,
@@ -35,7 +36,7 @@ from .common import (
 
 
 def register(app: typer.Typer) -> None:
-    app.command("sharpness")(sharpness)
+    app.command("sharpness", help=command_help(sharpness))(sharpness)
 
 
 def sharpness(
