@@ -38,6 +38,9 @@ RESULT_GRACE_S = 30.0
 """How long a job that SLURM reports ended may take to show its result file (a shared file system can
 lag behind the scheduler) before the job counts as lost. Tests shorten it."""
 
+MAX_ARRAY = 1000
+"""The most runs in one job array (SLURM's default MaxArraySize is 1001); a larger study submits several."""
+
 POLL_S = {"slurm": 2.0, "local": 0.2, "debug": 0.0}
 """Seconds between two looks at the jobs in flight (SLURM itself is asked by submitit's watcher, which
 spaces its ``sacct`` calls out to at most one every few minutes for long jobs)."""
@@ -197,11 +200,11 @@ class SubmititExecutor:
             self._save()
         window = len(jobs) if self.cluster == "slurm" else self.workers  # SLURM throttles arrays itself
         while queue or inflight:
-            free = max(0, window - len(inflight))
+            free = min(max(0, window - len(inflight)), MAX_ARRAY)
             if queue and free:
                 batch, queue = queue[:free], queue[free:]
                 self._start(batch, inflight, claim)
-            progressed = False
+            progressed = dirty = False
             for rid in list(inflight):
                 outcome = self._poll(rid, inflight[rid])
                 if outcome is None:
@@ -215,17 +218,17 @@ class SubmititExecutor:
                     if len(rec["lost"]) <= self.options.max_retries:
                         rec["state"] = "resubmitting"
                         queue.append((rid, entry["cfg"]))
-                        self._save()
+                        dirty = True
                         continue
                     rec["state"] = "failed"
-                    self._save()
+                    dirty = True
                     yield rid, False, (
                         f"the {self.cluster} job of this run ended without a result {len(rec['lost'])} time(s) "
                         f"(max_retries = {self.options.max_retries}): " + "; ".join(rec["lost"])
                     )
                     continue
                 rec["state"] = "done" if kind == "ok" else "failed"
-                self._save()
+                dirty = True
                 if kind == "ok":
                     _, ok, payload = value
                     if ok and isinstance(payload, dict):
@@ -235,7 +238,8 @@ class SubmititExecutor:
                     yield value
                 else:
                     yield rid, False, value
-            if self._refresh_states(inflight):
+            # one write of the job table per pass, not per run: it holds every run of the study
+            if self._refresh_states(inflight) or dirty:
                 self._save()
             if not progressed and inflight:
                 time.sleep(POLL_S[self.cluster])
