@@ -143,6 +143,7 @@ def _net(path: str, outputs: int = 1) -> torch.nn.Module:
 def test_a_user_loss_is_also_the_training_loss(user):
     out = _ok(["sharpness", "--data", f"{MOD}:regression", "--model-arg", f"width={WIDTH}", "--epochs", "2",
                "--loss", f"{MOD}:logcosh", "--measures", "param_norm", "--json", "--no-progress"])
+    assert json.loads(out)["model"]["loss"] == f"{MOD}:logcosh"
     trained = torch.load(Path(json.loads(out)["out"]) / "last.pt", weights_only=True)["model"]
     x, y = user.regression()
     torch.manual_seed(0)  # the command's seed: the same initial weights, the same shuffling

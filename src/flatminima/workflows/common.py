@@ -255,8 +255,10 @@ def get_model(model: str, dataset: Dataset, *, checkpoint: str | None = None, re
         say(f"reusing the training run in {last} (delete it, or give another --out, to train afresh)")
     result = fit(net, dataset.train, recipe, checkpoint_dir=out_dir, progress=progress, device=device,
                  loss_fn=loss_fn)
+    # the loss it trained with: a user's loss is not in the recipe (whose loss field names the built-in ones)
     info = {"trained": True, "history": result.history[-1] if result.history else None,
-            "seconds": result.seconds, "checkpoint": result.checkpoint, "reused": result.epochs_this_call == 0}
+            "seconds": result.seconds, "checkpoint": result.checkpoint, "reused": result.epochs_this_call == 0,
+            "loss": loss if isinstance(loss, str) else getattr(loss, "__name__", type(loss).__name__)}
     return net.eval(), info | ({"init": init} if keep_init else {})
 
 
