@@ -41,6 +41,7 @@ def get_data(data: str = "mnist1d", **kwargs: Any) -> Dataset:
     if task not in (None, dataset.task):
         raise FlatminimaError(f"data set {data!r} is a {dataset.task} data set; task={task!r} does not apply "
                               "(task= is for your own files and factories).")
+    dataset.info.setdefault("task_from", "built-in data set")
     return dataset
 
 
@@ -75,6 +76,7 @@ def data_from_factory(spec: str, *, task: str | None = None, **kwargs: Any) -> D
     except TypeError as err:
         raise FlatminimaError(f"data factory {spec!r} refused its arguments {sorted(kwargs)}: {err}.") from err
     if isinstance(made, Dataset):
+        made.info.setdefault("task_from", "the factory's Dataset (its task field)")
         return with_task(made, task, f"data factory {spec!r}")
     if isinstance(made, dict):
         train, test = made.get("train"), made.get("test")
@@ -118,7 +120,7 @@ def data_from_factory(spec: str, *, task: str | None = None, **kwargs: Any) -> D
 def describe_data(dataset: Dataset) -> dict[str, Any]:
     """The data's name, task, outputs per sample and how the task was decided (for a command's output)."""
     return {"name": dataset.name, "task": dataset.task, "outputs": dataset.num_classes,
-            "task_from": dataset.info.get("task_from", "built in" if dataset.task == "classification" else "given"),
+            "task_from": dataset.info.get("task_from", "the Dataset's task field"),
             "train_samples": len(dataset.x_train), "test_samples": len(dataset.x_test)}
 
 
