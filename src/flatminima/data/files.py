@@ -143,7 +143,7 @@ def targets_for_task(split: str, y: np.ndarray, task: str) -> np.ndarray:
     if np.issubdtype(y.dtype, np.floating):
         finite = np.isfinite(y)
         if not np.all(finite) or not np.all(y == np.round(y)):
-            bad = y[~finite | (y != np.round(np.where(finite, y, 0)))].ravel()[:3].tolist()
+            bad = ", ".join(f"{v:.6g}" for v in y[~finite | (y != np.round(np.where(finite, y, 0)))].ravel()[:3])
             raise FlatminimaError(f"{split} labels are not whole numbers (e.g. {bad}) but the task is "
                                   "classification; class labels must be integers (or pass task=regression "
                                   "for real-valued targets).")
