@@ -25,6 +25,7 @@ def _rows(folder):
     for r in rows:
         res = dict(r["results"])
         res.pop("seconds")
+        res.pop("executor", None)  # where the run executed (a Ray node): not part of the result
         res["measures"] = {
             k: {"value": m["value"], "stderr": m["stderr"]} for k, m in res["measures"].items()
         }

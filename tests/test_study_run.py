@@ -119,7 +119,7 @@ def test_kill_and_resume_loses_nothing_and_redoes_only_the_interrupted_run(tmp_p
 
     # and its report covers every target, the shift included
     rep = study.report(out, samples=100)
-    assert {r["target"] for r in rep.table} == {"gap", "shift_drop", "ece", "test_acc"}
+    assert {r["target"] for r in rep.table} == {"gap", "shift_drop", "ece", "test_acc", "effective_robustness"}
     assert {r["measure"] for r in rep.table} == {"lambda_max", "trace"}
     assert rep.html.exists() and rep.csv.exists()
     r0 = rows[0]["results"]["metrics"]

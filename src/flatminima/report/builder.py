@@ -365,7 +365,7 @@ def _robustness_html(section: dict[str, Any] | None, out: Path) -> str:
         return ""
     from .robustness import robustness_html
 
-    return robustness_html(section, report_folder=out)
+    return robustness_html(section, report_folder=out, embed=True)  # the page stays one self-contained file
 
 
 def _study_notes(rows: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
