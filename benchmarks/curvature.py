@@ -12,7 +12,10 @@ same matrix (one H·v compared across libraries). Measured:
 4. the spectral density (smaller MLP, 1,834 parameters, whose dense float64 Hessian gives exact
    eigenvalues): Wasserstein-1 distance of each SLQ quadrature to the exact spectral measure;
 5. unit costs (loss, gradient, HVP with each ``hvp_method`` and with/without ``reuse_graph``, in memory and
-   streamed in batches of 256) and peak memory (max RSS of a subprocess per library).
+   streamed in batches of 256) and peak memory (max RSS of a subprocess per library);
+6. ``--sections speed``: flatminima alone (no peers needed), seconds of one HVP (graph reused, rebuilt,
+   streamed) and of a top-1 Lanczos run, through the public API only, so that one copy of this script
+   times two versions of the package (``PYTHONPATH=<old checkout>/src``) on the same machine.
 
 Run:  python benchmarks/curvature.py [--quick] [--threads 1] [--json docs/bench_curvature.json]
 Peers (benchmark only, not package dependencies; ``--no-deps`` keeps a second torch out):
@@ -679,8 +682,40 @@ def memory(model, X, y) -> list[dict]:
     return rows
 
 
+# ----------------------------------------------------------------------------- 6. speed of the core paths
+def speed(model, X, y, rounds: int) -> list[dict]:
+    """Seconds of one HVP and of a top-1 Lanczos run (flatminima only, its public API only: the same
+    script times any version of the package, so a refactoring's before and after are compared on one machine).
+
+    Each row is the median over ``rounds`` of a block of calls; the cases alternate inside every round so
+    that machine load drifts hit all of them alike."""
+    v = torch.randn(sum(p.numel() for p in model.parameters()), generator=torch.Generator().manual_seed(2))
+    reuse = Objective(model, "cross_entropy", (X, y), batch_size=BATCH)  # in memory: graph reuse ("auto")
+    rebuild = Objective(model, "cross_entropy", (X, y), batch_size=BATCH, reuse_graph=False)
+    streamed = Objective(model, "cross_entropy", batches(X, y, 256), reuse_graph=False)
+    for obj in (reuse, rebuild, streamed):
+        obj.hvp(v)  # warm-up (and the cached graph, for reuse)
+    cases: list[tuple[str, Callable[[], Any], int]] = [
+        ("HVP, graph reused", lambda: reuse.hvp(v), 20),
+        ("HVP, graph rebuilt", lambda: rebuild.hvp(v), 10),
+        ("HVP, streamed batches of 256", lambda: streamed.hvp(v), 10),
+        ("top-1 Lanczos tol 1e-4 (fresh Objective)",
+         lambda: eigenvalues(Objective(model, "cross_entropy", (X, y), batch_size=BATCH), 1, tol=TARGET), 1),
+        ("top-1 Lanczos tol 1e-4 (graph rebuilt)", lambda: eigenvalues(rebuild, 1, tol=TARGET), 1),
+    ]
+    times: dict[str, list[float]] = {name: [] for name, _, _ in cases}
+    for _ in range(rounds):
+        for name, fn, calls in cases:
+            times[name].append(block(fn, calls))
+    hvps = {name: None for name, _, _ in cases}
+    for name, fn, _ in cases[3:]:
+        hvps[name] = int(fn().cost.hvps)
+    return [{"case": name, "seconds": statistics.median(t), "min seconds": min(t), "HVPs": hvps[name]}
+            for name, t in times.items()]
+
+
 # ----------------------------------------------------------------------------- main
-SECTIONS = ("eigen", "h2h", "trace", "density", "units", "memory")
+SECTIONS = ("eigen", "h2h", "trace", "density", "units", "memory", "speed")
 
 
 def main() -> None:
@@ -802,6 +837,10 @@ def run(args: argparse.Namespace, sections: set[str]) -> None:
     if "units" in sections:
         out["unit_costs"] = unit_costs(model, X, y, 5 if args.quick else 15)
         print("\n## Unit costs\n" + table(out["unit_costs"], ["data", "operation", "seconds", "x gradient"]))
+
+    if "speed" in sections:
+        out["speed"] = speed(model, X, y, 5 if args.quick else 15)
+        print("\n## Speed (flatminima only)\n" + table(out["speed"], ["case", "seconds", "min seconds", "HVPs"]))
 
     if "memory" in sections:
         out["memory"] = memory(model, X, y)
