@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-EXAMPLES = ["curvature_of_your_model", "landscape_slices", "small_study", "huggingface_model"]
+EXAMPLES = ["curvature_of_your_model", "landscape_slices", "small_study", "huggingface_model", "your_own_checkpoints",
+            "regression_study"]
 
 
 def cells(source: str) -> list[tuple[str, str]]:
