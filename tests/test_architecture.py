@@ -40,7 +40,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "flatminima"
 ROOT = "flatminima"
 
 CORE = {"errors", "jsonable", "results", "statistics", "progress", "pointwise", "objective", "objective_base",
-        "objective_data", "objective_function", "objective_hvp", "objective_memory"}
+        "objective_data", "objective_function", "objective_hvp", "objective_memory", "validate"}
 
 LAYERS: dict[str, int] = {
     # ---- the library: takes models, Objectives or parameter vectors; only `train` trains

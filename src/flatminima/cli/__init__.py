@@ -42,11 +42,13 @@ for _name in COMMANDS:
 def main() -> None:
     """Entry point: turn flatminima's own errors into one clear line and exit code 2."""
     from rich.console import Console
+    from rich.markup import escape
 
     from ..errors import FlatminimaError
 
     try:
         app()
-    except FlatminimaError as err:
-        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {err}", markup=True, highlight=False)
+    except FlatminimaError as err:  # the message holds the user's values: escaped, so shown verbatim
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {escape(str(err))}", markup=True,
+                                                   highlight=False)
         raise SystemExit(2) from None

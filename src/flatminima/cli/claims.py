@@ -9,6 +9,7 @@ from .common import (
     check_cpu_device,
     check_positive,
     console,
+    esc,
     opt_device,
     opt_json,
     opt_out,
@@ -55,4 +56,4 @@ def claims(
     for r in rows:
         table.add_row(r.claim, str(r.n), r.verdict, ", ".join(r.per_seed_set), r.rule)
     console.print(table)
-    console.print(f"report: {out}/claims.md, {out}/claims.html")
+    console.print(esc(f"report: {out}/claims.md, {out}/claims.html"))

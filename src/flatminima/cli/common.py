@@ -27,6 +27,19 @@ def fmt_cost(cost: Any) -> str:
     return ", ".join(parts)
 
 
+def esc(value: Any) -> str:
+    """``value`` as text Rich prints verbatim: every user value (a path, a name, a label, an error) goes through
+    this before it reaches a Rich string, so ``[bold]`` or ``[/red]`` in it is shown, never read as markup."""
+    from rich.markup import escape
+
+    return escape(str(value))
+
+
+def say(text: Any) -> None:
+    """Print a library's own message (it knows no markup: any ``[...]`` in it is the user's, shown verbatim)."""
+    console.print(str(text), markup=False)
+
+
 def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, default=float))
 
@@ -58,7 +71,7 @@ def print_names(names: dict[str, str], title: str, header: str, json_out: bool) 
     table.add_column("name")
     table.add_column(header)
     for name, desc in names.items():
-        table.add_row(name, desc)
+        table.add_row(esc(name), esc(desc))
     console.print(table)
 
 
@@ -313,7 +326,7 @@ def data_line(data: dict, loss: str) -> str:
     """One line naming the data's task, how it was decided, and the loss measured."""
     n = data["outputs"]
     what = "classes" if data["task"] == "classification" else f"output{'s' if n != 1 else ''} per sample"
-    return f"data {data['name']}: {data['task']} ({n} {what}; {data['task_from']}); loss {loss}"
+    return esc(f"data {data['name']}: {data['task']} ({n} {what}; {data['task_from']}); loss {loss}")
 
 
 def checkpoint_label(path: str, paths: list[str]) -> str:

@@ -14,6 +14,7 @@ from .common import (
     command_help,
     console,
     data_line,
+    esc,
     fmt,
     fmt_cost,
     opt_checkpoints,
@@ -32,6 +33,7 @@ from .common import (
     print_json,
     resolve_device,
     run_name,
+    say,
 )
 
 
@@ -128,7 +130,7 @@ def curvature(
         models = load_models(model, dataset, checkpoints, loss=loss_name, seed=seed, **model_kw)
     else:
         models = [get_model(model, dataset, recipe={"epochs": epochs, "seed": seed}, out_dir=folder,
-                            progress=show, device=dev, say=None if json_out else console.print, loss=loss_name,
+                            progress=show, device=dev, say=None if json_out else say, loss=loss_name,
                             **model_kw)]
     about = {"data": describe_data(dataset), "loss_function": loss_name}
     if per_layer:
@@ -165,7 +167,7 @@ def curvature(
         elif reports:
             _print_rows(reports, checkpoints, model, dataset.name)
         for path, why in failed.items():
-            console.print(f"[red]failed[/red] {checkpoint_label(path, checkpoints)}: {why}", markup=True,
+            console.print(f"[red]failed[/red] {esc(checkpoint_label(path, checkpoints))}: {esc(why)}", markup=True,
                           highlight=False)
     if failed:
         raise typer.Exit(1)
@@ -203,7 +205,7 @@ def compute_report(obj, parts: list[str], *, k: int, samples: int, density_sampl
 
 def _print(rep: dict, model: str, data: str) -> None:
     o = rep["objective"]
-    console.print(f"[bold]{model}[/bold] on [bold]{data}[/bold]: {o['dim']} parameters, {o['samples']:.0f} "
+    console.print(f"[bold]{esc(model)}[/bold] on [bold]{esc(data)}[/bold]: {o['dim']} parameters, {o['samples']:.0f} "
                   f"samples, {o['mode']} mode, {o['dtype']}; loss {rep['loss']:.5g}")
     op = next((rep[key].operator for key in ("top", "bottom") if key in rep), "hessian")
     table = Table(title=f"Curvature of the {op} (full-data mean)")
@@ -233,14 +235,15 @@ def _print(rep: dict, model: str, data: str) -> None:
         console.print(f"true residual ‖Hv − λv‖ from one extra product per pair; no bound is below the "
                       f"{o['dtype']} rounding floor eps·‖H‖·√dim = {first.floor:.1e}")
     if "density_files" in rep:
-        console.print("density plot: " + ", ".join(rep["density_files"]))
+        console.print("density plot: " + esc(", ".join(rep["density_files"])))
 
 
 def _print_rows(reports: list[tuple[dict, dict]], paths: list[str], model: str, data: str) -> None:
     """One row per checkpoint: loss, top eigenvalues, λmin, trace ± s.e., negative mass, convergence, cost."""
     first = reports[0][0]
     o = first["objective"]
-    console.print(f"[bold]{model}[/bold] on [bold]{data}[/bold]: {len(reports)} checkpoints, {o['dim']} parameters, "
+    console.print(f"[bold]{esc(model)}[/bold] on [bold]{esc(data)}[/bold]: {len(reports)} checkpoints, {o['dim']} "
+                  "parameters, "
                   f"{o['samples']:.0f} samples, {o['mode']} mode, {o['dtype']}")
     op = next((first[key].operator for key in ("top", "bottom") if key in first), "hessian")
     table = Table(title=f"Curvature of the {op} (full-data mean), one row per checkpoint")
@@ -250,7 +253,7 @@ def _print_rows(reports: list[tuple[dict, dict]], paths: list[str], model: str, 
     for col in (*cols, "converged", "cost"):
         table.add_column(col)
     for rep, info in reports:
-        cells = [checkpoint_label(info["checkpoint"], paths), f"{rep['loss']:.6g}"]
+        cells = [esc(checkpoint_label(info["checkpoint"], paths)), f"{rep['loss']:.6g}"]
         if "top" in rep:
             cells.append(", ".join(f"{v:.6g}" for v in rep["top"].values))
         if "bottom" in rep:
@@ -267,7 +270,7 @@ def _print_rows(reports: list[tuple[dict, dict]], paths: list[str], model: str, 
     console.print(table)
     files = [f for rep, _ in reports for f in rep.get("density_files", [])]
     if files:
-        console.print("density plots: " + ", ".join(files))
+        console.print("density plots: " + esc(", ".join(files)))
 
 
 def _total_cost(costs: list) -> str:
@@ -293,11 +296,12 @@ def _per_layer(obj, model: str, data: str, info: dict, *, group: str, blocks: li
         return
     if about:
         console.print(data_line(about["data"], about["loss_function"]))
-    table = Table(title=f"Per-{group} curvature of the {operator}: {model} on {data} ({res.mode} mode)")
+    table = Table(title=esc(f"Per-{group} curvature of the {operator}: {model} on {data} ({res.mode} mode)"))
     for col in ("block", "size", "λmax", "residual", "trace ± s.e.", "share ± s.e.", "cost"):
         table.add_column(col)
     for x in res.layers:
-        table.add_row(x.name, str(x.size), f"{x.lambda_max:.5g}", f"{x.residual:.1e}" + ("" if x.converged else " NO"),
+        table.add_row(esc(x.name), str(x.size), f"{x.lambda_max:.5g}",
+                      f"{x.residual:.1e}" + ("" if x.converged else " NO"),
                       fmt(x.trace, x.trace_stderr), fmt(x.share, x.share_stderr), fmt_cost(x.cost))
     table.add_row("total", str(sum(x.size for x in res.layers)), "-", "-",
                   fmt(res.total_trace, res.total_trace_stderr), "1" if res.complete else "-", fmt_cost(res.cost))
@@ -305,4 +309,4 @@ def _per_layer(obj, model: str, data: str, info: dict, *, group: str, blocks: li
     console.print(f"trace: {res.method}, {res.samples} Rademacher probes per block; λmax: Lanczos per block "
                   "(true residual ‖Hv − λv‖)")
     if files:
-        console.print("figure: " + ", ".join(p for p in files if p.endswith((".png", ".csv"))))
+        console.print("figure: " + esc(", ".join(p for p in files if p.endswith((".png", ".csv")))))

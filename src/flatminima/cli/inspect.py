@@ -9,6 +9,7 @@ from .common import (
     check_measure_options,
     checkpoint_label,
     console,
+    esc,
     opt_data_arg,
     opt_device,
     opt_dtype,
@@ -23,6 +24,7 @@ from .common import (
     print_json,
     resolve_device,
     run_name,
+    say,
 )
 
 
@@ -83,18 +85,18 @@ def inspect_command(
         check_checkpoint(path, shape, "--compare")
     net, info = get_model(model, dataset, checkpoint=checkpoint, recipe={"epochs": epochs, "seed": seed},
                           out_dir=None if checkpoint else folder, progress=show, device=dev, loss=loss_name,
-                          say=None if json_out else console.print, **model_kw)
+                          say=None if json_out else say, **model_kw)
     ckpt = checkpoint or info.get("checkpoint")
     state = load_checkpoint(ckpt).get("optimizer") if (ckpt and optimizer == "adam") else None
     labels = [checkpoint_label(p, others) for p in others]
     ins = inspection.inspect(net, dataset, loss_name, others=others, names=labels, lr=lr, optimizer=optimizer,
                              momentum=momentum, beta1=beta1, optimizer_state=state, budget=budget, seed=seed,
                              out=folder, progress=show, dtype=dtype, device=dev, title=f"{model} on {dataset.name}",
-                             say=None if json_out else console.print)
+                             say=None if json_out else say)
     if json_out:
         print_json(ins.to_dict())
         return
     for w in ins.warnings:
-        console.print(f"[yellow]warning:[/yellow] {w['text']}", markup=True, highlight=False)
+        console.print(f"[yellow]warning:[/yellow] {esc(w['text'])}", markup=True, highlight=False)
     console.print(f"λmax {ins.lambda_max:.5g}, loss {ins.loss:.5g}; {int(ins.cost.hvps)} HVPs in {ins.seconds:.1f} s")
-    console.print(f"page: {ins.html}")
+    console.print(f"page: {esc(ins.html)}")

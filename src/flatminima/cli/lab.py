@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import typer
 
-from .common import check_cpu_device, console, opt_device, opt_json, opt_out, out_folder, print_json, print_names
+from .common import (
+    check_cpu_device,
+    console,
+    esc,
+    opt_device,
+    opt_json,
+    opt_out,
+    out_folder,
+    print_json,
+    print_names,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -44,4 +54,4 @@ def run_experiment(
         console.print(f"  {sub['name']}: {sub['verdict']} — {sub['rule']}")
     console.print(res.summary)
     console.print(f"verdict: [bold]{res.verdict}[/bold] (n={res.n}, seeds {res.seeds[0]}–{res.seeds[-1]})")
-    console.print(f"{res.seconds:.1f} s; files: " + ", ".join(res.files))
+    console.print(f"{res.seconds:.1f} s; files: " + esc(", ".join(res.files)))

@@ -8,6 +8,7 @@ from .common import (
     check_measure_options,
     check_positive,
     console,
+    esc,
     fmt_cost,
     opt_data_arg,
     opt_device,
@@ -176,7 +177,7 @@ def _report(summary: dict, json_out: bool) -> None:
         print_json(summary)
         return
     for name, paths in summary["files"].items():
-        console.print(f"[bold]{name}[/bold]: " + ", ".join(p for p in paths if p.endswith((".png", ".csv"))))
+        console.print(f"[bold]{esc(name)}[/bold]: " + esc(", ".join(p for p in paths if p.endswith((".png", ".csv")))))
     if "barrier" in summary:
         for key, b in summary["barrier"].items():
             console.print(f"barrier ({key}): {b['height']:.4g} at t={b['t']:.3g}")

@@ -14,6 +14,7 @@ from .common import (
     command_help,
     console,
     data_line,
+    esc,
     fmt,
     fmt_cost,
     opt_checkpoints,
@@ -32,6 +33,7 @@ from .common import (
     print_names,
     resolve_device,
     run_name,
+    say,
 )
 
 
@@ -127,7 +129,7 @@ def sharpness(
         init = initial_params(model, dataset, init_path[0], **model_kw) if init_path else None
     else:
         net, info = get_model(model, dataset, recipe={"epochs": epochs, "seed": seed}, out_dir=folder,
-                              progress=show, device=dev, say=None if json_out else console.print, loss=loss_name,
+                              progress=show, device=dev, say=None if json_out else say, loss=loss_name,
                               keep_init=True, **model_kw)
         init = info.pop("init")
         models = [(net, info)]
@@ -135,7 +137,7 @@ def sharpness(
     if not json_out:
         console.print(data_line(about["data"], loss_name))
         if skipped:
-            console.print("left out: " + "; ".join(f"{n} ({why})" for n, why in skipped.items()))
+            console.print("left out: " + esc("; ".join(f"{n} ({why})" for n, why in skipped.items())))
     runs = []
     stopped = False
     with progress_bar(len(chosen) * len(models), "sharpness measures", enabled=show) as advance:
@@ -212,15 +214,16 @@ def _report(runs: list, about: dict, checkpoints: list[str], *, model: str, data
     else:
         _print_rows(runs, checkpoints, model, data, split)
     for _, info, _, failed in runs:
-        where = f" ({checkpoint_label(info['checkpoint'], checkpoints)})" if len(checkpoints) > 1 else ""
+        where = f" ({esc(checkpoint_label(info['checkpoint'], checkpoints))})" if len(checkpoints) > 1 else ""
         for n, why in failed.items():
-            console.print(f"[red]failed[/red]{where} {n}: {why}", markup=True, highlight=False)
+            console.print(f"[red]failed[/red]{where} {esc(n)}: {esc(why)}", markup=True, highlight=False)
 
 
 def _print_rows(runs: list, checkpoints: list[str], model: str, data: str, split: str) -> None:
     """One row per checkpoint, one column per measure (value ± s.e.; "failed" where it failed)."""
     o = runs[0][0]
-    console.print(f"[bold]{model}[/bold] on [bold]{data}[/bold] ({split} split): {len(checkpoints)} checkpoints, "
+    console.print(f"[bold]{esc(model)}[/bold] on [bold]{esc(data)}[/bold] ({split} split): {len(checkpoints)} "
+                  "checkpoints, "
                   f"{o['dim']} parameters, {_samples(o)}{o['mode']} mode, {o['dtype']}")
     names = list(dict.fromkeys(n for _, _, results, failed in runs for n in [*results, *failed]))
     table = Table(title="Sharpness and flatness (full-data mean loss), one row per checkpoint")
@@ -229,7 +232,7 @@ def _print_rows(runs: list, checkpoints: list[str], model: str, data: str, split
     for _, info, results, failed in runs:
         cells = [_short(results[n].value, results[n].stderr) if n in results else "failed" if n in failed else "-"
                  for n in names]
-        table.add_row(checkpoint_label(info["checkpoint"], checkpoints), *cells)
+        table.add_row(esc(checkpoint_label(info["checkpoint"], checkpoints)), *cells)
     console.print(table)
 
 
@@ -250,13 +253,13 @@ def _list(names: dict[str, str], json_out: bool) -> None:
 
 
 def _print(results: dict, o: dict, model: str, data: str, split: str) -> None:
-    console.print(f"[bold]{model}[/bold] on [bold]{data}[/bold] ({split} split): {o['dim']} parameters, "
+    console.print(f"[bold]{esc(model)}[/bold] on [bold]{esc(data)}[/bold] ({split} split): {o['dim']} parameters, "
                   f"{_samples(o)}{o['mode']} mode, {o['dtype']}")
     table = Table(title="Sharpness and flatness (full-data mean loss)")
     for col in ("measure", "value ± s.e.", "details", "cost"):
         table.add_column(col)
     for name, r in results.items():
-        table.add_row(name, fmt(r.value, r.stderr), _details(r), fmt_cost(r.cost))
+        table.add_row(esc(name), fmt(r.value, r.stderr), esc(_details(r)), fmt_cost(r.cost))
     console.print(table)
 
 

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from ..errors import FlatminimaError
-from .common import OUT_ROOT, console, opt_json, opt_progress, opt_seed, opt_workers, print_json
+from .common import OUT_ROOT, console, esc, opt_json, opt_progress, opt_seed, opt_workers, print_json
 
 study_app = typer.Typer(
     no_args_is_help=True,
@@ -112,11 +112,11 @@ def run_cmd(
                    "done": c.done, "failed": c.failed, "left": c.pending + c.running, "reused": reused}
     else:
         console.print(
-            f"[bold]{result.folder}[/bold]: {result.resumed_message}; ran {result.executed} run(s) in "
+            f"[bold]{esc(result.folder)}[/bold]: {result.resumed_message}; ran {result.executed} run(s) in "
             f"{result.seconds:.0f}s; now {c.done} done, {c.failed} failed, {c.pending + c.running} left."
         )
         if reused:
-            console.print(f"every run was already done in {result.folder}: its results are reused (give another "
+            console.print(f"every run was already done in {esc(result.folder)}: its results are reused (give another "
                           "--out, or --retry-failed, to run again).")
     if report_:
         rep = report(result.folder, samples=samples, progress=progress and not json_out)
@@ -151,18 +151,19 @@ def status_cmd(folder: str = typer.Argument(..., help=f"study folder, e.g. {OUT_
                    | ({"jobs": per_run} if jobs else {}))
         return
     console.print(
-        f"[bold]{folder}[/bold]: {c.total} runs: [green]{c.done} done[/green], {c.running} running, "
+        f"[bold]{esc(folder)}[/bold]: {c.total} runs: [green]{c.done} done[/green], {c.running} running, "
         f"[red]{c.failed} failed[/red], {c.pending} left."
     )
     if holder is not None:
-        console.print(f"  in use by process {holder.get('pid')} on {holder.get('host')!r} "
-                      f"({holder.get('command', 'a study run')})")
+        console.print(esc(f"  in use by process {holder.get('pid')} on {holder.get('host')!r} "
+                          f"({holder.get('command', 'a study run')})"))
     if jobs:  # submitit: every run with its job, as the coordinator last saw it
         table = Table(title="runs and their submitit jobs (state as last seen by the coordinator)")
         for col in ("run", "seed", "state", "job id", "lost jobs"):
             table.add_column(col)
         for j in per_run:
-            table.add_row(j["label"], str(j["seed"]), j["state"], j["job_id"] or "-", "; ".join(j["lost"]) or "-")
+            table.add_row(esc(j["label"]), str(j["seed"]), j["state"], esc(j["job_id"] or "-"),
+                          esc("; ".join(j["lost"]) or "-"))
         console.print(table)
         if holder is None and any(j["state"] in ("queued", "running") for j in per_run):
             console.print("  no coordinator is running: the next `study run` reattaches to the jobs still queued "
@@ -171,12 +172,13 @@ def status_cmd(folder: str = typer.Argument(..., help=f"study folder, e.g. {OUT_
         if jobs:
             break  # shown in the table above
         gone = "" if holder is not None else "; that process is gone: the next `study run` redoes it"
-        console.print(f"  running: {r['label']} seed={r['seed']} (claimed by {r['claimed_by']}{gone})")
+        console.print(esc(f"  running: {r['label']} seed={r['seed']} (claimed by {r['claimed_by']}{gone})"))
     for u in unreadable:
-        console.print(f"  [red]unreadable[/red]: {u['label']} seed={u['seed']}: {u['reason']} "
+        console.print(f"  [red]unreadable[/red]: {esc(u['label'])} seed={u['seed']}: {esc(u['reason'])} "
                       "(the next `study run` redoes it)")
     for r in failed:
-        console.print(f"  [red]failed[/red]: {r['label']} seed={r['seed']}: {(r['error'] or '?').splitlines()[0]}")
+        console.print(f"  [red]failed[/red]: {esc(r['label'])} seed={r['seed']}: "
+                      f"{esc((r['error'] or '?').splitlines()[0])}")
 
 
 def _job_row(row: dict, job: dict | None) -> dict:
@@ -223,12 +225,12 @@ def repair_cmd(folder: str = typer.Argument(..., help="study folder whose store 
 
     res = repair(folder)
     console.print(
-        f"[bold]{folder}[/bold]: read {res['rows_read']} row(s); {res['kept']} finished run(s) kept, "
-        f"{res['redo']} to redo; the damaged file is kept as {res['damaged_copy']}."
+        f"[bold]{esc(folder)}[/bold]: read {res['rows_read']} row(s); {res['kept']} finished run(s) kept, "
+        f"{res['redo']} to redo; the damaged file is kept as {esc(res['damaged_copy'])}."
     )
     for problem in res["problems"][:10]:
-        console.print(f"  lost: {problem}")
-    console.print("next: `flatminima study run <spec> --out " + f"{folder}` redoes what was lost.")
+        console.print(f"  lost: {esc(problem)}")
+    console.print("next: `flatminima study run <spec> --out " + f"{esc(folder)}` redoes what was lost.")
 
 
 def _print_report(rep) -> None:
@@ -242,8 +244,8 @@ def _print_report(rep) -> None:
     style = {"flatter-better": "blue", "sharper-better": "dark_orange"}
     for r in rep.table:
         table.add_row(
-            r["measure"] + (" (baseline)" if r["baseline"] else ""),
-            r["target"],
+            esc(r["measure"] + (" (baseline)" if r["baseline"] else "")),
+            esc(r["target"]),
             f"{r['tau']:+.2f} [{r['tau_low']:+.2f}, {r['tau_high']:+.2f}]",
             f"[{r['tau_adj_low']:+.2f}, {r['tau_adj_high']:+.2f}] at {r['adj_level']:.2%}",
             f"{r['granulated_tau']:+.2f}",
@@ -253,7 +255,7 @@ def _print_report(rep) -> None:
     if rep.table:
         console.print(table)
     for line in rep.summary:
-        console.print(line)
+        console.print(esc(line))
     for note in rep.notes:
-        console.print(f"note: {note}")
-    console.print(f"report: [bold]{rep.html}[/bold]")
+        console.print(f"note: {esc(note)}")
+    console.print(f"report: [bold]{esc(rep.html)}[/bold]")

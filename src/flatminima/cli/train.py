@@ -17,6 +17,7 @@ from .common import (
     check_positive,
     check_recipe_file,
     console,
+    esc,
     opt_data_arg,
     opt_device,
     opt_json,
@@ -123,7 +124,7 @@ def train(
     out = out_folder("train", out, run_name(model, data, model=model, data=data, recipe=r.model_dump(),
                                             model_kw=model_kw, data_kw=data_kw, ensemble=ensemble, shifts=shifts))
     if not json_out and (Path(out) / "last.pt").exists():
-        console.print(f"reusing the training run in {out} (it resumes, or stops at once if finished; delete the "
+        console.print(f"reusing the training run in {esc(out)} (it resumes, or stops at once if finished; delete the "
                       "folder or give another --out to train afresh)")
     summary = run_training(model, data, r, model_kwargs=model_kw, data_kwargs=data_kw, shifts=shifts,
                            members=ensemble, out=out, device=dev, progress=progress and not json_out,
@@ -132,13 +133,13 @@ def train(
         print_json(summary)
         return
     m = summary["metrics"]
-    console.print(f"[bold]{model}[/bold] on [bold]{data}[/bold], {summary['epochs_run']} epochs in "
+    console.print(f"[bold]{esc(model)}[/bold] on [bold]{esc(data)}[/bold], {summary['epochs_run']} epochs in "
                   f"{summary['seconds']:.1f}s: train loss {m['train']['loss']:.4g}, "
                   f"test loss {m['test']['loss']:.4g}"
                   + (f", test accuracy {m['test']['accuracy']:.4f}" if "accuracy" in m["test"] else ""))
     for name, sev in m.get("shifts", {}).items():
         accs = " ".join(f"{s}:{v.get('accuracy', v['loss']):.3f}" for s, v in sev.items())
-        console.print(f"  shift {name:15s} accuracy by severity {accs}")
+        console.print(f"  shift {esc(f'{name:15s}')} accuracy by severity {accs}")
     if r.target_train_loss is not None:
         runs = summary["training"] if isinstance(summary["training"], list) else [summary["training"]]
         missed = [i for i, t in enumerate(runs) if not t["reached_target"]]
@@ -153,7 +154,7 @@ def train(
         console.print(f"onset at step {d['onset']}, sharpness/threshold median {d['ratio_median']:.3f} "
                       f"(range {d['ratio_min']:.3f}-{d['ratio_max']:.3f}) from then on" if d.get("onset") is not None
                       else f"not reached (sharpness/threshold {d.get('initial_ratio')} at the start)")
-    console.print("written: " + ", ".join(summary["files"]))
+    console.print("written: " + esc(", ".join(summary["files"])))
 
 
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")

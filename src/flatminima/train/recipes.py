@@ -13,8 +13,10 @@ import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from ..errors import FlatminimaError
+from ..validate import SEED_MAX, bound_for
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
 SCHEDULES = ("constant", "step", "cosine", "warm_restarts")
@@ -75,6 +77,31 @@ class Recipe(BaseModel):
     # bookkeeping
     checkpoint_every: int = Field(1, ge=1, description="write a checkpoint every N epochs (and at the end)")
     snapshot_every: int = Field(1, ge=1, description="keep a flat weight snapshot every N epochs")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _in_range(cls, v: object, info: object) -> object:
+        """Every numeric field through the shared table (flatminima.validate): finite, in range, a number and
+        not a string or a bool; the seed an integer in [0, 2**32 - 1]; Adam's betas each in [0, 1)."""
+        name = getattr(info, "field_name", "")
+        if name == "seed":
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= SEED_MAX:
+                raise PydanticCustomError("seed", "{text}", {"text": f"must be an integer in [0, {SEED_MAX}] "
+                                                                    "(2**32 - 1), e.g. 0"})
+            return v
+        if name == "betas" and isinstance(v, (list, tuple)):
+            for b in v:
+                if isinstance(b, bool) or not isinstance(b, (int, float)) or not (0 <= b < 1):
+                    raise PydanticCustomError("betas", "{text}", {"text": "must be two numbers in [0, 1) "
+                                                                          "such as (0.9, 0.999)"})
+            return v
+        bound = bound_for(name)
+        if bound is not None and v is not None:
+            problem = bound.problem(v)
+            if problem:
+                hint = f" ({bound.hint})" if bound.hint else ""
+                raise PydanticCustomError("out_of_range", "{text}", {"text": problem + hint})
+        return v
 
     @field_validator("batch_size")
     @classmethod
