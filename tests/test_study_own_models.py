@@ -6,8 +6,10 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import shutil
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -312,38 +314,25 @@ def test_in_memory_models_from_python(tmp_path, nets):
         study.run(spec, models=[object()], out=tmp_path / "bad", progress=False)
 
 
-def test_a_version_1_store_resumes_unchanged_or_is_refused_with_what_to_do(tmp_path):
-    """A store as the previous version wrote it (ids hashed the measures; no identity version, no weights)."""
-    spec = study.validate({"name": "old", "seeds": 1, "data": {"name": "mnist1d", "options": {"num_samples": 300},
-                                                              "shifts": "none"},
-                           "models": {"mlp": {"width": 8}}, "recipe": {"lr": [0.05, 0.1, 0.2], "epochs": 1},
-                           "measures": {"lambda_max": {}}})
-    first = study.run(spec, out=tmp_path / "old", progress=False)
-    assert first.counts.done == 3
-    import sqlite3
+V1 = Path(__file__).parent / "data" / "study_v1"
 
-    db = sqlite3.connect(tmp_path / "old" / "study.sqlite")
-    configs = {c.id: c for c in study.expand(spec)}
-    for rid, cfg in db.execute("SELECT id, config FROM runs").fetchall():
-        c = configs[rid]
-        old = {k: v for k, v in json.loads(cfg).items() if k in ("model", "model_options", "recipe", "seed", "data",
-                                                                  "measures", "evaluate", "dtype")}
-        db.execute("UPDATE runs SET id = ?, config = ? WHERE id = ?", (c.legacy_id, json.dumps(old), rid))
-    db.execute("DELETE FROM meta WHERE key IN ('identity_version', 'targets')")
-    dumped = json.loads(db.execute("SELECT value FROM meta WHERE key = 'spec'").fetchone()[0])
-    for k in ("loss", "checkpoints", "train", "targets", "shifts"):
-        dumped.pop(k, None)
-    db.execute("UPDATE meta SET value = ? WHERE key = 'spec'", (json.dumps(dumped),))
-    db.commit()
-    db.close()
-    (tmp_path / "old" / "weights").rename(tmp_path / "old" / "weights-gone")
-    again = study.run(spec, out=tmp_path / "old", progress=False)
-    assert again.executed == 0 and again.counts.done == 3  # resumed as it was
-    assert study.report(tmp_path / "old", samples=200, max_samples=400).html.exists()
-    more = spec.model_dump()
+
+def test_a_version_1_store_resumes_unchanged_or_is_refused_with_what_to_do(tmp_path):
+    """A store written by the previous version of flatminima (tests/data/study_v1: 3 runs; its run ids hashed
+    the measures, it has no identity version and kept no weights)."""
+    folder = tmp_path / "old"
+    folder.mkdir()
+    shutil.copy(V1 / "study.sqlite", folder / "study.sqlite")
+    spec = V1 / "v1.toml"
+    again = study.run(spec, out=folder, progress=False)
+    assert again.executed == 0 and again.counts.done == 3  # resumed as it was: nothing redone
+    df = study.frame(folder)
+    assert len(df) == 3 and {"lambda_max", "gap", "test_acc"} <= set(df.columns)
+    assert study.report(folder, samples=200, max_samples=400).html.exists()
+    more = study.load(spec).model_dump()
     more["measures"]["trace"] = {"method": "hutchinson", "samples": 4}
     with pytest.raises(FlatminimaError, match="earlier flatminima.*identity version 1.*new folder"):
-        study.run(more, out=tmp_path / "old", progress=False)
+        study.run(more, out=folder, progress=False)
 
 
 def test_the_design_check_warns_when_no_interval_can_exclude_zero(tmp_path, capsys):
