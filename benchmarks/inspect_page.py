@@ -5,25 +5,19 @@ Set-up (not timed): three seeds of the MLP trained as ``flatminima curvature`` t
 checkpoints in ``--work``. Then the command is run ``--repeats`` times, whole process (start-up included), and
 the median wall time and the HVPs spent are printed (and written to ``--json``):
 
-    python benchmarks/inspect.py --work /tmp/bench_inspect --json docs/bench_inspect.json
+    python benchmarks/inspect_page.py --work /tmp/bench_inspect --json docs/bench_inspect.json
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import statistics
+import subprocess
 import sys
+import time
 from pathlib import Path
-
-# Run as a script, this file's folder comes first on sys.path, where its own name would hide the standard
-# library's `inspect` from every later import: take the folder off.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
 
 
 def checkpoints(work: Path) -> list[str]:
