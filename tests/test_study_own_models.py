@@ -210,6 +210,26 @@ def test_a_study_trained_with_mse_measures_on_mse(tmp_path):
     assert row["final_train_loss"] == pytest.approx(float(mse.loss(mse.params)), rel=1e-5)
 
 
+def test_a_regression_study_end_to_end(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 6)).astype(np.float32)
+    y = (np.sin(x @ rng.normal(size=6)) + 0.1 * rng.normal(size=300)).astype(np.float32)
+    np.savez(tmp_path / "reg.npz", x_train=x[:200], y_train=y[:200], x_test=x[200:], y_test=y[200:])
+    spec = {"name": "reg", "seeds": 2, "data": {"name": str(tmp_path / "reg.npz")}, "models": {"mlp": {"width": 8}},
+            "recipe": {"lr": [0.02, 0.05, 0.1], "epochs": 2}, "measures": {"lambda_max": {}, "param_norm": {}}}
+    with pytest.raises(FlatminimaError, match='regression task.*recipe.loss = "mse"'):
+        study.run(spec, out=tmp_path / "bad", progress=False)
+    spec["recipe"]["loss"] = "mse"
+    res = study.run(spec, out=tmp_path / "out", progress=False)
+    assert res.counts.done == 6 and res.failed == 0
+    df = study.frame(tmp_path / "out")
+    assert (df["loss"] == "mse").all() and {"test_mse", "mse_gap"} <= set(df.columns)
+    assert np.allclose(df["mse_gap"], df["test_mse"] - df["train_loss"], atol=1e-6)
+    rep = study.report(tmp_path / "out", samples=500, max_samples=1000)
+    assert {r["target"] for r in rep.table} == {"test_mse", "mse_gap"}
+    assert "Robustness beyond clean accuracy" not in rep.html.read_text()
+
+
 def _train_spec(nets, targets="", measures=MEASURES, extra=""):
     return textwrap.dedent(f'''
         name = "own"

@@ -25,7 +25,7 @@ import torch
 
 from ..errors import FlatminimaError, require_positive_int
 from ..progress import progress_bar
-from .executors import make_executor
+from .executors import check_executor, make_executor
 from .spec import IDENTITY_VERSION, RunConfig, StudySpec, axes_of, expand, load, load_preset, recipe_label, validate
 from .store import Counts, Store, WriterLock
 from .worker import build_model, dataset_for, measuring_loss, resolve_shifts
@@ -182,6 +182,12 @@ def preflight(spec: StudySpec, configs: list[RunConfig] | None = None) -> dict[s
     configs = configs if configs is not None else expand(spec)
     firsts = list({c.model + repr(sorted(c.model_options.items())) + repr(sorted(c.recipe.items()))
                    if spec.checkpoints else c.model: c for c in configs}.values())
+    if task == "regression" and spec.source == "recipe":
+        wrong = sorted({c.recipe.get("loss", "cross_entropy") for c in configs} - {"mse"})
+        if wrong:
+            raise FlatminimaError(f"data {spec.data.name!r} has float targets (a regression task), but the recipe "
+                                  f"trains with loss {wrong}: set recipe.loss = \"mse\" (or give class labels as "
+                                  "integers for classification).")
     for c in firsts:
         model = _check_model(c, dataset, spec)
         _check_loss(spec, c, model, dataset)
@@ -335,6 +341,7 @@ def run(
         kind, n = "local", 1  # the models live in this process
     else:
         configs, modules = expand(spec), {}
+    check_executor(kind, n, addr, option="workers" if workers is not None else "executor.workers")
     info = preflight(spec, configs) if not modules else _memory_preflight(spec, configs, modules)
     fingerprint = info.pop("fingerprint")
     axes_map = axes_of(configs) if (spec.checkpoints or modules) else spec.axes
