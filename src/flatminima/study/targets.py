@@ -217,5 +217,4 @@ for _name, _hib, _title, _task, _default in (
 register("relative_drop", _relative_drop, higher_is_better=False, task="classification", default=False,
          title="relative accuracy drop under shift (drop / test accuracy)")
 register("effective_robustness", _effective_robustness, higher_is_better=True, task="classification", table=True,
-         default=True, title="effective robustness (shifted accuracy above the probit line through the other "
-                             "configurations; Miller et al. 2021)")
+         default=True, title="effective robustness (shifted accuracy above the line clean accuracy predicts)")
