@@ -48,7 +48,7 @@ def ours(obj, dirs, accuracy=False, engine=None):
     if engine is None:
         surf = slice_2d(obj, dirs, steps=51, accuracy=accuracy, progress=False)
     else:  # the vmap engine (what runs on GPUs), forced on the CPU for comparison
-        from flatminima.pointwise import Span
+        from flatminima.objective import Span
 
         g = np.linspace(-1, 1, 51)
         A, B = np.meshgrid(g, g, indexing="ij")

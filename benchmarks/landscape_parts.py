@@ -45,7 +45,7 @@ def main() -> None:
     from flatminima.data import load_mnist1d
     from flatminima.landscape import directions
     from flatminima.models import build
-    from flatminima.pointwise import Span
+    from flatminima.objective import Span
 
     data = load_mnist1d()
     X, y = data.train

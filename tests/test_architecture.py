@@ -39,8 +39,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "flatminima"
 ROOT = "flatminima"
 
-CORE = {"errors", "jsonable", "results", "statistics", "progress", "pointwise", "objective", "objective_base",
-        "objective_data", "objective_function", "objective_hvp", "objective_memory", "validate"}
+CORE = {"errors", "jsonable", "results", "statistics", "progress", "objective", "pointwise", "validate"}
 
 LAYERS: dict[str, int] = {
     # ---- the library: takes models, Objectives or parameter vectors; only `train` trains

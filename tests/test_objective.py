@@ -237,13 +237,13 @@ def test_loss_batched_on_a_conv_net_equals_the_point_by_point_loop():
     assert torch.allclose(obj.loss_batched(thetas, chunk_size=2), expected, rtol=1e-12, atol=0)
 
 
-def test_function_and_data_objectives_are_siblings_under_one_protocol():
+def test_function_and_data_objectives_are_one_objective_with_different_sources():
     from flatminima.objective import HVP_BACKENDS, FunctionObjective, ObjectiveBase
 
     f = Objective.from_function(lambda x: (x**4).sum() + x[0] * x[1], torch.tensor([1.0, 2.0], dtype=torch.float64))
     X, y = _data()
     data = Objective(_mlp(), "cross_entropy", (X, y))
-    assert type(f) is FunctionObjective and Objective not in type(f).__mro__  # a sibling, not a subclass
+    assert type(f) is FunctionObjective  # the same Objective, built with a one-batch source and f(θ) as its terms
     assert isinstance(f, Objective) and isinstance(f, ObjectiveBase) and isinstance(data, ObjectiveBase)
     assert set(HVP_BACKENDS) == {"double_backward", "cached", "forward_over_reverse"}
     torch.testing.assert_close(f.hvp(torch.tensor([1.0, 0.0], dtype=torch.float64)),
@@ -267,3 +267,25 @@ def test_with_fixed_views_do_not_share_cached_graphs():
     view = obj.with_fixed({})
     assert view.graph_cache is not obj.graph_cache and not view.graph_cache.held
     torch.testing.assert_close(view.hvp(v), obj.hvp(v), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["cross_entropy", "mse"])
+def test_named_losses_are_the_ones_training_and_studies_use(name):
+    """One loss per name: the Objective's named loss equals flatminima.train's over all data (class labels
+    regressed as one-hot vectors for "mse"), so a model is measured on the loss it was trained with."""
+    from flatminima.train.evaluate import loss_function
+
+    X, y = _data()
+    model = _mlp()
+    with torch.no_grad():
+        expected = float(loss_function(name)(model(X), y))
+    got = Objective(model, name, (X, y), batch_size=7).loss()  # a last partial batch: still the exact mean
+    assert got == pytest.approx(expected, rel=1e-12)
+
+
+def test_mse_compares_a_flat_target_entry_by_entry_not_broadcast():
+    model = nn.Linear(3, 1).double()
+    X = torch.randn(10, 3, dtype=torch.float64)
+    y = torch.randn(10, dtype=torch.float64)  # (N,) targets for (N, 1) outputs
+    expected = float(((model(X)[:, 0] - y) ** 2).mean().detach())
+    assert Objective(model, "mse", (X, y), batch_size=4).loss() == pytest.approx(expected, rel=1e-12)

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from flatminima import FlatminimaError, Objective
-from flatminima.pointwise import Span, _InputLayers, _loss_of, values_at
+from flatminima.objective import Span, values_at
+from flatminima.objective._pointwise import _InputLayers, _loss_of
 
 
 def _data(n=90, shape=(6,), classes=3, seed=0):
@@ -124,7 +125,7 @@ def test_model_and_parameters_are_restored_even_when_the_forward_fails():
     before = {k: v.clone() for k, v in obj.working_model.state_dict().items()}
     data_ptrs = [p.data_ptr() for p in obj.working_model.parameters()]
     values_at(obj, _span(obj), ["loss"])
-    obj._batches = [(torch.randn(4, 5, dtype=torch.float64), torch.zeros(4, dtype=torch.long))]  # wrong width
+    obj._source.stored_batches = [(torch.randn(4, 5, dtype=torch.float64), torch.zeros(4, dtype=torch.long))]  # wrong
     with pytest.raises(FlatminimaError, match="forward failed"):
         values_at(obj, _span(obj), ["loss"], shortcut=False)
     after = obj.working_model.state_dict()

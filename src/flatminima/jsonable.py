@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .objective_base import Cost
+from .objective import Cost
 from .results import Estimate
 
 

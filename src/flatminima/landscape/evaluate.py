@@ -1,8 +1,8 @@
 """Batched evaluation of L(θ₀ + Σ_i c_i d_i) (and accuracy) on many grid points.
 
-The grid is a :class:`flatminima.pointwise.Span`: each chunk of points is one pass over the data, loss
+The grid is a :class:`flatminima.objective.Span`: each chunk of points is one pass over the data, loss
 and accuracy come from the same forward, and on the CPU the layers that read the data are evaluated
-once per batch instead of once per point (the exact identity in ``flatminima.pointwise``). Under
+once per batch instead of once per point (the exact identity in ``flatminima.objective.values_at``). Under
 ``vmap`` (GPUs) the chunk is sized by a memory budget; the parameter vectors of a chunk are built only
 when it is evaluated, so memory stays bounded.
 """
@@ -16,8 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import FlatminimaError, require_positive, require_positive_int
-from ..objective import Objective
-from ..pointwise import LOOP_CHUNK, Span, activation_bytes, default_engine
+from ..objective import LOOP_CHUNK, Objective, Span, activation_bytes, default_engine
 from ..progress import progress_bar
 
 __all__ = ["DEFAULT_MAX_CHUNK", "chunk_size_for", "evaluate_points", "per_point_bytes"]

@@ -1,27 +1,38 @@
-"""Batches, losses and reductions of the Objective: what one batch contributes to L(θ).
+"""The batch source of an Objective: the data, split into chunks, moved to the device, with fixed dropout
+masks and the memory plan.
 
-Helpers to walk, move and split batches (tensors, tuples, lists, any ``Mapping``), the built-in losses,
-and :class:`LossTerms`, which turns a loss on (outputs, targets) into the batch's terms (s_b, w_b) so
-that L = Σ_b s_b / Σ_b w_b is the exact mean over all data whatever the chunking. Split from
-flatminima.objective so that flatminima.pointwise can use them without importing the Objective.
+Every operation of an Objective walks the same prepared batches:
+
+    for batch in source.batches():   # moved to the device and cast, split into memory chunks
+        s_b, w_b = terms(θ, batch)    # flatminima.objective._terms
+
+:class:`DataSource` holds a data set (a tuple of tensors cut into batches, a list of batches, a DataLoader,
+any re-iterable) and, with a memory budget (``memory_mb``), the :class:`~flatminima.objective._memory.MemoryPlan`
+that sets the rows per chunk; :class:`OneBatch` is the source of an analytic f(θ): one batch, ``None``,
+no data. Both give ``randomness()``, the context every evaluation of the current batch runs in: with
+``fixed_mask`` the RNG seeded by (seed, batch index), so a dropout mask is redrawn identically at every
+evaluation and L(θ) is one deterministic function.
+
+Also the helpers to walk, move and split batches (tensors, tuples, lists, any ``Mapping``) and to check
+the dtype, device and batch size a user asks for.
 """
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import fnmatch
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
-from torch import nn
 
-from .errors import FlatminimaError
+from ..errors import FlatminimaError, require_nonnegative
+from ._memory import MemoryPlan, plan
 
 __all__ = [
-    "DROPOUT_MODULES", "ELEMENTWISE_LOSSES", "LOSSES", "LossModule", "LossTerms", "check_batch_size",
-    "check_class_labels", "iter_row_chunks", "leaf_tensors", "move_batch", "name_matches", "resolve_float_dtype",
-    "resolve_torch_device", "row_count",
+    "DataSource", "OneBatch", "check_batch_size", "check_reservation", "iter_row_chunks", "leaf_tensors",
+    "move_batch", "name_matches", "prepare_data", "resolve_float_dtype", "resolve_torch_device", "row_count",
 ]
 
 
@@ -68,112 +79,6 @@ def move_batch(batch: Any, device: torch.device, dtype: torch.dtype) -> Any:
     return batch
 
 
-# The built-in losses by name: the ``loss=`` strings an Objective accepts -> the torch loss class.
-LOSSES: dict[str, Callable[[], nn.Module]] = {
-    "cross_entropy": nn.CrossEntropyLoss,
-    "mse": nn.MSELoss,
-    "bce": nn.BCEWithLogitsLoss,
-}
-# Elementwise losses: the "mean" reduction divides the sum by the number of (broadcast) entries.
-ELEMENTWISE_LOSSES = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss, nn.BCELoss, nn.BCEWithLogitsLoss,
-                      nn.SoftMarginLoss, nn.PoissonNLLLoss)
-# Dropout module types: active in train mode they make the loss random (what fixed_mask fixes).
-DROPOUT_MODULES = (nn.modules.dropout._DropoutNd, nn.AlphaDropout, nn.FeatureAlphaDropout)
-
-
-class LossTerms:
-    """One batch's terms of the objective: (s_b, w_b) from (outputs, targets).
-
-        reduction "mean":  L = Σ_b s_b / Σ_b w_b,  s_b = the batch's loss SUM, w_b = the count its mean divides by
-        reduction "sum":   L = Σ_b s_b
-
-    For a torch loss module the sum is computed by a copy with ``reduction="sum"`` and w_b is the
-    denominator torch's ``"mean"`` would use (non-ignored targets, or their class weights, for
-    cross-entropy; the broadcast entries for elementwise losses), so the value equals the loss over the
-    whole data in one batch, whatever the batch size or memory chunks. A plain callable returns the batch
-    mean (or, with ``reduction="sum"``, the batch sum) and is weighted by the batch's rows.
-    """
-
-    def __init__(self, loss: Callable, reduction: str):
-        self.loss, self.reduction = loss, reduction
-        self.sum_module: nn.Module | None = None
-        if isinstance(loss, nn.Module) and isinstance(getattr(loss, "reduction", None), str):
-            self.sum_module = copy.copy(loss)
-            self.sum_module.reduction = "sum"
-
-    def __call__(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, float]:
-        rows = float(targets.shape[0]) if targets.dim() > 0 else 1.0
-        if self.sum_module is None:
-            value = self.loss(outputs, targets)
-            _require_scalar(value, "loss(outputs, targets)")
-            return (value * rows, rows) if self.reduction == "mean" else (value, rows)
-        s = self.sum_module(outputs, targets)
-        _require_scalar(s, type(self.loss).__name__)
-        return s, (self._denominator(outputs, targets) if self.reduction == "mean" else rows)
-
-    def _denominator(self, outputs: torch.Tensor, targets: torch.Tensor) -> float:
-        m = self.loss
-        if isinstance(m, (nn.CrossEntropyLoss, nn.NLLLoss)):
-            if targets.is_floating_point():  # class probabilities: the mean is over every sample position
-                return float(outputs.numel() // outputs.shape[1]) if outputs.dim() > 1 else 1.0
-            keep = targets != m.ignore_index
-            if m.weight is not None:
-                return float(m.weight.to(outputs.dtype)[targets[keep]].sum())
-            return float(keep.sum())
-        if isinstance(m, nn.KLDivLoss):
-            return float(outputs.shape[0]) if m.reduction == "batchmean" else float(outputs.numel())
-        if isinstance(m, ELEMENTWISE_LOSSES):
-            return float(torch.broadcast_shapes(outputs.shape, targets.shape).numel())
-        # An unknown module: assume a per-row mean (rows weigh the same), as for a plain callable.
-        return float(targets.shape[0]) if targets.dim() > 0 else 1.0
-
-
-def _require_scalar(value: Any, what: str) -> None:
-    if not isinstance(value, torch.Tensor) or value.dim() != 0:
-        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-        raise FlatminimaError(
-            f"{what} must return one number per batch (a 0-dim tensor), got {shape}; reduce it with "
-            "reduction='mean' or 'sum' (reduction='none' is not an objective).")
-
-
-class LossModule(nn.Module):
-    """Wraps model + loss so ``functional_call`` swaps the parameters the user's code sees.
-
-    ``forward(batch)`` returns the batch's terms (s_b, w_b) of :class:`LossTerms`.
-    """
-
-    def __init__(self, model: nn.Module, loss: Callable | None, loss_fn: Callable | None, reduction: str = "mean"):
-        super().__init__()
-        self.model = model
-        self._loss = loss
-        self._loss_fn = loss_fn
-        self._reduction = reduction
-        self._terms = LossTerms(loss, reduction) if loss is not None else None
-
-    def forward(self, batch: Any) -> tuple[torch.Tensor, float]:
-        if self._loss_fn is not None:
-            out = self._loss_fn(self.model, batch)
-            value, count = (out[0], out[1]) if isinstance(out, tuple) else (out, _batch_size(batch))
-            _require_scalar(value, "loss_fn(model, batch)")
-            count = float(count)
-            return (value * count, count) if self._reduction == "mean" else (value, count)
-        outputs, targets = self.outputs(batch)
-        return self._terms(outputs, targets)
-
-    def outputs(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-            raise FlatminimaError(
-                "with a `loss`, each batch must be (inputs, targets) or (input1, ..., targets); "
-                f"got {type(batch).__name__}. For other batch structures pass loss_fn=f(model, batch).")
-        return self.model(*batch[:-1]), batch[-1]
-
-
-def _batch_size(batch: Any) -> int:
-    for t in leaf_tensors(batch):
-        return int(t.shape[0]) if t.dim() > 0 else 1
-    raise FlatminimaError("a batch holds no tensors; cannot tell its size (return (loss, count) from loss_fn).")
-
-
 def row_count(batch: Any) -> int:
     """The rows of a batch: dim 0 of its first tensor (1 for a 0-dim tensor or a batch with no tensors)."""
     for t in leaf_tensors(batch):
@@ -181,16 +86,10 @@ def row_count(batch: Any) -> int:
     return 1
 
 
-def _split_rows(batch: Any, rows: int | None) -> list[Any]:
-    """Split a batch (tensor, tuple, list or dict) into parts of at most ``rows`` rows along dim 0.
-
-    Every tensor leaf whose first dimension is the batch's row count is sliced; other leaves are shared.
-    """
-    return list(iter_row_chunks(batch, rows))
-
-
 def iter_row_chunks(batch: Any, rows: int | None) -> Iterator[Any]:
-    """The parts of :func:`_split_rows` one at a time: only the current part's views exist.
+    """Split a batch (tensor, tuple, list or mapping) into parts of at most ``rows`` rows along dim 0, one
+    part at a time: every tensor leaf whose first dimension is the batch's row count is sliced, other leaves
+    are shared, and only the current part's views exist.
 
     Measured: the views of every part at once cost about 1 KB per part (0.4 MB at 2,000 rows in 5-row
     chunks), memory the plan did not count and that grew with the data, not the chunk.
@@ -269,19 +168,210 @@ def check_batch_size(batch_size: Any) -> int:
     return batch_size
 
 
-def check_class_labels(loss: Any, outputs: torch.Tensor, targets: torch.Tensor) -> None:
-    """Class labels of a cross-entropy / NLL loss must lie in [0, C), C the model's number of outputs."""
-    if not isinstance(loss, (nn.CrossEntropyLoss, nn.NLLLoss)) or not isinstance(targets, torch.Tensor):
-        return
-    if targets.is_floating_point() or targets.numel() == 0 or not isinstance(outputs, torch.Tensor):
-        return
-    classes = int(outputs.shape[1]) if outputs.dim() > 1 else int(outputs.shape[0])
-    labels = targets[targets != loss.ignore_index]
-    if labels.numel() == 0:
-        return
-    low, high = int(labels.min()), int(labels.max())
-    if low < 0 or high >= classes:
+def check_reservation(n_vectors: Any) -> None:
+    """``n_vectors`` of a reservation: a whole, non-negative number."""
+    if isinstance(n_vectors, bool) or not isinstance(n_vectors, int):
+        raise FlatminimaError(f"n_vectors must be a whole number of vectors, got {n_vectors!r}.")
+    require_nonnegative("n_vectors", n_vectors)
+
+
+def prepare_data(data: Any, batch_size: int, distributed: bool = False) -> tuple[Iterable, bool]:
+    """(the batches to walk, whether they are held in memory) for the ``data`` an Objective is given."""
+    if data is None:
+        raise FlatminimaError("data is required: a DataLoader, a tuple (X, y) of tensors, or a list of batches.")
+    if isinstance(data, tuple) and data and all(isinstance(t, torch.Tensor) for t in data):
+        n = data[0].shape[0]
+        if n == 0 and not distributed:  # a rank's shard may be empty; the global sum is not
+            raise FlatminimaError("data is empty (0 samples); pass at least one sample.")
+        if any(t.shape[0] != n for t in data):
+            raise FlatminimaError(f"data tensors have different lengths {[t.shape[0] for t in data]}; "
+                                  "inputs and targets must have one row per sample.")
+        return [tuple(t[i:i + batch_size] for t in data) for i in range(0, n, batch_size)], True
+    if iter(data) is data:
         raise FlatminimaError(
-            f"the targets hold class labels {low}..{high}, but the model has {classes} outputs (classes "
-            f"0..{classes - 1}) for {type(loss).__name__}; relabel the targets to 0..{classes - 1} or give the "
-            "model one output per class.")
+            "data is a one-shot iterator (a generator?); the objective passes over the data many times. "
+            "Pass a list of batches, a DataLoader or a tuple of tensors.")
+    return data, isinstance(data, (list, tuple))
+
+
+# ----------------------------------------------------------------------------- the sources
+class OneBatch:
+    """The source of an analytic objective f(θ): one batch, ``None``, of weight 1; no budget, no masks."""
+
+    memory_mb: float | None = None
+    memory_plan: MemoryPlan | None = None
+    distributed = False
+    fixed_mask = False
+    reuse_graph = False
+    n_batches = 1
+    stored_batches: list[None] = [None]  # noqa: RUF012 - never mutated: the one batch an analytic f reads
+
+    def batches(self) -> Iterator[None]:
+        yield None
+
+    def randomness(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
+
+    @contextmanager
+    def reserve(self, n_vectors: int, what: str = "") -> Iterator[MemoryPlan | None]:
+        check_reservation(n_vectors)
+        yield None
+
+    def theta_chunk(self, chunk_size: int) -> int:
+        return max(1, int(chunk_size))
+
+
+class DataSource:
+    """A data set walked batch by batch: moved to ``device``/``dtype``, split into the memory plan's chunks,
+    each batch evaluated under its own fixed dropout mask (``fixed_mask``).
+
+    The memory plan is measured lazily, on the first batch, by ``saved_bytes(batch)`` (the bytes autograd
+    saves in one forward pass; the Objective's terms give it) and redone whenever a reservation changes;
+    ``on_replan()`` is called first (the Objective frees graphs built for the old chunks). ``on_first(batch)``
+    runs once, on the first prepared batch (the Objective's determinism and label checks).
+    """
+
+    def __init__(self, data: Any, *, batch_size: int, device: torch.device, dtype: torch.dtype,
+                 distributed: bool = False, memory_mb: float | None = None, reuse_graph: bool | str = "auto",
+                 fixed_mask: bool = False, seed: int = 0):
+        self.device, self.dtype, self.distributed = device, dtype, distributed
+        self.fixed_mask, self.seed = bool(fixed_mask), int(seed)
+        self.stored_batches, in_memory = prepare_data(data, batch_size, distributed)
+        self.reuse_graph = in_memory if reuse_graph == "auto" else bool(reuse_graph)
+        self.memory_mb = None if memory_mb is None else float(memory_mb)
+        self.n_batches: int | None = None
+        self.batch_index = 0  # of the batch last yielded: keys its fixed dropout mask
+        self.dim, self.itemsize = 0, 0  # of θ, for the plan's parameter-sized vectors (set by bind)
+        self.saved_bytes: Callable[[Any], float] = lambda batch: 0.0
+        self.check_first: Callable[[Any], None] | None = None
+        self.check_labels: Callable[[Any], None] = lambda batch: None
+        self.on_replan: Callable[[], None] = lambda: None
+        self._plan: MemoryPlan | None = None
+        self._probe: tuple[float, float, int] | None = None
+        self._reserved = 0
+        self._reserved_for: list[str] = []
+
+    def bind(self, *, dim: int, saved_bytes: Callable[[Any], float], check_first: Callable[[Any], None] | None,
+             check_labels: Callable[[Any], None], on_replan: Callable[[], None]) -> DataSource:
+        """Connect the source to the objective's terms (see the class); returns the source."""
+        self.dim, self.itemsize = dim, torch.empty((), dtype=self.dtype).element_size()
+        self.saved_bytes, self.check_first, self.check_labels = saved_bytes, check_first, check_labels
+        self.on_replan = on_replan
+        return self
+
+    # ------------------------------------------------------------------------- batches
+    def batches(self) -> Iterator[Any]:
+        """The prepared batches: moved to the device and cast, split into the memory plan's chunks."""
+        count = 0
+        rows = self.memory_plan.rows if self.memory_mb is not None else None
+        for batch in self.stored_batches:
+            for part in (iter_row_chunks(batch, rows) if rows else (batch,)):
+                part = move_batch(part, self.device, self.dtype)
+                self.batch_index = count
+                if self.check_first is not None:
+                    check, self.check_first = self.check_first, None
+                    check(part)
+                count += 1
+                yield part
+        if count == 0 and not self.distributed:  # a rank may hold an empty shard; the sum still counts
+            raise FlatminimaError("data yielded no batches; pass a non-empty data set.")
+        self.n_batches = count
+
+    @contextmanager
+    def randomness(self) -> Iterator[None]:
+        """With ``fixed_mask``: the RNG seeded by (seed, batch index), so each batch redraws the same mask."""
+        if not self.fixed_mask:
+            yield
+            return
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.seed * 1_000_003 + self.batch_index)
+            yield
+
+    # ------------------------------------------------------------------------- the memory plan
+    @property
+    def memory_plan(self) -> MemoryPlan | None:
+        """How the memory budget is spent (rows per chunk, bytes per sample); ``None`` without a budget."""
+        if self.memory_mb is None:
+            return None
+        if self._plan is None:
+            self._plan = self._make_plan()
+        return self._plan
+
+    @property
+    def planned(self) -> MemoryPlan | None:
+        """The plan in force if one was made already (never measures)."""
+        return self._plan
+
+    def _make_plan(self) -> MemoryPlan:
+        if self._probe is None:
+            self._probe = self._measure()
+        per_sample, intercept, batch_rows = self._probe
+        if batch_rows == 0:  # an empty shard on this rank: nothing to split, any chunk fits
+            return MemoryPlan(self.memory_mb, 0.0, 0.0, 1 << 62, self.reuse_graph)
+        return plan(self.memory_mb, per_sample, intercept, self.dim * self.itemsize, self._reserved,
+                    self._known_rows(), batch_rows, self.reuse_graph, " and ".join(self._reserved_for))
+
+    def _measure(self) -> tuple[float, float, int]:
+        """(bytes saved per sample, intercept, rows of the first batch), measured once on that batch."""
+        first = next(iter(self.stored_batches), None)
+        if first is None:
+            return 0.0, 0.0, 0
+        first = move_batch(first, self.device, self.dtype)
+        self.check_labels(first)
+        n = row_count(first)
+        small = 1 if n > 1 else n
+        big = min(n, 4) if n > 1 else n
+        # next(iter_row_chunks(...)): only the first part's views (all n/rows of them took ~1 KB a part,
+        # 7 MB at n=8000).
+        s_small = self.saved_bytes(next(iter_row_chunks(first, small)))
+        s_big = self.saved_bytes(next(iter_row_chunks(first, big))) if big > small else s_small
+        # Saved-for-backward bytes grow linearly in the rows: slope per sample, intercept fixed (θ views...).
+        per_sample = (s_big - s_small) / (big - small) if big > small else s_small
+        per_sample = max(per_sample, 1.0)
+        return per_sample, max(s_small - per_sample * small, 0.0), n
+
+    def _known_rows(self) -> int | None:
+        if not isinstance(self.stored_batches, (list, tuple)):
+            return None
+        return sum(row_count(b) for b in self.stored_batches)
+
+    @contextmanager
+    def reserve(self, n_vectors: int, what: str = "") -> Iterator[MemoryPlan | None]:
+        """Hold ``n_vectors`` parameter-sized vectors inside the budget for the block (nested ones add up);
+        the plan is redone with them taken out. Without a budget: nothing, and None is yielded."""
+        check_reservation(n_vectors)
+        if self.memory_mb is None:
+            yield None
+            return
+        self._reserved += n_vectors
+        self._reserved_for.append(what or f"{n_vectors} reserved vectors")
+        try:
+            self._replan()
+            yield self.memory_plan
+        finally:
+            self._reserved -= n_vectors
+            self._reserved_for.pop()
+            self._replan()
+
+    def _replan(self) -> None:
+        self._plan = None
+        self.on_replan()  # graphs built for the old chunks and budget
+        self._plan = self._make_plan()
+
+    def theta_chunk(self, chunk_size: int) -> int:
+        """How many θ one vectorised pass takes: ``chunk_size``, or fewer to fit the budget; the same on
+        every rank (a MIN all-reduce), since every chunk ends with one all-reduce."""
+        chunk = max(1, int(chunk_size))
+        p = self.memory_plan
+        if p is not None and p.per_sample_bytes > 0:
+            per_theta = p.rows * p.per_sample_bytes + 2 * self.dim * self.itemsize
+            free = p.memory_mb * 2**20 - p.fixed_bytes - p.reserved_bytes
+            chunk = max(1, min(chunk, int(free // per_theta)))
+        if self.distributed and p is not None:
+            import torch.distributed as dist
+
+            box = torch.tensor([chunk], dtype=torch.int64, device=self.device)
+            dist.all_reduce(box, op=dist.ReduceOp.MIN)
+            chunk = int(box)
+        return chunk

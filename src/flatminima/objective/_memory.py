@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import FlatminimaError
+from ..errors import FlatminimaError
 
 __all__ = ["CACHE_FACTOR", "FIXED_VECTORS", "HVP_FACTOR", "MemoryPlan", "plan"]
 
@@ -43,7 +43,7 @@ MIB = 2**20
 
 @dataclass
 class MemoryPlan:
-    """How an Objective spends its memory budget (see :mod:`flatminima.objective_memory`).
+    """How an Objective spends its memory budget (see :mod:`flatminima.objective._memory`).
 
     ``rows`` samples per chunk; ``per_sample_bytes`` (s) and ``fixed_bytes`` (c plus the products' own
     vectors) as measured; ``reserved_bytes`` for the ``reserved_vectors`` the running algorithm holds

@@ -1,115 +1,178 @@
-"""The protocol every objective implements: L(θ) of one flat parameter vector, its derivatives and cost.
+"""The objective L(θ): the loss as a function of one flat parameter vector, over a fixed data set.
 
-:class:`ObjectiveBase` holds what the data objective (:class:`flatminima.objective.Objective`) and the
-analytic one (:class:`flatminima.objective_function.FunctionObjective`) share: θ₀ and its flattening,
-``loss`` / ``grad`` / ``hvp`` as sums of per-batch terms, the cost meter, and the public protocol that
-algorithms, pointwise evaluation and measures use (``batches``, ``terms``, ``reduce``, ``record``,
-``reserve``, ``theta_chunk``, ``describe``, ``replace``...). A subclass says what its batches are and what
-one batch contributes:
+    L(θ) = Σ_b s_b(θ) / Σ_b w_b   (reduction "mean")       L(θ) = Σ_b s_b(θ)   (reduction "sum")
 
-    _iter_batches()            the prepared batches (a single ``None`` for an analytic function)
-    _batch_terms(θ, batch)     (s_b, w_b): the batch's summed loss (differentiable in θ) and its weight
-    _hvp_terms(θ, v)           (Σ_b H_b·v in float64, Σ_b w_b), by a backend of flatminima.objective_hvp
-    describe(), replace(**changes)
+with s_b the loss summed over batch b and w_b the count its mean divides by, so the value is the exact
+mean over every sample, the last partial batch included. ``grad`` and ``hvp`` are the exact derivatives of
+that same mean. Every measure, plot and probe in flatminima consumes this one object (DESIGN.md).
 
-The parts only a network has (``outputs``, ``loss_terms``, ``ggn_vp``, ``model_at``, ``working_model``)
-are optional: ``has_outputs`` / ``has_model`` say whether they are there, and without them they raise a
-:class:`FlatminimaError` saying so.
+An :class:`Objective` is composed, not inherited, of four parts:
+
+- a batch source (flatminima.objective._batches): the data, its chunks under the memory plan, the device,
+  the fixed dropout masks; for an analytic function one batch, ``None``;
+- the loss terms (flatminima.objective._terms): (θ, batch) → (s_b, w_b), a network with its loss (one
+  registry of named losses) or an analytic f(θ);
+- a meter (flatminima.objective._meter): every loss, gradient and product recorded once, where computed;
+- the products, plain functions of (batches, terms, θ, v) (flatminima.objective._products).
+
+:class:`FunctionObjective` (``Objective.from_function``) is the same Objective with a one-batch source and
+f(θ) as its terms. ``obj.hessian`` and ``obj.ggn`` are the operator views curvature algorithms take
+(flatminima.objective._operators).
+
+Why hand-written: curvlinops and PyHessian each bundle the operator with their algorithms; we need one
+small object that any algorithm, landscape or measure can call, that counts its own cost, that never
+mutates the user's model, and that sums over shards with ``torch.distributed``. The derivatives
+themselves come from ``torch.autograd`` (double backward) and ``torch.func`` (forward-over-reverse,
+``vmap`` for many θ at once).
 """
 
 from __future__ import annotations
 
-import abc
-import contextlib
 import copy
 import time
-import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
 from torch import nn
 
-from .errors import FlatminimaError, NonFiniteLossError, require_choice, require_nonnegative
-from .objective_hvp import no_second_derivative, second_derivative_error, zeros64
-from .objective_memory import MemoryPlan
+from ..errors import FlatminimaError, NonFiniteLossError, require_choice
+from ._batches import DataSource, OneBatch, check_batch_size, resolve_float_dtype, resolve_torch_device
+from ._memory import MemoryPlan
+from ._meter import Cost, Meter
+from ._operators import Operator
+from ._products import HVP_BACKENDS, GraphCache, ggn_terms, no_second_derivative, second_derivative_error, zeros64
+from ._terms import FunctionTerms, NetworkTerms, named_loss, resolve_reduction
 
-__all__ = ["Cost", "ObjectiveBase"]
+__all__ = ["FunctionObjective", "Objective"]
 
 
-@dataclass
-class Cost:
-    """Work done by an Objective: full-data evaluations, batch passes and wall time.
+class Objective:
+    """L(θ) over a fixed data set, with exact gradients, Hessian and GGN products and a cost meter.
 
-    ``data_passes`` counts passes over the whole data set (a batched evaluation of many θ in one pass
-    counts once), which is what users pay for when data is streamed.
+    The value is exactly the mean (``reduction="mean"``) or the sum (``reduction="sum"``) of the loss over
+    every sample of the data, the same whatever ``batch_size`` and ``memory_mb`` chunks it is computed in:
+
+        mean:  L(θ) = Σ_b s_b(θ) / Σ_b w_b        sum:  L(θ) = Σ_b s_b(θ)
+
+    with s_b the loss summed over batch b and w_b the number of terms a mean over it divides by (see
+    :class:`~flatminima.objective.LossTerms`). Sums are accumulated in float64, so float32 models still get
+    exact-ish totals. An analytic f(θ) is :meth:`from_function`.
+
+    Args:
+        model: any ``nn.Module``; it is copied, never mutated.
+        loss: ``"cross_entropy"``, ``"mse"`` (class labels regressed as one-hot vectors, as in training),
+            ``"bce"`` (``BCEWithLogitsLoss``), a torch loss module such as
+            ``nn.CrossEntropyLoss(reduction="sum")`` (its ``.reduction`` is read: ``"mean"`` or ``"sum"``;
+            ``"none"`` is refused), or a callable ``loss(outputs, targets)`` returning the batch mean (the
+            batch sum with ``reduction="sum"``). Batches are then ``(inputs, targets)`` or
+            ``(input1, input2, ..., targets)``.
+        data: a DataLoader, a tuple ``(X, y)`` of tensors (split into ``batch_size`` batches), or any
+            re-iterable of batches (a list, a Dataset-backed loader). One-shot iterators are refused.
+            Batches may be tensors, tuples, lists or any ``Mapping`` (dict, UserDict, HF BatchEncoding).
+        loss_fn: instead of ``loss``: ``loss_fn(model, batch)`` returning one number per batch, or
+            ``(value, count)``. With ``reduction="mean"`` the value is the batch MEAN over its ``count``
+            terms (default count: the batch's rows) and L = Σ_b count_b·value_b / Σ_b count_b; returning
+            (mean over the batch's tokens, number of tokens) gives the per-token mean over all data.
+            With ``reduction="sum"`` the value is the batch SUM and L = Σ_b value_b (count only reported).
+        reduction: ``"mean"`` (default) or ``"sum"``; for a loss module it is read from the module.
+        params: parameter-name patterns (globs or module prefixes) selecting the part of the model whose
+            curvature is wanted; ``None`` selects every parameter with ``requires_grad``.
+        mode: ``"eval"`` (default: BatchNorm running statistics, no dropout) or ``"train"`` (BatchNorm
+            batch statistics, which depend on θ and are differentiated; running statistics never change).
+        fixed_mask: in ``mode="train"``, draw one dropout mask per batch (seeded by ``seed`` and the
+            batch's index) and reuse it at every evaluation, so L(θ) is one deterministic function. Without
+            it a model with active dropout in train mode is refused: its loss changes at every call.
+        seed: the seed of the fixed masks.
+        dtype: ``torch.float64`` (or ``"float64"``) for reference-grade numbers; default keeps the model's dtype.
+        device: where to compute (must exist on this machine); data batches are moved there on the fly.
+        batch_size: rows per batch when ``data`` is a tuple of tensors (a positive integer).
+        hvp_method: ``"double_backward"`` (default, measured faster on CPU) or ``"forward_over_reverse"``.
+        reuse_graph: keep the gradient graph of every batch between Hessian products at the same θ (the
+            data must fit in memory; ``"auto"`` does so for in-memory tensor data).
+        distributed: sum over the shards of all ``torch.distributed`` ranks (one all-reduce per call).
+        memory_mb: a memory budget (MiB, per process) for one Hessian-vector product. Batches are split
+            into chunks of as many rows as fit (estimated from the tensors autograd saves per sample, see
+            :class:`~flatminima.objective.MemoryPlan`), ``loss_batched`` evaluates as many θ at once as
+            fit, and ``reuse_graph`` is turned off when the cached graphs would not fit. ``None``: no budget.
     """
 
-    losses: int = 0
-    grads: int = 0
-    hvps: int = 0
-    batched_points: int = 0
-    data_passes: float = 0.0
-    seconds: float = 0.0
-
-    def __sub__(self, other: Cost) -> Cost:
-        return Cost(**{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)})
-
-    def __add__(self, other: Cost) -> Cost:
-        return Cost(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
-
-    def to_dict(self) -> dict[str, float]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    def as_dict(self) -> dict[str, float]:
-        """Deprecated name of :meth:`to_dict`."""
-        warnings.warn("Cost.as_dict() is deprecated; use Cost.to_dict().", DeprecationWarning, stacklevel=2)
-        return self.to_dict()
-
-
-class ObjectiveBase(abc.ABC):
-    """L(θ) with exact gradients and Hessian products, and the cost of computing them (see the module)."""
-
-    dtype: torch.dtype
-    device: torch.device
     mode: str = "eval"
     reduction: str = "mean"
     hvp_method: str = "double_backward"
-    distributed: bool = False
-    fixed_mask: bool = False
-    memory_mb: float | None = None
-    n_batches: int | None = None
-    total_weight: float | None = None
 
-    def _init_params(self, names: list[str], shapes: list[torch.Size], theta0: torch.Tensor) -> None:
-        """θ₀ (a copy), the names and shapes it splits into, and a fresh cost meter."""
-        self.param_names, self.param_shapes = list(names), list(shapes)
-        self._numels = [int(torch.Size(s).numel()) for s in shapes]
-        self._theta0 = theta0.detach().clone()
-        self._counter = Cost()
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: str | Callable | None = None,
+        data: Any = None,
+        *,
+        loss_fn: Callable | None = None,
+        params: str | Sequence[str] | None = None,
+        mode: str = "eval",
+        dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        batch_size: int = 1024,
+        hvp_method: str = "double_backward",
+        reuse_graph: bool | str = "auto",
+        distributed: bool = False,
+        memory_mb: float | None = None,
+        reduction: str | None = None,
+        fixed_mask: bool = False,
+        seed: int = 0,
+    ):
+        require_choice("mode", mode, ["eval", "train"])
+        require_choice("hvp_method", hvp_method, ["double_backward", "forward_over_reverse"])
+        if (loss is None) == (loss_fn is None):
+            raise FlatminimaError("pass exactly one of `loss` (outputs, targets) or `loss_fn` (model, batch).")
+        if not isinstance(model, nn.Module):
+            raise FlatminimaError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+        batch_size = check_batch_size(batch_size)
+        dtype, device = resolve_float_dtype(dtype), resolve_torch_device(device)
+        config = {"loss": loss, "data": data, "loss_fn": loss_fn, "params": params, "mode": mode,
+                  "batch_size": batch_size, "hvp_method": hvp_method, "reuse_graph": reuse_graph,
+                  "distributed": distributed, "memory_mb": memory_mb, "reduction": reduction,
+                  "fixed_mask": fixed_mask, "seed": seed}
+        loss = None if loss is None else named_loss(loss)
+        reduction = resolve_reduction(loss, reduction)
+        if fixed_mask and mode != "train":
+            raise FlatminimaError("fixed_mask=True fixes dropout masks in mode='train'; in mode='eval' there are "
+                                  "none (dropout is off). Pass mode='train' or drop fixed_mask.")
+        first = next(model.parameters(), None)
+        dtype = dtype or (first.dtype if first is not None else torch.get_default_dtype())
+        device = torch.device(device) if device is not None else (
+            first.device if first is not None else torch.device("cpu"))
+        terms = NetworkTerms(model, loss, loss_fn, reduction=reduction, params=params, mode=mode, dtype=dtype,
+                             device=device, fixed_mask=fixed_mask)
+        _check_budget(memory_mb, model, mode)
+        source = DataSource(data, batch_size=batch_size, device=device, dtype=dtype, distributed=distributed,
+                            memory_mb=memory_mb, reuse_graph=reuse_graph, fixed_mask=fixed_mask, seed=seed)
+        terms.randomness = source.randomness  # each batch's evaluation under that batch's fixed mask
+        self._compose(source, terms, dtype=dtype, device=device, mode=mode, reduction=reduction,
+                      hvp_method=hvp_method, config=config)
+        source.bind(dim=self.dim, saved_bytes=terms.saved_bytes, check_first=lambda b: terms.check_first(b, dtype),
+                    check_labels=terms.check_labels, on_replan=self._clear_graphs)
 
-    # ----------------------------------------------------------------- what a subclass provides
-    @abc.abstractmethod
-    def _iter_batches(self) -> Iterator[Any]:
-        """The prepared batches every operation sees."""
+    def _compose(self, source: DataSource | OneBatch, terms: NetworkTerms | FunctionTerms, *, dtype: torch.dtype,
+                 device: torch.device, mode: str, reduction: str, hvp_method: str, config: dict[str, Any],
+                 names: list[str] | None = None, shapes: list[torch.Size] | None = None,
+                 theta0: torch.Tensor | None = None) -> None:
+        """Put the parts together: θ₀ with its names and shapes (the terms' unless given), a fresh meter."""
+        self._source, self._terms, self._meter = source, terms, Meter()
+        self.dtype, self.device, self.mode, self.reduction = dtype, device, mode, reduction
+        self.hvp_method, self._config = hvp_method, config
+        self.param_names = list(names if names is not None else terms.names)
+        self.param_shapes = list(shapes if shapes is not None else terms.shapes)
+        self._numels = [int(torch.Size(s).numel()) for s in self.param_shapes]
+        self._theta0 = (theta0 if theta0 is not None else terms.theta0).detach().clone()
+        self.graph_cache = GraphCache()  # the gradient graphs the "cached" backend keeps
+        self._caches = [self.graph_cache]  # every view's cache: all are freed when the memory plan changes
+        self.total_weight: float | None = None
 
-    @abc.abstractmethod
-    def _batch_terms(self, theta: torch.Tensor, batch: Any) -> tuple[torch.Tensor, float]:
-        """(s_b, w_b) of one prepared batch at θ."""
-
-    @abc.abstractmethod
-    def _hvp_terms(self, theta: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """(Σ_b H_b·v in float64, Σ_b w_b) by the objective's backend."""
-
-    @abc.abstractmethod
-    def describe(self) -> dict[str, Any]:
-        """What this objective is, for results and reports."""
-
-    @abc.abstractmethod
-    def replace(self, **changes: Any) -> ObjectiveBase:
-        """A new objective with every setting of this one except ``changes``."""
+    def _clear_graphs(self) -> None:
+        for cache in self._caches:
+            cache.clear()
 
     # ----------------------------------------------------------------- parameters
     @property
@@ -131,7 +194,7 @@ class ObjectiveBase(abc.ABC):
         if theta.shape != (self.dim,):
             raise FlatminimaError(f"θ must be a flat vector of {self.dim} entries, got shape {tuple(theta.shape)}.")
         parts = torch.split(theta, self._numels)
-        return {n: t.view(s) for n, t, s in zip(self.param_names, parts, self.param_shapes, strict=False)}
+        return {n: t.view(s) for n, t, s in zip(self.param_names, parts, self.param_shapes, strict=True)}
 
     def _theta(self, theta: torch.Tensor | None) -> torch.Tensor:
         if theta is None:
@@ -147,139 +210,66 @@ class ObjectiveBase(abc.ABC):
             raise FlatminimaError(f"v must be a flat vector of {self.dim} entries, got shape {tuple(v.shape)}.")
         return v.to(device=self.device, dtype=self.dtype)
 
+    # ----------------------------------------------------------------- settings held by the parts
+    @property
+    def memory_mb(self) -> float | None:
+        return self._source.memory_mb
+
+    @property
+    def distributed(self) -> bool:
+        return self._source.distributed
+
+    @property
+    def fixed_mask(self) -> bool:
+        return self._source.fixed_mask
+
+    @property
+    def seed(self) -> int:
+        return getattr(self._source, "seed", 0)
+
+    @property
+    def reuse_graph(self) -> bool:
+        return self._source.reuse_graph
+
+    @property
+    def n_batches(self) -> int | None:
+        """Batches (memory chunks) of the latest pass over the data; None before the first."""
+        return self._source.n_batches
+
     # ----------------------------------------------------------------- the public protocol
     @property
     def has_model(self) -> bool:
         """Whether there is a network behind the objective (False for an analytic function)."""
-        return False
+        return isinstance(self._terms, NetworkTerms)
 
     @property
     def has_outputs(self) -> bool:
         """Whether the objective sees model outputs and targets (built with ``loss=``, not ``loss_fn=``)."""
-        return False
+        return self._terms.has_outputs
 
     @property
     def loss_function(self) -> Callable | None:
-        """The per-batch ``loss(outputs, targets)`` as given; None without one."""
-        return None
+        """The per-batch ``loss(outputs, targets)`` (a module or a callable); None with ``loss_fn`` or f(θ)."""
+        return self._terms.module.loss if self.has_model else None
 
     def batches(self) -> Iterator[Any]:
         """The prepared batches, as every operation sees them: moved to the device, cast, split into chunks."""
-        return self._iter_batches()
+        return self._source.batches()
+
+    @property
+    def stored_batches(self) -> Iterable:
+        """The data's batches as stored at construction: not moved, cast or split into memory chunks."""
+        return self._source.stored_batches
 
     def terms(self, theta: torch.Tensor | None, batch: Any) -> tuple[torch.Tensor, float]:
         """(s_b, w_b) of one prepared batch at θ: the batch's summed loss (differentiable) and its weight."""
-        return self._batch_terms(self._theta(theta), batch)
+        return self._terms(self._theta(theta), batch)
 
     def reduce(self, total: torch.Tensor, weight: float, reduction: str | None = None) -> torch.Tensor:
-        """Σ s / Σ w ("mean") or Σ s ("sum") of sums over this rank's batches, summed over all ranks."""
-        return self._reduce(total, weight, reduction)
-
-    def fixed_randomness(self) -> contextlib.AbstractContextManager:
-        """The RNG state of the batch last yielded by ``batches()`` (``fixed_mask``: its dropout mask)."""
-        return self._randomness()
-
-    def _randomness(self) -> contextlib.AbstractContextManager:
-        return contextlib.nullcontext()
-
-    def theta_chunk(self, chunk_size: int) -> int:
-        """How many θ fit one vectorised pass: ``chunk_size``, or fewer under the memory budget."""
-        return max(1, int(chunk_size))
-
-    @property
-    def memory_plan(self) -> MemoryPlan | None:
-        """How the memory budget is spent; ``None`` without a budget."""
-        return None
-
-    @contextmanager
-    def reserve(self, n_vectors: int, what: str = "") -> Iterator[MemoryPlan | None]:
-        """Hold ``n_vectors`` parameter-sized vectors inside the memory budget for the block (see
-        :meth:`flatminima.objective.Objective.reserve`); without a budget it does nothing and yields None."""
-        self._check_reservation(n_vectors)
-        yield None
-
-    @staticmethod
-    def _check_reservation(n_vectors: Any) -> None:
-        if isinstance(n_vectors, bool) or not isinstance(n_vectors, int):
-            raise FlatminimaError(f"n_vectors must be a whole number of vectors, got {n_vectors!r}.")
-        require_nonnegative("n_vectors", n_vectors)
-
-    # ----------------------------------------------------------------- optional: a network behind it
-    def _no_model(self, what: str) -> FlatminimaError:
-        return FlatminimaError(f"{what} needs a network; an analytic objective has none (use its parameters "
-                               "directly).")
-
-    def model_at(self, theta: torch.Tensor | None = None) -> nn.Module:
-        """A fresh copy of the model holding θ."""
-        raise self._no_model("model_at")
-
-    @property
-    def working_model(self) -> nn.Module:
-        """The objective's own copy of the network."""
-        raise self._no_model("working_model")
-
-    def outputs(self, theta: torch.Tensor | None, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """(model outputs at θ on a prepared batch, its targets) (``loss=`` objectives)."""
-        raise FlatminimaError("outputs need (inputs, targets) batches: build the Objective with `loss=`.")
-
-    def loss_terms(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """(s, w) of the objective's loss on given outputs and targets (``loss=`` objectives)."""
-        raise FlatminimaError("loss_terms needs (outputs, targets): build the Objective with `loss=`.")
-
-    def ggn_vp(self, v: torch.Tensor, theta: torch.Tensor | None = None) -> torch.Tensor:
-        """G(θ)·v, the generalised Gauss-Newton product (``loss=`` objectives)."""
-        raise FlatminimaError("the GGN needs the model outputs: build the Objective with `loss=`, not `loss_fn=`.")
-
-    # ----------------------------------------------------------------- cost metering
-    @contextmanager
-    def meter(self) -> Iterator[Cost]:
-        """``with obj.meter() as cost:`` fills ``cost`` with the work done inside the block."""
-        before, start, cost = copy.copy(self._counter), time.perf_counter(), Cost()
-        try:
-            yield cost
-        finally:
-            delta = self._counter - before
-            delta.seconds = time.perf_counter() - start
-            for f in fields(Cost):
-                setattr(cost, f.name, getattr(delta, f.name))
-
-    @property
-    def cost(self) -> Cost:
-        """Total work done by this objective so far."""
-        return copy.copy(self._counter)
-
-    def record(self, kind: str | None, points: int = 1, passes: float = 1.0, seconds: float = 0.0) -> None:
-        """Add work done outside the objective's own calls to its cost meter.
-
-        ``kind``: the :class:`Cost` count it adds ``points`` to (``"losses"``, ``"grads"``, ``"hvps"``,
-        ``"batched_points"``), or ``None`` for data passes only (a forward pass a measure runs itself).
-        """
-        if kind is not None:
-            require_choice("kind", kind, ["losses", "grads", "hvps", "batched_points"])
-        c = self._counter
-        if kind is not None:
-            setattr(c, kind, getattr(c, kind) + points)
-        c.data_passes += passes
-        c.seconds += seconds
-
-    def _account(self, kind: str, start: float, points: int = 1) -> None:
-        self.record(kind, points, 1.0, time.perf_counter() - start)
-
-    @staticmethod
-    def _check_finite(value: torch.Tensor, what: str) -> None:
-        if not torch.isfinite(value).all():
-            raise NonFiniteLossError(
-                f"the {what} is not finite (NaN or inf). The model diverged or the data holds NaN/inf; "
-                "check the checkpoint and the inputs, or lower the learning rate that produced it.")
-
-    @staticmethod
-    def _zeros(like: torch.Tensor) -> torch.Tensor:
-        return zeros64(like)
-
-    def _reduce(self, total: torch.Tensor, weight: float, reduction: str | None = None) -> torch.Tensor:
-        """Σ s / Σ w ("mean") or Σ s ("sum"), summed over all ranks when distributed (one all-reduce).
+        """Σ s / Σ w ("mean") or Σ s ("sum") of sums over this rank's batches, summed over all ranks.
 
         ``total`` is accumulated in float64 by the callers; the value comes back in the objective's dtype.
+        One all-reduce when distributed.
         """
         reduction = reduction or self.reduction
         if self.distributed:
@@ -294,51 +284,220 @@ class ObjectiveBase(abc.ABC):
         value = total / weight if reduction == "mean" else total
         return value.to(self.dtype)
 
+    def fixed_randomness(self) -> AbstractContextManager:
+        """The RNG state of the batch last yielded by ``batches()`` (``fixed_mask``: its dropout mask)."""
+        return self._source.randomness()
+
+    def theta_chunk(self, chunk_size: int) -> int:
+        """How many θ one vectorised pass takes: ``chunk_size``, or fewer to fit the memory budget."""
+        return self._source.theta_chunk(chunk_size)
+
+    @property
+    def memory_plan(self) -> MemoryPlan | None:
+        """How the memory budget is spent (rows per chunk, bytes per sample); ``None`` without a budget."""
+        return self._source.memory_plan
+
+    def reserve(self, n_vectors: int, what: str = "") -> AbstractContextManager[MemoryPlan | None]:
+        """Hold ``n_vectors`` parameter-sized vectors inside the memory budget for the block.
+
+        Algorithms that keep vectors across products call it (Lanczos its basis, Hutch++ its sketch, SLQ
+        its steps): the plan is redone with those bytes taken out of ``memory_mb``, which lowers the rows
+        per chunk or turns graph reuse off, and a :class:`FlatminimaError` names the smallest budget that
+        works when the vectors and one sample's product do not fit. Nested reservations add up. Without a
+        budget it does nothing and yields ``None``; otherwise it yields the plan in force.
+        """
+        return self._source.reserve(n_vectors, what)
+
+    # ----------------------------------------------------------------- a network behind it
+    def _no_model(self, what: str) -> FlatminimaError:
+        return FlatminimaError(f"{what} needs a network; an analytic objective has none (use its parameters "
+                               "directly).")
+
+    def model_at(self, theta: torch.Tensor | None = None) -> nn.Module:
+        """A fresh copy of the model holding θ (for plotting, saving or evaluation by the user)."""
+        if not self.has_model:
+            raise self._no_model("model_at")
+        return self._terms.model_at(self.unflatten(self._theta(theta)))
+
+    @property
+    def working_model(self) -> nn.Module:
+        """The objective's own copy of the network, which every evaluation runs (never the user's model).
+
+        Engines that write θ into it in place (the CPU loop of ``values_at``) must restore it after.
+        """
+        if not self.has_model:
+            raise self._no_model("working_model")
+        return self._terms.module.model
+
+    @property
+    def fixed_tensors(self) -> dict[str, torch.Tensor]:
+        """The tensors held fixed (unselected parameters, buffers), by name in ``working_model``."""
+        if not self.has_model:
+            return {}
+        return {k[len("model."):]: t for k, t in self._terms.fixed.items()}
+
+    def working_terms(self, batch: Any) -> tuple[torch.Tensor, float]:
+        """(s_b, w_b) of a prepared batch with the parameters ``working_model`` holds right now."""
+        if not self.has_model:
+            raise self._no_model("working_terms")
+        return self._terms.module(batch)
+
+    def with_fixed(self, tensors: Mapping[str, torch.Tensor]) -> Objective:
+        """A view of this objective with some fixed tensors (e.g. BatchNorm statistics) replaced.
+
+        Shares data, model and cost meter; ``tensors`` are named as in ``working_model``.
+        """
+        if not self.has_model:
+            raise self._no_model("with_fixed")
+        view = copy.copy(self)
+        view._terms = self._terms.with_fixed(dict(tensors))
+        view.graph_cache = GraphCache()  # graphs built with the other fixed tensors are not this view's
+        self._caches.append(view.graph_cache)
+        return view
+
+    def outputs(self, theta: torch.Tensor | None, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """(model outputs at θ on a prepared batch, its targets), differentiable in θ (``loss=`` objectives)."""
+        if not self.has_outputs:
+            raise FlatminimaError("outputs need (inputs, targets) batches: build the Objective with `loss=`.")
+        return self._terms.outputs(self._theta(theta), batch)
+
+    def loss_terms(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """(s, w) of the objective's loss on given outputs and targets (``loss=`` objectives)."""
+        if not self.has_outputs:
+            raise FlatminimaError("loss_terms needs (outputs, targets): build the Objective with `loss=`.")
+        return self._terms.loss_terms(outputs, targets)
+
+    # ----------------------------------------------------------------- cost metering
+    def meter(self) -> AbstractContextManager[Cost]:
+        """``with obj.meter() as cost:`` fills ``cost`` with the work done inside the block."""
+        return self._meter.measure()
+
+    @property
+    def cost(self) -> Cost:
+        """Total work done by this objective so far."""
+        return self._meter.total
+
+    def record(self, kind: str | None, points: int = 1, passes: float = 1.0, seconds: float = 0.0) -> None:
+        """Add work done outside the objective's own calls to its cost meter.
+
+        ``kind``: the :class:`Cost` count it adds ``points`` to (``"losses"``, ``"grads"``, ``"hvps"``,
+        ``"batched_points"``), or ``None`` for data passes only (a forward pass a measure runs itself).
+        """
+        self._meter.record(kind, points, passes, seconds)
+
+    def subscribe(self, subscriber: Callable[[str | None, int], None]) -> AbstractContextManager[None]:
+        """``with obj.subscribe(f):`` calls ``f(kind, points)`` on every piece of work recorded in the block
+        (``kind`` as in :meth:`record`; a Hessian or GGN product is ``"hvps"``): progress bars follow an
+        algorithm this way, without touching the objective's methods."""
+        return self._meter.subscribe(subscriber)
+
+    @staticmethod
+    def _check_finite(value: torch.Tensor, what: str) -> None:
+        if not torch.isfinite(value).all():
+            raise NonFiniteLossError(
+                f"the {what} is not finite (NaN or inf). The model diverged or the data holds NaN/inf; "
+                "check the checkpoint and the inputs, or lower the learning rate that produced it.")
+
     # ----------------------------------------------------------------- the operations
     def loss(self, theta: torch.Tensor | None = None) -> float:
         """L(θ): the exact mean (or sum, with ``reduction="sum"``) of the loss over all data."""
         start, theta = time.perf_counter(), self._theta(theta)
         total, weight = torch.zeros((), device=self.device, dtype=torch.float64), 0.0
         with torch.no_grad():
-            for batch in self._iter_batches():
-                s, w = self._batch_terms(theta, batch)
+            for batch in self._source.batches():
+                s, w = self._terms(theta, batch)
                 total, weight = total + s.detach().to(torch.float64), weight + w
-        value = self._reduce(total, weight)
+        value = self.reduce(total, weight)
         self._check_finite(value, "loss")
-        self._account("losses", start)
+        self._meter.account("losses", start)
         return float(value)
 
     def grad(self, theta: torch.Tensor | None = None) -> torch.Tensor:
         """∇L(θ), the exact derivative of the same mean (or sum); never touches any ``.grad`` attribute."""
         start, theta = time.perf_counter(), self._theta(theta).detach().requires_grad_(True)
         total, weight = zeros64(theta), 0.0
-        for batch in self._iter_batches():
-            s, w = self._batch_terms(theta, batch)
+        for batch in self._source.batches():
+            s, w = self._terms(theta, batch)
             (g,) = torch.autograd.grad(s, theta, allow_unused=True)
             if g is not None:
                 total += g
             weight += w
-        value = self._reduce(total, weight)
+        value = self.reduce(total, weight)
         self._check_finite(value, "gradient")
-        self._account("grads", start)
+        self._meter.account("grads", start)
         return value
 
     def hvp(self, v: torch.Tensor, theta: torch.Tensor | None = None) -> torch.Tensor:
-        """H(θ)·v with H = ∇²L(θ), exact over all data (backends: flatminima.objective_hvp.HVP_BACKENDS)."""
-        start = time.perf_counter()
-        v = self._check_vector(v)
-        theta = self._theta(theta)
+        """H(θ)·v with H = ∇²L(θ), exact over all data (backends: ``flatminima.objective.HVP_BACKENDS``)."""
+        start, v, theta = time.perf_counter(), self._check_vector(v), self._theta(theta)
         try:
-            total, weight = self._hvp_terms(theta, v)
+            total, weight = HVP_BACKENDS[self._backend()](self._source.batches, self._terms, theta, v,
+                                                          self.graph_cache)
         except RuntimeError as err:
             if no_second_derivative(err):
                 raise second_derivative_error(err) from err
             raise
-        value = self._reduce(total, weight)
+        value = self.reduce(total, weight)
         self._check_finite(value, "Hessian-vector product")
-        self._account("hvps", start)
+        self._meter.account("hvps", start)
         return value
 
+    def _backend(self) -> str:
+        """``hvp_method``, or ``cached`` under graph reuse (which the memory plan may turn off)."""
+        if not self.has_model:
+            return "double_backward"
+        self._terms.require_second_derivatives()
+        plan = self._source.memory_plan  # plans the budget first: it may turn graph reuse off
+        reuse = self.reuse_graph if plan is None else plan.reuse_graph
+        backend = "cached" if reuse and self.hvp_method == "double_backward" else self.hvp_method
+        if backend == "forward_over_reverse" and self._terms.batchnorm_in_train_mode:
+            # Measured: torch.func's second derivatives through train-mode batch_norm (jvp, jacfwd or
+            # jacrev over jacrev) disagree with double backward and with a dense autograd Hessian on the
+            # BatchNorm parameters (torch 2.13), while first derivatives agree; refuse, never a wrong number.
+            raise FlatminimaError(
+                "hvp_method='forward_over_reverse' is not exact through BatchNorm in mode='train' (torch.func's "
+                "second derivatives of batch statistics are wrong); use hvp_method='double_backward'.")
+        return backend
+
+    def ggn_vp(self, v: torch.Tensor, theta: torch.Tensor | None = None) -> torch.Tensor:
+        """G(θ)·v with the generalised Gauss-Newton G = Σ_b J_bᵀ ∇²_z s_b J_b / Σ_b w_b (PSD for convex ℓ).
+
+        z are the model outputs, J_b = ∂z/∂θ on batch b and s_b the batch's summed loss (divided by the
+        total weight with ``reduction="mean"``, not with ``"sum"``). Needs the ``loss(outputs, targets)``
+        form (Schraudolph 2002; Martens 2010). In train mode BatchNorm's batch statistics are part of z(θ).
+        """
+        if not self.has_outputs:
+            raise FlatminimaError("the GGN needs the model outputs: build the Objective with `loss=`, not `loss_fn=`.")
+        start, v, theta = time.perf_counter(), self._check_vector(v), self._theta(theta)
+        total, weight = ggn_terms(self._source.batches, self._terms.outputs, self._terms.loss_terms, theta, v)
+        value = self.reduce(total, weight)
+        self._check_finite(value, "GGN-vector product")
+        self._meter.account("hvps", start)
+        return value
+
+    # ----------------------------------------------------------------- operator views
+    @property
+    def hessian(self) -> Operator:
+        """H(θ₀) as an operator: ``obj.hessian @ v`` (a vector) or ``@ V`` (a dim × m matrix of columns),
+        with ``dim``, ``dtype``, ``device``, this objective's meter and memory budget."""
+        return self.operator("hessian")
+
+    @property
+    def ggn(self) -> Operator:
+        """G(θ₀), the generalised Gauss-Newton matrix, as an operator (see :attr:`hessian`)."""
+        return self.operator("ggn")
+
+    def operator(self, kind: str = "hessian", theta: torch.Tensor | None = None) -> Operator:
+        """The operator view of ``kind`` (``"hessian"`` or ``"ggn"``) at θ (default θ₀)."""
+        require_choice("operator", kind, ["hessian", "ggn"])
+        if kind == "ggn" and not self.has_outputs:
+            raise FlatminimaError("the GGN needs the model outputs: build the Objective with `loss=`, not `loss_fn=`.")
+        theta = None if theta is None else self._theta(theta).detach().clone()
+        product = self.hvp if kind == "hessian" else self.ggn_vp
+        return Operator(lambda v: product(v, theta), self.dim, self.dtype, self.device, meter=self._meter,
+                        reserve=self.reserve, kind=kind, mode=self.mode, counted=True)
+
+    # ----------------------------------------------------------------- many points at once
     def loss_batched(self, thetas: torch.Tensor, chunk_size: int = 32) -> torch.Tensor:
         """L(θ_i) for every row θ_i of ``thetas`` (n × dim), ``chunk_size`` rows per pass over the data.
 
@@ -353,10 +512,101 @@ class ObjectiveBase(abc.ABC):
 
     def values_at(self, points: Any, metrics: Sequence[str | Callable] = ("loss",), **options: Any
                   ) -> list[torch.Tensor]:
-        """Several metrics at many points in one pass per chunk: see :func:`flatminima.pointwise.values_at`.
+        """Several metrics at many points in one pass per chunk: see :func:`flatminima.objective.values_at`.
 
-        ``points``: an (n × dim) matrix or a :class:`flatminima.pointwise.Span` (origin + coefs @ vectors).
+        ``points``: an (n × dim) matrix or a :class:`flatminima.objective.Span` (origin + coefs @ vectors).
         """
-        from .pointwise import values_at
+        from ._pointwise import values_at
 
         return values_at(self, points, metrics, **options)
+
+    # ----------------------------------------------------------------- description
+    @classmethod
+    def from_function(cls, f: Callable[[torch.Tensor], torch.Tensor], x0: Any, *,
+                      dtype: torch.dtype | None = None, name: str | None = None) -> FunctionObjective:
+        """An analytic landscape f: Rⁿ → R as an Objective (one "batch", no data)."""
+        return FunctionObjective(f, x0, dtype=dtype, name=name)
+
+    def describe(self) -> dict[str, Any]:
+        """What this objective is, for results and reports (randomness included: ``fixed_mask``)."""
+        loss = self.loss_function
+        planned = self._source.planned
+        return {"dim": self.dim, "mode": self.mode, "dtype": str(self.dtype).replace("torch.", ""),
+                "device": str(self.device), "params": self.param_names if len(self.param_names) <= 20
+                else f"{len(self.param_names)} tensors", "samples": self.total_weight,
+                "loss": "loss_fn" if loss is None else getattr(loss, "__name__", type(loss).__name__),
+                "reduction": self.reduction, "hvp_method": self.hvp_method, "memory_mb": self.memory_mb,
+                "chunk_rows": planned.rows if planned is not None else None,
+                "fixed_mask": (f"one dropout mask per batch, seed {self.seed}" if self.fixed_mask else False)}
+
+    def replace(self, **changes: Any) -> Objective:
+        """A new Objective with every setting of this one except ``changes``.
+
+        The model is this one's at θ₀ (``model_at()``); loss or loss_fn, data, params, mode, dtype, device,
+        batch_size, hvp_method, reuse_graph, distributed, memory_mb, reduction, fixed_mask and seed carry
+        over unless given. Passing ``loss`` replaces ``loss_fn`` and vice versa. A new plain-callable loss
+        keeps this objective's reduction (a loss module brings its own).
+        """
+        config = dict(self._config, dtype=self.dtype, device=self.device)
+        unknown = set(changes) - set(config) - {"model"}
+        if unknown:
+            raise FlatminimaError(f"replace() got unknown settings {sorted(unknown)}; allowed: "
+                                  f"{sorted(set(config) | {'model'})}.")
+        if "loss" in changes and changes["loss"] is not None:
+            config["loss_fn"] = None
+        if "loss_fn" in changes and changes["loss_fn"] is not None:
+            config["loss"] = None
+        if ("loss" in changes or "loss_fn" in changes) and "reduction" not in changes:
+            new = changes.get("loss", config["loss"])
+            own = isinstance(new, str) or (isinstance(new, nn.Module)
+                                           and isinstance(getattr(new, "reduction", None), str))
+            config["reduction"] = None if own else self.reduction
+        config.update(changes)
+        model = config.pop("model", None)
+        return Objective(model if model is not None else self.model_at(), **config)
+
+
+class FunctionObjective(Objective):
+    """An analytic landscape f: Rⁿ → R as an Objective: the same object with a one-batch source (``None``,
+    weight 1) and f(θ) as its terms, so the same curvature code serves the toy lab. Built by
+    ``Objective.from_function``; the parts only a network has raise a :class:`FlatminimaError`."""
+
+    def __init__(self, f: Callable[[torch.Tensor], torch.Tensor], x0: Any, *, dtype: torch.dtype | None = None,
+                 name: str | None = None):
+        if not callable(f):
+            raise FlatminimaError(f"f must be a callable f(x) -> scalar tensor, got {type(f).__name__}.")
+        x0 = torch.as_tensor(x0)  # a floating x0 keeps its dtype (float64 stays float64)
+        x0 = x0.to(dtype or (x0.dtype if x0.is_floating_point() else torch.get_default_dtype()))
+        if x0.dim() != 1 or x0.numel() == 0:
+            raise FlatminimaError(f"x0 must be a non-empty 1-D vector, got shape {tuple(x0.shape)}.")
+        self.f, self.name = f, name or getattr(f, "__name__", "function")
+        self._compose(OneBatch(), FunctionTerms(f, self.name), dtype=x0.dtype, device=x0.device, mode="function",
+                      reduction="mean", hvp_method="double_backward", config={}, names=["x"], shapes=[x0.shape],
+                      theta0=x0)
+        self.total_weight = 1.0
+
+    def replace(self, **changes: Any) -> FunctionObjective:
+        """The same analytic objective with ``f``, ``x0``, ``dtype`` or ``name`` changed."""
+        config = {"f": self.f, "x0": self._theta0, "dtype": self.dtype, "name": self.name}
+        unknown = set(changes) - set(config)
+        if unknown:
+            raise FlatminimaError(f"replace() got unknown settings {sorted(unknown)}; allowed: {sorted(config)}.")
+        config.update(changes)
+        return FunctionObjective(config.pop("f"), config.pop("x0"), **config)
+
+    def describe(self) -> dict[str, Any]:
+        return {"dim": self.dim, "mode": "function", "function": self.name, "dtype": str(self.dtype)}
+
+
+def _check_budget(memory_mb: Any, model: nn.Module, mode: str) -> None:
+    """A memory budget is a positive number of MiB, and cannot split train-mode BatchNorm batches."""
+    if memory_mb is None:
+        return
+    if isinstance(memory_mb, bool) or not isinstance(memory_mb, (int, float)) or not memory_mb > 0:
+        raise FlatminimaError(f"memory_mb must be a positive number of MiB (or None), got {memory_mb!r}.")
+    batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if mode == "train" and batchnorm:
+        # Splitting a batch changes BatchNorm's batch statistics in train mode, hence L(θ) itself.
+        raise FlatminimaError(
+            "memory_mb cannot split batches of a BatchNorm model in mode='train' (the batch statistics "
+            "would change the loss); use mode='eval' or a smaller batch_size.")

@@ -45,11 +45,11 @@ import torch
 from torch import nn
 from torch.func import vmap
 
-from .errors import FlatminimaError, require_choice
-from .objective_data import ELEMENTWISE_LOSSES
+from ..errors import FlatminimaError, require_choice
+from ._terms import ELEMENTWISE_LOSSES
 
-if TYPE_CHECKING:  # every objective, data or analytic: the protocol of ObjectiveBase
-    from .objective_base import ObjectiveBase as Objective
+if TYPE_CHECKING:  # every objective, data or analytic: only its public protocol is used here
+    from ._objective import Objective
 
 __all__ = ["LOOP_CHUNK", "MERGE_ROWS", "Span", "activation_bytes", "default_engine", "values_at"]
 

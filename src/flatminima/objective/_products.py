@@ -1,38 +1,38 @@
-"""Hessian-vector and Gauss-Newton-vector backends of the objectives, as small strategy functions.
+"""Hessian-vector and Gauss-Newton-vector products over batches, as plain functions.
 
-Each backend maps (objective, θ, v) to (Σ_b H_b·v accumulated in float64, Σ_b w_b), H_b the Hessian of
-batch b's summed terms s_b; the objective divides by the weight (or not), all-reduces and meters the call.
-They use only the objective's protocol (:class:`flatminima.objective_base.ObjectiveBase`):
+Each backend maps (batches, terms, θ, v) to (Σ_b H_b·v accumulated in float64, Σ_b w_b), H_b the Hessian
+of batch b's summed terms s_b; the Objective divides by the weight (or not), all-reduces and meters the
+call. They know nothing of the Objective, only of two callables:
 
-    obj.batches()            the prepared batches (moved, cast, split into memory chunks)
-    obj.terms(θ, batch)      (s_b, w_b), s_b differentiable in θ
-    obj.outputs(θ, batch)    (model outputs, targets)           GGN only (``has_outputs``)
-    obj.loss_terms(z, y)     (s, w) of the loss on outputs z     GGN only
+    batches()              the prepared batches (moved, cast, split into memory chunks): the batch source's
+    terms(θ, batch)        (s_b, w_b), s_b differentiable in θ: the loss terms'
 
-and the cached backend a :class:`GraphCache` the objective owns (``obj.graph_cache``, package-internal).
+and, for the GGN, ``outputs(θ, batch) -> (z, y)`` and ``loss_terms(z, y) -> (s, w)``. So one product's
+calls per batch stay within three modules: this one, the batch source (flatminima.objective._batches) and
+the loss terms (flatminima.objective._terms).
 
 - ``double_backward``: ∇(∇s_b·v) per batch, the graph rebuilt for every product (measured faster on CPU).
-- ``cached``: double backward reusing each batch's gradient graph while θ stays the same.
+- ``cached``: double backward reusing each batch's gradient graph while θ stays the same (a
+  :class:`GraphCache` the Objective owns).
 - ``forward_over_reverse``: ``torch.func.jvp`` of the reverse-mode gradient.
 - :func:`ggn_terms`: J_bᵀ ∇²_z s_b J_b·v by forward- and reverse-mode products through the model outputs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch.func import jacrev, jvp, vjp
 
-from .errors import FlatminimaError
+from ..errors import FlatminimaError
 
-if TYPE_CHECKING:
-    from .objective_base import ObjectiveBase
+__all__ = ["HVP_BACKENDS", "GraphCache", "ggn_terms", "no_second_derivative", "second_derivative_error", "zeros64"]
 
-__all__ = ["HVP_BACKENDS", "GraphCache", "ggn_terms", "no_second_derivative", "second_derivative_error"]
-
-Backend = Callable[["ObjectiveBase", torch.Tensor, torch.Tensor], tuple[torch.Tensor, float]]
+Batches = Callable[[], Iterable[Any]]
+Terms = Callable[[torch.Tensor, Any], tuple[torch.Tensor, float]]
+Backend = Callable[[Batches, Terms, torch.Tensor, torch.Tensor, "GraphCache | None"], tuple[torch.Tensor, float]]
 
 
 def zeros64(like: torch.Tensor) -> torch.Tensor:
@@ -51,12 +51,13 @@ def second_backward(theta: torch.Tensor, loss: torch.Tensor | None, v: torch.Ten
     return torch.zeros_like(theta) if hv is None else hv
 
 
-def double_backward(obj: ObjectiveBase, theta: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, float]:
+def double_backward(batches: Batches, terms: Terms, theta: torch.Tensor, v: torch.Tensor,
+                    cache: GraphCache | None = None) -> tuple[torch.Tensor, float]:
     """Double backward per batch: ∇(∇s_b · v), the graph rebuilt for every product."""
     theta = theta.detach().requires_grad_(True)
     total, weight = zeros64(theta), 0.0
-    for batch in obj.batches():
-        s, w = obj.terms(theta, batch)
+    for batch in batches():
+        s, w = terms(theta, batch)
         total += second_backward(theta, s, v, retain=False)
         weight += w
     return total, weight
@@ -78,24 +79,27 @@ class GraphCache:
     def held(self) -> bool:
         return self._at is not None
 
-    def graphs(self, obj: ObjectiveBase, theta: torch.Tensor) -> tuple[torch.Tensor, list]:
+    def graphs(self, batches: Batches, terms: Terms, theta: torch.Tensor) -> tuple[torch.Tensor, list]:
         """(the leaf θ, [(∇s_b with its graph, w_b)]), built once per θ."""
         at = self._at
         if at is None or at[0].shape != theta.shape or not torch.equal(at[0], theta):
             self._at = None  # free the old graph before building the new one
             leaf = theta.detach().clone().requires_grad_(True)
             grads = []
-            for batch in obj.batches():
-                s, w = obj.terms(leaf, batch)
+            for batch in batches():
+                s, w = terms(leaf, batch)
                 (g,) = torch.autograd.grad(s, leaf, create_graph=True, allow_unused=True)
                 grads.append((g, w))
             self._at = at = (theta.detach().clone(), leaf, grads)
         return at[1], at[2]
 
 
-def cached(obj: ObjectiveBase, theta: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, float]:
+def cached(batches: Batches, terms: Terms, theta: torch.Tensor, v: torch.Tensor,
+           cache: GraphCache | None = None) -> tuple[torch.Tensor, float]:
     """Double backward reusing each batch's gradient graph while θ stays the same (one build per θ)."""
-    leaf, grads = obj.graph_cache.graphs(obj, theta)
+    if cache is None:
+        raise FlatminimaError("the cached backend needs the objective's GraphCache.")
+    leaf, grads = cache.graphs(batches, terms, theta)
     total, weight = zeros64(theta), 0.0
     for g, w in grads:
         total += second_backward(leaf, None, v, retain=True, grad=g)
@@ -103,18 +107,19 @@ def cached(obj: ObjectiveBase, theta: torch.Tensor, v: torch.Tensor) -> tuple[to
     return total, weight
 
 
-def forward_over_reverse(obj: ObjectiveBase, theta: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, float]:
+def forward_over_reverse(batches: Batches, terms: Terms, theta: torch.Tensor, v: torch.Tensor,
+                         cache: GraphCache | None = None) -> tuple[torch.Tensor, float]:
     """torch.func forward-over-reverse: jvp of the reverse-mode gradient.
 
     ``jacrev`` rather than ``grad``: jvp over ``torch.func.grad`` of ``mse_loss`` fails on an immutable
     ZeroTensor inside its backward formula, jvp over ``jacrev`` does not (same numbers elsewhere).
     """
     total, weight = zeros64(theta), 0.0
-    for batch in obj.batches():
+    for batch in batches():
         w_box: list[float] = []
 
         def f(t: torch.Tensor, batch: Any = batch, w_box: list = w_box) -> torch.Tensor:
-            s, w = obj.terms(t, batch)
+            s, w = terms(t, batch)
             w_box.append(w)
             return s
 
@@ -131,18 +136,20 @@ HVP_BACKENDS: dict[str, Backend] = {
 }
 
 
-def ggn_terms(obj: ObjectiveBase, theta: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, float]:
+def ggn_terms(batches: Batches, outputs: Callable[[torch.Tensor, Any], tuple[torch.Tensor, torch.Tensor]],
+              loss_terms: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, float]],
+              theta: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, float]:
     """(Σ_b J_bᵀ ∇²_z s_b J_b·v in float64, Σ_b w_b), z the model outputs and J_b = ∂z/∂θ on batch b."""
     total, weight = zeros64(theta), 0.0
-    for batch in obj.batches():
+    for batch in batches():
         targets = batch[-1]
 
         def f(t: torch.Tensor, batch: Any = batch) -> torch.Tensor:
-            return obj.outputs(t, batch)[0]
+            return outputs(t, batch)[0]
 
         try:
             out, jv = jvp(f, (theta,), (v,))
-            hjv, w = output_hvp(obj, out, targets, jv)
+            hjv, w = output_hvp(loss_terms, out, targets, jv)
             _, pullback = vjp(f, theta)
             (gv,) = pullback(hjv)
         except RuntimeError as err:
@@ -154,12 +161,12 @@ def ggn_terms(obj: ObjectiveBase, theta: torch.Tensor, v: torch.Tensor) -> tuple
     return total, weight
 
 
-def output_hvp(obj: ObjectiveBase, out: torch.Tensor, targets: torch.Tensor, u: torch.Tensor
-               ) -> tuple[torch.Tensor, float]:
+def output_hvp(loss_terms: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, float]], out: torch.Tensor,
+               targets: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, float]:
     """(∇²_z s(z, y)·u, w) by double backward in output space (torch.func's jvp-of-grad trips on mse_loss)."""
     with torch.enable_grad():
         z = out.detach().requires_grad_(True)
-        s, w = obj.loss_terms(z, targets)
+        s, w = loss_terms(z, targets)
         (g,) = torch.autograd.grad(s, z, create_graph=True)
         if not g.requires_grad:  # a loss linear in z: zero output curvature
             return torch.zeros_like(u), w

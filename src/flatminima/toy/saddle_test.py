@@ -23,7 +23,7 @@ import torch
 from scipy.stats import binom
 
 from ..errors import require_in_range, require_nonnegative, require_positive, require_positive_int
-from ..objective_base import ObjectiveBase
+from ..objective import ObjectiveBase
 
 
 @dataclass

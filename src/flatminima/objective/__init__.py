@@ -1,0 +1,35 @@
+"""The Objective L(θ): exact full-data loss, gradient, Hessian- and GGN-vector products, a cost meter.
+
+One package of private modules, composed (flatminima.objective._objective says how):
+
+    _batches     the batch source: data, chunks, device, fixed dropout masks, the memory plan
+    _memory      the memory model behind the plan (MemoryPlan, plan)
+    _terms       the loss terms: the named losses, (θ, batch) -> (s_b, w_b) for a network or f(θ)
+    _meter       Cost and the Meter every piece of work is recorded on (and observers subscribe to)
+    _products    Hessian-/GGN-vector products as plain functions of (batches, terms, θ, v)
+    _operators   Operator: a matrix as v ↦ M v (obj.hessian, obj.ggn), what curvature algorithms take
+    _objective   Objective and FunctionObjective (the same Objective with a one-batch source)
+    _pointwise   values at many θ at once (landscape grids, perturbation probes)
+
+Everything other code needs is named here; the private modules are imported only inside this package.
+"""
+
+from ._batches import iter_row_chunks, leaf_tensors, move_batch, name_matches, row_count
+from ._memory import MemoryPlan
+from ._meter import Cost, Meter
+from ._objective import FunctionObjective, Objective
+from ._operators import Operator
+from ._pointwise import LOOP_CHUNK, MERGE_ROWS, Span, activation_bytes, default_engine, values_at
+from ._products import HVP_BACKENDS
+from ._terms import ELEMENTWISE_LOSSES, LOSSES, LossTerms, check_class_labels
+
+# The protocol every objective implements is Objective's own: data and analytic objectives are one class
+# now. The old name of the protocol class stays importable for code that checks isinstance against it.
+ObjectiveBase = Objective
+
+__all__ = [
+    "ELEMENTWISE_LOSSES", "HVP_BACKENDS", "LOOP_CHUNK", "LOSSES", "MERGE_ROWS", "Cost", "FunctionObjective",
+    "LossTerms", "MemoryPlan", "Meter", "Objective", "ObjectiveBase", "Operator", "Span", "activation_bytes",
+    "check_class_labels", "default_engine", "iter_row_chunks", "leaf_tensors", "move_batch", "name_matches",
+    "row_count", "values_at",
+]

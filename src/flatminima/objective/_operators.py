@@ -1,0 +1,108 @@
+"""Operator views: a symmetric matrix M known only through v ↦ M v, with its size, dtype, device and cost.
+
+    obj.hessian @ v          H(θ₀)·v              obj.hessian @ V      [H v_1, ..., H v_m]  (V: dim × m)
+    obj.ggn @ v              G(θ₀)·v              obj.operator("hessian", θ) @ v   at another θ
+
+Curvature algorithms (Lanczos, Hutch++, SLQ) take an :class:`Operator`, as curvlinops' algorithms take a
+linear operator: "what matrix" is split from "what algorithm". An Objective's views call its own products,
+so they are metered by its meter and reserve inside its memory budget; an Operator around any other
+matvec (a dense tensor, a SciPy ``LinearOperator``: ``flatminima.curvature.as_operator``) records one
+product per column on a meter of its own (seconds included, no data passes).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+
+import torch
+
+from ..errors import FlatminimaError
+from ._memory import MemoryPlan
+from ._meter import Cost, Meter
+
+__all__ = ["Operator"]
+
+MatVec = Callable[[torch.Tensor], torch.Tensor]
+
+
+class Operator:
+    """A symmetric ``dim × dim`` matrix M as the product v ↦ M v (see the module).
+
+    ``matvec(v)`` takes and returns a flat vector of ``dim`` entries in ``dtype`` on ``device``. ``counted``:
+    whether ``matvec`` records its own work on ``meter`` (an Objective's products do); otherwise each
+    product is recorded here, as one ``hvps`` point with its seconds. ``reserve(n, what)``: the context that
+    holds ``n`` vectors of ``dim`` entries inside a memory budget (an Objective's; none by default).
+    ``kind`` names the matrix in results ("hessian", "ggn", "matrix"...), ``mode`` the model mode behind
+    it ("eval", "train", "function", or "matrix" for a plain matrix).
+    """
+
+    def __init__(self, matvec: MatVec, dim: int, dtype: torch.dtype, device: torch.device | str = "cpu", *,
+                 meter: Meter | None = None, reserve: Callable[[int, str], AbstractContextManager] | None = None,
+                 kind: str = "matrix", mode: str = "matrix", counted: bool = False):
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise FlatminimaError(f"an operator needs a positive whole dimension, got {dim!r}.")
+        self._matvec, self.dim, self.dtype, self.device = matvec, dim, dtype, torch.device(device)
+        self._meter = meter if meter is not None else Meter()
+        self._reserve = reserve
+        self.kind, self.mode, self._counted = kind, mode, counted
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.dim, self.dim)
+
+    def __repr__(self) -> str:
+        return f"Operator({self.kind}, dim={self.dim}, dtype={self.dtype}, device={self.device})"
+
+    def _apply(self, v: torch.Tensor) -> torch.Tensor:
+        if self._counted:
+            return self._matvec(v)
+        start = time.perf_counter()
+        out = self._matvec(v)
+        self._meter.record("hvps", 1, 0.0, time.perf_counter() - start)
+        return out
+
+    def __matmul__(self, x: torch.Tensor) -> torch.Tensor:
+        """M·x for a vector (``dim``) or each column of a matrix (``dim × m``: m products)."""
+        x = torch.as_tensor(x)
+        if x.dim() not in (1, 2) or x.shape[0] != self.dim:
+            raise FlatminimaError(f"an operator of dimension {self.dim} multiplies a vector of {self.dim} entries or "
+                                  f"a matrix of {self.dim} rows, got shape {tuple(x.shape)}.")
+        x = x.to(device=self.device, dtype=self.dtype)
+        if x.dim() == 1:
+            return self._apply(x)
+        m = x.shape[1]
+        # The m product columns are held until the last is done: reserve them in the budget.
+        with self.reserve(m, f"a block of {m} products"):
+            return torch.stack([self._apply(x[:, j]) for j in range(m)], 1) if m else x.new_zeros(self.dim, 0)
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        """M·v (as ``@``)."""
+        return self @ v
+
+    def meter(self) -> AbstractContextManager[Cost]:
+        """``with op.meter() as cost:`` fills ``cost`` with the products done inside the block."""
+        return self._meter.measure()
+
+    @property
+    def cost(self) -> Cost:
+        """Every product this operator's meter recorded (for an Objective's view: the Objective's total)."""
+        return self._meter.total
+
+    def subscribe(self, subscriber: Callable[[str | None, int], None]) -> AbstractContextManager[None]:
+        """``subscriber(kind, points)`` on every record of the meter inside the block."""
+        return self._meter.subscribe(subscriber)
+
+    def reserve(self, n_vectors: int, what: str = "") -> AbstractContextManager[MemoryPlan | None]:
+        """Hold ``n_vectors`` vectors of ``dim`` entries inside the memory budget (if any) for the block."""
+        return self._reserve(n_vectors, what) if self._reserve is not None else _unbudgeted()
+
+    def like(self) -> torch.Tensor:
+        """An empty tensor of the operator's dtype and device (where random probes are put)."""
+        return torch.empty(0, dtype=self.dtype, device=self.device)
+
+
+@contextmanager
+def _unbudgeted() -> Iterator[None]:
+    yield None
