@@ -265,3 +265,125 @@ def test_recurrence_estimate_is_not_trusted_for_a_wrong_operator(tanh_case):
     finally:
         del obj.hvp
     assert eigenvalues(obj, 1, tol=1e-6).converged.all()
+
+
+# ---- the same algorithms on a matrix: an operator view, a dense tensor, a SciPy LinearOperator ---------------
+def _random_symmetric(n: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    B = torch.randn(n, n, generator=g, dtype=torch.float64)
+    return (B + B.T) / 2
+
+
+def _spiked_wishart(n: int = 200, samples: int = 400, spikes=(25.0, 12.0), seed: int = 1) -> torch.Tensor:
+    """XᵀX/samples + Σ s·uuᵀ: a Marchenko-Pastur bulk with outliers (the shape of a trained net's Hessian)."""
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(samples, n, generator=g, dtype=torch.float64)
+    A = X.T @ X / samples
+    U, _ = torch.linalg.qr(torch.randn(n, len(spikes), generator=g, dtype=torch.float64))
+    for s, u in zip(spikes, U.T, strict=True):
+        A += s * torch.outer(u, u)
+    return (A + A.T) / 2
+
+
+def _linear_operator(A: torch.Tensor):
+    from scipy.sparse.linalg import LinearOperator
+
+    M = A.numpy()
+    return LinearOperator(M.shape, matvec=lambda v: M @ v.ravel(), dtype=M.dtype)
+
+
+def test_eigenvalues_of_a_diagonal_tensor_are_its_largest_entries():
+    d = torch.tensor([3.0, -1.0, 9.0, 0.5, 7.0, 2.0, -4.0, 1.5], dtype=torch.float64)
+    r = eigenvalues(torch.diag(d), k=3)
+    torch.testing.assert_close(r.values, torch.tensor([9.0, 7.0, 3.0], dtype=torch.float64), rtol=1e-9, atol=1e-12)
+    assert r.all_converged and r.operator == "matrix" and r.mode == "matrix"
+    assert r.cost.hvps >= r.iterations and r.cost.data_passes == 0 and r.cost.seconds > 0
+    bottom = eigenvalues(torch.diag(d), k=2, which="smallest")
+    torch.testing.assert_close(bottom.values, torch.tensor([-4.0, -1.0], dtype=torch.float64), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("build", [_random_symmetric, _spiked_wishart], ids=["random symmetric", "spiked Wishart"])
+@pytest.mark.parametrize("as_scipy", [False, True], ids=["dense tensor", "scipy LinearOperator"])
+def test_matrices_against_numpy_eigvalsh_and_the_exact_trace(build, as_scipy):
+    import numpy as np
+
+    A = build(120) if build is _random_symmetric else build()
+    exact = np.linalg.eigvalsh(A.numpy())
+    M = _linear_operator(A) if as_scipy else A
+    r = eigenvalues(M, k=3, which="both", tol=1e-8)
+    want = np.concatenate([exact[::-1][:3], exact[:3][::-1]])
+    assert r.all_converged
+    np.testing.assert_allclose(r.values.numpy(), want, rtol=1e-7, atol=1e-8 * abs(exact).max())
+    # Each Ritz value is within its certified bound of a true eigenvalue (Bauer-Fike).
+    assert (np.abs(r.values.numpy() - want) <= r.error_bounds.numpy() + 1e-12).all()
+    assert r.cost.hvps >= r.iterations and r.operator == ("linear_operator" if as_scipy else "matrix")
+    tr = trace(M, "hutch++", 60, seed=3)
+    assert tr.cost.hvps == 60 and tr.operator == r.operator
+    assert abs(tr.value - float(A.trace())) <= 4 * tr.stderr + 1e-9 * abs(exact).sum()
+    whole = trace(M, "hutch++", 3 * A.shape[0] + 3)  # the sketch spans the space: exact, no error bar
+    assert whole.value == pytest.approx(float(A.trace()), rel=1e-10, abs=1e-9) and whole.stderr == 0.0
+    dens = spectral_density(M, samples=2, steps=A.shape[0], seed=1)  # a full Krylov space: Gauss quadrature
+    assert dens.cost.hvps == 2 * A.shape[0]
+    for nodes, weights in zip(dens.nodes, dens.weights, strict=True):
+        np.testing.assert_allclose(np.sort(nodes), exact, atol=1e-8 * abs(exact).max())
+        assert weights.sum() == pytest.approx(1.0, rel=1e-10)
+    # tr(A)/n is the mean of the spectral measure: the quadrature's first moment, averaged over probes.
+    mean = (dens.nodes * dens.weights).sum(1).mean()
+    assert mean == pytest.approx(exact.mean(), abs=6 * exact.std() / math.sqrt(2 * A.shape[0]))
+
+
+def test_a_four_million_diagonal_through_a_scipy_linear_operator():
+    import numpy as np
+    from scipy.sparse.linalg import LinearOperator
+
+    n = 4_000_000
+    d = np.random.default_rng(0).uniform(0.0, 1.0, n)
+    d[[5, 1_000_000, 3_999_999]] = [10.0, 7.0, 5.0]
+    calls = []
+
+    def matvec(v):
+        calls.append(1)
+        return d * v.ravel()
+
+    r = eigenvalues(LinearOperator((n, n), matvec=matvec, dtype=np.float64), k=3, tol=1e-8)
+    torch.testing.assert_close(r.values, torch.tensor([10.0, 7.0, 5.0], dtype=torch.float64), rtol=1e-9, atol=0)
+    assert r.all_converged and r.cost.hvps == len(calls) and r.cost.data_passes == 0
+
+
+def test_an_objectives_operator_view_gives_the_objectives_results_and_costs():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    X, y = torch.randn(40, 4), torch.randint(0, 3, (40,))
+    obj = Objective(model, "cross_entropy", (X, y), batch_size=16)
+    H = obj.hessian
+    assert (H.dim, H.dtype, H.device, H.shape) == (obj.dim, obj.dtype, obj.device, (obj.dim, obj.dim))
+    V = torch.randn(obj.dim, 3)
+    with obj.meter() as cost:
+        HV = H @ V
+    torch.testing.assert_close(HV, torch.stack([obj.hvp(V[:, j]) for j in range(3)], 1), rtol=1e-12, atol=1e-12)
+    assert cost.hvps == 3 and cost.data_passes == 3
+    by_obj, by_view = eigenvalues(obj, 2, seed=4), eigenvalues(obj.hessian, 2, seed=4)
+    torch.testing.assert_close(by_view.values, by_obj.values, rtol=1e-12, atol=0)
+    assert by_view.cost.hvps == by_obj.cost.hvps and by_view.operator == "hessian" and by_view.mode == "eval"
+    assert eigenvalues(obj.ggn, 1).operator == "ggn"
+    theta = obj.params + 0.1
+    torch.testing.assert_close(obj.operator("hessian", theta) @ V[:, 0], obj.hvp(V[:, 0], theta))
+    assert trace(obj.hessian, "hutchinson", 4).cost.hvps == 4
+
+
+def test_matrices_refuse_what_only_an_objective_has_and_non_symmetric_input():
+    A = _random_symmetric(6)
+    with pytest.raises(FlatminimaError, match="already the matrix"):
+        eigenvalues(A, operator="ggn")
+    with pytest.raises(FlatminimaError, match="theta"):
+        trace(A, theta=torch.zeros(6))
+    with pytest.raises(FlatminimaError, match="not symmetric"):
+        eigenvalues(A + torch.triu(torch.ones(6, 6), 1))
+    with pytest.raises(FlatminimaError, match="square"):
+        trace(torch.ones(3, 4))
+    with pytest.raises(FlatminimaError, match="cannot take the curvature"):
+        spectral_density([[1.0]])
+    from flatminima.curvature import per_layer
+
+    with pytest.raises(FlatminimaError, match="per_layer needs an Objective"):
+        per_layer(A)

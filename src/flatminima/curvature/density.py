@@ -22,27 +22,29 @@ import numpy as np
 import torch
 
 from ..errors import require_positive, require_positive_int
-from ..objective import Objective
 from ..results import reject_unknown, renamed
 from .lanczos import Krylov
-from .operators import make_operator, random_vector
+from .operators import Curvature, as_operator, random_vector
 from .results import DensityResult
 
 
 def spectral_density(
-    obj: Objective,
+    obj: Curvature,
     samples: int = 4,
     steps: int = 60,
     *,
     sigma: float | None = None,
     grid_points: int = 1000,
-    operator: str = "hessian",
+    operator: str | None = None,
     seed: int = 0,
     theta: torch.Tensor | None = None,
     **deprecated: Any,
 ) -> DensityResult:
     """The Hessian's (or GGN's) eigenvalue density on a grid, its outliers and its negative mass, from
-    ``samples`` random probes of ``steps`` Lanczos steps each (``probes=`` is the deprecated name of ``samples``)."""
+    ``samples`` random probes of ``steps`` Lanczos steps each (``probes=`` is the deprecated name of ``samples``).
+
+    ``obj``: an Objective (``operator="hessian"`` or ``"ggn"``, at ``theta``), an operator view, a dense
+    symmetric tensor or a SciPy ``LinearOperator`` (:func:`~flatminima.curvature.operators.as_operator`)."""
     samples = renamed(deprecated, "probes", "samples", samples, where="spectral_density", default=4)
     reject_unknown(deprecated, "spectral_density")
     probes = samples
@@ -51,17 +53,18 @@ def spectral_density(
     require_positive_int("grid_points", grid_points)
     if sigma is not None:
         require_positive("sigma", sigma)
-    steps = min(steps, obj.dim)
-    matvec = make_operator(obj, operator, theta)
+    op = as_operator(obj, operator, theta)
+    steps = min(steps, op.dim)
+    matvec = op.matvec
     gen = torch.Generator().manual_seed(seed)
     nodes, weights = np.zeros((probes, steps)), np.zeros((probes, steps))
     # One probe's Lanczos basis (steps + 1 vectors) and its stacked copy for reorthogonalisation.
-    with obj.reserve(2 * (steps + 1), f"the SLQ basis of steps={steps}"), obj.meter() as cost:
+    with op.reserve(2 * (steps + 1), f"the SLQ basis of steps={steps}"), op.meter() as cost:
         for p in range(probes):
             # Rademacher probes: ‖z‖² = n exactly, so each weight (u_jᵀz)²/‖z‖² varies less than with
             # Gaussian z (variance 2 − 2Σ_i u_ji⁴ instead of ≈ 2; Hutchinson 1989, Avron & Toledo 2011).
-            probe = random_vector(obj.dim, gen, obj.params, "rademacher")
-            krylov = Krylov(matvec, probe, gen)
+            probe = random_vector(op.dim, gen, op.like(), "rademacher")
+            krylov = Krylov(matvec, probe, gen, capacity=steps + 1)
             while krylov.size < steps and krylov.step():
                 pass
             values, S = krylov.ritz()
@@ -83,8 +86,8 @@ def spectral_density(
         grid=grid, density=density, nodes=nodes, weights=weights, sigma=float(sigma),
         negative_mass=float(negative.mean()),
         negative_mass_stderr=float(negative.std(ddof=1) / math.sqrt(probes)) if probes > 1 else float("nan"),
-        bulk_edge=bulk_edge, outliers=outliers, samples=probes, steps=steps, operator=operator, seed=seed,
-        mode=obj.mode, cost=cost,
+        bulk_edge=bulk_edge, outliers=outliers, samples=probes, steps=steps, operator=op.kind, seed=seed,
+        mode=op.mode, cost=cost,
     )
 
 

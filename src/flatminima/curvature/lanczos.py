@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 from ..errors import FlatminimaError, require_choice, require_positive, require_positive_int
-from ..objective import Objective
-from .operators import MatVec, make_operator, random_vector
+from ..objective import Operator
+from .operators import Curvature, MatVec, as_operator, random_vector
 from .results import EigenResult
 
 WHICH = ("largest", "smallest", "both")
@@ -60,52 +60,75 @@ WARM_KEPT = 6  # products a warm-started run keeps for its true-residual check (
 
 
 class Krylov:
-    """Incremental Lanczos with full reorthogonalisation and restart on breakdown."""
+    """Incremental Lanczos with full reorthogonalisation and restart on breakdown.
 
-    def __init__(self, matvec: MatVec, v0: torch.Tensor, generator: torch.Generator, keep_products: int = 0):
+    The basis vectors are the rows of one buffer, grown by doubling up to ``capacity`` (the most vectors
+    the caller will need, when known), so reorthogonalising against q_1..q_j reads a contiguous block
+    instead of stacking the basis anew at every step (one copy of the whole basis per step before).
+    """
+
+    def __init__(self, matvec: MatVec, v0: torch.Tensor, generator: torch.Generator, keep_products: int = 0,
+                 capacity: int | None = None):
         self.matvec, self.generator = matvec, generator
-        self.Q = [v0 / v0.norm()]
+        self.dim = v0.numel()
+        self.capacity = max(2, min(capacity or self.dim + 1, self.dim + 1))
+        self._rows = torch.empty(min(self.capacity, 16), self.dim, dtype=v0.dtype, device=v0.device)
+        self._rows[0] = v0 / v0.norm()
+        self._n = 1  # basis vectors held: q_0 .. q_{n-1}
         self.keep_products = keep_products
         self.products: list[torch.Tensor] = []  # M q_j of the first ``keep_products`` steps, as computed
         self.alphas: list[float] = []
         self.betas: list[float] = []  # betas[j] couples q_j and q_{j+1} (0 after a restart)
         self.next_beta = 0.0  # ‖w‖ of the latest residual, before any restart
-        self.dim = v0.numel()
         self.block_start = 0  # index where the current Krylov block (after the latest restart) began
 
     @property
     def size(self) -> int:
         return len(self.alphas)
 
+    @property
+    def Q(self) -> list[torch.Tensor]:  # noqa: N802 - the basis' usual name
+        """The basis vectors q_0 .. q_m (views)."""
+        return list(self._rows[: self._n])
+
+    def _append(self, q: torch.Tensor) -> None:
+        if self._n == self._rows.shape[0]:
+            grown = torch.empty(min(2 * self._n, max(self.capacity, self._n + 1)), self.dim, dtype=self._rows.dtype,
+                                device=self._rows.device)
+            grown[: self._n] = self._rows[: self._n]
+            self._rows = grown
+        self._rows[self._n] = q
+        self._n += 1
+
     def step(self) -> bool:
         """One Lanczos step; returns False when the whole space has been spanned."""
-        q = self.Q[-1]
+        q = self._rows[self._n - 1]
         w = self.matvec(q)
         if len(self.products) < self.keep_products:
             self.products.append(w.clone())
         alpha = float(torch.dot(q, w))
         w = w - alpha * q
         if self.betas:
-            w = w - self.betas[-1] * self.Q[-2]
-        basis = torch.stack(self.Q, 1)
+            w = w - self.betas[-1] * self._rows[self._n - 2]
+        rows = self._rows[: self._n]
         for _ in range(2):  # twice is enough (Kahan-Parlett "twice is enough")
-            w = w - basis @ (basis.T @ w)
+            w = w - rows.T @ (rows @ w)
         self.alphas.append(alpha)
         beta = float(w.norm())
         self.next_beta = beta
-        if len(self.Q) >= self.dim:
+        if self._n >= self.dim:
             return False
         scale = max(abs(a) for a in self.alphas) or 1.0
         if beta <= 1e-10 * scale * math.sqrt(self.dim) or beta == 0.0:
             # Invariant subspace found: restart orthogonally (β = 0 decouples T into blocks).
             w = random_vector(self.dim, self.generator, q)
             for _ in range(2):
-                w = w - basis @ (basis.T @ w)
+                w = w - rows.T @ (rows @ w)
             beta = 0.0
-            self.Q.append(w / w.norm())
+            self._append(w / w.norm())
             self.block_start = len(self.alphas)
         else:
-            self.Q.append(w / beta)
+            self._append(w / beta)
         self.betas.append(beta)
         return True
 
@@ -119,7 +142,8 @@ class Krylov:
         return np.linalg.eigh(T)
 
     def basis(self) -> torch.Tensor:
-        return torch.stack(self.Q[: self.size], 1)
+        """Q_m, the first ``size`` basis vectors as columns (a view)."""
+        return self._rows[: self.size].T
 
     def applied(self, S: np.ndarray) -> torch.Tensor | None:
         """M·(Q S) from the kept products (M Q S = Σ_j M q_j S_j by linearity: no new product), or None when
@@ -159,13 +183,13 @@ def _safe_gap_bounds(values: np.ndarray, picked: np.ndarray, all_residuals: np.n
 
 
 def eigenvalues(
-    obj: Objective,
+    obj: Curvature,
     k: int = 1,
     which: str = "largest",
     *,
     tol: float = 1e-5,
     max_iter: int | None = None,
-    operator: str = "hessian",
+    operator: str | None = None,
     return_vectors: bool = False,
     seed: int = 0,
     theta: torch.Tensor | None = None,
@@ -173,6 +197,10 @@ def eigenvalues(
     v0: torch.Tensor | None = None,
 ) -> EigenResult:
     """The k extreme eigenvalues of the Hessian (or GGN) at θ by Lanczos with certified residuals.
+
+    ``obj``: an Objective (``operator`` ``"hessian"``, the default, or ``"ggn"``, at ``theta``), an operator
+    view (``obj.hessian``), a dense symmetric tensor or a SciPy ``LinearOperator``
+    (:func:`~flatminima.curvature.operators.as_operator`); the result's ``operator`` names which.
 
     ``which="largest"`` gives λ₁ ≥ … ≥ λ_k, ``"smallest"`` the k most negative (ascending), ``"both"``
     both ends (descending). Lanczos runs until the recurrence's residual estimates say every wanted pair
@@ -196,26 +224,27 @@ def eigenvalues(
     Ref: Lanczos 1950; Golub & Van Loan, Matrix Computations §10.1; Parlett, The Symmetric Eigenvalue
     Problem §11.7; Ghorbani et al. 2019 for its use on neural-network Hessians.
     """
-    _check_k(obj, k, which)
+    op = as_operator(obj, operator, theta)
+    _check_k(op.dim, k, which)
     require_choice("stop", stop, STOPS)
     require_positive("tol", tol)
-    limit = min(obj.dim, max_iter if max_iter is not None else 40 * k + 100)
+    limit = min(op.dim, max_iter if max_iter is not None else 40 * k + 100)
     require_positive_int("max_iter", limit)
     gen = torch.Generator().manual_seed(seed)
-    matvec = make_operator(obj, operator, theta)
-    start = random_vector(obj.dim, gen, obj.params) if v0 is None else _check_start(obj, v0)
+    matvec = op.matvec
+    start = random_vector(op.dim, gen, op.like()) if v0 is None else _check_start(op, v0)
     kept = 0 if v0 is None else min(WARM_KEPT, limit)
     # The basis (limit + 1 vectors), its stacked copy for reorthogonalisation, the k Ritz vectors and, warm,
     # the kept products with their stacked copy.
-    with obj.reserve(2 * (limit + 1) + k + 2 * kept, f"Lanczos's basis of max_iter={limit}"), \
-            obj.meter() as cost:
-        krylov = Krylov(matvec, start, gen, keep_products=kept)
+    with op.reserve(2 * (limit + 1) + k + 2 * kept, f"Lanczos's basis of max_iter={limit}"), \
+            op.meter() as cost:
+        krylov = Krylov(matvec, start, gen, keep_products=kept, capacity=limit + 1)
         next_check = 0  # the Krylov size from which a true-residual check may run again
         while True:
             more = krylov.step()
             values, S = krylov.ritz()
             picked = _wanted(values, k, which)
-            floor = rounding_floor(obj.dtype, np.abs(values).max(), obj.dim)
+            floor = rounding_floor(op.dtype, np.abs(values).max(), op.dim)
             scale = np.maximum(np.abs(values[picked]), 1e-3 * np.abs(values).max() + 1e-300)
             raw = np.abs(krylov.next_beta * S[-1, :])
             estimate = np.maximum(raw, floor)
@@ -224,11 +253,11 @@ def eigenvalues(
             ok |= raw[picked] <= floor
             # After a restart the new block must grow k steps before we trust that no further copy of a
             # repeated eigenvalue hides in the rest of the space.
-            settled = krylov.size - krylov.block_start >= min(k, obj.dim - krylov.block_start)
+            settled = krylov.size - krylov.block_start >= min(k, op.dim - krylov.block_start)
             out_of_steps = not more or krylov.size >= limit
             if not ((ok.all() and settled and krylov.size >= next_check) or out_of_steps):
                 continue
-            vectors = krylov.basis() @ torch.as_tensor(S[:, picked], dtype=obj.dtype, device=obj.device)
+            vectors = krylov.basis() @ torch.as_tensor(S[:, picked], dtype=op.dtype, device=op.device)
             applied = krylov.applied(S[:, picked])
             true = np.asarray([_true_residual(matvec, vectors[:, j], values[i],
                                               None if applied is None else applied[:, j])
@@ -246,15 +275,15 @@ def eigenvalues(
         converged=torch.as_tensor(converged),
         error_bounds=torch.as_tensor(bounds, dtype=torch.float64),
         vectors=vectors if return_vectors else None, iterations=krylov.size, method="lanczos",
-        operator=operator, which=which, tol=tol, seed=seed, mode=obj.mode, cost=cost, floor=floor,
+        operator=op.kind, which=which, tol=tol, seed=seed, mode=op.mode, cost=cost, floor=floor,
         recurrence_residuals=torch.as_tensor(raw[picked], dtype=torch.float64),
     )
 
 
-def _check_start(obj: Objective, v0: torch.Tensor) -> torch.Tensor:
-    v0 = torch.as_tensor(v0).detach().reshape(-1).to(device=obj.device, dtype=obj.dtype)
-    if v0.numel() != obj.dim or not torch.isfinite(v0).all() or float(v0.norm()) == 0.0:
-        raise FlatminimaError(f"v0 must be a finite, non-zero vector of {obj.dim} entries (the parameter count), "
+def _check_start(op: Operator, v0: torch.Tensor) -> torch.Tensor:
+    v0 = torch.as_tensor(v0).detach().reshape(-1).to(device=op.device, dtype=op.dtype)
+    if v0.numel() != op.dim or not torch.isfinite(v0).all() or float(v0.norm()) == 0.0:
+        raise FlatminimaError(f"v0 must be a finite, non-zero vector of {op.dim} entries (the parameter count), "
                               f"got {v0.numel()} entries.")
     return v0
 
@@ -286,11 +315,11 @@ def _true_residual(matvec: MatVec, v: torch.Tensor, value: float, mv: torch.Tens
 
 
 def power_iteration(
-    obj: Objective,
+    obj: Curvature,
     *,
     tol: float = 1e-5,
     max_iter: int = 200,
-    operator: str = "hessian",
+    operator: str | None = None,
     seed: int = 0,
     theta: torch.Tensor | None = None,
 ) -> EigenResult:
@@ -306,18 +335,19 @@ def power_iteration(
     """
     require_positive("tol", tol)
     require_positive_int("max_iter", max_iter)
-    matvec = make_operator(obj, operator, theta)
+    op = as_operator(obj, operator, theta)
+    matvec = op.matvec
     gen = torch.Generator().manual_seed(seed)
 
     def floor_of(lam: float) -> float:
-        return rounding_floor(obj.dtype, abs(lam), obj.dim)
+        return rounding_floor(op.dtype, abs(lam), op.dim)
 
-    with obj.meter() as cost:
-        lam, vec, res, its = _dominant(matvec, random_vector(obj.dim, gen, obj.params), tol, max_iter, floor_of)
+    with op.meter() as cost:
+        lam, vec, res, its = _dominant(matvec, random_vector(op.dim, gen, op.like()), tol, max_iter, floor_of)
         if lam < 0:
             shift = abs(lam)
             lam2, vec, res, its2 = _dominant(lambda v: matvec(v) + shift * v,
-                                             random_vector(obj.dim, gen, obj.params), tol, max_iter, floor_of,
+                                             random_vector(op.dim, gen, op.like()), tol, max_iter, floor_of,
                                              shift)
             lam, its = lam2 - shift, its + its2
             floor = floor_of(lam2)  # the shifted operator's products are what was computed
@@ -329,8 +359,8 @@ def power_iteration(
     return EigenResult(
         values=torch.tensor([lam], dtype=torch.float64), residuals=torch.tensor([res], dtype=torch.float64),
         converged=torch.tensor([ok]), error_bounds=torch.tensor([res], dtype=torch.float64),
-        vectors=vec[:, None], iterations=its, method="power", operator=operator, which="largest",
-        tol=tol, seed=seed, mode=obj.mode, cost=cost, floor=floor,
+        vectors=vec[:, None], iterations=its, method="power", operator=op.kind, which="largest",
+        tol=tol, seed=seed, mode=op.mode, cost=cost, floor=floor,
     )
 
 
@@ -356,9 +386,9 @@ def _dominant(matvec: MatVec, v: torch.Tensor, tol: float, max_iter: int, floor_
     return lam, v, res, max_iter
 
 
-def _check_k(obj: Objective, k: int, which: str) -> None:
+def _check_k(dim: int, k: int, which: str) -> None:
     require_choice("which", which, WHICH)
     require_positive_int("k", k)
-    if k > obj.dim:
+    if k > dim:
         raise FlatminimaError(
-            f"k={k} is larger than the number of parameters ({obj.dim}); ask for k <= {obj.dim}.")
+            f"k={k} is larger than the number of parameters ({dim}); ask for k <= {dim}.")

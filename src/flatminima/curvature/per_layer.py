@@ -175,6 +175,10 @@ def per_layer(
     same ``seed``. ``obj.replace(params=...)`` restricts the objective to a block, so any model the
     Objective accepts (built-in, user, Hugging Face) works.
     """
+    if not isinstance(obj, Objective) or not obj.has_model:
+        raise FlatminimaError(f"per_layer needs an Objective of a network (its blocks are parameter tensors), got "
+                              f"{'an analytic Objective' if isinstance(obj, Objective) else type(obj).__name__}; "
+                              "for a matrix use eigenvalues / trace on the matrix itself.")
     samples = renamed(deprecated, "probes", "samples", samples, where="per_layer", default=30)
     reject_unknown(deprecated, "per_layer")
     probes = samples

@@ -20,26 +20,28 @@ from typing import Any
 import torch
 
 from ..errors import FlatminimaError, require_choice, require_positive_int
-from ..objective import Objective
+from ..objective import Operator
 from ..results import reject_unknown, renamed
-from .operators import make_operator, random_vector
+from .operators import Curvature, MatVec, as_operator, random_vector
 from .results import TraceResult
 
 METHODS = ("hutchinson", "hutch++")
 
 
 def trace(
-    obj: Objective,
+    obj: Curvature,
     method: str = "hutch++",
     samples: int = 60,
     *,
-    operator: str = "hessian",
+    operator: str | None = None,
     seed: int = 0,
     theta: torch.Tensor | None = None,
     **deprecated: Any,
 ) -> TraceResult:
     """tr(H) (or tr(GGN)) with its standard error, spending ``samples`` matrix-vector products (random probes).
 
+    ``obj``: an Objective (``operator="hessian"`` or ``"ggn"``, at ``theta``), an operator view, a dense
+    symmetric tensor or a SciPy ``LinearOperator`` (:func:`~flatminima.curvature.operators.as_operator`).
     ``probes=`` is the deprecated name of ``samples``."""
     samples = renamed(deprecated, "probes", "samples", samples, where="trace", default=60)
     reject_unknown(deprecated, "trace")
@@ -51,23 +53,24 @@ def trace(
             f"hutch++ needs samples >= 6 (a third each for sketch, exact part and rest), got {probes}.")
     if probes < 2:
         raise FlatminimaError(f"samples must be >= 2 to estimate a standard error, got {probes}.")
-    matvec = make_operator(obj, operator, theta)
+    op = as_operator(obj, operator, theta)
+    matvec = op.matvec
     gen = torch.Generator().manual_seed(seed)
     # Hutch++ holds its sketch S, M·S and Q = orth(M·S) with the QR's workspace: 4·probes/3 vectors.
-    reserved = 4 * min(probes // 3, obj.dim) if method == "hutch++" else 0
-    with obj.reserve(reserved, f"the Hutch++ sketch of samples={probes}"), obj.meter() as cost:
+    reserved = 4 * min(probes // 3, op.dim) if method == "hutch++" else 0
+    with op.reserve(reserved, f"the Hutch++ sketch of samples={probes}"), op.meter() as cost:
         if method == "hutchinson":
-            value, stderr = _hutchinson(matvec, obj, gen, probes, basis=None)
+            value, stderr = _hutchinson(matvec, op, gen, probes, basis=None)
         else:
-            value, stderr = _hutchpp(matvec, obj, gen, probes)
-    return TraceResult(value=value, stderr=stderr, samples=probes, method=method, operator=operator, seed=seed,
-                       mode=obj.mode, cost=cost)
+            value, stderr = _hutchpp(matvec, op, gen, probes)
+    return TraceResult(value=value, stderr=stderr, samples=probes, method=method, operator=op.kind, seed=seed,
+                       mode=op.mode, cost=cost)
 
 
-def _hutchinson(matvec, obj: Objective, gen: torch.Generator, m: int, basis: torch.Tensor | None):
+def _hutchinson(matvec: MatVec, op: Operator, gen: torch.Generator, m: int, basis: torch.Tensor | None):
     samples = []
     for _ in range(m):
-        z = random_vector(obj.dim, gen, obj.params, "rademacher")
+        z = random_vector(op.dim, gen, op.like(), "rademacher")
         if basis is not None:
             z = z - basis @ (basis.T @ z)
         samples.append(float(torch.dot(z, matvec(z))))
@@ -75,14 +78,14 @@ def _hutchinson(matvec, obj: Objective, gen: torch.Generator, m: int, basis: tor
     return float(t.mean()), float(t.std(unbiased=True) / math.sqrt(m))
 
 
-def _hutchpp(matvec, obj: Objective, gen: torch.Generator, m: int):
-    s = min(m // 3, obj.dim)
-    S = torch.stack([random_vector(obj.dim, gen, obj.params, "rademacher") for _ in range(s)], 1)
+def _hutchpp(matvec: MatVec, op: Operator, gen: torch.Generator, m: int):
+    s = min(m // 3, op.dim)
+    S = torch.stack([random_vector(op.dim, gen, op.like(), "rademacher") for _ in range(s)], 1)
     Y = torch.stack([matvec(S[:, j]) for j in range(s)], 1)
     Q, _ = torch.linalg.qr(Y)
     exact = sum(float(torch.dot(Q[:, j], matvec(Q[:, j]))) for j in range(Q.shape[1]))
     rest = m - 2 * s
-    if rest < 2 or Q.shape[1] >= obj.dim:  # the sketch spans the space: the trace is exact
+    if rest < 2 or Q.shape[1] >= op.dim:  # the sketch spans the space: the trace is exact
         return exact, 0.0
-    value, stderr = _hutchinson(matvec, obj, gen, rest, basis=Q)
+    value, stderr = _hutchinson(matvec, op, gen, rest, basis=Q)
     return exact + value, stderr
