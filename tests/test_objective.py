@@ -6,6 +6,7 @@ one batch, and full-batch losses computed directly.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import pytest
@@ -289,3 +290,25 @@ def test_mse_compares_a_flat_target_entry_by_entry_not_broadcast():
     y = torch.randn(10, dtype=torch.float64)  # (N,) targets for (N, 1) outputs
     expected = float(((model(X)[:, 0] - y) ** 2).mean().detach())
     assert Objective(model, "mse", (X, y), batch_size=4).loss() == pytest.approx(expected, rel=1e-12)
+
+
+def test_progress_bars_follow_the_meter_without_touching_the_objective(monkeypatch):
+    """count_products subscribes to the meter: every product (Hessian or GGN, through the objective or its
+    operator view) moves the bar, and the objective's methods are never replaced."""
+    from flatminima import progress
+
+    steps = []
+
+    @contextlib.contextmanager
+    def bar(total, description, *, enabled=True):
+        yield lambda by=1.0, **info: steps.append(by)
+
+    monkeypatch.setattr(progress, "progress_bar", bar)
+    X, y = _data()
+    obj = Objective(_mlp(), "cross_entropy", (X, y))
+    v = torch.ones(obj.dim, dtype=torch.float64)
+    with progress.count_products(obj, None, "products"):
+        obj.hvp(v), obj.ggn_vp(v), obj.loss()
+        obj.hessian @ torch.ones(obj.dim, 2, dtype=torch.float64)
+    obj.hvp(v)  # after the block: no longer followed
+    assert steps == [1, 1, 1, 1] and "hvp" not in vars(obj) and "ggn_vp" not in vars(obj)

@@ -9,8 +9,8 @@ while one long step runs (a claim, an epoch), so a log never falls silent::
     training: 30/100 (30%), 2.14 it/s, 14s elapsed, ETA 33s, loss=0.1234
 
 Algorithms that do not take a ``progress`` argument (Lanczos, Hutch++, SLQ) are followed through the products
-they ask of an Objective: :func:`count_products` counts every Hessian- or GGN-vector product for the length
-of a ``with`` block, and advances a bar by one per product.
+they ask of an Objective: :func:`count_products` subscribes to the objective's cost meter for the length of a
+``with`` block, and advances a bar by one per Hessian- or GGN-vector product recorded.
 """
 
 from __future__ import annotations
@@ -148,38 +148,24 @@ def progress_bar(total: int | None, description: str, *, enabled: bool = True) -
         yield advance
 
 
-_PRODUCTS = ("hvp", "ggn_vp")
-
-
 @contextmanager
 def count_products(obj: Any, total: int | None, description: str, *, enabled: bool = True
                    ) -> Iterator[Callable[..., None]]:
     """Progress of an algorithm run on ``obj``: one step per Hessian/GGN-vector product it asks for.
 
-    The Objective's product methods are wrapped on this one instance for the ``with`` block only (its
-    results and cost are unchanged) and restored after; ``total`` is the expected number of products
-    (``None`` if unknown, e.g. Lanczos stopping at convergence)."""
+    The bar subscribes to the objective's cost meter (``obj.subscribe``) for the ``with`` block, so every
+    product recorded there moves it, and the objective itself is left as it is (its methods are never
+    wrapped); ``total`` is the expected number of products (``None`` if unknown, e.g. Lanczos stopping at
+    convergence). An object without a meter gets the bar without per-product steps."""
     with progress_bar(total, description, enabled=enabled) as advance:
-        if not enabled:
+        subscribe = getattr(obj, "subscribe", None)
+        if not enabled or subscribe is None:
             yield advance
             return
-        saved = {name: obj.__dict__.get(name) for name in _PRODUCTS}
-        for name in _PRODUCTS:
-            method = getattr(obj, name, None)
-            if method is None:
-                continue
 
-            def counted(*args: Any, _method: Callable = method, **kwargs: Any) -> Any:
-                out = _method(*args, **kwargs)
-                advance()
-                return out
+        def on_record(kind: str | None, points: int) -> None:
+            if kind == "hvps":  # Hessian- and GGN-vector products are both recorded as "hvps"
+                advance(points)
 
-            setattr(obj, name, counted)
-        try:
+        with subscribe(on_record):
             yield advance
-        finally:
-            for name, old in saved.items():
-                if old is None:
-                    obj.__dict__.pop(name, None)
-                else:
-                    setattr(obj, name, old)
