@@ -66,6 +66,7 @@ class Trained:
     shift_acc: float
     ece: float
     seconds: float
+    shift_accs: dict = field(default_factory=dict)  # "shift@severity" -> accuracy (shift_acc is their mean)
 
     @property
     def drop(self) -> float:
@@ -75,7 +76,7 @@ class Trained:
     def row(self) -> dict:
         return {k: getattr(self, k) for k in ("config", "seed", "reached_target", "train_loss", "epochs",
                                               "lambda_max", "trace", "test_acc", "shift_acc", "drop", "ece",
-                                              "seconds")}
+                                              "seconds")} | {f"acc_{k}": v for k, v in sorted(self.shift_accs.items())}
 
 
 class Bench:
@@ -87,6 +88,11 @@ class Bench:
         self._models: dict[tuple[NetConfig, int], Trained] = {}
 
     @property
+    def eval_size(self) -> int:
+        """Signals in the clean test set (each shifted test set has as many): the clip of effective robustness."""
+        return int(self.data.test[1].shape[0])
+
+    @property
     def data(self):
         if self._data is None:
             from ..data import load_mnist1d
@@ -95,7 +101,8 @@ class Bench:
         return self._data
 
     def measure(self, model: torch.nn.Module, seed: int) -> dict:
-        """λ_max (Lanczos), tr H (Hutch++) on MEASURE_N training samples; clean/shifted accuracy, ECE."""
+        """λ_max (Lanczos), tr H (Hutch++) on MEASURE_N training samples; clean accuracy, the accuracy under each
+        shift (``shift_accs``) and their mean (``shift_acc``), ECE."""
         from ..objective import Objective
         from ..sharpness import measure
         from ..train import evaluate
@@ -104,10 +111,11 @@ class Bench:
         obj = Objective(model, "cross_entropy", (ds.x_train[:MEASURE_N], ds.y_train[:MEASURE_N]),
                         dtype=torch.float64)
         clean = evaluate(model, ds.test)
-        shifted = np.mean([evaluate(model, ds.shifts[s][SEVERITY])["accuracy"] for s in SHIFTS])
+        shifts = {f"{s}@{SEVERITY}": float(evaluate(model, ds.shifts[s][SEVERITY])["accuracy"]) for s in SHIFTS}
         return {"lambda_max": measure(obj, "lambda_max", tol=1e-3, seed=seed).value,
                 "trace": measure(obj, "trace", samples=30, seed=seed).value,
-                "test_acc": clean["accuracy"], "shift_acc": float(shifted), "ece": clean.get("ece", float("nan"))}
+                "test_acc": clean["accuracy"], "shift_acc": float(np.mean(list(shifts.values()))),
+                "ece": clean.get("ece", float("nan")), "shift_accs": shifts}
 
     def train(self, cfg: NetConfig, seed: int, data=None) -> Trained:
         """Train (or fetch) ``cfg`` with ``seed`` on ``data`` (default: MNIST-1D train split)."""

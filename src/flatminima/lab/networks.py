@@ -18,8 +18,9 @@ import torch
 from .. import statistics as st
 from ..plotting import save_figure, save_table
 from . import bench as B
+from . import robustness as R
 from .registry import ClaimSpec, Context, experiment
-from .rules import Outcome, SubTest, band_sub, mde, sign_sub, sign_test
+from .rules import Outcome, SubTest, band_sub, mde, seed_set, sign_sub, sign_test
 
 LOG_FLAT = math.log(1.25)  # the flatness effect looked for: a 25 % change of λ_max (Keskar et al.: 2–10×)
 
@@ -328,7 +329,48 @@ RHO_RESAMPLES = 4000  # configuration-cluster bootstrap resamples of a ρ (C10, 
 def _cluster_rho(models: list[B.Trained], x: str, y, seed: int) -> st.Interval:
     ys = [y(m) for m in models] if callable(y) else [getattr(m, y) for m in models]
     return st.cluster_bootstrap([getattr(m, x) for m in models], ys, [m.config for m in models],
-                                statistic="rho", samples=4000, seed=seed)
+                                statistic="rho", samples=RHO_RESAMPLES, seed=seed)
+
+
+def _rho_er(models: list[B.Trained], x: str, bench: B.Bench, seed: int) -> tuple[st.Interval, np.ndarray]:
+    """Spearman ρ(x, ER) over ``models`` (ER from the line fitted leaving the configuration out), with the
+    configuration-cluster bootstrap that refits the lines in every resample; returns (interval, ER)."""
+    clean, shifts = R.accuracies(models)
+    return R.rho_refit([getattr(m, x) for m in models], clean, shifts, [m.config for m in models],
+                       eval_size=bench.eval_size, samples=RHO_RESAMPLES, seed=seed)
+
+
+def _er_figure(models: list[B.Trained], er: np.ndarray, stem, title: str, eval_size: int) -> list[str]:
+    """Left: shifted against clean accuracy per shift on probit axes, with the line fitted on all models
+    (the one to draw; each model was scored without its configuration); right: λ_max against ER."""
+    from scipy.stats import norm
+
+    clean, shifts = R.accuracies(models)
+    fit = st.effective_robustness_over_shifts(clean, shifts, link=R.LINK, eval_size=eval_size)
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(9, 3.8))
+    c = st.clip_constant(eval_size=eval_size)
+    tx = norm.ppf(np.clip(clean, c, 1 - c))
+    for k, v in shifts.items():
+        line = fit.per_shift[k]
+        a0.scatter(tx, norm.ppf(np.clip(v, c, 1 - c)), s=10, label=k)
+        xs = np.linspace(tx.min(), tx.max(), 20)
+        a0.plot(xs, line.slope * xs + line.intercept, lw=1)
+    a0.set_xlabel("Φ⁻¹(clean accuracy)")
+    a0.set_ylabel("Φ⁻¹(shifted accuracy)")
+    a0.legend(fontsize=7)
+    a0.set_title("accuracy on the line (probit)", fontsize=9)
+    configs = sorted({m.config for m in models})
+    for name in configs:
+        i = [j for j, m in enumerate(models) if m.config == name]
+        a1.scatter([models[j].lambda_max for j in i], er[i], s=12, label=name)
+    a1.axhline(0, c="k", lw=0.5)
+    a1.set_xscale("log")
+    a1.set_xlabel("λ_max")
+    a1.set_ylabel("effective robustness (mean over shifts)")
+    a1.legend(fontsize=6, ncol=2)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, stem)
 
 
 @experiment(ClaimSpec(
@@ -354,18 +396,37 @@ def ood_flatness(ctx: Context) -> Outcome:
     bench = ctx.workbench()
     m = bench.many([BASE, *INTERVENTIONS.values()], ctx.seeds)
     ms = B.reached(_all(m))
-    rho = _cluster_rho(ms, "lambda_max", "drop", ctx.index)
-    sub = sign_sub("ρ(λ_max, drop)", "sharper → larger drop", rho, len(ms), claimed=+1)
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for name, v in m.items():
-        v = B.reached(v)
-        ax.scatter([x.lambda_max for x in v], [x.drop for x in v], s=14, label=name)
-    ax.set_xscale("log")
-    ax.set_xlabel("λ_max")
-    ax.set_ylabel("accuracy drop under shift")
-    ax.legend(fontsize=6, ncol=2)
-    files = [B.table(_all(m), ctx.out / "models.csv"), *save_figure(fig, ctx.out / "ood_flatness")]
-    return Outcome(sub.line(2), [sub], {}, files, len(ms))
+    rho, er = _rho_er(ms, "lambda_max", bench, ctx.index)
+    sub = sign_sub("ρ(λ_max, ER)", "sharper → less effectively robust", rho, len(ms), claimed=-1)
+    info = _robustness_info(ms, er, ctx.index)
+    files = [B.table(_all(m), ctx.out / "models.csv"),
+             save_table(ctx.out / "effective_robustness.csv", _er_rows(ms, er)),
+             *_er_figure(ms, er, ctx.out / "ood_flatness", "C10: the intervention zoo at matched train loss",
+                         bench.eval_size)]
+    summary = f"{sub.line(2)}; for information: " + "; ".join(f"{k} {st.fmt_interval(v, 2)}" for k, v in info.items())
+    return Outcome(summary, [sub], {k: v.triple() for k, v in info.items()}, files, len(ms))
+
+
+def _er_rows(models: list[B.Trained], er: np.ndarray) -> dict[str, list]:
+    return {"config": [x.config for x in models], "seed": [x.seed for x in models],
+            "lambda_max": [x.lambda_max for x in models], "test_acc": [x.test_acc for x in models],
+            "shift_acc": [x.shift_acc for x in models], "drop": [x.drop for x in models],
+            "effective_robustness": [float(v) for v in er]}
+
+
+def _robustness_info(models: list[B.Trained], er: np.ndarray, seed: int) -> dict[str, st.Interval]:
+    """What the verdict does not read, shown next to it: the former target (drop), what clean accuracy
+    explains, and the partial association of flatness and shifted accuracy given clean accuracy (§12)."""
+    lam, clean = [x.lambda_max for x in models], [x.test_acc for x in models]
+    cl = [x.config for x in models]
+    part = st.partial_association(lam, [x.shift_acc for x in models], {"clean acc": clean}, cl,
+                                  samples=RHO_RESAMPLES, seed=seed)
+    return {"ρ(λ_max, drop)": _cluster_rho(models, "lambda_max", "drop", seed),
+            "ρ(clean acc, drop)": _cluster_rho(models, "test_acc", "drop", seed),
+            "ρ(λ_max, clean acc)": _cluster_rho(models, "lambda_max", "test_acc", seed),
+            "ρ(clean acc, ER)": st.cluster_bootstrap(clean, er, cl, statistic="rho", samples=RHO_RESAMPLES,
+                                                     seed=seed),
+            "partial ρ(λ_max, shifted acc | clean acc)": part.interval}
 
 
 @experiment(ClaimSpec(
@@ -392,37 +453,26 @@ def interventions(ctx: Context) -> Outcome:
     bench = ctx.workbench()
     m = bench.many([BASE, *INTERVENTIONS.values()], ctx.seeds)
     base = m[BASE.name]
-    diffs, keys = [], []
-    for label, cfg in INTERVENTIONS.items():
-        for attr, log in (("lambda_max", True), ("drop", False)):
-            diffs.append(B.paired(m[cfg.name], base, attr, log=log))
-            keys.append((label, attr))
-    p = [float(__import__("scipy").stats.ttest_1samp(d, 0.0).pvalue) if len(d) > 1 and d.std() > 0 else 1.0
-         for d in diffs]
-    step, lev = st.holm_levels(p)
-    ivs, decided, open_ = {}, {}, True
-    for i in np.argsort(step):
-        iv = st.t_interval(diffs[i], 1 - float(lev[i]))
-        ivs[keys[i]] = iv
-        moves = open_ and sign_test(iv, 1) != "inconclusive"
-        open_ = open_ and moves
-        decided[keys[i]] = moves
+    tests = {}
+    for k, (label, cfg) in enumerate(INTERVENTIONS.items()):
+        # the reference line: every zoo configuration but the base and this intervention
+        ref = [x for name, v in m.items() if name not in (BASE.name, cfg.name) for x in v]
+        er = R.paired_er_models(m[cfg.name], base, ref, eval_size=bench.eval_size, samples=ER_LINE_RESAMPLES,
+                                seed=1000 * ctx.index + k)
+        tests[label] = (PairedT(B.paired(m[cfg.name], base, "lambda_max", log=True)), er)
+    decided = decide_interventions(tests)
     subs, rows = [], []
-    for label in INTERVENTIONS:
-        li, di = ivs[(label, "lambda_max")], ivs[(label, "drop")]
-        flat_none = -C11_BAND_LOG < li.low and li.high < C11_BAND_LOG
-        drop_none = -C11_BAND_ER < di.low and di.high < C11_BAND_ER
-        if decided[(label, "lambda_max")] and decided[(label, "drop")]:
-            v = "supported"
-        elif flat_none or drop_none:
-            v = "contradicted"
-        else:
-            v = "inconclusive"
-        subs.append(SubTest(label, f"{label} moves λ_max and drop", di, "Holm family of 18; see claim rule", v,
-                            len(diffs[keys.index((label, "drop"))]),
-                            note=f"Δlog λ {st.fmt_interval(li, 2)}, Δdrop {st.fmt_interval(di, 2)}"))
-        rows.append((label, *li.triple(), *di.triple()))
-    cols = ("intervention", "dlog_lambda", "dlog_lambda_lo", "dlog_lambda_hi", "d_drop", "d_drop_lo", "d_drop_hi")
+    for label, (verdict, li, ei) in decided.items():
+        lt, et = tests[label]
+        dd = st.t_interval(B.paired(m[INTERVENTIONS[label].name], base, "drop"))
+        subs.append(SubTest(label, f"{label} moves λ_max and ER", ei, "Holm family of 18; see claim rule", verdict,
+                            et.n, et.mde,
+                            note=f"Δlog λ {st.fmt_interval(li, 2)}, ΔER {st.fmt_interval(ei, 2)} (Holm-adjusted; "
+                                 f"ΔER se {et.se:.2g}: pairs {et.se_pairs:.2g}, line {et.se_line:.2g}); "
+                                 f"Δdrop {st.fmt_interval(dd, 2)} (95%, former target)"))
+        rows.append((label, *li.triple(), *ei.triple(), et.se_pairs, et.se_line, *dd.triple()))
+    cols = ("intervention", "dlog_lambda", "dlog_lambda_lo", "dlog_lambda_hi", "d_er", "d_er_lo", "d_er_hi",
+            "d_er_se_pairs", "d_er_se_line", "d_drop", "d_drop_lo95", "d_drop_hi95")
     files = [save_table(ctx.out / "interventions.csv", {c: [r[i] for r in rows] for i, c in enumerate(cols)}),
              B.table(_all(m), ctx.out / "models.csv")]
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -431,12 +481,73 @@ def interventions(ctx: Context) -> Outcome:
                     fmt="o", capsize=2, label=r[0])
     ax.axhline(0, c="k", lw=0.5)
     ax.axvline(0, c="k", lw=0.5)
+    ax.axhspan(-C11_BAND_ER, C11_BAND_ER, color="0.92")
     ax.set_xlabel("Δlog λ_max vs base (Holm-adjusted)")
-    ax.set_ylabel("Δ accuracy drop vs base")
+    ax.set_ylabel("Δ effective robustness vs base (Holm-adjusted)")
     ax.legend(fontsize=6)
     files += save_figure(fig, ctx.out / "interventions")
     summary = "; ".join(f"{s.name}: {s.note} → {s.verdict}" for s in subs)
     return Outcome(summary, subs, {"rows": rows}, files, len(ctx.seeds))
+
+
+@dataclass
+class PairedT:
+    """Paired differences read by Student's t: ``p`` (two-sided) and ``interval(level)``, the interface
+    :func:`decide_interventions` reads (:class:`flatminima.lab.robustness.PairedER` has the same)."""
+
+    diffs: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return len(self.diffs)
+
+    @property
+    def p(self) -> float:
+        d = np.asarray(self.diffs, float)
+        if len(d) < 2 or d.std() == 0:
+            return 1.0 if len(d) < 2 or d.mean() == 0 else 0.0
+        from scipy import stats
+
+        return float(stats.ttest_1samp(d, 0.0).pvalue)
+
+    def interval(self, level: float = 0.95) -> st.Interval:
+        if self.n < 2:
+            return st.Interval(math.nan, math.nan, math.nan, level)
+        return st.t_interval(self.diffs, level)
+
+
+def decide_interventions(tests: dict, alpha: float = 0.05, band_log: float = C11_BAND_LOG,
+                         band_er: float = C11_BAND_ER) -> dict[str, tuple[str, st.Interval, st.Interval]]:
+    """C11's rule: ``tests[label] = (flatness test, ER test)``, each with ``p`` and ``interval(level)``; the
+    2 × len(tests) tests are one Holm family (step-down: the k-th smallest p is judged at level
+    1 − α/(m − k + 1), and a test counts as moving only while every earlier step moved). Per intervention:
+    supported if both move; contradicted if either Holm-adjusted interval lies inside its no-effect band
+    (|Δlog λ| < ``band_log``, |ΔER| < ``band_er``); else inconclusive. Returns label -> (verdict, the
+    adjusted flatness interval, the adjusted ER interval)."""
+    keys = [(label, j) for label in tests for j in (0, 1)]
+    p = [tests[label][j].p for label, j in keys]
+    step, lev = st.holm_levels(p, alpha)
+    ivs, moved, open_ = {}, {}, True
+    for i in np.argsort(step):
+        label, j = keys[i]
+        iv = tests[label][j].interval(1 - float(lev[i]))
+        ivs[keys[i]] = iv
+        moves = open_ and sign_test(iv, 1) != "inconclusive"
+        open_ = open_ and moves
+        moved[keys[i]] = moves
+    out = {}
+    for label in tests:
+        li, ei = ivs[(label, 0)], ivs[(label, 1)]
+        flat_none = -band_log < li.low and li.high < band_log
+        er_none = -band_er < ei.low and ei.high < band_er
+        if moved[(label, 0)] and moved[(label, 1)]:
+            v = "supported"
+        elif flat_none or er_none:
+            v = "contradicted"
+        else:
+            v = "inconclusive"
+        out[label] = (v, li, ei)
+    return out
 
 
 @experiment(ClaimSpec(
@@ -461,9 +572,12 @@ def regularised_sharpness(ctx: Context) -> Outcome:
     bench = ctx.workbench()
     m = bench.many(REGULARISED, ctx.seeds)
     ms = B.reached(_all(m))
-    subs = [sign_sub(f"ρ(λ_max, {lab})", f"sharper → better {lab}", _cluster_rho(ms, "lambda_max", y, ctx.index),
-                     len(ms), claimed=+1)
-            for lab, y in (("test acc", "test_acc"), ("shifted acc", "shift_acc"), ("−ECE", lambda x: -x.ece))]
+    rho_er, er = _rho_er(ms, "lambda_max", bench, ctx.index)
+    rhos = {"test acc": _cluster_rho(ms, "lambda_max", "test_acc", ctx.index), "ER": rho_er,
+            "−ECE": _cluster_rho(ms, "lambda_max", lambda x: -x.ece, ctx.index)}
+    subs = [sign_sub(f"ρ(λ_max, {lab})", f"sharper → better {lab}", iv, len(ms), claimed=+1)
+            for lab, iv in rhos.items()]
+    shifted = _cluster_rho(ms, "lambda_max", "shift_acc", ctx.index)
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for name, v in m.items():
         v = B.reached(v)
@@ -472,10 +586,15 @@ def regularised_sharpness(ctx: Context) -> Outcome:
     ax.set_xlabel("λ_max")
     ax.set_ylabel("test accuracy")
     ax.legend(fontsize=6)
-    files = [B.table(_all(m), ctx.out / "models.csv"), *save_figure(fig, ctx.out / "regularised")]
+    files = [B.table(_all(m), ctx.out / "models.csv"), *save_figure(fig, ctx.out / "regularised"),
+             save_table(ctx.out / "effective_robustness.csv", _er_rows(ms, er)),
+             *_er_figure(ms, er, ctx.out / "regularised_er", "C15: regularised models at matched train loss",
+                         bench.eval_size)]
     miss = [f"{x.config}/{x.seed}" for x in _all(m) if not x.reached_target]
-    summary = "; ".join(s.line(2) for s in subs) + f"; missed target: {miss or 'none'}"
-    return Outcome(summary, subs, {}, files, len(ms))
+    summary = "; ".join(s.line(2) for s in subs) + (
+        f"; for information: ρ(λ_max, shifted acc) {st.fmt_interval(shifted, 2)} (former target); "
+        f"missed target: {miss or 'none'}")
+    return Outcome(summary, subs, {"rho_lambda_shifted_acc": shifted.triple()}, files, len(ms))
 
 
 # --- C12 ---------------------------------------------------------------------------------------------------
@@ -520,14 +639,35 @@ def finetune_flatness(ctx: Context) -> Outcome:
                                      **bench.measure(t.model, seed)))
     manip = _paired_sub("Δlog λ_max of the start (flat − sharp)", "flat start flatter", pre["flat"],
                         pre["sharp"], "lambda_max", -1, log=True)
-    main = _paired_sub("Δdrop after fine-tuning (flat − sharp)", "flat start loses less", post["flat"],
-                       post["sharp"], "drop", -1)
-    if manip.verdict != "supported":
-        main.verdict, main.note = "inconclusive", "the flat start was not measurably flatter"
+    # the reference line: C10's zoo of this seed set (trained on all digits; no C12 model in it)
+    zoo = _all(bench.many([BASE, *INTERVENTIONS.values()], seed_set(ctx.index, ZOO_N_QUICK if ctx.quick
+                                                                    else ZOO_N_FULL)))
+    er = R.paired_er_models(post["flat"], post["sharp"], zoo, eval_size=bench.eval_size,
+                            samples=ER_LINE_RESAMPLES, seed=ctx.index)
+    main = finetune_sub(manip, er)
+    info = {f"Δ{lab} (flat − sharp)": _paired_sub(lab, lab, post["flat"], post["sharp"], attr, -1).interval
+            for lab, attr in (("drop", "drop"), ("clean acc", "test_acc"), ("shifted acc", "shift_acc"))}
     files = [B.table(pre["flat"] + pre["sharp"], ctx.out / "pretrained.csv"),
              B.table(post["flat"] + post["sharp"], ctx.out / "finetuned.csv"),
              *_strip(post, "drop", ctx.out / "finetune", "accuracy drop under shift", log=False)]
-    return Outcome(f"{manip.line()}; {main.line()}", [main], {"manipulation": manip.line()}, files, len(ctx.seeds))
+    summary = (f"{manip.line()}; {main.line()}; for information: "
+               + "; ".join(f"{k} {st.fmt_interval(v, 2)}" for k, v in info.items()))
+    return Outcome(summary, [main], {"manipulation": manip.line(), "slope": er.slope, "intercept": er.intercept,
+                                     "n_reference": er.n_reference, **{k: v.triple() for k, v in info.items()}},
+                   files, len(ctx.seeds))
+
+
+def finetune_sub(manip: SubTest, er: R.PairedER) -> SubTest:
+    """C12's rule: ΔER (flat − sharp) > 0 supported, < 0 contradicted (95 % interval of
+    :class:`~flatminima.lab.robustness.PairedER`), else inconclusive; inconclusive whatever ΔER if the
+    manipulation check (the flat start measurably flatter) is not supported."""
+    main = sign_sub("ΔER after fine-tuning (flat − sharp)", "flat start more effectively robust", er.interval(),
+                    er.n, claimed=+1, mde_value=er.mde,
+                    note=f"se {er.se:.2g}: pairs {er.se_pairs:.2g}, reference line {er.se_line:.2g}; "
+                         f"{er.n_reference} reference models")
+    if manip.verdict != "supported":
+        main.verdict, main.note = "inconclusive", "the flat start was not measurably flatter; " + main.note
+    return main
 
 
 # --- C14 ---------------------------------------------------------------------------------------------------
