@@ -55,7 +55,7 @@ import torch
 from torch import nn
 
 from .errors import FlatminimaError, require_nonnegative, require_positive, require_positive_int
-from .objective import Objective
+from .objective import Objective, Operator
 from .track import Tracker
 
 __all__ = ["DYNAMICS_MEASURES", "SharpnessMonitor", "Threshold", "edge_onset", "monitor", "plot_dynamics",
@@ -160,25 +160,10 @@ def preconditioner(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tens
     return torch.cat(parts)
 
 
-class _Scaled:
-    """D H D with D = P^(−1/2): symmetric, with the eigenvalues of P⁻¹H; the protocol Lanczos needs."""
-
-    def __init__(self, obj: Objective, d: torch.Tensor):
-        self._obj, self._d = obj, d.to(device=obj.device, dtype=obj.dtype)
-        self.dim, self.dtype, self.device, self.mode = obj.dim, obj.dtype, obj.device, obj.mode
-
-    @property
-    def params(self) -> torch.Tensor:
-        return self._obj.params
-
-    def hvp(self, v: torch.Tensor, theta: torch.Tensor | None = None) -> torch.Tensor:
-        return self._d * self._obj.hvp(self._d * v, theta)
-
-    def meter(self):
-        return self._obj.meter()
-
-    def __getattr__(self, name: str) -> Any:  # the rest of the protocol (memory reservation, ...) as is
-        return getattr(self._obj, name)
+def Scaled(obj: Objective, d: torch.Tensor) -> Operator:  # noqa: N802 - the old class's name, kept for callers
+    """D H D with D = diag(d) (d = P^(−1/2)): symmetric, with the eigenvalues of P⁻¹H; an operator view of
+    ``obj``'s Hessian, metered by ``obj`` and reserving inside its memory budget."""
+    return obj.hessian.conjugated(d, kind="preconditioned hessian")
 
 
 class SharpnessMonitor(Tracker):
@@ -297,7 +282,7 @@ class SharpnessMonitor(Tracker):
                 sharpness = None
                 if p is not None:
                     start = time.perf_counter()
-                    scaled = _Scaled(obj, p.rsqrt())
+                    scaled = Scaled(obj, p.rsqrt())
                     pres = eigenvalues(scaled, 1, tol=self.tol, max_iter=self.max_iter, seed=self.seed,
                                        return_vectors=True, stop=self.stop,
                                        v0=None if self._start() is None else self._u0)

@@ -12,7 +12,9 @@ as in curvlinops. :func:`as_operator` makes one from what a user has:
 - an operator view itself (``obj.hessian``, ``obj.operator("ggn", θ)``);
 - a dense symmetric ``torch.Tensor`` (products ``A @ v``, each recorded as one product);
 - a SciPy ``scipy.sparse.linalg.LinearOperator`` (or any object with ``shape``, ``dtype`` and
-  ``matvec``), its products through NumPy on the CPU, each recorded as one product.
+  ``matvec``), its products through NumPy on the CPU, each recorded as one product;
+- an object with an Objective's product protocol (``hvp``, ``dim``, ``dtype``, ``device``, and its own
+  ``meter()`` / ``reserve()`` where it has them).
 
 For a matrix there is no data: a result's cost counts its products and seconds, no data passes.
 """
@@ -62,9 +64,19 @@ def as_operator(A: Curvature, operator: str | None = None, theta: torch.Tensor |
         return _dense(A)
     if all(hasattr(A, name) for name in ("shape", "dtype", "matvec")):
         return _linear_operator(A)
+    if all(hasattr(A, name) for name in ("hvp", "dim", "dtype", "device")):
+        return _objective_like(A)
     raise FlatminimaError(
         f"cannot take the curvature of a {type(A).__name__}: pass an Objective, its view obj.hessian / obj.ggn, a "
         "dense symmetric torch.Tensor or a scipy.sparse.linalg.LinearOperator.")
+
+
+def _objective_like(A: Any) -> Operator:
+    """An object with an Objective's product protocol (``hvp``, ``dim``, ``dtype``, ``device``; ``meter()``,
+    ``reserve()`` and ``mode`` where it has them), as algorithms accepted before operator views."""
+    meter, reserve = getattr(A, "meter", None), getattr(A, "reserve", None)
+    return Operator(lambda v: A.hvp(v), int(A.dim), A.dtype, A.device, reserve=reserve, kind="hessian",
+                    mode=getattr(A, "mode", "matrix"), counted=meter is not None, measure=meter)
 
 
 def _what(A: Any) -> str:

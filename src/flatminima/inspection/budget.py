@@ -75,13 +75,13 @@ def measure_hvp_bound(obj: Any, name: str) -> int:
     if name == "average_case":
         return int(d["second_order_samples"]) * (2 if d.get("logit_normalize") else 1)
     if name == "relative_flatness":
-        from ..sharpness.fisher_rao import _last_matrix, _output_layer_parts
+        from ..sharpness.fisher_rao import last_matrix, output_layer_parts
 
         try:
-            layer = _last_matrix(obj)
+            layer = last_matrix(obj)
         except FlatminimaError:
             return 0  # the measure refuses at once (no 2-D weight)
-        if _output_layer_parts(obj, layer) is not None:
+        if output_layer_parts(obj, layer) is not None:
             return 0  # the closed form for the output layer: one pass, no products
         rows, cols = obj.unflatten(obj.params)[layer].shape
         return int(min(rows, cols) * cols)

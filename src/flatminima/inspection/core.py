@@ -448,7 +448,7 @@ def _slices(ins: Inspection, obj: Objective, seed: int) -> None:
 def _stability(ins: Inspection, obj: Objective, opt: torch.optim.Optimizer | None, state: dict | None,
                seed: int) -> None:
     from ..curvature import eigenvalues
-    from ..dynamics import _Scaled, preconditioner, stability_threshold
+    from ..dynamics import Scaled, preconditioner, stability_threshold
 
     if opt is None:
         ins.skipped["stability"] = "no learning rate and optimiser given (lr=, optimizer=; --lr, --optimizer)"
@@ -477,7 +477,7 @@ def _stability(ins: Inspection, obj: Objective, opt: torch.optim.Optimizer | Non
         ins.skipped["stability"] = st["note"]
         ins.plan.caps.pop("stability", None)
         return
-    scaled = _Scaled(obj, P.rsqrt())
+    scaled = Scaled(obj, P.rsqrt())
     res = eigenvalues(scaled, 1, "largest", tol=TOL, max_iter=ins.plan.settings["top_iter"], seed=seed)
     st |= {"sharpness": float(res.values[0]), "bound": float(res.error_bounds[0]), "what": "λmax(P⁻¹H)",
            "cost": res.cost.to_dict(), "ratio": float(res.values[0]) / th.value, "converged": bool(res.converged[0])}

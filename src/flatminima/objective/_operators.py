@@ -40,12 +40,13 @@ class Operator:
 
     def __init__(self, matvec: MatVec, dim: int, dtype: torch.dtype, device: torch.device | str = "cpu", *,
                  meter: Meter | None = None, reserve: Callable[[int, str], AbstractContextManager] | None = None,
-                 kind: str = "matrix", mode: str = "matrix", counted: bool = False):
+                 kind: str = "matrix", mode: str = "matrix", counted: bool = False,
+                 measure: Callable[[], AbstractContextManager[Cost]] | None = None):
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise FlatminimaError(f"an operator needs a positive whole dimension, got {dim!r}.")
         self._matvec, self.dim, self.dtype, self.device = matvec, dim, dtype, torch.device(device)
         self._meter = meter if meter is not None else Meter()
-        self._reserve = reserve
+        self._reserve, self._measure = reserve, measure
         self.kind, self.mode, self._counted = kind, mode, counted
 
     @property
@@ -82,8 +83,9 @@ class Operator:
         return self @ v
 
     def meter(self) -> AbstractContextManager[Cost]:
-        """``with op.meter() as cost:`` fills ``cost`` with the products done inside the block."""
-        return self._meter.measure()
+        """``with op.meter() as cost:`` fills ``cost`` with the products done inside the block (``measure``,
+        where given, is the context of whatever meters ``matvec``: an objective-like object's ``meter``)."""
+        return self._measure() if self._measure is not None else self._meter.measure()
 
     @property
     def cost(self) -> Cost:
@@ -97,6 +99,16 @@ class Operator:
     def reserve(self, n_vectors: int, what: str = "") -> AbstractContextManager[MemoryPlan | None]:
         """Hold ``n_vectors`` vectors of ``dim`` entries inside the memory budget (if any) for the block."""
         return self._reserve(n_vectors, what) if self._reserve is not None else _unbudgeted()
+
+    def conjugated(self, d: torch.Tensor, kind: str | None = None) -> Operator:
+        """D M D with D = diag(d): symmetric, with the eigenvalues of P⁻¹M for d = P^(−1/2) (a diagonal
+        preconditioner P, as Adam's second moments). Same meter and memory budget as this operator."""
+        d = torch.as_tensor(d).reshape(-1).to(device=self.device, dtype=self.dtype)
+        if d.numel() != self.dim:
+            raise FlatminimaError(f"the diagonal must have {self.dim} entries, got {d.numel()}.")
+        return Operator(lambda v: d * self._apply(d * v), self.dim, self.dtype, self.device, meter=self._meter,
+                        reserve=self._reserve, kind=kind or f"D·{self.kind}·D", mode=self.mode, counted=True,
+                        measure=self._measure)
 
     def like(self) -> torch.Tensor:
         """An empty tensor of the operator's dtype and device (where random probes are put)."""

@@ -135,7 +135,7 @@ def relative_flatness(obj: Objective, *, layer: str | None = None, method: str =
     """
     require_outputs(obj, "relative_flatness")
     require_choice("method", method, ["auto", "output", "hvp"])
-    name = layer or _last_matrix(obj)
+    name = layer or last_matrix(obj)
     if name not in obj.param_names:
         raise FlatminimaError(f"layer={name!r} is not a parameter of the objective; choose one of "
                               f"{_matrices(obj)}.")
@@ -147,7 +147,7 @@ def relative_flatness(obj: Objective, *, layer: str | None = None, method: str =
     U, S, _ = torch.linalg.svd(W.to(torch.float64), full_matrices=False)
     keep = S > S.max() * max(W.shape) * torch.finfo(W.dtype).eps if S.numel() else S > 0
     factors = (U[:, keep] * S[keep]).T.to(obj.dtype)  # rows u_r, Σ_r u_r u_rᵀ = W Wᵀ
-    parts = _output_layer_parts(obj, name) if method in ("auto", "output") else None
+    parts = output_layer_parts(obj, name) if method in ("auto", "output") else None
     if method == "output" and parts is None:
         raise FlatminimaError(
             f"relative_flatness method='output' needs {name!r} to belong to an nn.Linear whose output is the "
@@ -174,7 +174,7 @@ def _kappa_hvp(obj: Objective, name: str, factors: torch.Tensor, m: int) -> floa
     return total
 
 
-def _output_layer_parts(obj: Objective, name: str):
+def output_layer_parts(obj: Objective, name: str):
     """(model, module, inputs..., targets, loss) when ``name`` is the weight of the nn.Linear producing the
     model's output; None where the closed form does not apply (then the HVP route is used)."""
     if obj.mode != "eval" or not name.endswith("weight"):
@@ -236,7 +236,7 @@ def _matrices(obj: Objective) -> list[str]:
     return [n for n, s in zip(obj.param_names, obj.param_shapes, strict=True) if len(s) == 2]
 
 
-def _last_matrix(obj: Objective) -> str:
+def last_matrix(obj: Objective) -> str:
     mats = _matrices(obj)
     if not mats:
         raise FlatminimaError("relative_flatness needs a 2-D weight matrix (a Linear layer) among the "
