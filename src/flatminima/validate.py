@@ -25,6 +25,12 @@ from .errors import FlatminimaError
 SEED_MAX = 2**32 - 1
 """The largest seed: NumPy's legacy generators and scikit-learn take seeds below 2**32."""
 
+MAX_SEEDS = 10_000
+"""The most seeds per grid point of a study (each one a whole training run)."""
+
+MAX_CLASSES = 100_000
+"""The most classes a data set may have (labels 0..K-1): a label of 1e9 is a typo or a regression target."""
+
 MAX_STEPS = 100_000
 """The most epochs, steps or cycles one setting may ask for (1e8 epochs is a typo, not a plan)."""
 
@@ -61,8 +67,9 @@ class Bound:
             return f"{kind} {'<' if self.high_open else '≤'} {_num(self.high)}"
         return kind
 
-    def problem(self, value: Any) -> str | None:
-        """What is wrong with ``value`` (``"must be ..."``), or None when it is in range."""
+    def problem(self, value: Any, *, low: bool = True) -> str | None:
+        """What is wrong with ``value`` (``"must be ..."``), or None when it is in range; ``low=False`` leaves a
+        value below the range to its owner's own rule (which says it in its own words)."""
         must = f"must be {self.describe()}"
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             what = "a string" if isinstance(value, str) else f"a {type(value).__name__}"
@@ -71,7 +78,7 @@ class Bound:
             return must
         if self.integer and not float(value).is_integer():
             return f"{must} (a whole number)"
-        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+        if low and self.low is not None and (value < self.low or (self.low_open and value == self.low)):
             return must
         if self.high is not None and (value > self.high or (self.high_open and value == self.high)):
             return must
@@ -178,13 +185,14 @@ def message(name: str, value: Any, problem: str, hint: str = "") -> str:
     return f"{name} {problem}, got {value!r}{tail}."
 
 
-def check_number(name: str, value: Any, bound: Bound | None = None) -> Any:
+def check_number(name: str, value: Any, bound: Bound | None = None, *, low: bool = True) -> Any:
     """``value`` if it is within ``bound`` (by default the table's bound for ``name``); else a
-    :class:`FlatminimaError` naming ``name`` and the value. ``None`` passes (an unset optional setting)."""
+    :class:`FlatminimaError` naming ``name`` and the value. ``None`` passes (an unset optional setting);
+    ``low=False``: see :meth:`Bound.problem`."""
     bound = bound or bound_for(name)
     if value is None or bound is None:
         return value
-    problem = bound.problem(value)
+    problem = bound.problem(value, low=low)
     if problem:
         raise FlatminimaError(message(name, value, problem, bound.hint))
     return value
@@ -207,23 +215,24 @@ def check_seed(name: str, value: Any) -> int:
 
 
 def check_measure_settings(measure: str, config: Mapping[str, Any]) -> None:
-    """The numeric settings of one sharpness measure (finite, in range, counts not absurd) and its seed,
-    before the measure runs. Settings the table does not know are left to the measure itself."""
+    """The numeric settings of one sharpness measure (numbers, finite, not above their range: counts not absurd,
+    tolerances below 1) and its seed, before the measure runs. The lower end of each range, and settings the
+    table does not know, are left to the measure itself (its own message says what it needs)."""
     for key, value in config.items():
-        where = f"{measure}: {key}"
+        where = f"{measure}.{key}"
         if key == "seed":
             if value is not None:
                 check_seed(where, value)
-        elif key == "step_size":
-            check_number(where, value, _MEASURE_STEP_SIZE)
-        elif key == "steps":
-            check_number(where, value, _MEASURE_STEPS)
-        elif key in MEASURE_NUMBERS and not _is_tensor(value):
-            check_number(where, value, BOUNDS[key])
+        elif key == "step_size" and _is_number(value):
+            check_number(where, value, _MEASURE_STEP_SIZE, low=False)
+        elif key == "steps" and _is_number(value):
+            check_number(where, value, _MEASURE_STEPS, low=False)
+        elif key in MEASURE_NUMBERS and _is_number(value):  # a string or None: the measure's own check names it
+            check_number(where, value, BOUNDS[key], low=False)
 
 
-def _is_tensor(value: Any) -> bool:
-    return hasattr(value, "shape") and hasattr(value, "dtype")
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 # ---- the machine ---------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from rich.table import Table
 from .common import (
     check_cpu_device,
     check_positive,
+    check_workers,
     console,
     esc,
     opt_device,
@@ -46,6 +47,7 @@ def claims(
     out = out_folder("claims", out, "quick" if quick else "full")
     if workers is not None:
         check_positive("--workers", workers)
+        check_workers("--workers", workers)
     rows = run(quick=quick, out=out, seed=seed, only=ids, progress=progress and not json_out, workers=workers)
     if json_out:
         print_json([asdict(r) for r in rows])

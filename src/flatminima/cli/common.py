@@ -82,10 +82,36 @@ MIN_BOOT = 20
 
 
 def check_positive(option: str, value: int) -> None:
+    """A positive integer option, and within its range where :mod:`flatminima.validate` knows the name
+    (``--epochs``, ``--steps``, ``--samples``...: 1e8 epochs is refused, not started)."""
     from ..errors import FlatminimaError
+    from ..validate import check_number
 
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise FlatminimaError(f"{option} must be a positive integer, got {value!r}.")
+    check_number(option, value)
+
+
+def check_options(**values: Any) -> None:
+    """Numeric options by name (``check_options(span=..., lr=...)``, reported as ``--span``, ``--lr``) through the
+    shared table of :mod:`flatminima.validate`: finite, in range; None (an option not given) passes."""
+    from ..validate import check_numbers
+
+    check_numbers({"--" + k.replace("_", "-"): v for k, v in values.items()})
+
+
+def checked_seed(value: int | None) -> int | None:
+    """``--seed`` (a Typer callback): an integer in [0, 2**32 - 1], checked as the option is parsed."""
+    from ..validate import check_seed
+
+    return value if value is None else check_seed("--seed", value)
+
+
+def check_workers(option: str, value: int | None) -> int | None:
+    """A count of local worker processes, against this machine's cores and memory (the limit is named)."""
+    from ..validate import check_workers as check
+
+    return value if value is None else check(option, value)
 
 
 def check_out_folder(option: str, path: str | None) -> None:
@@ -176,7 +202,7 @@ DEVICES = ("cpu", "cuda", "mps", "auto")
 def opt_seed(default: int | None = 0, what: str = "training and every random probe") -> Any:
     import typer
 
-    return typer.Option(default, "--seed", help=f"seed for {what}")
+    return typer.Option(default, "--seed", help=f"seed for {what}", callback=checked_seed)
 
 
 def opt_out(command: str, what: str = "results") -> Any:

@@ -9,6 +9,7 @@ from ..progress import count_products
 from .common import (
     check_checkpoint_paths,
     check_measure_options,
+    check_options,
     check_positive,
     checkpoint_label,
     command_help,
@@ -106,6 +107,7 @@ def curvature(
     for name, value in (("--k", k), (samples_opt, samples), (density_opt, density_samples),
                         ("--density-steps", density_steps)):
         check_positive(name, value)
+    check_options(tol=tol)
     if "trace" in parts and not per_layer and samples < 6:
         raise FlatminimaError(f"{samples_opt} must be at least 6 for the Hutch++ trace (a third each for sketch, "
                               f"exact part and rest), got {samples}.")

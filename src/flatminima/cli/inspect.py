@@ -7,6 +7,7 @@ import typer
 from .common import (
     check_checkpoint_paths,
     check_measure_options,
+    check_options,
     checkpoint_label,
     console,
     esc,
@@ -65,6 +66,7 @@ def inspect_command(
     from ..workflows.common import build_for, check_checkpoint, default_loss, get_data, get_model, resolve_loss
 
     check_measure_options(dtype=dtype, device=device, epochs=None if checkpoint else epochs)
+    check_options(lr=lr, momentum=momentum, beta1=beta1)
     inspection.check_optimizer(optimizer, lr, momentum, beta1)  # --lr without --optimizer etc.: refused now
     inspection.budget.budget_settings(budget)
     if checkpoint:

@@ -6,6 +6,7 @@ import typer
 
 from .common import (
     check_cpu_device,
+    checked_seed,
     console,
     esc,
     opt_device,
@@ -35,7 +36,8 @@ def run_experiment(
     name: str = typer.Argument(..., help="experiment name (see `flatminima lab list`)"),
     out: str | None = opt_out("lab", "the figure (PNG + SVG), CSV data and result.json"),
     full: bool = typer.Option(False, "--full", help="the powered number of seeds (quick: fewer)"),
-    seed: int = typer.Option(0, help="seed set k: seeds k·n … k·n+n−1, disjoint for distinct k"),
+    seed: int = typer.Option(0, help="seed set k: seeds k·n … k·n+n−1, disjoint for distinct k",
+                             callback=checked_seed),
     device: str = opt_device("the experiment (the lab runs on the CPU only: cpu or auto)"),
     json_out: bool = opt_json(),
 ) -> None:

@@ -6,6 +6,7 @@ import typer
 
 from .common import (
     check_measure_options,
+    check_options,
     check_positive,
     console,
     esc,
@@ -104,6 +105,14 @@ def landscape(
         check_positive(name, value)
     if not span > 0 or not lr > 0:
         raise FlatminimaError(f"--span and --lr must be positive, got {span!r} and {lr!r}.")
+    check_options(span=span, lr=lr, curve_lr=curve_lr, memory_mb=memory_mb, plane_steps=plane_steps,
+                  target_train_loss=target_train_loss)
+    from ..validate import check_grid
+
+    axes = 2 if mode == "paper" or (mode == "slice" and dims == 2) else 1
+    check_grid("--steps", steps**axes, shape=" × ".join([str(steps)] * axes))
+    if mode == "connect" and plane_steps:
+        check_grid("--plane-steps", plane_steps**2, shape=f"{plane_steps} × {plane_steps}")
     model_kw, data_kw = parse_kv(model_arg), parse_kv(data_arg)
     out = out_folder("landscape", out, run_name(mode, model, data, mode=mode, model=model, data=data,
                                                 model_kw=model_kw, data_kw=data_kw, epochs=epochs, seed=seed,

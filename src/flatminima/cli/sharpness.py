@@ -80,6 +80,7 @@ def sharpness(
     from ..progress import progress_bar
     from ..sharpness import available, measure, settings_per_measure
     from ..sharpness.registry import accepted_settings
+    from ..validate import check_measure_settings
     from ..workflows.common import (
         default_loss,
         describe_data,
@@ -110,6 +111,7 @@ def sharpness(
         if unknown:
             raise FlatminimaError(f"{n} does not take {unknown}; its settings are "
                                   f"{sorted(set(accepted_settings(n)) | {'seed'})}.")
+        check_measure_settings(n, per[n])  # inf, nan, a tolerance ≥ 1, 1e8 samples: refused before training
     resolve_loss(loss)  # a module:function that cannot be imported is refused before any data or training
     dev = resolve_device(device)
     folder = out_folder("sharpness", out, run_name(model, data, model=model, data=data, model_kw=model_kw,

@@ -78,7 +78,7 @@ def run_cmd(
     if spec is None and preset is None:
         raise FlatminimaError("give a spec file or --preset (e.g. --preset quick).")
     if workers is not None:
-        check_positive("--workers", workers)
+        check_positive("--workers", workers)  # and against this machine's cores and memory in study.run
     if executor is not None and executor not in ("local", "ray", "submitit"):
         raise FlatminimaError(f"--executor must be local, ray or submitit, got {executor!r}.")
     samples, _ = _boot_samples(samples, n_boot)

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from ..errors import FlatminimaError, require_in_range
+from ..validate import MAX_CLASSES
 
 SUFFIXES = (".npz", ".csv", ".pt")
 TASKS = ("classification", "regression")
@@ -63,7 +64,30 @@ def _read_pt(p: Path) -> dict[str, np.ndarray]:
     if not isinstance(blob, dict):
         raise FlatminimaError(f"data file {str(p)!r} holds a {type(blob).__name__}; it must hold a dict "
                               "with tensors x_train, y_train[, x_test, y_test].")
-    return {k: (v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v)) for k, v in blob.items()}
+    if not blob:
+        raise FlatminimaError(f"data file {str(p)!r} holds an empty dict; save tensors x_train, y_train[, x_test, "
+                              "y_test] in it.")
+    return {k: _pt_array(p, k, v) for k, v in blob.items()}
+
+
+def _pt_array(p: Path, key: str, v: object) -> np.ndarray:
+    """One entry of a .pt data file as a NumPy array: a dense real tensor (half precision and bfloat16 are read
+    as float32, which holds them exactly); sparse, complex, quantized or non-numeric entries are refused."""
+    where = f"data file {str(p)!r}: {key!r}"
+    if isinstance(v, torch.Tensor):
+        if v.layout != torch.strided:
+            raise FlatminimaError(f"{where} is a sparse tensor ({v.layout}); save it dense: tensor.to_dense().")
+        if v.is_complex() or v.is_quantized:
+            raise FlatminimaError(f"{where} has dtype {v.dtype}; data must be real numbers (float or integer).")
+        if v.dtype in (torch.float16, torch.bfloat16):
+            v = v.float()
+        return v.detach().cpu().numpy()
+    a = np.asarray(v) if isinstance(v, (list, tuple, np.ndarray, int, float)) else None
+    if a is None or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+        kind = type(v).__name__ if a is None else f"{type(v).__name__} of {a.dtype}"
+        raise FlatminimaError(f"{where} holds a {kind}; save numeric tensors (torch.tensor(...)) under x_train, "
+                              "y_train[, x_test, y_test].")
+    return a
 
 
 def _read_csv(p: Path, label_column: str | None) -> dict[str, np.ndarray]:
@@ -101,7 +125,8 @@ def _read_csv(p: Path, label_column: str | None) -> dict[str, np.ndarray]:
     # Text has no dtype: one column of whole numbers reads as class labels (int64), anything else as floats
     # (regression targets); load_file's task= overrides either way.
     y = yf[:, 0] if len(li) == 1 else yf
-    if len(li) == 1 and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+    # whole numbers NumPy holds exactly as int64 (|y| ≤ 2**53): labels; a huge one is then named by check_split
+    if len(li) == 1 and np.all(np.isfinite(y)) and np.all(y == np.round(y)) and np.all(np.abs(y) <= 2**53):
         y = y.astype(np.int64)
     if si is None:
         return {"x_train": x, "y_train": y}
@@ -142,6 +167,11 @@ def targets_for_task(split: str, y: np.ndarray, task: str) -> np.ndarray:
         return y.astype(np.float64)
     if np.issubdtype(y.dtype, np.floating):
         finite = np.isfinite(y)
+        if np.all(finite) and y.size and np.abs(y).max() >= MAX_CLASSES:
+            big = float(np.abs(y).max())
+            raise FlatminimaError(f"{split} labels go up to {big:.6g}, but the task is classification: a classifier "
+                                  f"has at most {MAX_CLASSES} classes numbered 0..K-1; renumber the classes, or pass "
+                                  "task=regression for real-valued targets.")
         if not np.all(finite) or not np.all(y == np.round(y)):
             bad = ", ".join(f"{v:.6g}" for v in y[~finite | (y != np.round(np.where(finite, y, 0)))].ravel()[:3])
             raise FlatminimaError(f"{split} labels are not whole numbers (e.g. {bad}) but the task is "
@@ -173,6 +203,10 @@ def check_split(split: str, x: np.ndarray, y: np.ndarray, task: str = "classific
         raise FlatminimaError(f"{split} split: {len(x)} inputs but {len(y)} labels; they must match.")
     if y.min() < 0:
         raise FlatminimaError(f"{split} labels must be ≥ 0, found {int(y.min())}.")
+    if y.max() >= MAX_CLASSES:
+        raise FlatminimaError(f"{split} labels go up to {int(y.max())}: a classifier would need {int(y.max()) + 1} "
+                              f"outputs (at most {MAX_CLASSES} classes); renumber the classes 0..K-1 (np.unique(y, "
+                              "return_inverse=True)), or pass task=regression if they are real values.")
 
 
 def _check_regression_targets(split: str, n: int, y: np.ndarray) -> None:

@@ -93,10 +93,35 @@ def entry(name: str) -> Entry:
     return _REGISTRY[name]
 
 
+def check_call(obj: Any, name: Any, config: dict[str, Any], where: str = "flatminima.sharpness.measure") -> None:
+    """The arguments of a measure call, before any work: ``obj`` an :class:`~flatminima.Objective` (a model, a
+    tensor or a string is named as such, with how to make one), ``name`` a string, and the numeric settings
+    finite and in range (:func:`flatminima.validate.check_measure_settings`: inf, nan, a tolerance ≥ 1, a string
+    seed, 1e8 samples)."""
+    from ..validate import check_measure_settings
+
+    if not isinstance(obj, Objective):
+        hint = (" (a model: wrap it first, Objective(model, loss_fn, (x, y)))" if hasattr(obj, "parameters")
+                else "")
+        raise FlatminimaError(f"{where}: obj must be a flatminima.Objective, got "
+                              f"{type(obj).__name__} {_short(obj)}".rstrip() + f"{hint}.")
+    if not isinstance(name, str):
+        raise FlatminimaError(f"{where}: name must be a measure name (a string, see "
+                              f"flatminima.sharpness.available()), got {type(name).__name__} {name!r}.")
+    check_measure_settings(name, config)
+
+
+def _short(value: Any) -> str:
+    """``value``'s repr where it is short and one line (a string, a number), else nothing."""
+    text = repr(value)
+    return text if len(text) <= 60 and "\n" not in text else ""
+
+
 def measure(obj: Objective, name: str, **config: Any) -> Measure:
     """Compute the measure ``name`` on ``obj`` with ``config``; see :func:`available` for the names.
 
     ``seed`` is accepted by every measure; a deterministic one ignores it (recorded in ``.config``)."""
+    check_call(obj, name, config)
     e = entry(name)
     allowed = e.defaults()
     config = _renamed_settings(name, config)

@@ -203,6 +203,29 @@ def _ray_task(run_id: str, config: dict[str, Any], call: dict[str, Any] | None =
     return rid, ok, payload
 
 
+def check_executor(kind: str, workers: int, address: str | None = None, *, option: str = "workers") -> None:
+    """Refuse, before any data is loaded or run started, an executor this machine cannot use: an unknown kind,
+    Ray or submitit not installed, or more local worker processes (``local``, or ``ray`` without an
+    ``address``) than this machine's cores and memory hold (:func:`flatminima.validate.check_workers`)."""
+    from ..validate import check_workers
+
+    if kind not in ("local", "ray", "submitit"):
+        raise FlatminimaError(f"executor must be one of ['local', 'ray', 'submitit'], got {kind!r}.")
+    if kind == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise FlatminimaError("executor kind = 'ray' needs Ray, which is not installed: `pip install "
+                                  "'flatminima[ray]'` (or `pip install ray`), or use executor kind = 'local'. "
+                                  "Nothing was run.")
+    if kind == "submitit":
+        from .slurm import check_cluster_installed
+
+        check_cluster_installed()
+    if kind == "local" or (kind == "ray" and not address):
+        check_workers(option, workers)
+
+
 def make_executor(
     kind: str = "local",
     workers: int = 1,

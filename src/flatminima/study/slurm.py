@@ -62,6 +62,11 @@ def _import_submitit():
     return submitit
 
 
+def check_cluster_installed() -> None:
+    """Refuse the submitit executor where submitit is not installed (before any data is loaded)."""
+    _import_submitit()
+
+
 def check_cluster(cluster: str) -> None:
     """Refuse a cluster this machine cannot submit to, before anything is submitted."""
     _import_submitit()

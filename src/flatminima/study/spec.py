@@ -242,10 +242,17 @@ class StudySpec(_Strict):
     @field_validator("seeds")
     @classmethod
     def _seeds_valid(cls, v: int | list[int]) -> int | list[int]:
+        from ..validate import MAX_SEEDS, SEED_MAX
+
         if isinstance(v, int) and v < 1:
             raise ValueError(f"seeds = {v}: give a positive count or a non-empty list of integers")
+        if isinstance(v, int) and v > MAX_SEEDS:
+            raise ValueError(f"seeds = {v}: at most {MAX_SEEDS} seeds per grid point; give a smaller count")
         if isinstance(v, list) and (not v or len(set(v)) != len(v)):
             raise ValueError(f"seeds = {v}: give a non-empty list of distinct integers")
+        if isinstance(v, list) and any(not 0 <= s <= SEED_MAX for s in v):
+            bad = next(s for s in v if not 0 <= s <= SEED_MAX)
+            raise ValueError(f"seed {bad} is out of range: seeds are integers in [0, {SEED_MAX}] (2**32 - 1)")
         return v
 
     @property
@@ -420,7 +427,13 @@ def _check_measures(spec: StudySpec, source: str) -> None:
                 f"{config[unknown[0]]!r}: unknown setting; {name} takes {sorted(allowed)}"
             )
     from ..sharpness.registry import renamed_settings
+    from ..validate import check_measure_settings
 
+    for name, config in spec.measures.items():
+        try:  # inf, nan, a tolerance ≥ 1, 1e8 samples: refused by the shared table, before any dry run
+            check_measure_settings(name, config)
+        except FlatminimaError as err:
+            raise FlatminimaError(f"invalid study spec {source}:\n  measures.{err}") from None
     for name, config in spec.measures.items():
         renames = renamed_settings(name)
         for old in sorted(set(config) & set(renames)):  # said here: the dry run below is cached
@@ -488,8 +501,23 @@ def load(path: str | Path) -> StudySpec:
     path = Path(path)
     if not path.exists():
         raise FlatminimaError(f"study spec {str(path)!r} does not exist; presets: {presets()}.")
+    if path.is_dir():
+        raise FlatminimaError(f"study spec {str(path)!r} is a folder; give a TOML spec file (or --preset).")
     try:
-        raw = tomllib.loads(path.read_text())
+        data = path.read_bytes()
+    except OSError as err:
+        raise FlatminimaError(f"study spec {str(path)!r} cannot be read ({err.strerror or err}).") from None
+    if b"\x00" in data:
+        raise FlatminimaError(f"study spec {str(path)!r} is a binary file, not a TOML text file; give the spec "
+                              "(.toml) itself.")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise FlatminimaError(f"study spec {str(path)!r} is not UTF-8 text (byte {data[err.start]:#04x} at "
+                              f"offset {err.start}); TOML files are UTF-8: save it again as UTF-8 (e.g. `iconv -f "
+                              "latin1 -t utf-8`).") from None
+    try:
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise FlatminimaError(f"study spec {str(path)!r} is not valid TOML: {err}") from None
     if not raw:

@@ -29,14 +29,29 @@ def load_checkpoint(path: str | Path, model: nn.Module | None = None) -> dict[st
     path = Path(path)
     if not path.exists():
         raise FlatminimaError(f"checkpoint {str(path)!r} does not exist.")
+    if path.is_dir():
+        raise FlatminimaError(f"checkpoint {str(path)!r} is a folder; give the state-dict file (torch.save) in it.")
+    if path.stat().st_size == 0:
+        raise FlatminimaError(f"checkpoint {str(path)!r} is empty (0 bytes): an interrupted save? Save the state "
+                              "dict again with torch.save(model.state_dict(), path).")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors, truncated files, non-tensor payloads
-        raise FlatminimaError(f"cannot load checkpoint {str(path)!r} safely (weights_only=True): "
-                              f"{err}") from err
+        head = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        raise FlatminimaError(f"cannot load checkpoint {str(path)!r} safely (weights_only=True): it is damaged, "
+                              f"not a torch.save file, or holds objects other than tensors ({head}). Save "
+                              "model.state_dict() with torch.save.") from err
     if not isinstance(blob, dict):
-        raise FlatminimaError(f"checkpoint {str(path)!r} holds a {type(blob).__name__}, not a state dict.")
+        raise FlatminimaError(f"checkpoint {str(path)!r} holds a {type(blob).__name__}, not a state dict; save "
+                              "model.state_dict() with torch.save.")
     state = blob["model"] if isinstance(blob.get("model"), dict) else blob
+    if not state:
+        raise FlatminimaError(f"checkpoint {str(path)!r} holds an empty state dict; save model.state_dict().")
+    odd = [(k, type(v).__name__) for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if odd and "model" not in blob:
+        shown = ", ".join(f"{k!r} ({t})" for k, t in odd[:5])
+        raise FlatminimaError(f"checkpoint {str(path)!r} is not a state dict: {len(odd)} entr(ies) are not tensors "
+                              f"({shown}); save model.state_dict() with torch.save.")
     if model is not None:
         try:
             model.load_state_dict(state)

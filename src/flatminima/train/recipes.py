@@ -96,8 +96,8 @@ class Recipe(BaseModel):
                                                                           "such as (0.9, 0.999)"})
             return v
         bound = bound_for(name)
-        if bound is not None and v is not None:
-            problem = bound.problem(v)
+        if bound is not None and v is not None:  # below the range: the field's own rule says it (Field(gt=0)...)
+            problem = bound.problem(v, low=False)
             if problem:
                 hint = f" ({bound.hint})" if bound.hint else ""
                 raise PydanticCustomError("out_of_range", "{text}", {"text": problem + hint})
@@ -153,6 +153,9 @@ def make_recipe(recipe: Recipe | dict | None = None, **overrides) -> Recipe:
     naming each bad field, its value and the rule it broke."""
     if isinstance(recipe, Recipe) and not overrides:
         return recipe
+    if recipe is not None and not isinstance(recipe, (Recipe, dict)):
+        raise FlatminimaError(f"recipe must be a flatminima.train.Recipe, a dict of its fields or None, got "
+                              f"{type(recipe).__name__} {recipe!r:.60}; e.g. Recipe(optimizer='sgd', lr=0.1).")
     base = recipe.model_dump() if isinstance(recipe, Recipe) else dict(recipe or {})
     try:
         return Recipe(**{**base, **overrides})

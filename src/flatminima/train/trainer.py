@@ -151,6 +151,66 @@ def _check_data(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return X, y
 
 
+def _checksum(model: nn.Module) -> list[tuple[int, float]]:
+    """Each parameter's version counter and sum: what an in-place change of the weights alters."""
+    with torch.no_grad():
+        return [(p._version, float(p.detach().double().sum())) for p in model.parameters()]
+
+
+def preflight(model: nn.Module, X: torch.Tensor, y: torch.Tensor, lossf: Callable, *, device: Any = "cpu",
+              labels: bool = False) -> None:
+    """Before any training: one forward and one backward pass on two samples (eval mode, the caller's RNG and
+    ``.grad`` untouched), so what would fail deep inside torch on the first step is named here instead: class
+    labels out of the model's range or not integers (``labels``: the loss is cross-entropy), inputs the model
+    cannot take, a model that changes its own parameters in ``forward``, and a loss that is not a finite,
+    differentiable floating-point number."""
+    if labels:
+        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise FlatminimaError(f"fit: the loss is cross-entropy but the labels have dtype {y.dtype}; class labels "
+                                  "must be integers (y.long()), or use loss='mse' for real-valued targets.")
+        if y.dim() != 1:
+            raise FlatminimaError(f"fit: the loss is cross-entropy but the labels have shape {tuple(y.shape)}; "
+                                  "give 1-D class indices (not one-hot: y.argmax(1)).")
+    x2, y2 = X[:2].to(device), y[:2].to(device)
+    was_training, before = model.training, _checksum(model)
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            try:
+                out = model(x2)
+            except Exception as err:  # noqa: BLE001 - the model, named with the inputs it was given
+                raise FlatminimaError(f"fit: the model cannot take the inputs (two samples of shape "
+                                      f"{tuple(x2.shape[1:])}, dtype {x2.dtype}): {type(err).__name__}: "
+                                      f"{err}.") from None
+            if _checksum(model) != before:
+                raise FlatminimaError("fit: the model changes its own parameters in forward (an in-place update of "
+                                      "a weight); training and every measure assume forward leaves them as they "
+                                      "are: keep running statistics in buffers, not parameters.")
+            kept = y[y != -100] if labels else y  # -100: cross-entropy's ignored label
+            if labels and isinstance(out, torch.Tensor) and out.dim() >= 1 and len(kept):
+                lo, hi = int(kept.min()), int(kept.max())
+                if lo < 0 or hi >= out.shape[-1]:
+                    raise FlatminimaError(f"fit: class labels run from {lo} to {hi}, but the model gives "
+                                          f"{out.shape[-1]} outputs per sample (labels 0..{out.shape[-1] - 1}); "
+                                          "build the model with as many outputs as classes, or fix the labels.")
+            try:
+                value = lossf(out, y2)
+            except Exception as err:  # noqa: BLE001 - the loss on the model's outputs
+                raise FlatminimaError(f"fit: the loss failed on two samples (outputs {tuple(out.shape)}, targets "
+                                      f"{tuple(y2.shape)} {y2.dtype}): {type(err).__name__}: {err}.") from None
+            if not isinstance(value, torch.Tensor) or value.numel() != 1 or not value.is_floating_point():
+                got = f"{value.dtype} tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) \
+                    else type(value).__name__
+                raise FlatminimaError(f"fit: the loss returned a {got}; it must return the batch's mean loss as a "
+                                      "floating-point 0-dim tensor (an integer count such as (out.argmax(1) != y)"
+                                      ".sum() cannot be differentiated).")
+            if not value.requires_grad:
+                raise FlatminimaError("fit: the loss does not depend on the model's outputs through autograd (a "
+                                      ".detach(), .item() or NumPy step?); training needs a differentiable loss.")
+    finally:
+        model.train(was_training)
+
+
 def _build_state(model: nn.Module, r: Recipe) -> _State:
     opt = make_optimizer(model, r)
     sched = make_scheduler(opt, r)
@@ -286,6 +346,9 @@ def fit(model: nn.Module, data: Any, recipe: Recipe | dict | None = None, *,
     ``reached_target`` says whether it is ≤ the target (None without one).
     """
     r = make_recipe(recipe)
+    if not isinstance(model, nn.Module):
+        raise FlatminimaError(f"fit: model must be a torch.nn.Module, got {type(model).__name__}; wrap a function "
+                              "in an nn.Module whose parameters are the weights to train.")
     X, y = _check_data(data)
     if eval_data is not None and not isinstance(eval_data, (tuple, list)):
         eval_data = _check_data(eval_data)
@@ -293,6 +356,8 @@ def fit(model: nn.Module, data: Any, recipe: Recipe | dict | None = None, *,
         raise FlatminimaError("the model has no trainable parameters (requires_grad=True); nothing to train.")
     model.to(device)
     lossf = loss_function(loss_fn or r.loss, r.label_smoothing)
+    preflight(model, X, y, lossf, device=device,
+              labels=loss_fn is None and r.loss == "cross_entropy" or loss_fn == "cross_entropy")
     result = TrainResult(model, recipe=r)
     ckpt = Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None
     t0 = time.perf_counter()

@@ -28,7 +28,10 @@ def get_data(data: str = "mnist1d", **kwargs: Any) -> Dataset:
     ``task`` (``"classification"`` or ``"regression"``) overrides the task a file's or a factory's targets
     give (integer targets: classification; floating-point targets: regression, always); the built-in data sets
     are classification. ``dataset.task`` holds the task and ``dataset.info["task_from"]`` how it was decided."""
-    if ":" in data and not Path(data).suffix:
+    if not isinstance(data, str) or not data.strip():
+        raise FlatminimaError(f"data must be a built-in data set's name, a data file (.npz, .csv, .pt) or "
+                              f"'module:function', got {data!r}.")
+    if is_factory_name(data):  # pkg.mod:fn has a "suffix" (.mod:fn) but is no file
         return data_from_factory(data, **kwargs)
     if Path(data).suffix:
         try:
@@ -43,6 +46,17 @@ def get_data(data: str = "mnist1d", **kwargs: Any) -> Dataset:
                               "(task= is for your own files and factories).")
     dataset.info.setdefault("task_from", "built-in data set")
     return dataset
+
+
+def is_factory_name(data: str) -> bool:
+    """Whether ``data`` names a data factory ``module:function`` (``pkg.mod:fn`` too), not a file: a dotted
+    module path, one colon, a function name, and no data file suffix or path separator."""
+    import re
+
+    from ..data.files import SUFFIXES
+
+    return (re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", data) is not None
+            and not data.lower().endswith(SUFFIXES))
 
 
 def data_from_factory(spec: str, *, task: str | None = None, **kwargs: Any) -> Dataset:
@@ -99,6 +113,16 @@ def data_from_factory(spec: str, *, task: str | None = None, **kwargs: Any) -> D
 
     x, y = tensors(train, "train")
     xt, yt = tensors(test, "test") if test is not None else (x, y)
+    for s, xs, ts in (("train", x, y), ("test", xt, yt)):  # checked once, here: emptiness, dtypes, sizes
+        if len(xs) == 0 or len(ts) == 0:
+            raise FlatminimaError(f"data factory {spec!r} returned an empty {s} part ({len(xs)} inputs, {len(ts)} "
+                                  "targets); it must return at least one sample.")
+        if xs.is_complex() or xs.dtype == torch.bool or ts.is_complex() or xs.layout != torch.strided:
+            raise FlatminimaError(f"data factory {spec!r}'s {s} part has inputs {xs.dtype} ({xs.layout}) and "
+                                  f"targets {ts.dtype}; give dense real-valued inputs and integer labels or real "
+                                  "targets.")
+    x, xt = (t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for t in (x, xt))
+    y, yt = (t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for t in (y, yt))
     kind, why = infer_task(y.numpy(), task)
     info = {"factory": spec, "test_is_train": test is None, "task_from": why}
     ys = {s: targets_for_task(f"data factory {spec!r}: {s}", t.numpy(), kind)
@@ -112,6 +136,8 @@ def data_from_factory(spec: str, *, task: str | None = None, **kwargs: Any) -> D
     if kind == "regression":
         return regression_dataset(where["attr"], x.numpy(), ys["train"], xt.numpy(), ys["test"], info=info,
                                   where=f"data factory {spec!r}")
+    for s in ("train", "test"):  # class labels: integers 0..K-1, K at most MAX_CLASSES
+        check_split(f"data factory {spec!r}: {s}", np.zeros((len(ys[s]), 1)), np.asarray(ys[s]), kind)
     classes = int(max(int(ys["train"].max()), int(ys["test"].max()))) + 1
     return Dataset(where["attr"], as_inputs(x.numpy()), as_labels(ys["train"]), as_inputs(xt.numpy()),
                    as_labels(ys["test"]), classes, info=info)
