@@ -312,3 +312,16 @@ def test_progress_bars_follow_the_meter_without_touching_the_objective(monkeypat
         obj.hessian @ torch.ones(obj.dim, 2, dtype=torch.float64)
     obj.hvp(v)  # after the block: no longer followed
     assert steps == [1, 1, 1, 1] and "hvp" not in vars(obj) and "ggn_vp" not in vars(obj)
+
+
+def test_an_objective_survives_pickling_with_its_graph_cache_rebuilt():
+    import pickle
+
+    X, y = _data()
+    obj = Objective(_mlp(), "cross_entropy", (X, y), reuse_graph=True, memory_mb=64)
+    v = torch.ones(obj.dim, dtype=torch.float64)
+    hv = obj.hvp(v)
+    assert obj.graph_cache.held
+    copy_ = pickle.loads(pickle.dumps(obj))
+    assert not copy_.graph_cache.held and copy_.loss() == obj.loss()
+    torch.testing.assert_close(copy_.hvp(v), hv, rtol=1e-12, atol=1e-14)

@@ -195,6 +195,18 @@ def prepare_data(data: Any, batch_size: int, distributed: bool = False) -> tuple
 
 
 # ----------------------------------------------------------------------------- the sources
+def _no_bytes(batch: Any) -> float:
+    return 0.0
+
+
+def _no_check(batch: Any) -> None:
+    return None
+
+
+def _nothing() -> None:
+    return None
+
+
 class OneBatch:
     """The source of an analytic objective f(θ): one batch, ``None``, of weight 1; no budget, no masks."""
 
@@ -242,10 +254,11 @@ class DataSource:
         self.n_batches: int | None = None
         self.batch_index = 0  # of the batch last yielded: keys its fixed dropout mask
         self.dim, self.itemsize = 0, 0  # of θ, for the plan's parameter-sized vectors (set by bind)
-        self.saved_bytes: Callable[[Any], float] = lambda batch: 0.0
+        # Named functions, not lambdas: an Objective stays picklable (spawned workers, saved studies).
+        self.saved_bytes: Callable[[Any], float] = _no_bytes
         self.check_first: Callable[[Any], None] | None = None
-        self.check_labels: Callable[[Any], None] = lambda batch: None
-        self.on_replan: Callable[[], None] = lambda: None
+        self.check_labels: Callable[[Any], None] = _no_check
+        self.on_replan: Callable[[], None] = _nothing
         self._plan: MemoryPlan | None = None
         self._probe: tuple[float, float, int] | None = None
         self._reserved = 0

@@ -32,6 +32,7 @@ import copy
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
+from functools import partial
 from typing import Any
 
 import torch
@@ -151,7 +152,7 @@ class Objective:
         terms.randomness = source.randomness  # each batch's evaluation under that batch's fixed mask
         self._compose(source, terms, dtype=dtype, device=device, mode=mode, reduction=reduction,
                       hvp_method=hvp_method, config=config)
-        source.bind(dim=self.dim, saved_bytes=terms.saved_bytes, check_first=lambda b: terms.check_first(b, dtype),
+        source.bind(dim=self.dim, saved_bytes=terms.saved_bytes, check_first=partial(terms.check_first, dtype=dtype),
                     check_labels=terms.check_labels, on_replan=self._clear_graphs)
 
     def _compose(self, source: DataSource | OneBatch, terms: NetworkTerms | FunctionTerms, *, dtype: torch.dtype,

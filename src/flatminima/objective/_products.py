@@ -75,6 +75,9 @@ class GraphCache:
     def clear(self) -> None:
         self._at = None
 
+    def __getstate__(self) -> dict:
+        return {"_at": None}  # autograd graphs do not survive pickling: a copy rebuilds its own
+
     @property
     def held(self) -> bool:
         return self._at is not None
