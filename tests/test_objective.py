@@ -325,3 +325,41 @@ def test_an_objective_survives_pickling_with_its_graph_cache_rebuilt():
     copy_ = pickle.loads(pickle.dumps(obj))
     assert not copy_.graph_cache.held and copy_.loss() == obj.loss()
     torch.testing.assert_close(copy_.hvp(v), hv, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("reuse", [False, True])
+def test_one_hvp_stays_within_the_objective_packages_few_modules(reuse):
+    """One product enters the Objective (checks, reduction) and the meter once, and per batch only three
+    modules: the product loop, the batch source and the loss terms."""
+    import sys
+    from collections import Counter
+    from pathlib import Path
+
+    import flatminima
+
+    root = Path(flatminima.__file__).parent
+    X, y = _data()
+
+    def modules_entered(batch_size: int) -> Counter:
+        obj = Objective(_mlp(), "cross_entropy", (X, y), batch_size=batch_size, reuse_graph=reuse)
+        v = torch.ones(obj.dim, dtype=torch.float64)
+        obj.hvp(v)  # the first pass runs the one-off checks (and builds the cached graph)
+        calls: Counter = Counter()
+
+        def profile(frame, event, arg):
+            path = Path(frame.f_code.co_filename)
+            if event == "call" and path.is_relative_to(root):
+                calls[path.relative_to(root).as_posix()] += 1
+
+        sys.setprofile(profile)
+        try:
+            obj.hvp(v * 2)
+        finally:
+            sys.setprofile(None)
+        return calls
+
+    few, many = modules_entered(25), modules_entered(5)  # 2 batches, then 10
+    per_batch = {"objective/_products.py", "objective/_batches.py", "objective/_terms.py"}
+    once = {"objective/_objective.py", "objective/_meter.py", "errors.py"}  # checks, reduction, the record
+    assert set(many) <= per_batch | once, many
+    assert all(few[m] == many[m] for m in once), (few, many)  # no module outside the three is entered per batch
