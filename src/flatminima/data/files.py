@@ -267,7 +267,7 @@ def split_arrays(arrays: dict[str, np.ndarray], path: str, *, test_fraction: flo
         xt, yt = np.asarray(arrays["x_test"]), targets_for_task("test", arrays["y_test"], task)
     else:
         require_in_range("test_fraction", test_fraction, 0.0, 1.0, inclusive=False)
-        check_split("train", x, y, task)
+        check_split(f"data file {path!r}: train", x, y, task)
         order = np.random.default_rng(seed).permutation(len(x))
         cut = int(round(len(x) * (1 - test_fraction)))
         if cut in (0, len(x)):
@@ -275,7 +275,7 @@ def split_arrays(arrays: dict[str, np.ndarray], path: str, *, test_fraction: flo
                                   f"test_fraction={test_fraction}.")
         x, y, xt, yt = x[order[:cut]], y[order[:cut]], x[order[cut:]], y[order[cut:]]
     for split, xs, ys in (("train", x, y), ("test", xt, yt)):
-        check_split(split, xs, ys, task)
+        check_split(f"data file {path!r}: {split}", xs, ys, task)
     if task == "regression" and y.shape[1:] != yt.shape[1:]:
         raise FlatminimaError(f"data file {path!r}: train targets have per-sample shape {tuple(y.shape[1:])} "
                               f"but test targets {tuple(yt.shape[1:])}; they must be the same.")

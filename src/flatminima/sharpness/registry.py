@@ -114,7 +114,7 @@ def check_call(obj: Any, name: Any, config: dict[str, Any], where: str = "flatmi
 def _short(value: Any) -> str:
     """``value``'s repr where it is short and one line (a string, a number), else nothing."""
     text = repr(value)
-    return text if len(text) <= 60 and "\n" not in text else ""
+    return text if isinstance(value, (str, int, float)) and len(text) <= 60 and "\n" not in text else ""
 
 
 def measure(obj: Objective, name: str, **config: Any) -> Measure:

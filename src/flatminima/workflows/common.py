@@ -76,7 +76,10 @@ def data_from_factory(spec: str, *, task: str | None = None, **kwargs: Any) -> D
     from ..models.zoo import factory_origin, import_origin
     from ..train.trainer import materialise
 
-    where = factory_origin(spec)
+    try:
+        where = factory_origin(spec)
+    except FlatminimaError as err:  # said of a data factory, not a model's
+        raise FlatminimaError(str(err).replace("model factory", "data factory")) from None
     try:
         obj: Any = import_origin(where)
     except (ImportError, AttributeError) as err:
