@@ -222,7 +222,7 @@ def test_resume_with_another_recipe_refused(tmp_path):
 def test_non_finite_loss_stops_with_clear_message():
     X, y = small_problem()
     with pytest.raises(NonFiniteLossError, match="learning rate"):
-        fit(nn.Linear(12, 3), (X * 1e30, y), dict(epochs=3, lr=1e10), progress=False)
+        fit(nn.Linear(12, 3), (X * 1e30, y), dict(epochs=3, lr=1000), progress=False)
     X[0, 0] = float("nan")
     with pytest.raises(NonFiniteLossError, match="epoch 1"):
         fit(nn.Linear(12, 3), (X, y), dict(epochs=1), progress=False)

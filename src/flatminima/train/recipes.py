@@ -95,7 +95,7 @@ class Recipe(BaseModel):
                     raise PydanticCustomError("betas", "{text}", {"text": "must be two numbers in [0, 1) "
                                                                           "such as (0.9, 0.999)"})
             return v
-        bound = bound_for(name)
+        bound = bound_for(name) if name != "target_train_loss" else None  # its own validator below says it
         if bound is not None and v is not None:  # below the range: the field's own rule says it (Field(gt=0)...)
             problem = bound.problem(v, low=False)
             if problem:
