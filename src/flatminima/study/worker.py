@@ -213,7 +213,7 @@ def execute_with_weights(config: dict[str, Any]) -> tuple[dict[str, Any], dict[s
         loss_name = measuring_loss(config, dataset)
         lossf = loss_function(loss_name)
         obj = Objective(model, lossf, dataset.train, dtype=dtype)
-        exact = float(obj.loss(obj.params))
+        exact = None if update else float(obj.loss(obj.params))  # an added column needs no training loss
         measures = {}
         for name, cfg in (config.get("measures") or {}).items():
             cfg = dict(cfg)
