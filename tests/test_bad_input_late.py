@@ -47,8 +47,9 @@ def test_a_spec_with_swa_and_a_target_is_refused_on_load():
              "recipe", "swa")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("ray") is not None, reason="Ray is installed here")
-def test_ray_not_installed_is_refused_before_any_work(tmp_path):
+def test_ray_not_installed_is_refused_before_any_work(tmp_path, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
     _refused(lambda: study.run(SPEC | {"executor": {"kind": "ray"}}, out=tmp_path / "s", progress=False),
              "needs Ray", "pip install")
     assert not (tmp_path / "s").exists()
@@ -57,8 +58,8 @@ def test_ray_not_installed_is_refused_before_any_work(tmp_path):
     assert not (tmp_path / "q").exists()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("submitit") is not None, reason="submitit is installed here")
-def test_submitit_not_installed_is_refused_before_any_work(tmp_path):
+def test_submitit_not_installed_is_refused_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "submitit", None)  # `import submitit` raises ImportError
     _refused(lambda: study.run(SPEC | {"executor": {"kind": "submitit", "cluster": "local"}}, out=tmp_path / "s",
                                progress=False), "needs submitit")
     assert not (tmp_path / "s").exists()

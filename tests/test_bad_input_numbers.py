@@ -104,7 +104,7 @@ def test_study_run_refuses_100000_workers_before_any_run(tmp_path):
         study.run(spec, out=tmp_path / "s", workers=100000, progress=False)
     assert not (tmp_path / "s").exists()
     _refused_cli(["study", "run", "--preset", "quick", "--workers", "100000", "--out", str(tmp_path / "q")],
-                 "workers 100000", "the limit here is")
+                 "--workers 100000", "the limit here is")
 
 
 def test_worker_limit_follows_the_available_memory(monkeypatch):

@@ -96,6 +96,12 @@ def run_cmd(
         from ..study.slurm import check_cluster
 
         check_cluster(study.executor.cluster if study.executor.kind == "submitit" else "slurm")
+    from ..study.executors import check_executor
+
+    ex = study.executor  # Ray or submitit missing, more workers than this machine holds: before any folder is made
+    check_executor(executor or ex.kind, workers if workers is not None else ex.workers,
+                   address if address is not None else ex.address,
+                   option="--workers" if workers is not None else "executor.workers")
     from ..study.overrides import write_spec
     from ..study.runner import default_folder
 
