@@ -283,7 +283,11 @@ class DataSource:
                 self.batch_index = count
                 if self.check_first is not None:
                     check, self.check_first = self.check_first, None
-                    check(part)
+                    try:
+                        check(part)
+                    except BaseException:
+                        self.check_first = check  # a failed first-batch check runs again next time
+                        raise
                 count += 1
                 yield part
         if count == 0 and not self.distributed:  # a rank may hold an empty shard; the sum still counts

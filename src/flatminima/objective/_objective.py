@@ -434,8 +434,11 @@ class Objective:
         try:
             total, weight = HVP_BACKENDS[self._backend()](self._source.batches, self._terms, theta, v,
                                                           self.graph_cache)
-        except RuntimeError as err:
-            if no_second_derivative(err):
+        except BaseException as err:
+            # A graph cached before the failure (built under a fused attention kernel, say) would fail again
+            # after the cause is fixed: drop it, so the same objective works without replace().
+            self._clear_graphs()
+            if isinstance(err, RuntimeError) and no_second_derivative(err):
                 raise second_derivative_error(err) from err
             raise
         value = self.reduce(total, weight)
