@@ -14,8 +14,8 @@ same matrix (one H·v compared across libraries). Measured:
 5. unit costs (loss, gradient, HVP with each ``hvp_method`` and with/without ``reuse_graph``, in memory and
    streamed in batches of 256) and peak memory (max RSS of a subprocess per library);
 6. ``--sections speed``: flatminima alone (no peers needed), seconds of one HVP (graph reused, rebuilt,
-   streamed) and of a top-1 Lanczos run, through the public API only, so that one copy of this script
-   times two versions of the package (``PYTHONPATH=<old checkout>/src``) on the same machine.
+   streamed) and of a top-1 Lanczos run, through the public API only; ``--baseline-src <old checkout>/src``
+   runs another version in the same process, block for block, and reports the ratio per case.
 
 Run:  python benchmarks/curvature.py [--quick] [--threads 1] [--json docs/bench_curvature.json]
 Peers (benchmark only, not package dependencies; ``--no-deps`` keeps a second torch out):
@@ -683,35 +683,74 @@ def memory(model, X, y) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- 6. speed of the core paths
-def speed(model, X, y, rounds: int) -> list[dict]:
-    """Seconds of one HVP and of a top-1 Lanczos run (flatminima only, its public API only: the same
-    script times any version of the package, so a refactoring's before and after are compared on one machine).
+def load_baseline(src: str):
+    """Another version of the package (``src``/flatminima, e.g. an old checkout's), imported in this same
+    process as ``flatminima_baseline`` (a copy under that name: its imports are relative), so the two are
+    timed call by call under the same machine load."""
+    import importlib
+    import shutil
 
-    Each row is the median over ``rounds`` of a block of calls; the cases alternate inside every round so
-    that machine load drifts hit all of them alike."""
+    where = tempfile.mkdtemp(prefix="flatminima-baseline-")
+    shutil.copytree(os.path.join(src, "flatminima"), os.path.join(where, "flatminima_baseline"),
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    sys.path.insert(0, where)
+    return importlib.import_module("flatminima_baseline"), importlib.import_module("flatminima_baseline.curvature")
+
+
+def speed_cases(package, curvature, model, X, y) -> list[tuple[str, Callable[[], Any], int]]:
+    """(name, call, calls per block) of the speed section, built with ``package`` (flatminima or a baseline)."""
+    Obj = package.Objective
     v = torch.randn(sum(p.numel() for p in model.parameters()), generator=torch.Generator().manual_seed(2))
-    reuse = Objective(model, "cross_entropy", (X, y), batch_size=BATCH)  # in memory: graph reuse ("auto")
-    rebuild = Objective(model, "cross_entropy", (X, y), batch_size=BATCH, reuse_graph=False)
-    streamed = Objective(model, "cross_entropy", batches(X, y, 256), reuse_graph=False)
+    reuse = Obj(model, "cross_entropy", (X, y), batch_size=BATCH)  # in memory: graph reuse ("auto")
+    rebuild = Obj(model, "cross_entropy", (X, y), batch_size=BATCH, reuse_graph=False)
+    streamed = Obj(model, "cross_entropy", batches(X, y, 256), reuse_graph=False)
     for obj in (reuse, rebuild, streamed):
         obj.hvp(v)  # warm-up (and the cached graph, for reuse)
-    cases: list[tuple[str, Callable[[], Any], int]] = [
+    return [
         ("HVP, graph reused", lambda: reuse.hvp(v), 20),
         ("HVP, graph rebuilt", lambda: rebuild.hvp(v), 10),
         ("HVP, streamed batches of 256", lambda: streamed.hvp(v), 10),
         ("top-1 Lanczos tol 1e-4 (fresh Objective)",
-         lambda: eigenvalues(Objective(model, "cross_entropy", (X, y), batch_size=BATCH), 1, tol=TARGET), 1),
-        ("top-1 Lanczos tol 1e-4 (graph rebuilt)", lambda: eigenvalues(rebuild, 1, tol=TARGET), 1),
+         lambda: curvature.eigenvalues(Obj(model, "cross_entropy", (X, y), batch_size=BATCH), 1, tol=TARGET), 1),
+        ("top-1 Lanczos tol 1e-4 (graph rebuilt)", lambda: curvature.eigenvalues(rebuild, 1, tol=TARGET), 1),
     ]
-    times: dict[str, list[float]] = {name: [] for name, _, _ in cases}
+
+
+def speed(model, X, y, rounds: int, baseline: str | None = None) -> list[dict]:
+    """Seconds of one HVP and of a top-1 Lanczos run (flatminima only, its public API only: the same
+    script times any version of the package, so a refactoring's before and after are compared on one machine).
+
+    Each row is the median over ``rounds`` of a block of calls; the cases alternate inside every round so
+    that machine load drifts hit all of them alike. With ``baseline`` (the ``src`` folder of another
+    version) that version runs in the same process, each block right after the same block of this one, and
+    each row adds the median of the per-round ratios (this / baseline) and their interquartile range."""
+    import flatminima
+    from flatminima import curvature
+
+    versions = {"this": speed_cases(flatminima, curvature, model, X, y)}
+    if baseline:
+        versions["baseline"] = speed_cases(*load_baseline(baseline), model, X, y)
+    times = {(w, name): [] for w, cases in versions.items() for name, _, _ in cases}
     for _ in range(rounds):
-        for name, fn, calls in cases:
-            times[name].append(block(fn, calls))
-    hvps = {name: None for name, _, _ in cases}
-    for name, fn, _ in cases[3:]:
-        hvps[name] = int(fn().cost.hvps)
-    return [{"case": name, "seconds": statistics.median(t), "min seconds": min(t), "HVPs": hvps[name]}
-            for name, t in times.items()]
+        for i in range(len(versions["this"])):
+            for w, cases in versions.items():
+                name, fn, calls = cases[i]
+                times[(w, name)].append(block(fn, calls))
+    rows = []
+    for i, (name, fn, _) in enumerate(versions["this"]):
+        t = times[("this", name)]
+        row = {"case": name, "seconds": statistics.median(t), "min seconds": min(t),
+               "HVPs": int(fn().cost.hvps) if i >= 3 else None}
+        if baseline:
+            b = times[("baseline", name)]
+            ratios = sorted(x / y for x, y in zip(t, b, strict=True))
+            q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+            bfn = versions["baseline"][i][1]
+            row |= {"baseline seconds": statistics.median(b), "this / baseline": statistics.median(ratios),
+                    "ratio IQR": f"{q[0]:.3f}-{q[2]:.3f}",
+                    "baseline HVPs": int(bfn().cost.hvps) if i >= 3 else None}
+        rows.append(row)
+    return rows
 
 
 # ----------------------------------------------------------------------------- main
@@ -729,6 +768,8 @@ def main() -> None:
         help=f"comma-separated subset of {','.join(SECTIONS)}; with --json, other keys are kept",
     )
     ap.add_argument("--json", default=None, help="write all measurements to this JSON file")
+    ap.add_argument("--baseline-src", default=None,
+                    help="speed section: also time the flatminima in this src folder, in the same process")
     ap.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--state", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -839,8 +880,12 @@ def run(args: argparse.Namespace, sections: set[str]) -> None:
         print("\n## Unit costs\n" + table(out["unit_costs"], ["data", "operation", "seconds", "x gradient"]))
 
     if "speed" in sections:
-        out["speed"] = speed(model, X, y, 5 if args.quick else 15)
-        print("\n## Speed (flatminima only)\n" + table(out["speed"], ["case", "seconds", "min seconds", "HVPs"]))
+        out["speed"] = speed(model, X, y, 5 if args.quick else 15, args.baseline_src)
+        cols = ["case", "seconds", "min seconds", "HVPs"]
+        if args.baseline_src:
+            out["speed_baseline_src"] = args.baseline_src
+            cols += ["baseline seconds", "baseline HVPs", "this / baseline", "ratio IQR"]
+        print("\n## Speed (flatminima only)\n" + table(out["speed"], cols))
 
     if "memory" in sections:
         out["memory"] = memory(model, X, y)
