@@ -129,7 +129,7 @@ def test_kill_and_resume_loses_nothing_and_redoes_only_the_interrupted_run(tmp_p
 
 
 def test_failed_runs_are_recorded_with_their_message_and_shown_by_status(tmp_path):
-    spec, out = _write(tmp_path, lr="[0.05, 1e12]", epochs=2), tmp_path / "study"
+    spec, out = _write(tmp_path, lr="[0.05, 1000.0]", epochs=2), tmp_path / "study"
     result = study.run(spec, out=out, progress=False)
     assert result.counts.done == 2 and result.counts.failed == 2
     status = CliRunner().invoke(app, ["study", "status", str(out)])
