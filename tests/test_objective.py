@@ -359,7 +359,9 @@ def test_one_hvp_stays_within_the_objective_packages_few_modules(reuse):
         return calls
 
     few, many = modules_entered(25), modules_entered(5)  # 2 batches, then 10
-    per_batch = {"objective/_products.py", "objective/_batches.py", "objective/_terms.py"}
-    once = {"objective/_objective.py", "objective/_meter.py", "errors.py"}  # checks, reduction, the record
-    assert set(many) <= per_batch | once, many
-    assert all(few[m] == many[m] for m in once), (few, many)  # no module outside the three is entered per batch
+    per_batch = {m for m in many if many[m] > few[m]}  # the modules entered again for every batch
+    allowed = {"objective/_products.py", "objective/_batches.py", "objective/_terms.py"}
+    assert per_batch <= allowed, (
+        f"{sorted(per_batch - allowed)} entered once per batch: per batch a product crosses only the product loop, "
+        "the batch source and the loss terms; enter anything else once per operation (in _objective)", few, many)
+    assert few["objective/_meter.py"] == many["objective/_meter.py"] > 0  # the product is recorded once
