@@ -71,3 +71,119 @@ def test_a_failed_product_leaves_no_cached_graph_behind():
         torch.testing.assert_close(obj.hvp(v), fresh.hvp(v), rtol=1e-12, atol=1e-14)
     finally:
         _Square.twice = False
+
+
+# ----------------------------------------------------------------------------- precision
+
+
+def _mlp(dtype=torch.float32):
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 3)).to(dtype)
+
+
+def _data(n=40, dtype=torch.float32):
+    gen = torch.Generator().manual_seed(1)
+    return torch.randn(n, 6, generator=gen).to(dtype), torch.randint(0, 3, (n,), generator=gen)
+
+
+def test_half_precision_weights_are_evaluated_in_a_float32_copy_and_said_so():
+    import pytest
+
+    from flatminima.errors import FlatminimaError
+
+    model, (X, y) = _mlp(torch.float16), _data()
+    before = [p.detach().clone() for p in model.parameters()]
+    obj = Objective(model, "cross_entropy", (X, y))
+    assert obj.dtype == torch.float32
+    ref = Objective(_mlp(torch.float16).float(), "cross_entropy", (X, y))  # the same weights, cast by hand
+    v = torch.randn(obj.dim, generator=torch.Generator().manual_seed(2))
+    hv = obj.hvp(v)
+    assert torch.isfinite(hv).all()
+    torch.testing.assert_close(hv, ref.hvp(v), rtol=0, atol=0)
+    p = obj.describe()["precision"]
+    assert p["dtype"] == "float32" and p["weights"] == "float16" and p["weights_cast"]
+    assert all(a.dtype == torch.float16 and torch.equal(a, b) for a, b in zip(model.parameters(), before, strict=True))
+    assert Objective(model, "cross_entropy", (X, y), dtype="float64").dtype == torch.float64
+    with pytest.raises(FlatminimaError, match="dtype=bfloat16 is too coarse.*float32"):
+        Objective(model, "cross_entropy", (X, y), dtype=torch.bfloat16)
+
+
+def test_autocast_around_a_call_is_disabled_inside_the_objective_and_stated():
+    import warnings
+
+    model, (X, y) = _mlp(), _data()
+    obj = Objective(model, "cross_entropy", (X, y), reuse_graph=False)
+    v = torch.randn(obj.dim, generator=torch.Generator().manual_seed(2))
+    ref, ref_loss = obj.hvp(v), obj.loss()
+    assert "off" in obj.describe()["precision"]["autocast"]
+    with warnings.catch_warnings(record=True) as caught, torch.autocast("cpu", dtype=torch.bfloat16):
+        warnings.simplefilter("always")
+        hv, loss, g = obj.hvp(v), obj.loss(), obj.grad()
+    torch.testing.assert_close(hv, ref, rtol=0, atol=0)  # bit for bit: no bfloat16 anywhere
+    assert loss == ref_loss and torch.equal(g, obj.grad())
+    assert len([w for w in caught if "autocast" in str(w.message)]) == 1  # warned once
+    stated = obj.describe()["precision"]["autocast"]
+    assert "disabled" in stated and "bfloat16" in stated
+
+
+class _RMSNorm(nn.Module):
+    """Llama's RMSNorm: the normalisation upcast to float32 (``upcast``), the result cast back."""
+
+    def __init__(self, width, upcast):
+        super().__init__()
+        self.weight, self.upcast = nn.Parameter(torch.ones(width)), upcast
+
+    def forward(self, x):
+        h = x.to(torch.float32) if self.upcast else x
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)
+        return self.weight * h.to(x.dtype)
+
+
+class _NormNet(nn.Module):
+    def __init__(self, upcast):
+        super().__init__()
+        self.a, self.norm, self.b = nn.Linear(6, 10), _RMSNorm(10, upcast), nn.Linear(10, 3)
+
+    def forward(self, x):
+        return self.b(torch.tanh(self.norm(self.a(x))))
+
+
+def test_error_bound_covers_a_model_that_computes_part_of_its_forward_in_float32():
+    from flatminima.curvature import eigenvalues, rounding_floor
+
+    X, y = _data(60, torch.float64)
+    torch.manual_seed(3)
+    mixed = _NormNet(upcast=True).double()
+    pure = _NormNet(upcast=False).double()
+    pure.load_state_dict(mixed.state_dict())
+    obj = Objective(mixed, "cross_entropy", (X, y))
+    assert obj.describe()["precision"]["arithmetic"] == "float32"
+    assert obj.describe()["precision"]["error_bounds_in"] == "float32"
+    ref_obj = Objective(pure, "cross_entropy", (X, y))
+    assert ref_obj.describe()["precision"]["arithmetic"] == "float64"
+    dense = torch.stack([ref_obj.hvp(e) for e in torch.eye(ref_obj.dim, dtype=torch.float64)])
+    exact = torch.linalg.eigvalsh((dense + dense.T) / 2)
+    res = eigenvalues(obj, k=2, tol=1e-10)
+    errors = (res.values - exact.flip(0)[:2]).abs()
+    assert errors.max() > rounding_floor(torch.float64, float(exact.abs().max()), obj.dim)  # a float64 bound fails
+    assert (errors <= res.error_bounds).all(), (errors, res.error_bounds)
+    assert res.precision == {"dtype": "float64", "error_bounds_in": "float32"}
+
+
+def test_non_finite_products_of_a_half_precision_forward_name_the_precision():
+    import pytest
+
+    from flatminima.errors import NonFiniteLossError
+
+    class Overflow(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(6, 3)
+
+        def forward(self, x):
+            return (self.a(x).half() * 3e4 * 3e4).float()  # overflows float16's 65504
+
+    X, y = _data()
+    obj = Objective(Overflow(), "cross_entropy", (X, y))
+    with pytest.raises(NonFiniteLossError, match="float16"):
+        obj.loss()

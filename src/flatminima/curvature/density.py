@@ -87,7 +87,7 @@ def spectral_density(
         negative_mass=float(negative.mean()),
         negative_mass_stderr=float(negative.std(ddof=1) / math.sqrt(probes)) if probes > 1 else float("nan"),
         bulk_edge=bulk_edge, outliers=outliers, samples=probes, steps=steps, operator=op.kind, seed=seed,
-        mode=op.mode, cost=cost,
+        mode=op.mode, cost=cost, precision=op.precision,
     )
 
 

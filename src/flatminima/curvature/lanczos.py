@@ -51,7 +51,9 @@ def rounding_floor(dtype: torch.dtype, norm_estimate: float, dim: int) -> float:
     operator itself is only known to that accuracy). So no residual or error bound below this floor is
     ever reported, and a ``tol`` with ``tol·|λ|`` below it cannot be certified: use float64 then. In
     float64 the floor is ~1e-16·√dim relative, far below any useful ``tol``; in float32 it is
-    1.2e-7·√dim (1.5e-5 relative at 15k parameters, 1.2e-4 at 1M).
+    1.2e-7·√dim (1.5e-5 relative at 15k parameters, 1.2e-4 at 1M). The algorithms pass the operator's
+    ``arithmetic_dtype``: a float64 model that computes part of its forward in float32 is floored at
+    float32's rounding, since its products are only that accurate.
     """
     return float(torch.finfo(dtype).eps) * float(norm_estimate) * math.sqrt(max(dim, 1))
 
@@ -244,7 +246,7 @@ def eigenvalues(
             more = krylov.step()
             values, S = krylov.ritz()
             picked = _wanted(values, k, which)
-            floor = rounding_floor(op.dtype, np.abs(values).max(), op.dim)
+            floor = rounding_floor(op.arithmetic_dtype, np.abs(values).max(), op.dim)
             scale = np.maximum(np.abs(values[picked]), 1e-3 * np.abs(values).max() + 1e-300)
             raw = np.abs(krylov.next_beta * S[-1, :])
             estimate = np.maximum(raw, floor)
@@ -275,7 +277,7 @@ def eigenvalues(
         converged=torch.as_tensor(converged),
         error_bounds=torch.as_tensor(bounds, dtype=torch.float64),
         vectors=vectors if return_vectors else None, iterations=krylov.size, method="lanczos",
-        operator=op.kind, which=which, tol=tol, seed=seed, mode=op.mode, cost=cost, floor=floor,
+        operator=op.kind, which=which, tol=tol, seed=seed, mode=op.mode, cost=cost, floor=floor, precision=op.precision,
         recurrence_residuals=torch.as_tensor(raw[picked], dtype=torch.float64),
     )
 
@@ -340,7 +342,7 @@ def power_iteration(
     gen = torch.Generator().manual_seed(seed)
 
     def floor_of(lam: float) -> float:
-        return rounding_floor(op.dtype, abs(lam), op.dim)
+        return rounding_floor(op.arithmetic_dtype, abs(lam), op.dim)
 
     with op.meter() as cost:
         lam, vec, res, its = _dominant(matvec, random_vector(op.dim, gen, op.like()), tol, max_iter, floor_of)
@@ -360,7 +362,7 @@ def power_iteration(
         values=torch.tensor([lam], dtype=torch.float64), residuals=torch.tensor([res], dtype=torch.float64),
         converged=torch.tensor([ok]), error_bounds=torch.tensor([res], dtype=torch.float64),
         vectors=vec[:, None], iterations=its, method="power", operator=op.kind, which="largest",
-        tol=tol, seed=seed, mode=op.mode, cost=cost, floor=floor,
+        tol=tol, seed=seed, mode=op.mode, cost=cost, floor=floor, precision=op.precision,
     )
 
 

@@ -65,6 +65,7 @@ class EigenResult:
     cost: Cost = field(default_factory=Cost)
     floor: float = 0.0
     recurrence_residuals: torch.Tensor | None = None
+    precision: dict[str, str] = field(default_factory=dict)  # the products' dtype, the bounds' (Operator.precision)
 
     @property
     def all_converged(self) -> bool:
@@ -105,6 +106,7 @@ class TraceResult:
     seed: int
     mode: str
     cost: Cost = field(default_factory=Cost)
+    precision: dict[str, str] = field(default_factory=dict)  # the products' dtype (Operator.precision)
 
     probes = deprecated_alias("probes", "samples")
 
@@ -144,6 +146,7 @@ class DensityResult:
     seed: int
     mode: str
     cost: Cost = field(default_factory=Cost)
+    precision: dict[str, str] = field(default_factory=dict)  # the products' dtype (Operator.precision)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(asdict(self) | {"cost": self.cost.to_dict(),

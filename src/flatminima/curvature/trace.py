@@ -64,7 +64,7 @@ def trace(
         else:
             value, stderr = _hutchpp(matvec, op, gen, probes)
     return TraceResult(value=value, stderr=stderr, samples=probes, method=method, operator=op.kind, seed=seed,
-                       mode=op.mode, cost=cost)
+                       mode=op.mode, cost=cost, precision=op.precision)
 
 
 def _hutchinson(matvec: MatVec, op: Operator, gen: torch.Generator, m: int, basis: torch.Tensor | None):

@@ -43,6 +43,7 @@ from ._batches import DataSource, OneBatch, check_batch_size, resolve_float_dtyp
 from ._memory import MemoryPlan
 from ._meter import Cost, Meter
 from ._operators import Operator
+from ._precision import Precision, evaluation_dtype, own_precision, scan_objective
 from ._products import HVP_BACKENDS, GraphCache, ggn_terms, no_second_derivative, second_derivative_error, zeros64
 from ._terms import FunctionTerms, NetworkTerms, named_loss, resolve_reduction
 
@@ -141,7 +142,7 @@ class Objective:
             raise FlatminimaError("fixed_mask=True fixes dropout masks in mode='train'; in mode='eval' there are "
                                   "none (dropout is off). Pass mode='train' or drop fixed_mask.")
         first = next(model.parameters(), None)
-        dtype = dtype or (first.dtype if first is not None else torch.get_default_dtype())
+        dtype = evaluation_dtype(dtype, first.dtype if first is not None else None) or torch.get_default_dtype()
         device = torch.device(device) if device is not None else (
             first.device if first is not None else torch.device("cpu"))
         terms = NetworkTerms(model, loss, loss_fn, reduction=reduction, params=params, mode=mode, dtype=dtype,
@@ -152,6 +153,7 @@ class Objective:
         terms.randomness = source.randomness  # each batch's evaluation under that batch's fixed mask
         self._compose(source, terms, dtype=dtype, device=device, mode=mode, reduction=reduction,
                       hvp_method=hvp_method, config=config)
+        self.precision_state.weights = first.dtype if first is not None else None
         source.bind(dim=self.dim, saved_bytes=terms.saved_bytes, check_first=partial(terms.check_first, dtype=dtype),
                     check_labels=terms.check_labels, on_replan=self._clear_graphs)
 
@@ -168,6 +170,7 @@ class Objective:
         self._numels = [int(torch.Size(s).numel()) for s in self.param_shapes]
         self._theta0 = (theta0 if theta0 is not None else terms.theta0).detach().clone()
         self.graph_cache = GraphCache()  # the gradient graphs the "cached" backend keeps
+        self.precision_state = Precision(dtype)  # what the numbers are computed in (flatminima.objective._precision)
         self._caches = [self.graph_cache]  # every view's cache: all are freed when the memory plan changes
         self.total_weight: float | None = None
 
@@ -392,14 +395,25 @@ class Objective:
         algorithm this way, without touching the objective's methods."""
         return self._meter.subscribe(subscriber)
 
-    @staticmethod
-    def _check_finite(value: torch.Tensor, what: str) -> None:
+    @property
+    def precision(self) -> Precision:
+        """What the numbers are computed in (flatminima.objective._precision); the model's own arithmetic
+        dtype is scanned once, at first use."""
+        state = self.precision_state
+        if not state.scanned:
+            state.scanned = True
+            state.arithmetic = scan_objective(self)
+        return state
+
+    def _check_finite(self, value: torch.Tensor, what: str) -> None:
         if not torch.isfinite(value).all():
             raise NonFiniteLossError(
                 f"the {what} is not finite (NaN or inf). The model diverged or the data holds NaN/inf; "
-                "check the checkpoint and the inputs, or lower the learning rate that produced it.")
+                "check the checkpoint and the inputs, or lower the learning rate that produced it."
+                + self.precision.nonfinite_hint())
 
     # ----------------------------------------------------------------- the operations
+    @own_precision
     def loss(self, theta: torch.Tensor | None = None) -> float:
         """L(θ): the exact mean (or sum, with ``reduction="sum"``) of the loss over all data."""
         start, theta = time.perf_counter(), self._theta(theta)
@@ -413,6 +427,7 @@ class Objective:
         self._meter.account("losses", start)
         return float(value)
 
+    @own_precision
     def grad(self, theta: torch.Tensor | None = None) -> torch.Tensor:
         """∇L(θ), the exact derivative of the same mean (or sum); never touches any ``.grad`` attribute."""
         start, theta = time.perf_counter(), self._theta(theta).detach().requires_grad_(True)
@@ -428,6 +443,7 @@ class Objective:
         self._meter.account("grads", start)
         return value
 
+    @own_precision
     def hvp(self, v: torch.Tensor, theta: torch.Tensor | None = None) -> torch.Tensor:
         """H(θ)·v with H = ∇²L(θ), exact over all data (backends: ``flatminima.objective.HVP_BACKENDS``)."""
         start, v, theta = time.perf_counter(), self._check_vector(v), self._theta(theta)
@@ -463,6 +479,7 @@ class Objective:
                 "second derivatives of batch statistics are wrong); use hvp_method='double_backward'.")
         return backend
 
+    @own_precision
     def ggn_vp(self, v: torch.Tensor, theta: torch.Tensor | None = None) -> torch.Tensor:
         """G(θ)·v with the generalised Gauss-Newton G = Σ_b J_bᵀ ∇²_z s_b J_b / Σ_b w_b (PSD for convex ℓ).
 
@@ -499,7 +516,8 @@ class Objective:
         theta = None if theta is None else self._theta(theta).detach().clone()
         product = self.hvp if kind == "hessian" else self.ggn_vp
         return Operator(lambda v: product(v, theta), self.dim, self.dtype, self.device, meter=self._meter,
-                        reserve=self.reserve, kind=kind, mode=self.mode, counted=True)
+                        reserve=self.reserve, kind=kind, mode=self.mode, counted=True,
+                        arithmetic_dtype=self.precision.bound_dtype)
 
     # ----------------------------------------------------------------- many points at once
     def loss_batched(self, thetas: torch.Tensor, chunk_size: int = 32) -> torch.Tensor:
@@ -514,6 +532,7 @@ class Objective:
         """The mean of ``metric(outputs, targets)`` (``"accuracy"`` built in) at every row of ``thetas``."""
         return self.values_at(thetas, [metric], chunk_size=chunk_size)[0]
 
+    @own_precision
     def values_at(self, points: Any, metrics: Sequence[str | Callable] = ("loss",), **options: Any
                   ) -> list[torch.Tensor]:
         """Several metrics at many points in one pass per chunk: see :func:`flatminima.objective.values_at`.
@@ -541,7 +560,8 @@ class Objective:
                 "loss": "loss_fn" if loss is None else getattr(loss, "__name__", type(loss).__name__),
                 "reduction": self.reduction, "hvp_method": self.hvp_method, "memory_mb": self.memory_mb,
                 "chunk_rows": planned.rows if planned is not None else None,
-                "fixed_mask": (f"one dropout mask per batch, seed {self.seed}" if self.fixed_mask else False)}
+                "fixed_mask": (f"one dropout mask per batch, seed {self.seed}" if self.fixed_mask else False),
+                "precision": self.precision.describe()}
 
     def replace(self, **changes: Any) -> Objective:
         """A new Objective with every setting of this one except ``changes``.
@@ -599,7 +619,8 @@ class FunctionObjective(Objective):
         return FunctionObjective(config.pop("f"), config.pop("x0"), **config)
 
     def describe(self) -> dict[str, Any]:
-        return {"dim": self.dim, "mode": "function", "function": self.name, "dtype": str(self.dtype)}
+        return {"dim": self.dim, "mode": "function", "function": self.name, "dtype": str(self.dtype),
+                "precision": self.precision.describe()}
 
 
 def _check_budget(memory_mb: Any, model: nn.Module, mode: str) -> None:

@@ -35,19 +35,23 @@ class Operator:
     product is recorded here, as one ``hvps`` point with its seconds. ``reserve(n, what)``: the context that
     holds ``n`` vectors of ``dim`` entries inside a memory budget (an Objective's; none by default).
     ``kind`` names the matrix in results ("hessian", "ggn", "matrix"...), ``mode`` the model mode behind
-    it ("eval", "train", "function", or "matrix" for a plain matrix).
+    it ("eval", "train", "function", or "matrix" for a plain matrix). ``arithmetic_dtype``: the coarsest
+    precision the products are computed in (default ``dtype``; an Objective's model may compute part of its
+    forward in less), which error bounds use.
     """
 
     def __init__(self, matvec: MatVec, dim: int, dtype: torch.dtype, device: torch.device | str = "cpu", *,
                  meter: Meter | None = None, reserve: Callable[[int, str], AbstractContextManager] | None = None,
                  kind: str = "matrix", mode: str = "matrix", counted: bool = False,
-                 measure: Callable[[], AbstractContextManager[Cost]] | None = None):
+                 measure: Callable[[], AbstractContextManager[Cost]] | None = None,
+                 arithmetic_dtype: torch.dtype | None = None):
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise FlatminimaError(f"an operator needs a positive whole dimension, got {dim!r}.")
         self._matvec, self.dim, self.dtype, self.device = matvec, dim, dtype, torch.device(device)
         self._meter = meter if meter is not None else Meter()
         self._reserve, self._measure = reserve, measure
         self.kind, self.mode, self._counted = kind, mode, counted
+        self.arithmetic_dtype = arithmetic_dtype or dtype
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -108,7 +112,13 @@ class Operator:
             raise FlatminimaError(f"the diagonal must have {self.dim} entries, got {d.numel()}.")
         return Operator(lambda v: d * self._apply(d * v), self.dim, self.dtype, self.device, meter=self._meter,
                         reserve=self._reserve, kind=kind or f"D·{self.kind}·D", mode=self.mode, counted=True,
-                        measure=self._measure)
+                        measure=self._measure, arithmetic_dtype=self.arithmetic_dtype)
+
+    @property
+    def precision(self) -> dict[str, str]:
+        """The dtype of the products and the dtype whose rounding error bounds use (results carry it)."""
+        return {"dtype": str(self.dtype).replace("torch.", ""),
+                "error_bounds_in": str(self.arithmetic_dtype).replace("torch.", "")}
 
     def like(self) -> torch.Tensor:
         """An empty tensor of the operator's dtype and device (where random probes are put)."""
