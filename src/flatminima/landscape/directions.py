@@ -17,10 +17,16 @@ One-dimensional parameters (biases, BatchNorm weight/bias) in ``filter``/``layer
 as the ``ignore='biasbn'`` option of Li et al.'s code (``net_plotter.normalize_directions_for_weights``)
 that the paper's figures use; with ``include_1d=True`` they are copied from θ, which is what the same code
 does when the option is off. The choice is stored in ``Directions.meta``.
+
+Zero filters: normalising to ‖θ_i‖ = 0 would zero the direction on that filter, so a slice could not move
+it at all (a LoRA adapter's B = 0 at initialisation gives an exactly flat slice). Such filters (and, for
+``layer``, such tensors) are given unit norm instead, with a warning naming the parameters; the names and
+counts are stored in ``Directions.meta["zero_filters"]``.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,9 +103,20 @@ def directions(
     vecs = torch.randn(n, obj.dim, generator=gen, dtype=torch.float64).to(dtype=obj.dtype, device=obj.device)
     meta: dict[str, Any] = {"seed": seed, "distribution": "N(0, I)"}
     if kind in ("filter", "layer"):
-        vecs = torch.stack([_normalise(obj, v, origin, kind, include_1d) for v in vecs])
+        zero: dict[str, int] = {}
+        vecs = torch.stack([_normalise(obj, v, origin, kind, include_1d, zero) for v in vecs])
         one_d = "copied from θ" if include_1d else "zero (Li et al. 2018)"
         meta |= {"normalisation": kind, "biases_and_bn": one_d}
+        if zero:
+            meta["zero_filters"] = {"parameters": zero, "fallback": "unit norm"}
+            unit = "filters" if kind == "filter" else "tensors"
+            listed = ", ".join(f"{name} ({count})" for name, count in list(zero.items())[:10])
+            warnings.warn(
+                f"{kind}-normalised directions: {sum(zero.values())} {unit} of θ are all zero ({listed}"
+                f"{', ...' if len(zero) > 10 else ''}); normalising them to their own norm would zero the "
+                "direction there and leave them out of the landscape (a LoRA B = 0 gives an exactly flat "
+                "slice), so they get unit norm instead. Pass your own directions to choose otherwise.",
+                UserWarning, stacklevel=2)
     return Directions(vecs, origin, kind, meta)
 
 
@@ -114,9 +131,11 @@ def _flat(obj: Objective, theta: Any, name: str) -> torch.Tensor:
 
 
 def _normalise(
-    obj: Objective, d: torch.Tensor, theta: torch.Tensor, kind: str, include_1d: bool
+    obj: Objective, d: torch.Tensor, theta: torch.Tensor, kind: str, include_1d: bool,
+    zero: dict[str, int] | None = None,
 ) -> torch.Tensor:
-    """Li et al. 2018 normalisation of one direction, parameter tensor by parameter tensor."""
+    """Li et al. 2018 normalisation of one direction, parameter tensor by parameter tensor; filters (or, for
+    ``layer``, tensors) whose θ is all zero get unit norm, counted by name in ``zero``."""
     out = d.clone()
     parts_d, parts_t = obj.unflatten(out), obj.unflatten(theta)
     for name, dp in parts_d.items():
@@ -126,10 +145,20 @@ def _normalise(
             dp.copy_(tp if include_1d else torch.zeros_like(tp))
         elif kind == "filter":
             rows_d, rows_t = dp.reshape(dp.shape[0], -1), tp.reshape(tp.shape[0], -1)
-            scale = rows_t.norm(dim=1, keepdim=True) / (rows_d.norm(dim=1, keepdim=True) + 1e-10)
+            target = rows_t.norm(dim=1, keepdim=True)
+            empty = target == 0
+            if zero is not None and bool(empty.any()):
+                zero[name] = int(empty.sum())
+            target = torch.where(empty, torch.ones_like(target), target)
+            scale = target / (rows_d.norm(dim=1, keepdim=True) + 1e-10)
             dp.copy_((rows_d * scale).view_as(dp))
         else:
-            dp.mul_(tp.norm() / (dp.norm() + 1e-10))
+            target = tp.norm()
+            if target == 0:
+                if zero is not None:
+                    zero[name] = 1
+                target = torch.ones_like(target)
+            dp.mul_(target / (dp.norm() + 1e-10))
     return out
 
 
