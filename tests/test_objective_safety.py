@@ -187,3 +187,28 @@ def test_non_finite_products_of_a_half_precision_forward_name_the_precision():
     obj = Objective(Overflow(), "cross_entropy", (X, y))
     with pytest.raises(NonFiniteLossError, match="float16"):
         obj.loss()
+
+
+# ----------------------------------------------------------------------------- process groups
+
+
+def test_an_objective_inside_a_process_group_without_distributed_warns_once(monkeypatch):
+    import warnings
+
+    import pytest
+
+    from flatminima.objective import _ranks
+
+    model, (X, y) = _mlp(), _data()
+    monkeypatch.setattr(_ranks, "_warned", False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Objective(model, "cross_entropy", (X, y))  # no process group: nothing to say
+    monkeypatch.setattr(torch.distributed, "is_available", lambda: True)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda *a, **k: 2)
+    with pytest.warns(UserWarning, match=r"world size 2.*distributed=True"):
+        Objective(model, "cross_entropy", (X, y))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Objective(model, "cross_entropy", (X, y))  # once per process

@@ -45,6 +45,7 @@ from ._meter import Cost, Meter
 from ._operators import Operator
 from ._precision import Precision, evaluation_dtype, own_precision, scan_objective
 from ._products import HVP_BACKENDS, GraphCache, ggn_terms, no_second_derivative, second_derivative_error, zeros64
+from ._ranks import warn_if_undistributed
 from ._terms import FunctionTerms, NetworkTerms, named_loss, resolve_reduction
 
 __all__ = ["FunctionObjective", "Objective"]
@@ -148,6 +149,7 @@ class Objective:
         terms = NetworkTerms(model, loss, loss_fn, reduction=reduction, params=params, mode=mode, dtype=dtype,
                              device=device, fixed_mask=fixed_mask)
         _check_budget(memory_mb, model, mode)
+        warn_if_undistributed(distributed, model)  # a process group without distributed=True: say so
         source = DataSource(data, batch_size=batch_size, device=device, dtype=dtype, distributed=distributed,
                             memory_mb=memory_mb, reuse_graph=reuse_graph, fixed_mask=fixed_mask, seed=seed)
         terms.randomness = source.randomness  # each batch's evaluation under that batch's fixed mask
