@@ -10,7 +10,7 @@ from .optimisers import (
     replica_exchange,
     simulated_annealing,
 )
-from .saddle_test import SaddleTestResult, saddle_test
+from .saddle_statistics import SaddleTestResult, saddle_test
 
 __all__ = [
     "LANDSCAPES",

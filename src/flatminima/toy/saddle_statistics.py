@@ -23,7 +23,7 @@ import torch
 from scipy.stats import binom
 
 from ..errors import require_in_range, require_nonnegative, require_positive, require_positive_int
-from ..objective import ObjectiveBase
+from ..objective import Objective
 
 
 @dataclass
@@ -81,7 +81,7 @@ def _descend_batched(f, x: torch.Tensor, lr: float, steps: int) -> torch.Tensor:
 
 
 def saddle_test(
-    obj: ObjectiveBase | Callable[[torch.Tensor], torch.Tensor],
+    obj: Objective | Callable[[torch.Tensor], torch.Tensor],
     theta: torch.Tensor | None = None,
     *,
     sigma: float = 1e-2,
@@ -106,7 +106,7 @@ def saddle_test(
     require_in_range("alpha", alpha, 0.0, 1.0, inclusive=False)
     require_nonnegative("loss_noise", loss_noise)
     require_nonnegative("tol", tol)
-    if isinstance(obj, ObjectiveBase):
+    if isinstance(obj, Objective):
         theta = obj.params if theta is None else theta
         loss, grad = obj.loss, obj.grad
     else:
@@ -127,7 +127,7 @@ def saddle_test(
     gen = torch.Generator().manual_seed(seed)
     deltas = sigma * torch.randn((n, theta.numel()), generator=gen, dtype=theta.dtype)
     noise = loss_noise * torch.randn((n, 2), generator=gen, dtype=torch.float64)
-    if isinstance(obj, ObjectiveBase):
+    if isinstance(obj, Objective):
         base = loss(_descend(grad, theta.clone(), lr, steps))
         ends = torch.tensor(
             [loss(_descend(grad, theta + dl, lr, steps)) for dl in deltas], dtype=torch.float64
