@@ -1,4 +1,5 @@
-"""Unit costs behind the CPU loop of ``flatminima.pointwise`` (the numbers quoted in docs/bench_landscape.md).
+"""Unit costs behind the CPU loop of ``flatminima.objective.values_at`` (the numbers quoted in
+docs/bench_landscape.md).
 
 Times, best of several runs, on the built-in MLP (40 → 64 → 64 → 10) and MNIST-1D's 4,000 training samples:
 - a forward + loss as ``Objective.loss`` computes it (``functional_call`` on θ's views) vs with θ loaded in

@@ -8,8 +8,8 @@ inside functions count). Its contracts:
    parts of lower layers; the core's modules (objective, errors, results...) import each other; the
    contract is exhaustive, so a new part without a layer breaks it. Nothing but ``__main__`` sits above
    the CLI, so nothing else imports it, and no library part imports the workflows layer above it
-   (``workflows``, ``workflow``, ``study``, ``lab``, ``claims``) except the edges it lists (a
-   ``__main__`` hand-over and two deprecated lazy re-exports, :data:`DEPRECATED_REEXPORTS`);
+   (``workflows``, ``study``, ``lab``, ``claims``) except the one edge it lists (the ``__main__`` hand-over
+   of ``python -m flatminima.distributed``);
 2. ``trainer``: no library part but ``train`` imports ``flatminima.train`` (the inspection page's loss
    registry and checkpoint loading are listed);
 3. ``typer`` only in the CLI, ``rich`` only in the CLI and ``progress``;
@@ -21,7 +21,6 @@ What import-linter cannot express is checked here by parsing every module with `
 - no module imports another flatminima module's private *name* (``from .x import _rows``: one leading
   underscore, dunders aside; every import counts, lazy, ``TYPE_CHECKING`` and ``__main__`` ones too): a
   helper used across modules gets a public name;
-- a listed re-export imports its target only inside its module-level ``__getattr__``;
 - the package face (``flatminima/__init__.py``, no part of a layer there) imports only the library;
 - docs/architecture.md names every part the layers contract lists.
 
@@ -47,15 +46,8 @@ SRC = REPO / "src" / "flatminima"
 CONFIG = REPO / ".importlinter"
 ROOT = "flatminima"
 
-WORKFLOWS = {"workflows", "workflow", "study", "lab", "claims"}  # above the library, below the CLI
+WORKFLOWS = {"workflows", "study", "lab", "claims"}  # above the library, below the CLI
 SCREEN = {"cli", "__main__"}
-
-# A library module that kept a moved name importable: (module, the workflows module it may import, only
-# inside its module-level ``__getattr__``, with a DeprecationWarning); ignored by name in .importlinter.
-DEPRECATED_REEXPORTS: dict[str, str] = {
-    "flatminima.landscape.figures": "flatminima.workflows.figures",  # paper_figures, single_figure, train_pair
-    "flatminima.landscape.connect": "flatminima.workflows.connect",  # connect_models
-}
 
 
 def layers() -> list[list[str]]:
@@ -199,11 +191,10 @@ def test_known_parts_are_where_the_design_puts_them():
     graph = grimp.build_graph(ROOT, exclude_type_checking_imports=True)
 
     def imports(a: str, b: str) -> bool:
-        """Whether part ``a`` imports part ``b`` directly (the listed lazy re-exports aside)."""
+        """Whether part ``a`` imports part ``b`` directly."""
         inside = {m for m in graph.modules if m == f"{ROOT}.{a}" or m.startswith(f"{ROOT}.{a}.")}
         return any(t == f"{ROOT}.{b}" or t.startswith(f"{ROOT}.{b}.")
-                   for m in inside for t in graph.find_modules_directly_imported_by(m)
-                   if DEPRECATED_REEXPORTS.get(m) != t)
+                   for m in inside for t in graph.find_modules_directly_imported_by(m))
 
     core = layers()[-1]
     library = {p for layer in layers() for p in layer} - WORKFLOWS - SCREEN
@@ -215,16 +206,6 @@ def test_known_parts_are_where_the_design_puts_them():
     assert not any(imports("distributed", p) for p in library - set(core) - {"distributed"})
     assert all(imports("workflows", p) for p in ("landscape", "train", "curvature")) and imports("cli", "workflows")
     assert layers()[0] == ["__main__"] and layers()[1] == ["cli"]  # nothing but __main__ above the CLI
-
-
-def test_every_library_module_that_reexports_does_it_lazily():
-    """The listed re-exports exist, and each imports its workflows target only inside ``__getattr__``."""
-    for module, target in DEPRECATED_REEXPORTS.items():
-        source = SRC.joinpath(*module.split(".")[1:]).with_suffix(".py").read_text()
-        here = module.split(".")[:-1]
-        everywhere = _imported_modules(source, here)
-        lazy = _imported_modules(source, here, inside="__getattr__")
-        assert target in lazy and {m for m in everywhere - lazy if m.startswith(target)} == set(), module
 
 
 # ---- the checks flag violations ------------------------------------------------------------------------------

@@ -57,24 +57,6 @@ def test_spearman_bootstrap_and_sign_test():
     assert rules.sign_test(Interval(0.1, -0.2, 0.4, 0.95)) == "inconclusive"
 
 
-def test_deprecated_lab_stats_shim_still_works_and_warns():
-    from flatminima.lab import stats as shim
-
-    x = np.arange(30.0)
-    with pytest.warns(DeprecationWarning, match="flatminima.statistics.t_interval"):
-        assert shim.t_interval([1.0, 2.0, 4.0]) == t_interval([1.0, 2.0, 4.0]).triple()
-    with pytest.warns(DeprecationWarning, match="flatminima.statistics.wilson"):
-        assert shim.wilson(3, 10) == wilson(3, 10).triple()
-    with pytest.warns(DeprecationWarning, match="flatminima.statistics.bootstrap"):
-        assert shim.spearman_ci(x, x**3)[0] == pytest.approx(1.0)
-    with pytest.warns(DeprecationWarning, match="flatminima.statistics.Interval.direction"):
-        assert shim.sign_verdict((-0.5, -0.8, -0.2)) == "contradicted"
-    with pytest.warns(DeprecationWarning, match="flatminima.statistics.fmt_interval"):
-        assert shim.fmt_ci((0.5, 0.25, 0.75), 2) == "0.5 [0.25, 0.75]"
-    with pytest.warns(DeprecationWarning, match="flatminima.statistics.bootstrap"):
-        assert shim.bootstrap(x, np.mean, seed=0) == bootstrap(x, np.mean, seed=0).triple()
-
-
 def test_seed_sets_are_disjoint():
     sets = [set(rules.seed_set(k, 8)) for k in range(4)]
     assert all(len(s) == 8 for s in sets)

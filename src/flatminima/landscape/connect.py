@@ -496,15 +496,3 @@ def _plane(ev: _Evaluator, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, cu
     loss = ev.plane(a, basis.to(a.dtype), coefs, progress).reshape(n, n)
     return {"x": x, "y": y, "loss": loss, "points": pts, "curve": curve_xy, "line": line_xy}
 
-
-def __getattr__(name: str) -> Any:
-    # connect_models trains its two models, so it lives in the workflows layer now; the old path still works.
-    if name == "connect_models":
-        import warnings
-
-        from ..workflows.connect import connect_models
-
-        warnings.warn("flatminima.landscape.connect.connect_models moved to flatminima.workflows.connect_models; "
-                      "the old path will go away.", DeprecationWarning, stacklevel=2)
-        return connect_models
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
