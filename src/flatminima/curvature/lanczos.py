@@ -272,6 +272,7 @@ def eigenvalues(
             next_check = krylov.size + max(1, krylov.size // 4)
     bounds = np.maximum(_safe_gap_bounds(values, picked, _merged(estimate, picked, residuals)), floor)
     return EigenResult(
+        product=op.notes(),  # attention backend, the product method's check or error estimate
         values=torch.as_tensor(values[picked], dtype=torch.float64),
         residuals=torch.as_tensor(residuals, dtype=torch.float64),
         converged=torch.as_tensor(converged),
@@ -359,6 +360,7 @@ def power_iteration(
     res = max(res, floor)
     ok = res <= tol * scale
     return EigenResult(
+        product=op.notes(),
         values=torch.tensor([lam], dtype=torch.float64), residuals=torch.tensor([res], dtype=torch.float64),
         converged=torch.tensor([ok]), error_bounds=torch.tensor([res], dtype=torch.float64),
         vectors=vec[:, None], iterations=its, method="power", operator=op.kind, which="largest",

@@ -39,12 +39,16 @@ import torch
 from torch import nn
 
 from ..errors import FlatminimaError, NonFiniteLossError, require_choice
+from ._attention import ATTENTION_NOTE, second_order
 from ._batches import DataSource, OneBatch, check_batch_size, resolve_float_dtype, resolve_torch_device
+from ._checks import ProductChecks
+from ._compiled import eager_module, eager_patterns
+from ._finite_difference import FINITE_DIFFERENCE
 from ._memory import MemoryPlan
 from ._meter import Cost, Meter
 from ._operators import Operator
 from ._precision import Precision, evaluation_dtype, own_precision, scan_objective
-from ._products import HVP_BACKENDS, GraphCache, ggn_terms, no_second_derivative, second_derivative_error, zeros64
+from ._products import GraphCache, ggn_terms, no_second_derivative, second_derivative_error, zeros64
 from ._ranks import warn_if_undistributed
 from ._terms import FunctionTerms, NetworkTerms, named_loss, resolve_reduction
 
@@ -126,7 +130,7 @@ class Objective:
         seed: int = 0,
     ):
         require_choice("mode", mode, ["eval", "train"])
-        require_choice("hvp_method", hvp_method, ["double_backward", "forward_over_reverse"])
+        require_choice("hvp_method", hvp_method, ["double_backward", "forward_over_reverse", FINITE_DIFFERENCE])
         if (loss is None) == (loss_fn is None):
             raise FlatminimaError("pass exactly one of `loss` (outputs, targets) or `loss_fn` (model, batch).")
         if not isinstance(model, nn.Module):
@@ -146,6 +150,8 @@ class Objective:
         dtype = evaluation_dtype(dtype, first.dtype if first is not None else None) or torch.get_default_dtype()
         device = torch.device(device) if device is not None else (
             first.device if first is not None else torch.device("cpu"))
+        model, eager_note = eager_module(model)  # a torch.compile'd model: its eager module (_compiled)
+        params = eager_patterns(params)
         terms = NetworkTerms(model, loss, loss_fn, reduction=reduction, params=params, mode=mode, dtype=dtype,
                              device=device, fixed_mask=fixed_mask)
         _check_budget(memory_mb, model, mode)
@@ -155,6 +161,7 @@ class Objective:
         terms.randomness = source.randomness  # each batch's evaluation under that batch's fixed mask
         self._compose(source, terms, dtype=dtype, device=device, mode=mode, reduction=reduction,
                       hvp_method=hvp_method, config=config)
+        self._checks.fixed = {"attention": ATTENTION_NOTE} | eager_note
         self.precision_state.weights = first.dtype if first is not None else None
         source.bind(dim=self.dim, saved_bytes=terms.saved_bytes, check_first=partial(terms.check_first, dtype=dtype),
                     check_labels=terms.check_labels, on_replan=self._clear_graphs)
@@ -167,6 +174,7 @@ class Objective:
         self._source, self._terms, self._meter = source, terms, Meter()
         self.dtype, self.device, self.mode, self.reduction = dtype, device, mode, reduction
         self.hvp_method, self._config = hvp_method, config
+        self._checks = ProductChecks()  # runs the products, checks their method (flatminima.objective._checks)
         self.param_names = list(names if names is not None else terms.names)
         self.param_shapes = list(shapes if shapes is not None else terms.shapes)
         self._numels = [int(torch.Size(s).numel()) for s in self.param_shapes]
@@ -267,6 +275,7 @@ class Objective:
         """The data's batches as stored at construction: not moved, cast or split into memory chunks."""
         return self._source.stored_batches
 
+    @second_order  # math SDPA (_attention)
     def terms(self, theta: torch.Tensor | None, batch: Any) -> tuple[torch.Tensor, float]:
         """(s_b, w_b) of one prepared batch at θ: the batch's summed loss (differentiable) and its weight."""
         return self._terms(self._theta(theta), batch)
@@ -342,6 +351,7 @@ class Objective:
             return {}
         return {k[len("model."):]: t for k, t in self._terms.fixed.items()}
 
+    @second_order  # math SDPA (_attention)
     def working_terms(self, batch: Any) -> tuple[torch.Tensor, float]:
         """(s_b, w_b) of a prepared batch with the parameters ``working_model`` holds right now."""
         if not self.has_model:
@@ -361,6 +371,7 @@ class Objective:
         self._caches.append(view.graph_cache)
         return view
 
+    @second_order  # math SDPA (_attention)
     def outputs(self, theta: torch.Tensor | None, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """(model outputs at θ on a prepared batch, its targets), differentiable in θ (``loss=`` objectives)."""
         if not self.has_outputs:
@@ -416,6 +427,7 @@ class Objective:
 
     # ----------------------------------------------------------------- the operations
     @own_precision
+    @second_order  # math SDPA (_attention)
     def loss(self, theta: torch.Tensor | None = None) -> float:
         """L(θ): the exact mean (or sum, with ``reduction="sum"``) of the loss over all data."""
         start, theta = time.perf_counter(), self._theta(theta)
@@ -430,6 +442,7 @@ class Objective:
         return float(value)
 
     @own_precision
+    @second_order  # math SDPA (_attention)
     def grad(self, theta: torch.Tensor | None = None) -> torch.Tensor:
         """∇L(θ), the exact derivative of the same mean (or sum); never touches any ``.grad`` attribute."""
         start, theta = time.perf_counter(), self._theta(theta).detach().requires_grad_(True)
@@ -446,12 +459,13 @@ class Objective:
         return value
 
     @own_precision
+    @second_order  # math SDPA (_attention)
     def hvp(self, v: torch.Tensor, theta: torch.Tensor | None = None) -> torch.Tensor:
         """H(θ)·v with H = ∇²L(θ), exact over all data (backends: ``flatminima.objective.HVP_BACKENDS``)."""
         start, v, theta = time.perf_counter(), self._check_vector(v), self._theta(theta)
         try:
-            total, weight = HVP_BACKENDS[self._backend()](self._source.batches, self._terms, theta, v,
-                                                          self.graph_cache)
+            total, weight = self._checks.product(self._backend(), self._source.batches, self._terms, theta, v,
+                                                 self.graph_cache)
         except BaseException as err:
             # A graph cached before the failure (built under a fused attention kernel, say) would fail again
             # after the cause is fixed: drop it, so the same objective works without replace().
@@ -468,7 +482,8 @@ class Objective:
         """``hvp_method``, or ``cached`` under graph reuse (which the memory plan may turn off)."""
         if not self.has_model:
             return "double_backward"
-        self._terms.require_second_derivatives()
+        if self.hvp_method != FINITE_DIFFERENCE:  # central differences need first derivatives only
+            self._terms.require_second_derivatives()
         plan = self._source.memory_plan  # plans the budget first: it may turn graph reuse off
         reuse = self.reuse_graph if plan is None else plan.reuse_graph
         backend = "cached" if reuse and self.hvp_method == "double_backward" else self.hvp_method
@@ -482,6 +497,7 @@ class Objective:
         return backend
 
     @own_precision
+    @second_order  # math SDPA (_attention)
     def ggn_vp(self, v: torch.Tensor, theta: torch.Tensor | None = None) -> torch.Tensor:
         """G(θ)·v with the generalised Gauss-Newton G = Σ_b J_bᵀ ∇²_z s_b J_b / Σ_b w_b (PSD for convex ℓ).
 
@@ -519,7 +535,7 @@ class Objective:
         product = self.hvp if kind == "hessian" else self.ggn_vp
         return Operator(lambda v: product(v, theta), self.dim, self.dtype, self.device, meter=self._meter,
                         reserve=self.reserve, kind=kind, mode=self.mode, counted=True,
-                        arithmetic_dtype=self.precision.bound_dtype)
+                        arithmetic_dtype=self.precision.bound_dtype).annotate(partial(self.product_notes, kind))
 
     # ----------------------------------------------------------------- many points at once
     def loss_batched(self, thetas: torch.Tensor, chunk_size: int = 32) -> torch.Tensor:
@@ -535,6 +551,7 @@ class Objective:
         return self.values_at(thetas, [metric], chunk_size=chunk_size)[0]
 
     @own_precision
+    @second_order  # math SDPA (_attention)
     def values_at(self, points: Any, metrics: Sequence[str | Callable] = ("loss",), **options: Any
                   ) -> list[torch.Tensor]:
         """Several metrics at many points in one pass per chunk: see :func:`flatminima.objective.values_at`.
@@ -563,7 +580,15 @@ class Objective:
                 "reduction": self.reduction, "hvp_method": self.hvp_method, "memory_mb": self.memory_mb,
                 "chunk_rows": planned.rows if planned is not None else None,
                 "fixed_mask": (f"one dropout mask per batch, seed {self.seed}" if self.fixed_mask else False),
-                "precision": self.precision.describe()}
+                "precision": self.precision.describe()} | self.product_notes()
+
+    def product_notes(self, kind: str = "hessian") -> dict[str, Any]:
+        """What the products of ``kind`` rest on, for ``describe()`` and curvature results: the attention
+        backend, a compiled model's eager module, and (Hessian) the method with its check or error estimate."""
+        notes = dict(self._checks.fixed)
+        if kind == "hessian":
+            notes |= {"hvp_method": self.hvp_method} | self._checks.notes(self.hvp_method)
+        return notes
 
     def replace(self, **changes: Any) -> Objective:
         """A new Objective with every setting of this one except ``changes``.

@@ -120,6 +120,18 @@ class Operator:
         return {"dtype": str(self.dtype).replace("torch.", ""),
                 "error_bounds_in": str(self.arithmetic_dtype).replace("torch.", "")}
 
+    _notes: Callable[[], dict] | None = None  # what the products rest on (annotate)
+
+    def annotate(self, notes: Callable[[], dict]) -> Operator:
+        """Attach ``notes()``: what the products rest on (an Objective's: attention backend, the method's check
+        or error estimate, a compiled model's eager module), which curvature results carry. Returns self."""
+        self._notes = notes
+        return self
+
+    def notes(self) -> dict:
+        """The attached notes (:meth:`annotate`); ``{}`` for a plain matrix."""
+        return dict(self._notes()) if self._notes is not None else {}
+
     def like(self) -> torch.Tensor:
         """An empty tensor of the operator's dtype and device (where random probes are put)."""
         return torch.empty(0, dtype=self.dtype, device=self.device)

@@ -178,16 +178,14 @@ def output_hvp(loss_terms: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Te
 
 
 def no_second_derivative(err: BaseException) -> bool:
-    """Whether ``err`` is autograd's "derivative for ... not implemented" (fused kernels, some custom ops)."""
+    """Whether ``err`` is autograd's "derivative for ... not implemented" (fused kernels, some custom ops) or a
+    custom autograd Function marked ``@once_differentiable`` differentiated twice."""
     msg = str(err)
-    return "derivative for" in msg and "not implemented" in msg
+    return ("derivative for" in msg and "not implemented" in msg) or "once_differentiable" in msg
 
 
 def second_derivative_error(err: BaseException | None, impl: str | None = None) -> FlatminimaError:
-    """The error for a model without second derivatives (Hugging Face fused attention, named by ``impl``)."""
-    what = f"attn_implementation={impl!r}" if impl else f"an operation without a second derivative ({err})"
-    return FlatminimaError(
-        f"Hessian products need second derivatives, and the model uses {what}: fused attention kernels "
-        "(PyTorch SDPA, flash attention) have none. Build the Hugging Face model with "
-        "attn_implementation=\"eager\" (from_pretrained(..., attn_implementation=\"eager\"), or "
-        "config._attn_implementation = \"eager\" before constructing it from a config).")
+    """The error for a model without second derivatives: the op (or Hugging Face ``impl``) and the ways out."""
+    from ._attention import attention_error, second_derivative_message
+
+    return attention_error(impl) if impl else FlatminimaError(second_derivative_message(err))

@@ -28,6 +28,7 @@ from torch.func import functional_call
 from torch.nn import functional as F  # noqa: N812
 
 from ..errors import FlatminimaError, require_choice
+from ._attention import check_attention
 from ._batches import iter_row_chunks, leaf_tensors, name_matches
 from ._products import no_second_derivative, second_derivative_error
 
@@ -364,11 +365,8 @@ class NetworkTerms:
         return float(sum(seen.values()))
 
     def require_second_derivatives(self) -> None:
-        """Hugging Face's fused attention (SDPA, flash) has no second derivative: refuse before the raw error."""
-        for m in self.module.model.modules():
-            impl = getattr(getattr(m, "config", None), "_attn_implementation", None)
-            if isinstance(impl, str) and impl != "eager":
-                raise second_derivative_error(None, impl)
+        """Hugging Face attention other than eager/SDPA (flash, flex) has no second derivative: refuse first."""
+        check_attention(self.module.model)
 
     @property
     def batchnorm_in_train_mode(self) -> bool:

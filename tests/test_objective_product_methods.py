@@ -1,0 +1,156 @@
+"""Hessian-product methods: forward-over-reverse checked before use (LayerNorm), finite differences with a
+stated error, and compiled models measured on their eager module."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from flatminima import Objective
+from flatminima.curvature import eigenvalues, trace
+from flatminima.errors import FlatminimaError
+from flatminima.objective._checks import ProductChecks
+
+
+def _data(n: int = 12, d: int = 4, classes: int = 3):
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(n, d, generator=gen, dtype=torch.float64), torch.randint(0, classes, (n,), generator=gen)
+
+
+def _mlp(norm: bool) -> nn.Module:
+    torch.manual_seed(0)
+    layers = [nn.Linear(4, 6)] + ([nn.LayerNorm(6)] if norm else []) + [nn.Tanh(), nn.Linear(6, 3)]
+    return nn.Sequential(*layers).double()
+
+
+def _dense(obj: Objective) -> torch.Tensor:
+    """∇²L(θ₀) column by column from the Objective's exact double-backward products (checked against dense
+    autograd Hessians in tests/test_objective_exact.py)."""
+    return torch.stack([obj.hvp(e) for e in torch.eye(obj.dim, dtype=torch.float64)], 1)
+
+
+def _random(n: int, seed: int = 1) -> torch.Tensor:
+    return torch.randn(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def test_forward_over_reverse_through_layer_norm_is_refused_with_the_reason():
+    X, y = _data()
+    exact = Objective(_mlp(norm=True), "cross_entropy", (X, y))
+    fo = exact.replace(hvp_method="forward_over_reverse")
+    v = _random(exact.dim)
+    with pytest.raises(FlatminimaError, match="disagrees with double backward") as err:
+        fo.hvp(v)
+    assert "layer_norm" in str(err.value) and "hvp_method='double_backward'" in str(err.value)
+    assert "refused" in fo.describe()["hvp_check"]
+    # Without LayerNorm the check passes and the products are the exact ones.
+    plain = Objective(_mlp(norm=False), "cross_entropy", (X, y), hvp_method="forward_over_reverse")
+    torch.testing.assert_close(plain.hvp(v[:plain.dim]), plain.replace(hvp_method="double_backward").hvp(v[:plain.dim]),
+                               rtol=1e-10, atol=1e-12)
+    assert plain.describe()["hvp_check"].startswith("agrees with double backward")
+
+
+def test_an_automatic_choice_of_forward_over_reverse_falls_back_to_double_backward():
+    X, y = _data()
+    obj = Objective(_mlp(norm=True), "cross_entropy", (X, y))
+    checks = ProductChecks(automatic=True)
+    v = _random(obj.dim)
+    total, weight = checks.product("forward_over_reverse", obj.batches, obj.terms, obj.params, v, None)
+    torch.testing.assert_close(total / weight, obj.hvp(v), rtol=1e-12, atol=1e-14)
+    assert "falls back to double backward" in checks.notes("forward_over_reverse")["hvp_check"]
+
+
+def test_finite_difference_products_are_within_their_stated_error():
+    X, y = _data()
+    exact = Objective(_mlp(norm=True), "cross_entropy", (X, y))
+    fd = exact.replace(hvp_method="finite_difference")
+    assert fd.describe()["hvp_error"].startswith("estimated at the first product")
+    v = _random(exact.dim)
+    hv, ref = fd.hvp(v), exact.hvp(v)
+    stated = fd.describe()["hvp_error"]["relative_error"]
+    assert 0 < stated < 1e-6  # float64: cbrt(eps)-steps give ~1e-10 relative
+    assert float((hv - ref).norm() / ref.norm()) <= stated
+    for seed in (2, 3):  # later products: the same step rule, the same accuracy
+        u = _random(exact.dim, seed)
+        assert float((fd.hvp(u) - exact.hvp(u)).norm() / exact.hvp(u).norm()) <= 10 * stated
+    H = _dense(exact)
+    top = eigenvalues(fd, k=1, tol=1e-6)
+    assert float(top.values[0]) == pytest.approx(float(torch.linalg.eigvalsh(H)[-1]), rel=1e-6)
+    assert top.product["hvp_method"] == "finite_difference"
+    assert top.product["hvp_error"]["relative_error"] == stated
+    tr = trace(fd, samples=6, seed=0)
+    assert tr.product["hvp_error"]["relative_error"] == stated
+    assert eigenvalues(exact, k=1).product["hvp_method"] == "double_backward"
+
+
+def test_finite_difference_in_float32_states_a_larger_error_and_keeps_it():
+    X, y = _data()
+    exact = Objective(_mlp(norm=False), "cross_entropy", (X, y))
+    fd = Objective(_mlp(norm=False).float(), "cross_entropy", (X.float(), y), hvp_method="finite_difference")
+    v = _random(exact.dim)
+    hv = fd.hvp(v.float()).double()
+    ref = exact.hvp(v)
+    stated = fd.describe()["hvp_error"]["relative_error"]
+    assert 1e-7 < stated < 0.1
+    assert float((hv - ref).norm() / ref.norm()) <= stated
+
+
+def test_finite_difference_rejects_a_zero_vector():
+    X, y = _data()
+    fd = Objective(_mlp(norm=False), "cross_entropy", (X, y), hvp_method="finite_difference")
+    with pytest.raises(FlatminimaError, match="non-zero vector"):
+        fd.hvp(torch.zeros(fd.dim, dtype=torch.float64))
+
+
+class _Once(torch.autograd.Function):
+    """tanh with a first derivative only (a custom kernel's shape): no double backward."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = torch.tanh(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return g * (1 - y * y)
+
+
+class _OnceTanh(nn.Module):
+    def forward(self, x):
+        return _Once.apply(x)
+
+
+def test_a_model_without_second_derivatives_gets_finite_differences():
+    X, y = _data()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), _OnceTanh(), nn.Linear(6, 3)).double()
+    obj = Objective(model, "cross_entropy", (X, y))
+    with pytest.raises(FlatminimaError, match="finite_difference"):
+        obj.hvp(torch.ones(obj.dim, dtype=torch.float64))
+    fd = obj.replace(hvp_method="finite_difference")
+    twin = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+    twin.load_state_dict(model.state_dict())
+    exact = Objective(twin, "cross_entropy", (X, y))
+    v = _random(obj.dim)
+    hv, ref = fd.hvp(v), exact.hvp(v)
+    assert float((hv - ref).norm() / ref.norm()) <= fd.describe()["hvp_error"]["relative_error"]
+
+
+def test_a_compiled_model_is_measured_on_its_eager_module():
+    X, y = _data()
+    model = _mlp(norm=False)
+    compiled = torch.compile(model, backend="eager")  # a real OptimizedModule; inductor is slow to build on CPU
+    compiled(X)  # compiled and run once, as a user's model would be
+    obj = Objective(compiled, "cross_entropy", (X, y))
+    eager = Objective(model, "cross_entropy", (X, y))
+    assert obj.param_names == eager.param_names  # the eager module's names, without "_orig_mod."
+    assert "eager module" in obj.describe()["compiled"]
+    top, ref = eigenvalues(obj, k=1, tol=1e-8), eigenvalues(eager, k=1, tol=1e-8)
+    assert float(top.values[0]) == pytest.approx(float(ref.values[0]), rel=1e-12)
+    assert "eager module" in top.product["compiled"]
+    part = Objective(compiled, "cross_entropy", (X, y), params="_orig_mod.2.*")  # the compiled model's names
+    assert part.param_names == ["2.weight", "2.bias"]
+    assert type(compiled).__name__ == "OptimizedModule" and compiled._orig_mod is model  # the user's, untouched
