@@ -95,7 +95,11 @@ class Objective:
         dtype: ``torch.float64`` (or ``"float64"``) for reference-grade numbers; default keeps the model's dtype.
         device: where to compute (must exist on this machine); data batches are moved there on the fly.
         batch_size: rows per batch when ``data`` is a tuple of tensors (a positive integer).
-        hvp_method: ``"double_backward"`` (default, measured faster on CPU) or ``"forward_over_reverse"``.
+        hvp_method: ``"double_backward"`` (default, exact, measured faster on CPU), ``"forward_over_reverse"``
+            (checked against double backward on a probe at first use and refused when they differ: torch's
+            forward-mode derivatives through LayerNorm's weight are wrong) or ``"finite_difference"`` (central
+            differences of the exact gradient for models with ops that have no second derivative; its error
+            estimate is in ``describe()["hvp_error"]``; flatminima.objective._finite_difference).
         reuse_graph: keep the gradient graph of every batch between Hessian products at the same θ (the
             data must fit in memory; ``"auto"`` does so for in-memory tensor data).
         distributed: sum over the shards of all ``torch.distributed`` ranks (one all-reduce per call).
