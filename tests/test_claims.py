@@ -86,7 +86,7 @@ def test_parallel_groups_keep_shared_models_together():
     groups = _groups(specs, 2)
     assert len(groups) == 2 and sorted(c for g in groups for c in g) == sorted(s.claim for s in specs)
     shared = {s.claim for s in specs if s.bench_group}
-    assert any(shared <= set(g) for g in groups)  # C1, C10, C11, C15 measure the same models in one process
+    assert any(shared <= set(g) for g in groups)  # C1, C10, C11, C12, C15 share models: one process
     assert _groups(specs, 1) == [[s.claim for s in specs]]
 
 
