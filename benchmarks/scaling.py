@@ -69,9 +69,9 @@ def _run_op(obj: Objective, op: str, v: torch.Tensor) -> None:
     elif op == "lanczos":
         eigenvalues(obj, k=5, max_iter=LANCZOS_ITER, tol=1e-12)
     elif op == "hutch++":
-        trace(obj, "hutch++", probes=HUTCH_PROBES)
+        trace(obj, "hutch++", samples=HUTCH_PROBES)
     elif op == "slq":
-        spectral_density(obj, probes=1, steps=SLQ_STEPS)
+        spectral_density(obj, samples=1, steps=SLQ_STEPS)
     else:
         raise ValueError(op)
 

@@ -32,7 +32,7 @@ def curvature(model, dataset, probes: int) -> dict:
     """Top Hessian eigenvalue (Lanczos) and Hutch++ trace of the full-train-set loss, eval mode, float64."""
     obj = Objective(model, "cross_entropy", dataset.train, dtype=torch.float64)
     top = eigenvalues(obj, 1, tol=1e-4, seed=0)
-    tr = trace(obj, method="hutch++", probes=probes, seed=0)
+    tr = trace(obj, method="hutch++", samples=probes, seed=0)
     return {"lambda_max": float(top.values[0]), "trace": float(tr.value), "trace_se": float(tr.stderr),
             "hvps": int(top.cost.hvps + tr.cost.hvps)}
 

@@ -46,7 +46,7 @@ print("converged:", top.converged.tolist(), "| cost:", top.cost)
 # ## The trace (Hutch++) and a sharpness measure
 
 # %%
-tr = trace(obj, "hutch++", probes=30, seed=0)
+tr = trace(obj, "hutch++", samples=30, seed=0)
 print(f"tr(H) = {tr.value:.2f} ± {tr.stderr:.2f}  ({tr.cost.hvps} Hessian-vector products)")
 
 sam = measure(obj, "worst_case", rho=0.05)  # SAM-style worst-case sharpness in a ball of radius 0.05

@@ -32,5 +32,5 @@ print("top eigenvalues:", [round(float(v), 4) for v in top.values])
 print("residuals ‖Hv − λv‖:", [f"{float(r):.1e}" for r in top.residuals], "converged:", top.converged.tolist())
 
 last = Objective(gpt2, loss_fn=lm_loss, data=batches, params="transformer.h.1.*")  # the last block only
-tr = trace(last, "hutch++", probes=12, seed=0)
+tr = trace(last, "hutch++", samples=12, seed=0)
 print(f"last block: {last.dim} parameters, tr(H) = {tr.value:.3f} ± {tr.stderr:.3f}")

@@ -282,7 +282,7 @@ def test_sharpness_out_naming_a_file_is_refused(tmp_path):
     (["--workers", "-2"], "--workers must be a positive"),
     (["--samples", "0"], "--samples must be at least"),
     (["--samples", "-5"], "--samples must be at least"),
-    (["--n-boot", "0"], "--n-boot must be at least"),  # the deprecated name, still accepted
+    (["--n-boot", "0"], "No such option: --n-boot"),  # renamed --samples before the release
 ])
 def test_study_run_refuses_bad_options(tmp_path, args, fragment):
     _refused_cli(["study", "run", str(_spec(tmp_path)), "--out", str(tmp_path / "s"), *args], fragment)
@@ -292,9 +292,9 @@ def test_study_run_refuses_bad_options(tmp_path, args, fragment):
 @pytest.mark.parametrize("args,fragment", [
     (["--samples", "0"], "--samples must be at least"),
     (["--samples", "-5"], "--samples must be at least"),
-    (["--n-boot", "0"], "--n-boot must be at least"),  # the deprecated name, still accepted
+    (["--n-boot", "0"], "No such option: --n-boot"),  # renamed --samples before the release
     (["--max-samples", "10", "--samples", "100"], "--max-samples (10) must be at least --samples"),
-    (["--max-boot", "10", "--samples", "100"], "--max-boot"),  # the deprecated name, still accepted
+    (["--max-boot", "10", "--samples", "100"], "No such option: --max-boot"),  # now --max-samples
     (["--alpha", "1.5"], "--alpha"),
 ])
 def test_study_report_refuses_bad_options(tmp_path, args, fragment):
@@ -548,8 +548,10 @@ def test_fit_batch_size_zero_is_full_batch_as_documented():
         Recipe(batch_size=-1)
 
 
-@pytest.mark.parametrize("option", ["--samples", "--probes"])  # --probes: the deprecated name, still accepted
-def test_curvature_refuses_too_few_trace_probes_before_training(tmp_path, option):
-    _refused_cli(["curvature", "--data", "two_class", option, "4", "--out", str(tmp_path / "o")],
-                 f"{option} must be at least 6")
+@pytest.mark.parametrize(("option", "fragment"), [
+    ("--samples", "--samples must be at least 6"),
+    ("--probes", "No such option: --probes"),  # renamed --samples before the release
+])
+def test_curvature_refuses_too_few_trace_probes_before_training(tmp_path, option, fragment):
+    _refused_cli(["curvature", "--data", "two_class", option, "4", "--out", str(tmp_path / "o")], fragment)
     assert not (tmp_path / "o").exists()

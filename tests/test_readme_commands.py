@@ -33,9 +33,9 @@ README = ROOT / "README.md"
 # written. The study lines are handled apart (a tiny spec named `quick` stands in for the preset).
 SMALL = {
     "curvature": ["--data", "two_class", "--data-arg", "num_samples=80", "--model-arg", "width=4", "--epochs", "1",
-                  "--probes", "6", "--density-steps", "8", "--no-progress"],
+                  "--samples", "6", "--density-steps", "8", "--no-progress"],
     "curvature --compute": ["--data", "two_class", "--data-arg", "num_samples=80", "--model-arg", "width=4",
-                            "--epochs", "1", "--probes", "6", "--no-progress"],
+                            "--epochs", "1", "--samples", "6", "--no-progress"],
     "curvature --model": [],  # the README's own files (made below) are tiny: run as written
     "sharpness --model": [],
     "sharpness": ["--data", "two_class", "--data-arg", "num_samples=80", "--model-arg", "width=4", "--epochs", "1",

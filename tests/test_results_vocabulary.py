@@ -13,7 +13,7 @@ from flatminima import Objective, statistics
 from flatminima.curvature import eigenvalues, spectral_density, trace
 from flatminima.lab import rules
 from flatminima.objective import Cost
-from flatminima.results import Estimate, renamed
+from flatminima.results import Estimate
 from flatminima.sharpness import measure
 
 DT = torch.float64
@@ -80,12 +80,10 @@ def test_trace_eigen_density_estimates():
     roundtrip(s.to_dict())
 
 
-def test_eigen_result_old_estimates_name_warns():
+def test_eigen_result_has_no_old_estimates_name():
     obj, _ = quadratic()
     r = eigenvalues(obj, k=1, seed=0)
-    with pytest.warns(DeprecationWarning, match="recurrence_residuals"):
-        old = r.estimates
-    assert old is r.recurrence_residuals
+    assert r.recurrence_residuals is not None and not hasattr(r, "estimates")  # renamed before the release
 
 
 def test_interval_and_subtest_expose_estimate():
@@ -123,46 +121,27 @@ def test_no_deprecation_warning_on_the_new_paths():
         roundtrip(eigenvalues(obj, k=1).to_dict())
 
 
-# ---- the rename helper -----------------------------------------------------------------------------------
-def test_renamed_helper():
-    kw = {"probes": 5}
-    with pytest.warns(DeprecationWarning, match="'probes' is deprecated; use 'samples'"):
-        assert renamed(kw, "probes", "samples", 60, default=60) == 5
-    assert kw == {}
-    assert renamed({}, "probes", "samples", 7) == 7
-    with pytest.raises(TypeError, match="both"):
-        renamed({"probes": 5}, "probes", "samples", 9, default=60)
-
-
-# ---- old keyword names: a DeprecationWarning, the same numbers --------------------------------------------
-def test_curvature_old_probes_keyword_warns_and_agrees():
+# ---- old keyword names (renamed before the release): the ordinary errors -----------------------------------
+def test_curvature_old_probes_keyword_is_refused():
     from flatminima.curvature import curvature_report
 
     obj, _ = quadratic()
     new = trace(obj, "hutchinson", samples=10, seed=2)
-    with pytest.warns(DeprecationWarning, match="'probes' is deprecated; use 'samples'"):
-        old = trace(obj, "hutchinson", probes=10, seed=2)
-    assert old.value == new.value and old.stderr == new.stderr
-    with pytest.warns(DeprecationWarning, match="TraceResult.samples"):
-        assert new.probes == 10
-    with pytest.raises(TypeError, match="both"):
-        trace(obj, samples=12, probes=10)
-    with pytest.raises(TypeError, match="unexpected"):
-        trace(obj, probez=10)
+    assert new.samples == 10 and not hasattr(new, "probes")
+    with pytest.raises(TypeError, match="'probes'"):
+        trace(obj, "hutchinson", probes=10, seed=2)
     d_new = spectral_density(obj, samples=2, steps=5, seed=1)
-    with pytest.warns(DeprecationWarning, match="'probes'"):
-        d_old = spectral_density(obj, probes=2, steps=5, seed=1)
-    assert np.array_equal(d_new.density, d_old.density)
-    with pytest.warns(DeprecationWarning, match="DensityResult.samples"):
-        assert d_new.probes == 2
-    with pytest.warns(DeprecationWarning, match="'density_probes'"):
-        rep = curvature_report(obj, k=1, samples=6, density_probes=2, density_steps=4)
-    assert rep["density"].samples == 2
-    with pytest.warns(DeprecationWarning, match="'probes'"):
-        assert curvature_report(obj, k=1, probes=6, density_steps=4)["trace"].value == rep["trace"].value
+    assert d_new.samples == 2 and not hasattr(d_new, "probes")
+    with pytest.raises(TypeError, match="'probes'"):
+        spectral_density(obj, probes=2, steps=5, seed=1)
+    rep = curvature_report(obj, k=1, samples=6, density_samples=2, density_steps=4)
+    assert rep["density"].samples == 2 and rep["trace"].samples == 6
+    for old in ("probes", "density_probes"):
+        with pytest.raises(TypeError, match=f"'{old}'"):
+            curvature_report(obj, k=1, density_steps=4, **{old: 6})
 
 
-def test_per_layer_old_probes_keyword_warns_and_agrees():
+def test_per_layer_old_probes_keyword_is_refused():
     from flatminima.curvature import per_layer
 
     torch.manual_seed(0)
@@ -170,11 +149,9 @@ def test_per_layer_old_probes_keyword_warns_and_agrees():
     x, y = torch.randn(16, 3, dtype=DT), torch.randint(0, 2, (16,))
     obj = Objective(model.double(), torch.nn.functional.cross_entropy, [(x, y)], dtype=DT)
     new = per_layer(obj, samples=4, max_iter=10, progress=False)
-    with pytest.warns(DeprecationWarning, match="'probes'"):
-        old = per_layer(obj, probes=4, max_iter=10, progress=False)
-    assert new.total_trace == old.total_trace and isinstance(new.estimate, Estimate)
-    with pytest.warns(DeprecationWarning, match="PerLayerResult.samples"):
-        assert new.probes == 4
+    assert new.samples == 4 and isinstance(new.estimate, Estimate) and not hasattr(new, "probes")
+    with pytest.raises(TypeError, match="'probes'"):
+        per_layer(obj, probes=4, max_iter=10, progress=False)
     roundtrip(new.to_dict())
 
 
@@ -183,50 +160,43 @@ def test_per_layer_old_probes_keyword_warns_and_agrees():
     ("frobenius", "probes", "samples", 5),
     ("average_case", "second_order_probes", "second_order_samples", 6),
 ])
-def test_measure_old_setting_names_warn_and_agree(name, old, new, value):
+def test_measure_old_setting_names_are_unknown_settings(name, old, new, value):
+    from flatminima.errors import FlatminimaError
     from flatminima.sharpness import measure_all
 
     obj, _ = quadratic()
     base = {"sigma": 0.1, "samples": 4} if name == "average_case" else {}
     a = measure(obj, name, **base, **{new: value}, seed=3)
-    with pytest.warns(DeprecationWarning, match=f"'{old}' is deprecated; use '{new}'"):
-        b = measure(obj, name, **base, **{old: value}, seed=3)
-    assert a.value == b.value and a.stderr == b.stderr and b.config[new] == value and old not in b.config
-    with pytest.warns(DeprecationWarning):
-        c = measure_all(obj, [name], settings={f"{name}.{old}": value, **{f"{name}.{k}": v for k, v in base.items()}},
-                        seed=3)[name]
-    assert c.value == a.value
+    assert a.config[new] == value and old not in a.config
+    with pytest.raises(FlatminimaError, match=f"{name} does not take \\['{old}'\\]"):
+        measure(obj, name, **base, **{old: value}, seed=3)
+    with pytest.raises(FlatminimaError, match="does not take"):
+        measure_all(obj, [name], settings={f"{name}.{old}": value}, seed=3)
 
 
-
-def test_slices_old_grid_keyword_warns_and_agrees():
+def test_slices_old_grid_keyword_is_refused():
     from flatminima.landscape import slice_1d, slice_2d
 
     obj, _ = quadratic()
     d = torch.ones(obj.dim, dtype=DT)
     new = slice_1d(obj, d, steps=5, progress=False)
-    with pytest.warns(DeprecationWarning, match="'grid' is deprecated; use 'steps'"):
-        old = slice_1d(obj, d, grid=5, progress=False)
-    assert np.array_equal(new.values["train_loss"], old.values["train_loss"])
+    assert new.values["train_loss"].shape == (5,)
     dirs = torch.stack([d, -d])
     new2 = slice_2d(obj, dirs, steps=(3, np.array([-0.5, 0.0, 0.5])), progress=False)
-    with pytest.warns(DeprecationWarning, match="'grid'"):
-        old2 = slice_2d(obj, dirs, grid=(3, np.array([-0.5, 0.0, 0.5])), progress=False)
-    assert np.array_equal(new2.values["train_loss"], old2.values["train_loss"])
-    with pytest.raises(TypeError, match="both"):
-        slice_1d(obj, d, steps=7, grid=5, progress=False)
+    assert new2.values["train_loss"].shape == (3, 3)
+    with pytest.raises(TypeError, match="'grid'"):
+        slice_1d(obj, d, grid=5, progress=False)
+    with pytest.raises(TypeError, match="'grid'"):
+        slice_2d(obj, dirs, grid=3, progress=False)
 
 
-def test_bootstrap_old_n_boot_keyword_warns_and_agrees():
+def test_bootstrap_old_n_boot_keyword_is_refused():
     x, y, cl = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [1.0, 3.0, 2.0, 5.0, 4.0, 6.0], [0, 0, 1, 1, 2, 2]
     new = statistics.cluster_bootstrap(x, y, cl, samples=300, seed=1)
-    with pytest.warns(DeprecationWarning, match="'n_boot' is deprecated; use 'samples'"):
-        old = statistics.cluster_bootstrap(x, y, cl, n_boot=300, seed=1)
-    assert new.triple() == old.triple() and isinstance(new.to_estimate(), Estimate)
-    with pytest.warns(DeprecationWarning, match="'n_boot'"):
-        b = statistics.bootstrap_ci(x, y, statistics.kendall_tau, n_boot=300, seed=1)
-    assert b.triple() == statistics.bootstrap_ci(x, y, statistics.kendall_tau, samples=300, seed=1).triple()
-    t_new = statistics.correlation_table({"m": x}, {"t": y}, cl, samples=200, max_samples=200)
-    with pytest.warns(DeprecationWarning, match="'n_boot'"):
-        t_old = statistics.correlation_table({"m": x}, {"t": y}, cl, n_boot=200, max_samples=200)
-    assert t_new.resamples == t_old.resamples
+    assert isinstance(new.to_estimate(), Estimate)
+    with pytest.raises(TypeError, match="'n_boot'"):
+        statistics.cluster_bootstrap(x, y, cl, n_boot=300, seed=1)
+    with pytest.raises(TypeError, match="'n_boot'"):
+        statistics.bootstrap_ci(x, y, statistics.kendall_tau, n_boot=300, seed=1)
+    with pytest.raises(TypeError, match="'n_boot'"):
+        statistics.correlation_table({"m": x}, {"t": y}, cl, n_boot=200, max_samples=200)

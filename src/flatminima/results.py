@@ -1,4 +1,4 @@
-"""The shared vocabulary of results: one uncertainty type (:class:`Estimate`) and the keyword-rename helper.
+"""The shared vocabulary of results: one uncertainty type (:class:`Estimate`).
 
 Every result in flatminima (a sharpness :class:`~flatminima.sharpness.Measure`, a trace, an eigenvalue,
 a statistic's interval, a lab sub-test) exposes its number with its uncertainty as an :class:`Estimate`:
@@ -8,11 +8,10 @@ the value, its standard error where one exists, and an interval (low, high) at a
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Estimate", "renamed"]
+__all__ = ["Estimate"]
 
 
 def _num(x: Any) -> float | None:
@@ -69,43 +68,3 @@ class Estimate:
     def from_dict(cls, d: dict[str, Any]) -> Estimate:
         return cls(**{k: d[k] for k in ("value", "stderr", "low", "high", "level", "method") if k in d})
 
-
-def renamed(kwargs: dict[str, Any], old: str, new: str, value: Any = None, *, where: str = "",
-            default: Any = None, stacklevel: int = 3) -> Any:
-    """Take a deprecated keyword ``old`` out of ``kwargs`` (warning that it is now ``new``).
-
-    Returns the value to use for ``new``: the old keyword's value when it was passed (an error when both
-    were passed with different values), otherwise ``value``. ``default`` is the new keyword's default, used
-    to tell whether ``new`` was passed too. ``stacklevel`` 3 blames the caller of the function that calls this.
-    """
-    if old not in kwargs:
-        return value
-    old_value = kwargs.pop(old)
-    place = f"{where}: " if where else ""
-    if value is not None and _differs(value, default) and _differs(value, old_value):
-        raise TypeError(f"{place}got both {new}={value!r} and its deprecated name {old}={old_value!r}; "
-                        f"pass {new} only.")
-    warnings.warn(f"{place}the keyword {old!r} is deprecated; use {new!r}.", DeprecationWarning, stacklevel=stacklevel)
-    return old_value
-
-
-def _differs(a: Any, b: Any) -> bool:
-    try:
-        return bool(a != b)
-    except (TypeError, ValueError):  # arrays: compare element-wise
-        return a is not b and not (_np_equal(a, b))
-
-
-def _np_equal(a: Any, b: Any) -> bool:
-    try:
-        import numpy as np
-
-        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
-    except (TypeError, ValueError):
-        return False
-
-
-def reject_unknown(kwargs: dict[str, Any], where: str) -> None:
-    """A TypeError naming the unexpected keywords left in ``kwargs`` (after the renamed ones were taken)."""
-    if kwargs:
-        raise TypeError(f"{where}() got unexpected keyword argument(s) {sorted(kwargs)}.")

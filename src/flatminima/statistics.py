@@ -62,7 +62,7 @@ import numpy as np
 from scipy import special, stats
 
 from .errors import FlatminimaError
-from .results import Estimate, reject_unknown, renamed
+from .results import Estimate
 
 MC_K = 3.0  # a bound decides a verdict only when it is farther from 0 than MC_K Monte-Carlo errors
 BATCHES = 16  # resamples are split into this many batches for the Monte-Carlo error of a bound
@@ -312,12 +312,8 @@ def cluster_ids(labels: Sequence[Hashable]) -> np.ndarray:
     return np.array([index.setdefault(lab, len(index)) for lab in labels], dtype=int)
 
 
-def resample_counts(n_units: int, samples: int | None = None, rng: np.random.Generator | None = None,
-                    **deprecated: Any) -> np.ndarray:
-    """B × G multiplicities of G units drawn G times with replacement (one row per resample, B = ``samples``;
-    ``n_boot`` is its deprecated name)."""
-    samples = renamed(deprecated, "n_boot", "samples", samples, where="resample_counts")
-    reject_unknown(deprecated, "resample_counts")
+def resample_counts(n_units: int, samples: int | None = None, rng: np.random.Generator | None = None) -> np.ndarray:
+    """B × G multiplicities of G units drawn G times with replacement (one row per resample, B = ``samples``)."""
     if samples is None or rng is None:
         raise TypeError("resample_counts() needs samples and rng.")
     return rng.multinomial(n_units, np.full(n_units, 1.0 / n_units), size=samples).astype(float)
@@ -332,14 +328,11 @@ def cluster_bootstrap(
     samples: int = 10000,
     level: float = 0.95,
     seed: int = 0,
-    **deprecated: Any,
 ) -> Interval:
     """Percentile interval of τ_b (``statistic="tau"``) or ρ (``"rho"``) from the cluster bootstrap:
     clusters (configurations) are drawn with replacement, each with all its points (seeds). Written by
     hand because ``scipy.stats.bootstrap`` cannot resample clusters. ``clusters=range(n)`` gives the
-    ordinary bootstrap over points. ``samples`` bootstrap resamples (``n_boot`` is its deprecated name)."""
-    samples = renamed(deprecated, "n_boot", "samples", samples, where="cluster_bootstrap", default=10000)
-    reject_unknown(deprecated, "cluster_bootstrap")
+    ordinary bootstrap over points. ``samples`` bootstrap resamples."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     if len(x) != len(y) or len(x) != len(clusters):
         raise FlatminimaError(f"x, y and clusters must have one entry per run, got {len(x)}, {len(y)}, "
@@ -364,13 +357,9 @@ def bootstrap_ci(
     level: float = 0.95,
     seed: int = 0,
     clusters: Sequence[Hashable] | None = None,
-    **deprecated: Any,
 ) -> Interval:
     """Percentile bootstrap of ``statistic(x, y)`` (:func:`kendall_tau` or :func:`spearman_rho`, vectorised)
-    resampling points, or whole clusters when ``clusters`` is given; ``samples`` resamples (``n_boot`` is
-    its deprecated name)."""
-    samples = renamed(deprecated, "n_boot", "samples", samples, where="bootstrap_ci", default=2000)
-    reject_unknown(deprecated, "bootstrap_ci")
+    resampling points, or whole clusters when ``clusters`` is given; ``samples`` resamples."""
     name = {kendall_tau: "tau", spearman_rho: "rho"}.get(statistic)
     if name is None:
         raise FlatminimaError("bootstrap_ci supports kendall_tau and spearman_rho; use bootstrap() otherwise.")
@@ -449,22 +438,16 @@ def correlation_table(
     max_samples: int = 64000,
     seed: int = 0,
     mc_k: float = MC_K,
-    **deprecated: Any,
 ) -> TableResult:
     """Kendall τ_b of every measure against every target over the same runs, with cluster-bootstrap
     intervals, Holm-adjusted intervals and verdict decisions (rule: module docstring).
 
     ``measures``/``targets`` hold one value per run (None/NaN = missing: the run gets weight 0 in that
     test); ``clusters`` the configuration of each run. All tests share the same resamples (so paired
-    comparisons between tests are possible from ``draws``). Resamples start at ``samples`` (``n_boot`` is
-    its deprecated name) and double until every test's deciding bound — the bound nearer 0 of its interval
-    at its Holm level — is farther from 0 than ``mc_k`` Monte-Carlo errors, or ``max_samples`` (``max_boot``
-    is its deprecated name) is reached.
+    comparisons between tests are possible from ``draws``). Resamples start at ``samples`` and double until
+    every test's deciding bound — the bound nearer 0 of its interval at its Holm level — is farther from 0
+    than ``mc_k`` Monte-Carlo errors, or ``max_samples`` is reached.
     """
-    samples = renamed(deprecated, "n_boot", "samples", samples, where="correlation_table", default=4000)
-    max_samples = renamed(deprecated, "max_boot", "max_samples", max_samples, where="correlation_table",
-                          default=64000)
-    reject_unknown(deprecated, "correlation_table")
     t0 = time.perf_counter()
     units = cluster_ids(clusters)
     n_units = int(units.max()) + 1 if len(units) else 0

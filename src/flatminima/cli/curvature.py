@@ -62,8 +62,6 @@ def curvature(
     samples: int = typer.Option(60, help="random probes (Hessian-vector products) for the Hutch++ trace"),
     density_samples: int = typer.Option(4, help="SLQ random probes for the density"),
     density_steps: int = typer.Option(60, help="Lanczos steps per SLQ probe (products = samples × steps)"),
-    probes: int | None = typer.Option(None, hidden=True, help="deprecated name of --samples"),
-    density_probes: int | None = typer.Option(None, hidden=True, help="deprecated name of --density-samples"),
     tol: float = typer.Option(1e-4, help="Lanczos tolerance on the relative residual"),
     operator: str = typer.Option("hessian", help="hessian or ggn"),
     split: str = typer.Option("train", help="measure on the train or test split"),
@@ -97,19 +95,12 @@ def curvature(
     checkpoints = check_checkpoint_paths(checkpoint)
     check_measure_options(split=split, dtype=dtype, device=device, epochs=None if checkpoints else epochs)
     parts = parse_list("--compute", compute, COMPUTE)
-    samples_opt, density_opt = "--samples", "--density-samples"
-    if probes is not None:
-        samples, samples_opt = probes, "--probes"
-        typer.echo("--probes is deprecated; use --samples.", err=True)
-    if density_probes is not None:
-        density_samples, density_opt = density_probes, "--density-probes"
-        typer.echo("--density-probes is deprecated; use --density-samples.", err=True)
-    for name, value in (("--k", k), (samples_opt, samples), (density_opt, density_samples),
+    for name, value in (("--k", k), ("--samples", samples), ("--density-samples", density_samples),
                         ("--density-steps", density_steps)):
         check_positive(name, value)
     check_options(tol=tol)
     if "trace" in parts and not per_layer and samples < 6:
-        raise FlatminimaError(f"{samples_opt} must be at least 6 for the Hutch++ trace (a third each for sketch, "
+        raise FlatminimaError(f"--samples must be at least 6 for the Hutch++ trace (a third each for sketch, "
                               f"exact part and rest), got {samples}.")
     if not tol > 0:
         raise FlatminimaError(f"--tol must be positive, got {tol!r}.")

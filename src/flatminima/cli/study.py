@@ -20,29 +20,20 @@ def register(app: typer.Typer) -> None:
     app.add_typer(study_app, name="study")
 
 
-def _boot_samples(samples: int, n_boot: int | None) -> tuple[int, str]:
-    """--samples (the cluster-bootstrap resamples), or the deprecated --n-boot when given; checked. Returns
-    the number and the option it came from (for later messages)."""
+def _boot_samples(samples: int) -> int:
+    """--samples (the cluster-bootstrap resamples), checked."""
     from .common import MIN_BOOT
 
-    opt = "--samples"
-    if n_boot is not None:
-        samples, opt = n_boot, "--n-boot"
-        typer.echo("--n-boot is deprecated; use --samples.", err=True)
     if samples < MIN_BOOT:
-        raise FlatminimaError(f"{opt} must be at least {MIN_BOOT} cluster-bootstrap resamples (4000 is the "
+        raise FlatminimaError(f"--samples must be at least {MIN_BOOT} cluster-bootstrap resamples (4000 is the "
                               f"default), got {samples}.")
-    return samples, opt
+    return samples
 
 
-def _max_samples(max_samples: int, max_boot: int | None, samples: int, samples_opt: str) -> int:
-    """--max-samples (the cap on the resamples), or the deprecated --max-boot when given; at least ``samples``."""
-    opt = "--max-samples"
-    if max_boot is not None:
-        max_samples, opt = max_boot, "--max-boot"
-        typer.echo("--max-boot is deprecated; use --max-samples.", err=True)
+def _max_samples(max_samples: int, samples: int) -> int:
+    """--max-samples (the cap on the resamples), at least ``samples``."""
     if max_samples < samples:
-        raise FlatminimaError(f"{opt} ({max_samples}) must be at least {samples_opt} ({samples}).")
+        raise FlatminimaError(f"--max-samples ({max_samples}) must be at least --samples ({samples}).")
     return max_samples
 
 
@@ -60,7 +51,6 @@ def run_cmd(
     seed: int | None = opt_seed(None, "the runs: seeds seed, seed+1, ... (default: the spec's seeds)"),
     retry_failed: bool = typer.Option(False, help="also redo runs that failed before"),
     samples: int = typer.Option(4000, help="cluster-bootstrap resamples the report starts with"),
-    n_boot: int | None = typer.Option(None, hidden=True, help="deprecated name of --samples"),
     report_: bool = typer.Option(True, "--report/--no-report",
                                  help="write the report after the runs (or later with `study report`)"),
     sets: list[str] | None = typer.Option(
@@ -81,7 +71,7 @@ def run_cmd(
         check_positive("--workers", workers)  # and against this machine's cores and memory in study.run
     if executor is not None and executor not in ("local", "ray", "submitit"):
         raise FlatminimaError(f"--executor must be local, ray or submitit, got {executor!r}.")
-    samples, _ = _boot_samples(samples, n_boot)
+    samples = _boot_samples(samples)
     check_out_folder("--out", out)
     if sets:
         from ..study.overrides import resolve_with_overrides
@@ -204,9 +194,7 @@ def report_cmd(
     samples: int = typer.Option(
         4000, help="cluster-bootstrap resamples to start with (doubled until no verdict is within Monte-Carlo error)"
     ),
-    n_boot: int | None = typer.Option(None, hidden=True, help="deprecated name of --samples"),
     max_samples: int = typer.Option(64000, help="cap on the cluster-bootstrap resamples"),
-    max_boot: int | None = typer.Option(None, hidden=True, help="deprecated name of --max-samples"),
     alpha: float = typer.Option(0.05, help="family-wise error rate of the Holm-adjusted verdicts"),
     seed: int = typer.Option(0, help="bootstrap seed"),
     progress: bool = opt_progress(),
@@ -215,8 +203,8 @@ def report_cmd(
     from ..study import report
     from .common import check_out_folder
 
-    samples, samples_opt = _boot_samples(samples, n_boot)
-    max_samples = _max_samples(max_samples, max_boot, samples, samples_opt)
+    samples = _boot_samples(samples)
+    max_samples = _max_samples(max_samples, samples)
     check_out_folder("--out", out)
     if not 0 < alpha < 1:
         raise FlatminimaError(f"--alpha must be in (0, 1), got {alpha!r}.")

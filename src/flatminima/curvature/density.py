@@ -16,13 +16,11 @@ top of our certified Lanczos.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import torch
 
 from ..errors import require_positive, require_positive_int
-from ..results import reject_unknown, renamed
 from .lanczos import Krylov
 from .operators import Curvature, as_operator, random_vector
 from .results import DensityResult
@@ -38,15 +36,12 @@ def spectral_density(
     operator: str | None = None,
     seed: int = 0,
     theta: torch.Tensor | None = None,
-    **deprecated: Any,
 ) -> DensityResult:
     """The Hessian's (or GGN's) eigenvalue density on a grid, its outliers and its negative mass, from
-    ``samples`` random probes of ``steps`` Lanczos steps each (``probes=`` is the deprecated name of ``samples``).
+    ``samples`` random probes of ``steps`` Lanczos steps each.
 
     ``obj``: an Objective (``operator="hessian"`` or ``"ggn"``, at ``theta``), an operator view, a dense
     symmetric tensor or a SciPy ``LinearOperator`` (:func:`~flatminima.curvature.operators.as_operator`)."""
-    samples = renamed(deprecated, "probes", "samples", samples, where="spectral_density", default=4)
-    reject_unknown(deprecated, "spectral_density")
     probes = samples
     require_positive_int("samples", probes)
     require_positive_int("steps", steps)

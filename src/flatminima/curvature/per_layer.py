@@ -33,9 +33,8 @@ from ..errors import FlatminimaError, require_choice, require_positive_int
 from ..jsonable import plain
 from ..objective import Cost, Objective
 from ..progress import progress_bar
-from ..results import Estimate, reject_unknown, renamed
+from ..results import Estimate
 from .lanczos import eigenvalues
-from .results import deprecated_alias
 from .trace import METHODS, trace
 
 __all__ = ["GROUPS", "LayerCurvature", "PerLayerResult", "blocks_of", "per_layer"]
@@ -81,8 +80,6 @@ class PerLayerResult:
     mode: str
     cost: Cost = field(default_factory=Cost)
     meta: dict[str, Any] = field(default_factory=dict)
-
-    probes = deprecated_alias("probes", "samples")
 
     @property
     def estimate(self) -> Estimate:
@@ -165,7 +162,6 @@ def per_layer(
     seed: int = 0,
     progress: bool = True,
     meta: dict | None = None,
-    **deprecated: Any,
 ) -> PerLayerResult:
     """λmax, trace ± s.e. and trace share of every parameter block of ``obj`` (module doc).
 
@@ -179,8 +175,6 @@ def per_layer(
         raise FlatminimaError(f"per_layer needs an Objective of a network (its blocks are parameter tensors), got "
                               f"{'an analytic Objective' if isinstance(obj, Objective) else type(obj).__name__}; "
                               "for a matrix use eigenvalues / trace on the matrix itself.")
-    samples = renamed(deprecated, "probes", "samples", samples, where="per_layer", default=30)
-    reject_unknown(deprecated, "per_layer")
     probes = samples
     require_choice("method", method, METHODS)
     require_positive_int("samples", probes)

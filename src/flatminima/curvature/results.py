@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -12,23 +11,6 @@ import torch
 from ..jsonable import plain as _plain
 from ..objective import Cost
 from ..results import Estimate
-
-
-def deprecated_alias(old: str, new: str, *, note: str = "") -> property:
-    """A read-only property ``old`` standing for the renamed attribute ``new``.
-
-    Reading it warns ``"<Class>.<old> is deprecated; use <Class>.<new>."`` (with `` (note)`` before the
-    full stop when ``note`` is given) as a DeprecationWarning blamed on the reader, and returns ``new``.
-    """
-
-    def get(self: Any) -> Any:
-        cls = type(self).__name__
-        extra = f" ({note})" if note else ""
-        warnings.warn(f"{cls}.{old} is deprecated; use {cls}.{new}{extra}.", DeprecationWarning, stacklevel=2)
-        return getattr(self, new)
-
-    get.__doc__ = f"Deprecated name of :attr:`{new}`."
-    return property(get)
 
 
 @dataclass
@@ -43,7 +25,7 @@ class EigenResult:
     Ritz gap less the neighbour's residual) is resolved. ``converged[i]`` says whether ``r_i <= tol·|λ_i|``
     (``stop="gap"``: whether the error bound is). ``recurrence_residuals`` are the recurrence's own
     residual estimates |β·s| at the stop (Lanczos only), kept to show how far they are from the true
-    residuals (``estimates`` is their deprecated name).
+    residuals.
 
     :attr:`eigenvalue_estimates` gives each λ_i as an :class:`~flatminima.results.Estimate` with the
     interval λ_i ± ``error_bounds[i]`` (a bound, not a confidence level: ``level`` is None, no stderr);
@@ -72,9 +54,6 @@ class EigenResult:
     def all_converged(self) -> bool:
         return bool(self.converged.all())
 
-    estimates = deprecated_alias("estimates", "recurrence_residuals",
-                                 note="the Estimates of the eigenvalues are EigenResult.eigenvalue_estimates")
-
     @property
     def eigenvalue_estimates(self) -> list[Estimate]:
         """Each eigenvalue with its interval λ_i ± error_bounds[i] (see the class)."""
@@ -97,7 +76,7 @@ class EigenResult:
 @dataclass
 class TraceResult:
     """tr(M) estimated from Hessian-vector products; ``stderr`` is the Monte Carlo standard error over
-    ``samples`` random probes (``probes`` is its deprecated name); :attr:`estimate` is value ± 1.96·stderr."""
+    ``samples`` random probes; :attr:`estimate` is value ± 1.96·stderr."""
 
     value: float
     stderr: float
@@ -109,8 +88,6 @@ class TraceResult:
     cost: Cost = field(default_factory=Cost)
     product: dict[str, Any] = field(default_factory=dict)  # what the products rest on (Operator.notes)
     precision: dict[str, str] = field(default_factory=dict)  # the products' dtype (Operator.precision)
-
-    probes = deprecated_alias("probes", "samples")
 
     @property
     def estimate(self) -> Estimate:
@@ -128,9 +105,9 @@ class DensityResult:
     """Spectral density by stochastic Lanczos quadrature with Gaussian broadening.
 
     ``density`` integrates to 1 over ``grid``; ``nodes``/``weights`` are the quadrature (Ritz values and
-    squared first components) of each of the ``samples`` random probes (``probes`` is its deprecated
-    name); ``negative_mass`` is the spectral mass below zero with its
-    standard error across probes; ``outliers`` are the Ritz values above the bulk (the 99% quantile).
+    squared first components) of each of the ``samples`` random probes; ``negative_mass`` is the spectral
+    mass below zero with its standard error across probes; ``outliers`` are the Ritz values above the bulk
+    (the 99% quantile).
     """
 
     grid: np.ndarray
@@ -154,8 +131,6 @@ class DensityResult:
     def to_dict(self) -> dict[str, Any]:
         return _plain(asdict(self) | {"cost": self.cost.to_dict(),
                                        "negative_mass_estimate": self.negative_mass_estimate.to_dict()})
-
-    probes = deprecated_alias("probes", "samples")
 
     @property
     def negative_mass_estimate(self) -> Estimate:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from ..objective import Objective
-from ..results import reject_unknown, renamed
 from .density import spectral_density
 from .lanczos import eigenvalues
 from .trace import trace
@@ -13,14 +12,8 @@ from .trace import trace
 
 def curvature_report(obj: Objective, *, k: int = 5, samples: int = 60, density_samples: int = 4,
                      density_steps: int = 60, operator: str = "hessian", tol: float = 1e-4,
-                     seed: int = 0, **deprecated: Any) -> dict[str, Any]:
-    """Top-k and bottom eigenvalues, trace (Hutch++) and SLQ density summary, each with error and cost.
-
-    ``probes=`` and ``density_probes=`` are the deprecated names of ``samples`` and ``density_samples``."""
-    samples = renamed(deprecated, "probes", "samples", samples, where="curvature_report", default=60)
-    density_samples = renamed(deprecated, "density_probes", "density_samples", density_samples,
-                              where="curvature_report", default=4)
-    reject_unknown(deprecated, "curvature_report")
+                     seed: int = 0) -> dict[str, Any]:
+    """Top-k and bottom eigenvalues, trace (Hutch++) and SLQ density summary, each with error and cost."""
     top = eigenvalues(obj, k, "largest", tol=tol, operator=operator, seed=seed)
     bottom = eigenvalues(obj, 1, "smallest", tol=tol, operator=operator, seed=seed)
     tr = trace(obj, "hutch++", samples, operator=operator, seed=seed)

@@ -15,13 +15,11 @@ standard error; curvlinops has Hutchinson/Hutch++ but no error bars and no CUDA-
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 
 from ..errors import FlatminimaError, require_choice, require_positive_int
 from ..objective import Operator
-from ..results import reject_unknown, renamed
 from .operators import Curvature, MatVec, as_operator, random_vector
 from .results import TraceResult
 
@@ -36,15 +34,11 @@ def trace(
     operator: str | None = None,
     seed: int = 0,
     theta: torch.Tensor | None = None,
-    **deprecated: Any,
 ) -> TraceResult:
     """tr(H) (or tr(GGN)) with its standard error, spending ``samples`` matrix-vector products (random probes).
 
     ``obj``: an Objective (``operator="hessian"`` or ``"ggn"``, at ``theta``), an operator view, a dense
-    symmetric tensor or a SciPy ``LinearOperator`` (:func:`~flatminima.curvature.operators.as_operator`).
-    ``probes=`` is the deprecated name of ``samples``."""
-    samples = renamed(deprecated, "probes", "samples", samples, where="trace", default=60)
-    reject_unknown(deprecated, "trace")
+    symmetric tensor or a SciPy ``LinearOperator`` (:func:`~flatminima.curvature.operators.as_operator`)."""
     probes = samples
     require_choice("method", method, METHODS)
     require_positive_int("samples", probes)

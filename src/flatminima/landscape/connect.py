@@ -47,7 +47,6 @@ from ..jsonable import json_default
 from ..objective import Cost, Objective
 from ..plotting import plt, save_figure, save_table
 from ..progress import progress_bar
-from ..results import reject_unknown, renamed
 from .evaluate import evaluate_points
 from .interpolation import barrier, interpolate
 from .surface import Surface
@@ -358,7 +357,6 @@ def connect(
     seed: int = 0,
     progress: bool = True,
     meta: dict | None = None,
-    **deprecated: Any,
 ) -> Connection:
     """Train the control point θ_c of a ``curve`` (``"bezier"`` or ``"polychain"``) from θ_a to θ_b and
     measure loss and accuracy along it, next to the straight line (module doc for the curves, the training
@@ -371,14 +369,10 @@ def connect(
     t ~ U(0, 1) per step, ``optimizer`` ``"adam"`` or ``"sgd"`` (with ``momentum``) at ``lr``, constant.
     ``theta_c``: the starting control point (default the midpoint, i.e. the straight line).
     ``steps``: points in t ∈ [0, 1] along each path; ``plane_steps``: points per axis of the plane
-    (0 skips the plane), which extends ``plane_margin`` × ‖θ_b − θ_a‖ beyond the three points
-    (``grid=`` and ``plane_grid=`` are the deprecated names of ``steps`` and ``plane_steps``).
+    (0 skips the plane), which extends ``plane_margin`` × ‖θ_b − θ_a‖ beyond the three points.
     ``recompute_bn``: ``"auto"`` (when the model has BatchNorm), True or False. ``seed`` fixes the
     mini-batch order and the t drawn. The cost is that of every objective involved.
     """
-    steps = renamed(deprecated, "grid", "steps", steps, where="connect", default=41)
-    plane_steps = renamed(deprecated, "plane_grid", "plane_steps", plane_steps, where="connect", default=31)
-    reject_unknown(deprecated, "connect")
     require_choice("curve", curve, CURVES)
     require_choice("optimizer", optimizer, OPTIMIZERS)
     require_positive_int("epochs", epochs)

@@ -29,7 +29,6 @@ from torch import nn
 from ..errors import FlatminimaError
 from ..objective import Cost, Objective
 from ..progress import progress_bar
-from ..results import reject_unknown, renamed
 from .directions import directions
 from .evaluate import has_outputs
 from .slices import Grid, evaluate_directions, make_grid, surface_meta
@@ -61,17 +60,14 @@ def interpolate(
     progress: bool = True,
     label: str = "",
     meta: dict | None = None,
-    **deprecated: Any,
 ) -> Surface:
     """L(t) (and accuracy) along θ(t) = (1 − t)·θ_a + t·θ_b; see the module doc for the barrier.
 
-    ``steps`` points over ``span`` (an int, evenly spaced, or a sequence of the t themselves; ``grid=`` is
-    its deprecated name; extend ``span``, e.g. (−0.5, 1.5), to see beyond the ends); t = 0 and t = 1
-    are always included. ``recompute_bn``: recompute BatchNorm statistics at every point on the training
-    data of ``obj`` (the model must have BatchNorm layers). The barrier heights are in ``meta["barrier"]``.
+    ``steps`` points over ``span`` (an int, evenly spaced, or a sequence of the t themselves; extend
+    ``span``, e.g. (−0.5, 1.5), to see beyond the ends); t = 0 and t = 1 are always included.
+    ``recompute_bn``: recompute BatchNorm statistics at every point on the training data of ``obj`` (the
+    model must have BatchNorm layers). The barrier heights are in ``meta["barrier"]``.
     """
-    steps = renamed(deprecated, "grid", "steps", steps, where="interpolate", default=51)
-    reject_unknown(deprecated, "interpolate")
     dirs = directions(obj, "line", theta_a=theta_a, theta_b=theta_b)
     t = np.union1d(make_grid(steps, span, "steps"), [0.0, 1.0])
     if recompute_bn:

@@ -16,7 +16,6 @@ import torch
 
 from ..errors import FlatminimaError, require_positive_int
 from ..objective import Cost, Objective
-from ..results import reject_unknown, renamed
 from .directions import Directions, as_directions, directions
 from .evaluate import evaluate_points, has_outputs
 from .surface import Surface
@@ -110,10 +109,9 @@ def slice_1d(
     chunk_size: int | None = None,
     label: str = "",
     meta: dict | None = None,
-    **deprecated: Any,
 ) -> Surface:
     """f(α) = L(θ₀ + α·d) at ``steps`` grid points (default 51, evenly over ``span``; or a sequence of the
-    coefficients themselves). ``grid=`` is the deprecated name of ``steps``.
+    coefficients themselves).
 
     ``direction``: a :class:`Directions` (its origin is used), a vector of ``obj.dim`` entries, or ``None``
     for one filter-normalised random direction drawn with ``seed``. ``test``: a second Objective (same
@@ -121,8 +119,6 @@ def slice_1d(
     ``chunk_size`` its number of points. ``accuracy``: also evaluate accuracy (default: when the objective
     has outputs; costs a second pass).
     """
-    steps = renamed(deprecated, "grid", "steps", steps, where="slice_1d", default=51)
-    reject_unknown(deprecated, "slice_1d")
     dirs = directions(obj, "filter", 1, seed=seed) if direction is None else as_directions(obj, direction, 1)
     alpha = make_grid(steps, span, "steps")
     values, info, cost = evaluate_directions(
@@ -152,17 +148,14 @@ def slice_2d(
     chunk_size: int | None = None,
     label: str = "",
     meta: dict | None = None,
-    **deprecated: Any,
 ) -> Surface:
     """f(α, β) = L(θ₀ + α·d₁ + β·d₂) on a grid (``steps`` for both axes, or ``(steps_alpha, steps_beta)``;
-    each an int or a sequence of coefficients). ``grid=`` is the deprecated name of ``steps``.
+    each an int or a sequence of coefficients).
 
     ``directions_``: :class:`Directions` with two vectors, a (2, dim) matrix, or ``None`` for two
     filter-normalised random directions drawn with ``seed``. For ``pca`` directions the projected training
     trajectory is attached (drawn by ``plot``); ``trajectory`` overrides it with (points × 2) coordinates.
     """
-    steps = renamed(deprecated, "grid", "steps", steps, where="slice_2d", default=51)
-    reject_unknown(deprecated, "slice_2d")
     if directions_ is None:
         dirs = directions(obj, "filter", 2, seed=seed)
     else:

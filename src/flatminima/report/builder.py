@@ -27,7 +27,6 @@ from .. import statistics as st
 from ..errors import FlatminimaError
 from ..plotting import save_table
 from ..progress import progress_bar
-from ..results import reject_unknown, renamed
 from ..store import Store, measure_record, recipe_label
 from . import figures
 from .html import render
@@ -163,23 +162,18 @@ def build_report(
     alpha: float = 0.05,
     progress: bool = False,
     table_targets: dict[str, Any] | None = None,
-    **deprecated: Any,
 ) -> Report:
     """Write ``report.html`` (self-contained), ``correlations.csv``, ``runs.csv``, ``run_quality.csv`` and
     ``figures/*.png|svg``.
 
     ``store`` is a :class:`flatminima.study.Store` or the study folder. ``samples`` is the *starting*
     number of cluster-bootstrap resamples; they double until no verdict is within Monte-Carlo error of
-    changing, up to ``max_samples`` (see :func:`flatminima.statistics.correlation_table`; ``n_boot`` and
-    ``max_boot`` are the deprecated names of the two). ``level`` is the
+    changing, up to ``max_samples`` (see :func:`flatminima.statistics.correlation_table`). ``level`` is the
     level of the unadjusted intervals; ``alpha`` the family-wise error rate of the Holm-adjusted verdicts;
     ``progress`` shows one step per measure × target (its statistics and scatter plot). ``table_targets``
     (``name -> fn(rows) -> values``) computes the targets that need the whole table (effective robustness);
     :func:`flatminima.study.report` passes the study's target registry's.
     """
-    samples = renamed(deprecated, "n_boot", "samples", samples, where="build_report", default=4000)
-    max_samples = renamed(deprecated, "max_boot", "max_samples", max_samples, where="build_report", default=64000)
-    reject_unknown(deprecated, "build_report")
     own = not isinstance(store, Store)
     store = Store(store, create=False, readonly=True) if own else store
     try:

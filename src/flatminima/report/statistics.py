@@ -7,9 +7,7 @@ are their own clusters unless ``clusters`` is given).
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from typing import Any
 
-from ..results import reject_unknown, renamed
 from ..statistics import (
     Interval,
     bootstrap_ci,
@@ -33,12 +31,9 @@ def correlate(
     level: float = 0.95,
     seed: int = 0,
     clusters: Sequence[Hashable] | None = None,
-    **deprecated: Any,
 ) -> dict[str, Interval]:
     """Kendall τ and Spearman ρ of x vs y, each with its (cluster-)bootstrap interval (same resamples);
-    ``samples`` bootstrap resamples (``n_boot`` is its deprecated name)."""
-    samples = renamed(deprecated, "n_boot", "samples", samples, where="correlate", default=10000)
-    reject_unknown(deprecated, "correlate")
+    ``samples`` bootstrap resamples."""
     cl = list(range(len(x))) if clusters is None else list(clusters)
     return {
         "tau": cluster_bootstrap(x, y, cl, statistic="tau", samples=samples, level=level, seed=seed),

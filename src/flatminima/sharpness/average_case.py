@@ -39,8 +39,7 @@ def average_case(obj: Objective, *, sigma: float = 0.01, adaptive: bool = False,
 
     ``stderr`` is the standard error over the draws and ``estimate`` carries a Student-t 95% interval.
     ``extra["second_order"]`` = ½σ²·tr(H) (Hutch++) or, adaptive, ½σ²·Σθ_i²H_ii = ½σ²·E[(z∘θ)ᵀH(z∘θ)]
-    (Hutchinson on diag(θ)·H·diag(θ)), from ``second_order_samples`` HVPs (0 skips it;
-    ``second_order_probes`` is its deprecated name).
+    (Hutchinson on diag(θ)·H·diag(θ)), from ``second_order_samples`` HVPs (0 skips it).
     Cost: samples (×2 antithetic) perturbed losses, batched ``chunk_size`` to a data pass.
     """
     require_positive("sigma", sigma)

@@ -142,7 +142,7 @@ def pac_bayes_mag(obj: Objective, *, target: float = 0.1, eps: float = 1e-3, sam
 
     σ′ is bisected (arithmetically) in [``sigma_min``, ``sigma_max``] until |drop − ``target``| <= ``tol``
     or ``iterations`` halvings; the M = ``samples`` standard-normal rows z_j are fixed (one seed) for every
-    σ′ (common random numbers; ``draws`` is the deprecated name of ``samples``). A target that
+    σ′ (common random numbers). A target that
     ``sigma_max`` does not reach, or that the ε-floor alone (σ′ = ``sigma_min``) exceeds, raises
     FlatminimaError. ``stderr`` is NaN: on finite data the drop is
     a step function of σ′, so no delta-method error bar exists; ``extra["drop_stderr"]`` holds the Monte

@@ -20,7 +20,6 @@ from typing import Any
 
 from ..errors import FlatminimaError
 from ..objective import Objective
-from ..results import renamed
 from .result import Measure
 
 
@@ -36,34 +35,11 @@ class Entry:
 
 
 _REGISTRY: dict[str, Entry] = {}
-# Deprecated setting name -> its name now: accepted (with a DeprecationWarning) by every measure taking the new one.
-RENAMED_SETTINGS: dict[str, str] = {"probes": "samples", "second_order_probes": "second_order_samples"}
-# Deprecated setting names that one measure alone had: measure -> {old: new}, accepted by that measure only.
-MEASURE_RENAMED_SETTINGS: dict[str, dict[str, str]] = {"pac_bayes_mag": {"draws": "samples"}}
-
-
-def renamed_settings(name: str) -> dict[str, str]:
-    """The deprecated setting names the measure ``name`` still accepts, each mapped to its name now: those of
-    :data:`RENAMED_SETTINGS` whose new name it takes, and its own from :data:`MEASURE_RENAMED_SETTINGS`."""
-    allowed = entry(name).defaults()
-    pairs = {**RENAMED_SETTINGS, **MEASURE_RENAMED_SETTINGS.get(name, {})}
-    return {old: new for old, new in pairs.items() if new in allowed and old not in allowed}
 
 
 def accepted_settings(name: str) -> list[str]:
-    """The settings ``name`` takes, its deprecated setting names included (for spec validation)."""
-    return [*entry(name).defaults(), *renamed_settings(name)]
-
-
-def _renamed_settings(name: str, config: dict[str, Any]) -> dict[str, Any]:
-    config = dict(config)
-    for old, new in renamed_settings(name).items():
-        if old in config:
-            try:
-                config[new] = renamed(config, old, new, config.get(new), where=f"measure {name!r}", stacklevel=4)
-            except TypeError as err:
-                raise FlatminimaError(str(err)) from None
-    return config
+    """The settings ``name`` takes (its keyword arguments; ``seed`` is accepted by every measure)."""
+    return list(entry(name).defaults())
 
 
 DETERMINISTIC = "ignored: deterministic measure, the seed has no effect"
@@ -124,7 +100,6 @@ def measure(obj: Objective, name: str, **config: Any) -> Measure:
     check_call(obj, name, config)
     e = entry(name)
     allowed = e.defaults()
-    config = _renamed_settings(name, config)
     takes_seed = "seed" in allowed
     if not takes_seed:
         seed = config.pop("seed", None)
@@ -159,7 +134,7 @@ def settings_per_measure(names: list[str], settings: dict[str, Any] | None = Non
                          seed: int | None = None) -> dict[str, dict[str, Any]]:
     """Each measure's config from shared ``settings``, as :func:`measure_all` and ``flatminima sharpness
     --set`` read them: ``"name.key"`` sets ``key`` for the measure ``name`` alone, ``"key"`` for every one
-    of ``names`` that takes ``key`` (its deprecated names included, see :func:`accepted_settings`). ``seed``
+    of ``names`` that takes ``key`` (see :func:`accepted_settings`). ``seed``
     (when not None) goes to every measure that was not given one. Checks the names and the settings before
     any work: an unknown measure, a ``"name.key"`` naming a measure not among ``names``, or a ``"key"`` no
     chosen measure takes raises FlatminimaError (unknown keys of one measure are left to :func:`measure`)."""

@@ -19,7 +19,6 @@ import re
 import sys
 import types
 import typing
-import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -426,7 +425,6 @@ def _check_measures(spec: StudySpec, source: str) -> None:
                 f"invalid study spec {source}:\n  measures.{name}.{unknown[0]} = "
                 f"{config[unknown[0]]!r}: unknown setting; {name} takes {sorted(allowed)}"
             )
-    from ..sharpness.registry import renamed_settings
     from ..validate import check_measure_settings
 
     for name, config in spec.measures.items():
@@ -435,10 +433,6 @@ def _check_measures(spec: StudySpec, source: str) -> None:
         except FlatminimaError as err:
             raise FlatminimaError(f"invalid study spec {source}:\n  measures.{err}") from None
     for name, config in spec.measures.items():
-        renames = renamed_settings(name)
-        for old in sorted(set(config) & set(renames)):  # said here: the dry run below is cached
-            warnings.warn(f"{source}: measures.{name}: the keyword {old!r} is deprecated; use "
-                          f"{renames[old]!r}.", DeprecationWarning, stacklevel=4)
         try:
             check_settings(name, config)
         except FlatminimaError as err:

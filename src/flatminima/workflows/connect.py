@@ -16,7 +16,6 @@ from ..errors import FlatminimaError
 from ..landscape import connect
 from ..models import build
 from ..objective import Objective
-from ..results import reject_unknown, renamed
 from ..train import Recipe, fit, load_checkpoint
 
 __all__ = ["connect_models"]
@@ -48,17 +47,12 @@ def connect_models(
     progress: bool = True,
     model_kw: dict | None = None,
     device: str | torch.device = "cpu",
-    **deprecated: Any,
 ) -> dict[str, Any]:
     """What ``flatminima landscape --mode connect`` does: two solutions (the checkpoints given, or the model
     trained from ``seed`` and ``seed_b``, default ``seed + 1``), the trained curve between them and its
     figures in ``out``. Returns a summary (barriers, files, cost). ``device``: where the two models train (or
     their checkpoints are loaded) and the curve is trained and evaluated (both Objectives are built there).
-    ``steps``/``plane_steps``: points along each path and per axis of the plane (``grid=``/``plane_grid=``
-    are their deprecated names)."""
-    steps = renamed(deprecated, "grid", "steps", steps, where="connect_models", default=41)
-    plane_steps = renamed(deprecated, "plane_grid", "plane_steps", plane_steps, where="connect_models", default=31)
-    reject_unknown(deprecated, "connect_models")
+    ``steps``/``plane_steps``: points along each path and per axis of the plane."""
     model_kw = model_kw or {}
     seed_b = seed + 1 if seed_b is None else seed_b
     if seed_b == seed and not (checkpoint and checkpoint_b):
