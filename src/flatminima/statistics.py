@@ -869,6 +869,20 @@ def effective_robustness(
     Returns an :class:`EffectiveRobustness`; its ``slope``/``intercept`` are the fit on all (reference)
     models, for drawing. Refused (FlatminimaError): lengths that differ, NaN or values outside [0, 1],
     fewer than 3 models, fewer than 2 groups, or a fit with fewer than 2 distinct clean accuracies.
+
+    Examples:
+        Four reference models lie on the probit line Φ⁻¹(ood) = Φ⁻¹(id) − 0.5; a fifth is 0.05 above it:
+
+        >>> from scipy.stats import norm
+        >>> from flatminima.statistics import effective_robustness
+        >>> id_acc = [0.6, 0.7, 0.8, 0.9, 0.95]
+        >>> ood_acc = [float(norm.cdf(norm.ppf(a) - 0.5)) for a in id_acc]
+        >>> ood_acc[4] += 0.05
+        >>> er = effective_robustness(id_acc, ood_acc, reference=[True, True, True, True, False])
+        >>> round(er.slope, 6), round(er.intercept, 6)  # the line of the reference models
+        (1.0, -0.5)
+        >>> round(float(er.values[4]), 6), bool(abs(er.values[:4]).max() < 1e-9)  # ER above the line (accuracy)
+        (0.05, True)
     """
     x, y = _accuracies("id_acc", id_acc), _accuracies("ood_acc", ood_acc)
     n = len(x)
@@ -1028,6 +1042,19 @@ def sign_error(
 
     Per axis: mean, 90th percentile (``numpy.percentile``) and max of the environments' sign-errors, the
     number of environments and of those with no kept pair; overall: the worst environment.
+
+    Examples:
+        Three learning rates; the measure rises with the gap from 0.01 to 0.1 but not from 0.1 to 1:
+
+        >>> from flatminima.statistics import sign_error
+        >>> rows = [{"label": "lr=0.01", "lr": 0.01, "m": 1.0, "gap": 0.10},
+        ...         {"label": "lr=0.1", "lr": 0.1, "m": 2.0, "gap": 0.20},
+        ...         {"label": "lr=1", "lr": 1.0, "m": 3.0, "gap": 0.15}]
+        >>> se = sign_error(rows, ["lr"], "m", "gap")
+        >>> se.robust, se.worst["configurations"]
+        (1.0, ('lr=0.1', 'lr=1'))
+        >>> round(se.per_axis["lr"]["mean"], 6)  # one of the three environments gets the sign wrong
+        0.333333
     """
     if not rows:
         raise FlatminimaError("rows must hold at least one run (a dict per run), got none.")

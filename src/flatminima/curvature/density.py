@@ -41,7 +41,22 @@ def spectral_density(
     ``samples`` random probes of ``steps`` Lanczos steps each.
 
     ``obj``: an Objective (``operator="hessian"`` or ``"ggn"``, at ``theta``), an operator view, a dense
-    symmetric tensor or a SciPy ``LinearOperator`` (:func:`~flatminima.curvature.operators.as_operator`)."""
+    symmetric tensor or a SciPy ``LinearOperator`` (:func:`~flatminima.curvature.operators.as_operator`).
+
+    Examples:
+        On a 3 × 3 Hessian, 3 Lanczos steps find every eigenvalue (the quadrature nodes of each probe):
+
+        >>> import torch
+        >>> from flatminima import Objective
+        >>> A = torch.diag(torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64))
+        >>> obj = Objective.from_function(lambda x: 0.5 * x @ A @ x, torch.ones(3, dtype=torch.float64))
+        >>> from flatminima.curvature import spectral_density
+        >>> dens = spectral_density(obj, samples=2, steps=3, seed=0)
+        >>> sorted(round(x, 6) for x in dens.nodes[0].tolist())
+        [1.0, 2.0, 3.0]
+        >>> dens.negative_mass, dens.samples  # no mass below zero: a minimum
+        (0.0, 2)
+    """
     probes = samples
     require_positive_int("samples", probes)
     require_positive_int("steps", steps)

@@ -225,6 +225,20 @@ def eigenvalues(
     a warm run that converges at once costs its Krylov steps and nothing more.
     Ref: Lanczos 1950; Golub & Van Loan, Matrix Computations §10.1; Parlett, The Symmetric Eigenvalue
     Problem §11.7; Ghorbani et al. 2019 for its use on neural-network Hessians.
+
+    Examples:
+        The top two eigenvalues of a quadratic with Hessian diag(3, 2, 1):
+
+        >>> import torch
+        >>> from flatminima import Objective
+        >>> A = torch.diag(torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64))
+        >>> obj = Objective.from_function(lambda x: 0.5 * x @ A @ x, torch.ones(3, dtype=torch.float64))
+        >>> from flatminima.curvature import eigenvalues
+        >>> top = eigenvalues(obj, k=2, seed=0)
+        >>> [round(v, 6) for v in top.values.tolist()], bool(top.converged.all())
+        ([3.0, 2.0], True)
+        >>> round(eigenvalues(obj, k=1, which="smallest", seed=0).values.item(), 6)
+        1.0
     """
     op = as_operator(obj, operator, theta)
     _check_k(op.dim, k, which)

@@ -170,6 +170,19 @@ def per_layer(
     (``"hutchinson"`` or ``"hutch++"``); ``tol``/``max_iter``: Lanczos per block. Every block uses the
     same ``seed``. ``obj.replace(params=...)`` restricts the objective to a block, so any model the
     Objective accepts (built-in, user, Hugging Face) works.
+
+    Examples:
+        >>> import torch
+        >>> from flatminima import Objective
+        >>> from flatminima.curvature import per_layer
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+        >>> x, y = torch.randn(16, 3), torch.randint(0, 2, (16,))
+        >>> res = per_layer(Objective(model, "cross_entropy", (x, y)), samples=6, seed=0, progress=False)
+        >>> [(layer.name, layer.size) for layer in res.layers]
+        [('0.weight', 12), ('0.bias', 4), ('2.weight', 8), ('2.bias', 2)]
+        >>> round(sum(layer.share for layer in res.layers), 6)  # the blocks' shares of the total trace
+        1.0
     """
     if not isinstance(obj, Objective) or not obj.has_model:
         raise FlatminimaError(f"per_layer needs an Objective of a network (its blocks are parameter tensors), got "

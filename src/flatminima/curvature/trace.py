@@ -38,7 +38,22 @@ def trace(
     """tr(H) (or tr(GGN)) with its standard error, spending ``samples`` matrix-vector products (random probes).
 
     ``obj``: an Objective (``operator="hessian"`` or ``"ggn"``, at ``theta``), an operator view, a dense
-    symmetric tensor or a SciPy ``LinearOperator`` (:func:`~flatminima.curvature.operators.as_operator`)."""
+    symmetric tensor or a SciPy ``LinearOperator`` (:func:`~flatminima.curvature.operators.as_operator`).
+
+    Examples:
+        Hutchinson's estimator is exact on a diagonal matrix (every Rademacher probe gives zᵀDz = tr D):
+
+        >>> import torch
+        >>> from flatminima import Objective
+        >>> A = torch.diag(torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64))
+        >>> obj = Objective.from_function(lambda x: 0.5 * x @ A @ x, torch.ones(3, dtype=torch.float64))
+        >>> from flatminima.curvature import trace
+        >>> tr = trace(obj, "hutchinson", samples=10, seed=0)
+        >>> round(tr.value, 6), round(tr.stderr, 6), tr.samples, tr.cost.hvps
+        (6.0, 0.0, 10, 10)
+        >>> round(trace(A, "hutchinson", samples=10, seed=0).value, 6)  # a dense symmetric matrix works too
+        6.0
+    """
     probes = samples
     require_choice("method", method, METHODS)
     require_positive_int("samples", probes)

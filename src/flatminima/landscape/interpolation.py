@@ -67,6 +67,20 @@ def interpolate(
     ``span``, e.g. (−0.5, 1.5), to see beyond the ends); t = 0 and t = 1 are always included.
     ``recompute_bn``: recompute BatchNorm statistics at every point on the training data of ``obj`` (the
     model must have BatchNorm layers). The barrier heights are in ``meta["barrier"]``.
+
+    Examples:
+        The straight line from the minimum θ_a = 0 to θ_b = (1, 1, 1) rises monotonically: no barrier.
+
+        >>> import torch
+        >>> from flatminima import Objective
+        >>> A = torch.diag(torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64))
+        >>> obj = Objective.from_function(lambda x: 0.5 * x @ A @ x, torch.ones(3, dtype=torch.float64))
+        >>> from flatminima.landscape import interpolate
+        >>> line = interpolate(obj, torch.zeros(3, dtype=torch.float64), obj.params, steps=3, progress=False)
+        >>> line.axes[0].tolist(), line.values["train_loss"].tolist()
+        ([0.0, 0.5, 1.0], [0.0, 0.75, 3.0])
+        >>> line.meta["barrier"]["train_loss"]["height"]
+        0.0
     """
     dirs = directions(obj, "line", theta_a=theta_a, theta_b=theta_b)
     t = np.union1d(make_grid(steps, span, "steps"), [0.0, 1.0])

@@ -118,6 +118,21 @@ def slice_1d(
     model, test data) evaluated at the same points. ``memory_mb`` bounds the memory of one chunk of points,
     ``chunk_size`` its number of points. ``accuracy``: also evaluate accuracy (default: when the objective
     has outputs; costs a second pass).
+
+    Examples:
+        Along the first axis of f(θ) = ½θᵀ diag(3, 2, 1) θ from θ₀ = (1, 1, 1):
+        f(θ₀ + α·e₁) = 1.5·(1 + α)² + 1.5.
+
+        >>> import torch
+        >>> from flatminima import Objective
+        >>> A = torch.diag(torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64))
+        >>> obj = Objective.from_function(lambda x: 0.5 * x @ A @ x, torch.ones(3, dtype=torch.float64))
+        >>> from flatminima.landscape import slice_1d
+        >>> s = slice_1d(obj, torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64), steps=5, progress=False)
+        >>> s.axes[0].tolist()
+        [-1.0, -0.5, 0.0, 0.5, 1.0]
+        >>> s.values["train_loss"].tolist()
+        [1.5, 1.875, 3.0, 4.875, 7.5]
     """
     dirs = directions(obj, "filter", 1, seed=seed) if direction is None else as_directions(obj, direction, 1)
     alpha = make_grid(steps, span, "steps")

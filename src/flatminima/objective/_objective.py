@@ -107,6 +107,22 @@ class Objective:
             into chunks of as many rows as fit (estimated from the tensors autograd saves per sample, see
             :class:`~flatminima.objective.MemoryPlan`), ``loss_batched`` evaluates as many θ at once as
             fit, and ``reuse_graph`` is turned off when the cached graphs would not fit. ``None``: no budget.
+
+    Examples:
+        A one-weight model y = w·x at w = 1, under the mean squared error on two points:
+
+        >>> import torch
+        >>> from flatminima import Objective
+        >>> model = torch.nn.Linear(1, 1, bias=False)
+        >>> _ = torch.nn.init.ones_(model.weight)
+        >>> x, y = torch.tensor([[1.0], [2.0]]), torch.tensor([[2.0], [4.0]])
+        >>> obj = Objective(model, "mse", (x, y))
+        >>> obj.loss()  # ((1 − 2)² + (2 − 4)²) / 2
+        2.5
+        >>> obj.grad()  # the mean of 2·x·(w·x − y)
+        tensor([-5.])
+        >>> obj.hvp(torch.ones(1))  # H·v with H = mean(2·x²) = 5
+        tensor([5.])
     """
 
     mode: str = "eval"
@@ -570,7 +586,22 @@ class Objective:
     @classmethod
     def from_function(cls, f: Callable[[torch.Tensor], torch.Tensor], x0: Any, *,
                       dtype: torch.dtype | None = None, name: str | None = None) -> FunctionObjective:
-        """An analytic landscape f: Rⁿ → R as an Objective (one "batch", no data)."""
+        """An analytic landscape f: Rⁿ → R as an Objective (one "batch", no data).
+
+        Examples:
+            f(θ) = ½θᵀAθ with A = diag(3, 2, 1), at θ₀ = (1, 1, 1):
+
+            >>> import torch
+            >>> from flatminima import Objective
+            >>> A = torch.diag(torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64))
+            >>> obj = Objective.from_function(lambda x: 0.5 * x @ A @ x, torch.ones(3, dtype=torch.float64))
+            >>> obj.dim, obj.loss()
+            (3, 3.0)
+            >>> obj.grad()  # A·θ₀
+            tensor([3., 2., 1.], dtype=torch.float64)
+            >>> obj.hvp(torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))  # A·e₁
+            tensor([3., 0., 0.], dtype=torch.float64)
+        """
         return FunctionObjective(f, x0, dtype=dtype, name=name)
 
     def describe(self) -> dict[str, Any]:

@@ -58,7 +58,14 @@ def register(name: str, description: str) -> Callable[[Callable[..., Measure]], 
 
 
 def available() -> dict[str, str]:
-    """Every registered measure name with its one-line description."""
+    """Every registered measure name with its one-line description.
+
+    Examples:
+        >>> from flatminima.sharpness import available
+        >>> names = available()
+        >>> "lambda_max" in names and "worst_case" in names and "pac_bayes" in names
+        True
+    """
     return {name: entry.description for name, entry in sorted(_REGISTRY.items())}
 
 
@@ -96,7 +103,21 @@ def _short(value: Any) -> str:
 def measure(obj: Objective, name: str, **config: Any) -> Measure:
     """Compute the measure ``name`` on ``obj`` with ``config``; see :func:`available` for the names.
 
-    ``seed`` is accepted by every measure; a deterministic one ignores it (recorded in ``.config``)."""
+    ``seed`` is accepted by every measure; a deterministic one ignores it (recorded in ``.config``).
+
+    Examples:
+        >>> import torch
+        >>> from flatminima import Objective
+        >>> A = torch.diag(torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64))
+        >>> obj = Objective.from_function(lambda x: 0.5 * x @ A @ x, torch.ones(3, dtype=torch.float64))
+        >>> from flatminima.sharpness import measure
+        >>> m = measure(obj, "lambda_max", seed=0)
+        >>> round(m.value, 6), m.cost.hvps > 0
+        (3.0, True)
+        >>> m = measure(obj, "trace", method="hutchinson", samples=10, seed=0)
+        >>> round(m.value, 6), m.config["samples"]
+        (6.0, 10)
+    """
     check_call(obj, name, config)
     e = entry(name)
     allowed = e.defaults()

@@ -19,7 +19,22 @@ from .runner import weights_path
 
 
 def frame(store: Any) -> Any:
-    """The finished runs of the study in ``store`` (a folder or an open :class:`Store`) as a DataFrame."""
+    """The finished runs of the study in ``store`` (a folder or an open :class:`Store`) as a DataFrame.
+
+    Examples:
+        >>> import tempfile
+        >>> from flatminima import study
+        >>> spec = {"name": "tiny", "data": {"name": "two_class", "options": {"num_samples": 80}},
+        ...         "models": {"mlp": {"width": 4}}, "recipe": {"lr": 0.1, "batch_size": 16, "epochs": 1},
+        ...         "seeds": 2, "measures": {"lambda_max": {}}}
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     _ = study.run(spec, out=folder, workers=1, progress=False)
+        ...     table = study.frame(folder)  # one row per finished run
+        >>> len(table), sorted(table["seed"])
+        (2, [0, 1])
+        >>> {"lambda_max", "lambda_max_stderr", "test_acc", "gap"} <= set(table.columns)
+        True
+    """
     import pandas as pd
 
     own = not isinstance(store, Store)

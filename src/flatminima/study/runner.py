@@ -321,6 +321,22 @@ def run(
     retraining. Without ``out`` the folder is ``<root>/<spec.name>`` (``flatminima-out/<name>``); the spec can
     never name a folder outside ``root``. ``models``: in-memory models to study instead of training
     (``[{"model": nn.Module, "hyperparameters": {...}, "seed": 0}, ...]``, run in this process).
+
+    Examples:
+        A two-configuration study of a tiny network (a few seconds), into a temporary folder:
+
+        >>> import tempfile
+        >>> from flatminima import study
+        >>> spec = {"name": "tiny", "data": {"name": "two_class", "options": {"num_samples": 80}},
+        ...         "models": {"mlp": {"width": 4}}, "recipe": {"lr": [0.05, 0.1], "batch_size": 16, "epochs": 1},
+        ...         "seeds": 1, "measures": {"lambda_max": {}}}
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     done = study.run(spec, out=folder, workers=1, progress=False)
+        ...     table = study.frame(folder)
+        >>> done.counts.done, done.failed
+        (2, 0)
+        >>> sorted(table["lr"]), "lambda_max" in table.columns
+        ([0.05, 0.1], True)
     """
     t_start = time.perf_counter()
     if workers is not None:

@@ -60,7 +60,17 @@ _REGISTRY: dict[str, Target] = {}
 def register(name: str, fn: Callable[..., Any], *, higher_is_better: bool, title: str | None = None,
              task: str = "any", table: bool = False, description: str = "", default: bool = False) -> Target:
     """Add a target. ``fn(model, dataset, metrics) -> float`` (``table=False``) or ``fn(rows) -> list``
-    (``table=True``); ``task`` is ``"classification"``, ``"regression"`` or ``"any"``."""
+    (``table=True``); ``task`` is ``"classification"``, ``"regression"`` or ``"any"``.
+
+    Examples:
+        A per-model target: the test loss, lower is better (``metrics`` holds what the evaluation measured).
+
+        >>> from flatminima.study import targets
+        >>> t = targets.register("my_test_loss", lambda model, dataset, metrics: metrics["test_loss"],
+        ...                      higher_is_better=False, title="test loss", description="the test loss")
+        >>> targets.available()["my_test_loss"], t.to_meta()["good"]
+        ('the test loss', 'lower my_test_loss')
+    """
     if not isinstance(name, str) or not name.isidentifier():
         raise FlatminimaError(f"a target name is an identifier (letters, digits, _), got {name!r}.")
     if task not in TASKS:

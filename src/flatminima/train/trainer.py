@@ -344,6 +344,17 @@ def fit(model: nn.Module, data: Any, recipe: Recipe | dict | None = None, *,
     trains no further. ``TrainResult.epochs_run`` counts every epoch trained (across resumes),
     ``final_train_loss`` is the exact train loss of the returned model (computed for every run) and
     ``reached_target`` says whether it is ≤ the target (None without one).
+
+    Examples:
+        >>> import torch
+        >>> from flatminima.train import fit
+        >>> _ = torch.manual_seed(0)
+        >>> X = torch.randn(64, 2)
+        >>> y = (X[:, 0] > 0).long()
+        >>> model = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+        >>> result = fit(model, (X, y), {"lr": 0.1, "epochs": 5, "batch_size": 16, "seed": 0}, progress=False)
+        >>> result.epochs_run, result.final_train_loss < 0.2
+        (5, True)
     """
     r = make_recipe(recipe)
     if not isinstance(model, nn.Module):
