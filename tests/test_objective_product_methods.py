@@ -66,7 +66,13 @@ def test_finite_difference_products_are_within_their_stated_error():
     fd = exact.replace(hvp_method="finite_difference")
     assert fd.describe()["hvp_error"].startswith("estimated at the first product")
     v = _random(exact.dim)
-    hv, ref = fd.hvp(v), exact.hvp(v)
+    with fd.meter() as cost:
+        hv = fd.hvp(v)
+    assert (cost.hvps, cost.data_passes) == (1, 4)  # gradients at θ ± hv and θ ± 2hv (the error estimate)
+    with fd.meter() as cost:
+        fd.hvp(v)
+    assert (cost.hvps, cost.data_passes) == (1, 2)
+    ref = exact.hvp(v)
     stated = fd.describe()["hvp_error"]["relative_error"]
     assert 0 < stated < 1e-6  # float64: cbrt(eps)-steps give ~1e-10 relative
     assert float((hv - ref).norm() / ref.norm()) <= stated

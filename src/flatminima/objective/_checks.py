@@ -52,16 +52,20 @@ class ProductChecks:
         self.automatic = automatic
         self.for_check: dict[str, Any] | None = None  # forward-over-reverse vs double backward on the probe
         self.fd_error: dict[str, Any] | None = None  # the finite differences' step and error estimate
+        self.passes = 1.0  # passes over the data of the latest product (the meter records them)
         self.graph_checked = False  # the graph searched for functions without second derivatives
         self.fixed: dict[str, Any] = {}  # notes that hold for every product (attention backend, compiled model)
 
     def product(self, backend: str, batches: Batches, terms: Terms, theta: torch.Tensor, v: torch.Tensor,
                 cache: GraphCache | None) -> tuple[torch.Tensor, float]:
         """(Σ_b H_b v in float64, Σ_b w_b) by ``backend``, after its check (see the module)."""
+        self.passes = 1.0
         if backend == FINITE_DIFFERENCE:
             if self.fd_error is None:
                 total, weight, self.fd_error = with_error(batches, terms, theta, v)
+                self.passes = 4.0  # gradients at θ ± hv and θ ± 2hv
                 return total, weight
+            self.passes = 2.0
             return central_difference(batches, terms, theta, v)
         if not self.graph_checked:
             self.graph_checked = True
