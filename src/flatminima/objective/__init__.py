@@ -7,6 +7,11 @@ One package of private modules, composed (flatminima.objective._objective says h
     _terms       the loss terms: the named losses, (θ, batch) -> (s_b, w_b) for a network or f(θ)
     _meter       Cost and the Meter every piece of work is recorded on (and observers subscribe to)
     _products    Hessian-/GGN-vector products as plain functions of (batches, terms, θ, v)
+    _checks      runs the Hessian products and checks their method first (forward-over-reverse against double
+                 backward, @once_differentiable functions in the graph, the finite differences' error)
+    _finite_difference   Hessian products by central differences of the exact gradient, with a stated error
+    _attention   every operation on PyTorch SDPA's math backend (second derivatives); the errors for ops without
+    _compiled    a torch.compile'd model measured on its eager module
     _operators   Operator: a matrix as v ↦ M v (obj.hessian, obj.ggn), what curvature algorithms take
     _objective   Objective and FunctionObjective (the same Objective with a one-batch source)
     _pointwise   values at many θ at once (landscape grids, perturbation probes)
