@@ -230,7 +230,7 @@ try:
     Objective(model, "cross_entropy", (X, y), batch_size=256, reuse_graph=False, memory_mb=1e-3).memory_plan
 except FlatminimaError as err:
     floor = float(str(err).split("raise memory_mb above ")[1].split()[0].rstrip("."))
-budget = 2 * floor
+budget = round(float(sys.argv[1]) * floor, 1)  # the floor as named, or a multiple of it
 obj = Objective(model, "cross_entropy", (X, y), batch_size=256, reuse_graph=False, memory_mb=budget)
 v = torch.randn(obj.dim); obj.loss()
 def status(key):
@@ -244,14 +244,11 @@ print(json.dumps({"peak": status("VmHWM:") - before, "budget": budget, "dim": ob
 """
 
 
-_UNDERCOUNT = ("the plan counts 5 parameter-sized vectors; a model whose one weight matrix holds most parameters "
-               "also makes several weight-sized temporaries in the second backward (measured 1.32x of a budget "
-               "of 2x the floor, 1.97x just above the floor, 12 vectors' worth at 1.05M parameters)")
-
-
-@pytest.mark.xfail(strict=True, reason=_UNDERCOUNT)
-def test_one_product_of_a_million_parameter_model_stays_within_its_budget():
-    """Fresh process, peak resident set above the idle objective: within 1.1x of memory_mb."""
+@pytest.mark.parametrize("factor", [1.0, 2.0])
+def test_one_product_of_a_million_parameter_model_stays_within_its_budget(factor):
+    """Fresh process, peak resident set above the idle objective: within 1.1x of memory_mb, at the floor
+    the refusal names (it must work) and at twice it. The first product of a process used to pay torch's
+    one-time cost of a second backward (~33 MB) inside the budget; the plan now pays it when it is made."""
     import json
     import os
     import subprocess
@@ -262,7 +259,7 @@ def test_one_product_of_a_million_parameter_model_stays_within_its_budget():
     if not sys.platform.startswith("linux"):
         pytest.skip("peak resident set from /proc")
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", _BUDGET_PROBE], env=env, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", _BUDGET_PROBE, str(factor)], env=env, capture_output=True, text=True,
                          check=True, timeout=300)
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["dim"] > 1_000_000

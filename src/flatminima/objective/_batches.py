@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from ..errors import FlatminimaError, require_nonnegative
-from ._memory import MemoryPlan, plan
+from ._memory import MemoryPlan, plan, warm_second_backward
 
 __all__ = [
     "DataSource", "OneBatch", "check_batch_size", "check_reservation", "iter_row_chunks", "leaf_tensors",
@@ -336,6 +336,7 @@ class DataSource:
             return 0.0, 0.0, 0
         first = move_batch(first, self.device, self.dtype)
         self.check_labels(first)
+        warm_second_backward(self.device)  # torch's one-time cost, outside the products the budget covers
         n = row_count(first)
         small = 1 if n > 1 else n
         big = min(n, 4) if n > 1 else n
