@@ -198,7 +198,8 @@ class Objective:
         self.param_names = list(names if names is not None else terms.names)
         self.param_shapes = list(shapes if shapes is not None else terms.shapes)
         self._numels = [int(torch.Size(s).numel()) for s in self.param_shapes]
-        self._theta0 = (theta0 if theta0 is not None else terms.theta0).detach().clone()
+        # A network's θ₀ is its terms' own (the model copy's parameters are views of it: one copy at rest).
+        self._theta0 = theta0.detach().clone() if theta0 is not None else terms.theta0.detach()
         self.graph_cache = GraphCache()  # the gradient graphs the "cached" backend keeps
         self.precision_state = Precision(dtype)  # what the numbers are computed in (flatminima.objective._precision)
         self._caches = [self.graph_cache]  # every view's cache: all are freed when the memory plan changes

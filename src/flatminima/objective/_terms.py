@@ -31,6 +31,7 @@ from ..errors import FlatminimaError, require_choice
 from ._attention import check_attention
 from ._batches import iter_row_chunks, leaf_tensors, name_matches
 from ._products import no_second_derivative, second_derivative_error
+from ._storage import share_parameters
 
 __all__ = [
     "DROPOUT_MODULES", "ELEMENTWISE_LOSSES", "LOSSES", "FunctionTerms", "LossModule", "LossTerms", "MSELoss",
@@ -276,6 +277,8 @@ class NetworkTerms:
         self.shapes = [p.shape for _, p in chosen]
         self.numels = [p.numel() for _, p in chosen]
         self.theta0 = torch.cat([p.detach().reshape(-1) for _, p in chosen])
+        # The copies' parameters become views of θ₀: held once at rest, not again in the copy (_storage).
+        share_parameters(self.theta0, (self.module.model, self.user_model), self.names)
         chosen_names = set(self.names)
         # Everything not chosen (other parameters, buffers) is held fixed at the copy's values.
         self.fixed = {"model." + n: p.detach() for n, p in named if n not in chosen_names}
