@@ -12,6 +12,7 @@ One package of private modules, composed (flatminima.objective._objective says h
     _finite_difference   Hessian products by central differences of the exact gradient, with a stated error
     _attention   every operation on PyTorch SDPA's math backend (second derivatives); the errors for ops without
     _compiled    a torch.compile'd model measured on its eager module
+    _storage     the model copy's parameters as views of θ₀ (the parameters held once at rest)
     _operators   Operator: a matrix as v ↦ M v (obj.hessian, obj.ggn), what curvature algorithms take
     _objective   Objective and FunctionObjective (the same Objective with a one-batch source)
     _pointwise   values at many θ at once (landscape grids, perturbation probes)
