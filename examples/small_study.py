@@ -15,7 +15,7 @@ spec = {
     "data": {"name": "mnist1d", "options": {"num_samples": 400, "seed": 1}, "shifts": ["iid_noise"]},
     "models": {"mlp": {"width": 16}},
     "recipe": {"lr": [0.02, 0.1], "batch_size": 32, "epochs": 2},  # a list is a grid axis
-    "measures": {"lambda_max": {}, "trace": {"method": "hutchinson", "probes": 8}, "param_norm": {}},
+    "measures": {"lambda_max": {}, "trace": {"method": "hutchinson", "samples": 8}, "param_norm": {}},
 }
 done = study.run(spec, out="study-example", workers=1, progress=False)
 print(done.counts, f"in {done.seconds:.1f} s")

@@ -42,7 +42,7 @@ def main() -> None:
         (X[:512], y[:512]),
         loss="cross_entropy",
         every=args.every,
-        measures={"loss": {}, "lambda_max": {"tol": 1e-3}, "trace": {"probes": 30}},
+        measures={"loss": {}, "lambda_max": {"tol": 1e-3}, "trace": {"samples": 30}},
         store=out / "track.sqlite",
         tensorboard=tb,
         run=f"sgd-seed{args.seed}",

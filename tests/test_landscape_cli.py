@@ -117,7 +117,7 @@ def test_paper_mode_pairs_models_at_a_matched_train_loss(tmp_path):
     bad_args = [a if a != "0.6" else "0" for a in args]
     bad_args[bad_args.index(str(out))] = str(tmp_path / "bad")
     bad = runner.invoke(app, bad_args)
-    assert isinstance(bad.exception, FlatminimaError) and "target_train_loss" in str(bad.exception)
+    assert isinstance(bad.exception, FlatminimaError) and "target-train-loss" in str(bad.exception)
 
 
 def _slice_args(tmp_path, device, out):
