@@ -96,11 +96,10 @@ def test_interval_and_subtest_expose_estimate():
 
 
 # ---- one serialisation method ----------------------------------------------------------------------------
-def test_cost_to_dict_and_deprecated_as_dict():
+def test_cost_to_dict():
     c = Cost(hvps=3, seconds=0.5)
-    assert c.to_dict()["hvps"] == 3
-    with pytest.warns(DeprecationWarning, match="to_dict"):
-        assert c.as_dict() == c.to_dict()
+    assert c.to_dict()["hvps"] == 3 and roundtrip(c.to_dict())["seconds"] == 0.5
+    assert not hasattr(c, "as_dict")  # the pre-release alias is gone (CHANGELOG)
 
 
 def test_run_config_to_dict():

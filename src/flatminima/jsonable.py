@@ -21,8 +21,6 @@ def plain(x: Any) -> Any:
         return x.item()
     if isinstance(x, (Cost, Estimate)):
         return x.to_dict()
-    if hasattr(x, "as_dict") and callable(x.as_dict):  # other records with the old method name
-        return x.as_dict()
     if isinstance(x, dict):
         return {str(k): plain(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):

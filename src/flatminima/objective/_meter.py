@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -46,11 +45,6 @@ class Cost:
 
     def to_dict(self) -> dict[str, float]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    def as_dict(self) -> dict[str, float]:
-        """Deprecated name of :meth:`to_dict`."""
-        warnings.warn("Cost.as_dict() is deprecated; use Cost.to_dict().", DeprecationWarning, stacklevel=2)
-        return self.to_dict()
 
 
 # A subscriber is told (kind, points) of every record; kind None means data passes only.
