@@ -181,3 +181,16 @@ def test_the_model_copy_holds_its_parameters_as_views_of_theta():
         assert torch.equal(obj.params, theta) and obj.loss() == before
         assert all(p.data_ptr() not in range(start, end) for p in copy_.parameters())
     assert all(p.data_ptr() not in range(start, end) for p in model.parameters())  # the user's model: its own
+
+
+def test_a_compiled_submodule_is_measured_eager_and_the_users_model_keeps_it():
+    X, y = _data()
+    model = _mlp(norm=False)
+    eager = Objective(model, "cross_entropy", (X, y))
+    model[2] = torch.compile(model[2], backend="eager")
+    obj = Objective(model, "cross_entropy", (X, y))
+    assert "eager module" in obj.describe()["compiled"]
+    assert obj.param_names == eager.param_names
+    v = _random(obj.dim)
+    torch.testing.assert_close(obj.hvp(v), eager.hvp(v), rtol=1e-12, atol=1e-14)
+    assert type(model[2]).__name__ == "OptimizedModule"  # the user's model still holds its compiled part
