@@ -323,7 +323,7 @@ def test_figures_name_their_model_and_the_path_ends(tmp_path, monkeypatch):
 def test_workflows_take_a_device_and_pass_it_on(tmp_path, monkeypatch):
     """single_figure, train_pair and connect_models hand ``device`` to fit and to every Objective they build."""
     from flatminima.workflows import connect as connect_wf
-    from flatminima.workflows import figures
+    from flatminima.workflows import landscape_figures as figures
     from flatminima.workflows.common import get_data
 
     rng = np.random.default_rng(0)

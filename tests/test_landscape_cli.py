@@ -127,7 +127,7 @@ def _slice_args(tmp_path, device, out):
 
 
 def test_device_cpu_and_auto_run(tmp_path, monkeypatch):
-    import flatminima.workflows.figures as figures
+    import flatminima.workflows.landscape_figures as figures
 
     seen = []
     real = figures.fit

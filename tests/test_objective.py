@@ -274,7 +274,7 @@ def test_with_fixed_views_do_not_share_cached_graphs():
 def test_named_losses_are_the_ones_training_and_studies_use(name):
     """One loss per name: the Objective's named loss equals flatminima.train's over all data (class labels
     regressed as one-hot vectors for "mse"), so a model is measured on the loss it was trained with."""
-    from flatminima.train.evaluate import loss_function
+    from flatminima.train.losses import loss_function
 
     X, y = _data()
     model = _mlp()

@@ -150,7 +150,7 @@ def test_adaptive_resamples_grow_for_a_borderline_test():
     assert res.resamples == 16000 and res.capped and res.cells["w", "gap"]["decision"] == 0
 
 
-def _ece_study_old(probs, y, bins=15):  # the formula study/evaluate.py used before the one ECE
+def _ece_study_old(probs, y, bins=15):  # the formula the study's evaluation used before the one ECE
     conf, pred = probs.max(dim=1)
     correct = (pred == y).double()
     idx = torch.clamp(torch.ceil(conf * bins).long() - 1, 0, bins - 1)
@@ -162,7 +162,7 @@ def _ece_study_old(probs, y, bins=15):  # the formula study/evaluate.py used bef
     return total
 
 
-def _ece_train_old(probs, y, bins=15):  # the formula train/evaluate.py used before
+def _ece_train_old(probs, y, bins=15):  # the formula train's evaluate used before
     conf, pred = probs.max(dim=1)
     correct = (pred == y).float()
     edges = torch.linspace(0, 1, bins + 1)
@@ -172,8 +172,8 @@ def _ece_train_old(probs, y, bins=15):  # the formula train/evaluate.py used bef
 
 
 def test_one_ece_equals_both_former_formulas():
-    from flatminima.study.evaluate import ece as study_ece
-    from flatminima.train.evaluate import evaluate
+    from flatminima.study.outcomes import ece as study_ece
+    from flatminima.train import evaluate
 
     g = torch.Generator().manual_seed(0)
     logits = 3 * torch.randn(500, 10, generator=g, dtype=torch.float64)

@@ -19,7 +19,7 @@ from flatminima import Objective, curvature
 from flatminima.data import load as load_data
 from flatminima.errors import FlatminimaError
 from flatminima.study.runner import weights_path
-from flatminima.train.evaluate import loss_function
+from flatminima.train.losses import loss_function
 
 NETS = '''
 import torch

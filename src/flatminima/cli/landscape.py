@@ -90,7 +90,7 @@ def landscape(
     import torch
 
     from ..errors import FlatminimaError, require_choice
-    from ..workflows import figures
+    from ..workflows import landscape_figures as figures
     from ..workflows.common import get_data
 
     require_choice("--mode", mode, MODES)

@@ -311,7 +311,7 @@ def _monitor(net, train, recipe, options: dict, outp: Path):
     first ``probe`` samples, with the recipe's loss; batch sharpness at the recipe's batch size for
     mini-batch runs."""
     from ..dynamics import SharpnessMonitor
-    from ..train.evaluate import loss_function
+    from ..train.losses import loss_function
 
     options = parse_track_sharpness(options)
     if recipe.sam != "none" or recipe.swa:

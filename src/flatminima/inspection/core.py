@@ -143,7 +143,7 @@ def objective(model: nn.Module, data: Any, loss: Any = "cross_entropy", *, dtype
     """The Objective :func:`inspect` measures: ``model``'s mean loss over ``data``, the loss resolved by
     :func:`flatminima.train.loss_function` (``"cross_entropy"``, ``"mse"``, a callable or
     ``"module:function"``). Build it this way to reproduce any number of the page."""
-    from ..train.evaluate import loss_function
+    from ..train.losses import loss_function
 
     return Objective(model, loss_function(loss), _data(data), dtype=dtype, device=device)
 

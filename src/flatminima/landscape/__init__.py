@@ -13,7 +13,7 @@ trajectory PCA, the line between two solutions. Grids are evaluated in chunks wi
 
 from .connect import CURVES, Connection, connect, curve_point, curve_weights
 from .directions import KINDS, Directions, directions
-from .evaluate import chunk_size_for, evaluate_points, per_point_bytes
+from .grid_losses import chunk_size_for, evaluate_points, per_point_bytes
 from .interpolation import barrier, interpolate
 from .slices import make_grid, slice_1d, slice_2d, theta_at
 from .surface import Surface, plot_curves

@@ -47,7 +47,7 @@ from ..jsonable import json_default
 from ..objective import Cost, Objective
 from ..plotting import plt, save_figure, save_table
 from ..progress import progress_bar
-from .evaluate import evaluate_points
+from .grid_losses import evaluate_points
 from .interpolation import barrier, interpolate
 from .surface import Surface
 

@@ -30,7 +30,7 @@ from ..errors import FlatminimaError
 from ..objective import Cost, Objective
 from ..progress import progress_bar
 from .directions import directions
-from .evaluate import has_outputs
+from .grid_losses import has_outputs
 from .slices import Grid, evaluate_directions, make_grid, surface_meta
 from .surface import Surface
 

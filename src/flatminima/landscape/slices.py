@@ -17,7 +17,7 @@ import torch
 from ..errors import FlatminimaError, require_positive_int
 from ..objective import Cost, Objective
 from .directions import Directions, as_directions, directions
-from .evaluate import evaluate_points, has_outputs
+from .grid_losses import evaluate_points, has_outputs
 from .surface import Surface
 
 __all__ = ["make_grid", "slice_1d", "slice_2d"]

@@ -237,7 +237,7 @@ def _check_model(c: RunConfig, dataset: Any, spec: StudySpec) -> torch.nn.Module
 
 def _check_loss(spec: StudySpec, c: RunConfig, model: torch.nn.Module, dataset: Any) -> None:
     """The measuring loss on two samples: a number, finite, and differentiable in the weights."""
-    from ..train.evaluate import loss_function
+    from ..train.losses import loss_function
 
     name = measuring_loss(c.to_dict(), dataset)
     fn = loss_function(name)
@@ -481,7 +481,7 @@ def _memory_preflight(spec: StudySpec, configs: list[RunConfig], modules: dict[s
     user_shifts = {k: v.model_dump() for k, v in spec.shifts.items()} or None
     dataset = dataset_for(data, user_shifts)
     shifts = resolve_shifts(data, dataset, user_shifts)
-    from ..train.evaluate import loss_function
+    from ..train.losses import loss_function
 
     for c in configs:
         model = modules[c.source["sha256"]]

@@ -193,10 +193,10 @@ def execute_with_weights(config: dict[str, Any]) -> tuple[dict[str, Any], dict[s
     from ``config["state"]`` (the kept weights).
     """
     from ..objective import Objective
-    from ..train.evaluate import loss_function
+    from ..train.losses import loss_function
     from . import targets as tg
-    from .evaluate import evaluate
     from .measures import compute
+    from .outcomes import evaluate
 
     t0 = time.perf_counter()
     threads = torch.get_num_threads()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from torch import nn
 
-from .evaluate import evaluate, evaluate_shifts
+from .evaluation import evaluate, evaluate_shifts
 
 
 def run_metrics(model: nn.Module, dataset, *, loss: str = "cross_entropy", device: str = "cpu") -> dict:

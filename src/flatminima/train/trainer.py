@@ -38,7 +38,8 @@ from ..errors import FlatminimaError, NonFiniteLossError
 from ..progress import progress_bar
 from .augment import augment, spatial_dims_of
 from .checkpoint import load_checkpoint, save_checkpoint
-from .evaluate import evaluate, loss_function, predict
+from .evaluation import evaluate, predict
+from .losses import loss_function
 from .noise import WeightNoise
 from .optim import make_optimizer, make_scheduler
 from .recipes import Recipe, make_recipe

@@ -28,9 +28,9 @@ _WHERE = {
     "get_model": "common",
     "objective_for": "common",
     "connect_models": "connect",
-    "paper_figures": "figures",
-    "single_figure": "figures",
-    "train_pair": "figures",
+    "paper_figures": "landscape_figures",
+    "single_figure": "landscape_figures",
+    "train_pair": "landscape_figures",
 }
 
 __all__ = sorted(_WHERE)

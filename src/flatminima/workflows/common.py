@@ -16,7 +16,7 @@ from ..errors import FlatminimaError, require_choice
 from ..models import build
 from ..objective import Objective
 from ..train import Recipe, fit, flat_params, load_checkpoint
-from ..train.evaluate import LOSS_NAMES, loss_function
+from ..train.losses import LOSS_NAMES, loss_function
 
 SPLITS = ("train", "test")
 
@@ -160,7 +160,7 @@ def default_loss(dataset: Dataset) -> str:
 
 
 def resolve_loss(loss: str | Callable | None) -> Callable | None:
-    """``loss`` through the one loss registry (:func:`flatminima.train.evaluate.loss_function`): ``None`` (the
+    """``loss`` through the one loss registry (:func:`flatminima.train.losses.loss_function`): ``None`` (the
     data's default, decided later), ``"cross_entropy"``, ``"mse"``, a callable or a user's ``"module:function"``
     (imported now, so a missing module is refused before any data is loaded or model trained)."""
     if loss is None:
@@ -342,7 +342,7 @@ def objective_for(model: nn.Module, dataset: Dataset, *, split: str = "train", d
 
     ``loss``: None -> the data's task decides (cross-entropy for classification, MSE for regression); else
     ``"cross_entropy"``, ``"mse"``, a callable ``(outputs, targets) -> batch mean`` or ``"module:function"``,
-    all through :func:`flatminima.train.evaluate.loss_function`, the loss training uses too."""
+    all through :func:`flatminima.train.losses.loss_function`, the loss training uses too."""
     require_choice("split", split, SPLITS)
     if dtype not in ("float32", "float64"):
         raise FlatminimaError(f"dtype must be float32 or float64, got {dtype!r}.")

@@ -1,4 +1,5 @@
-"""Evaluation of a trained model: loss, accuracy, calibration (ECE, NLL, Brier) and shifts; MSE for regression.
+"""A study run's outcomes, what its targets read: loss, accuracy, calibration (ECE, NLL, Brier) and shifts; MSE
+for regression.
 
 * ECE (Guo et al. 2017): with B equal-width bins of the top-class confidence p̂ on [0, 1],
   ECE = Σ_b (|S_b|/n) · |acc(S_b) − conf(S_b)|.  The bin count is stored with the result.
@@ -7,6 +8,10 @@
 * Regression: MSE = mean over samples and outputs of (f(x) − y)²; ``mse_gap`` = test − train MSE; under a
   shift ``drop`` is the rise of the MSE over the clean test MSE.
 * ``train_loss``/``test_loss`` are the study's loss (``loss_fn``) when one is given, else NLL / MSE.
+
+Classifiers are scored by training's evaluation, :func:`flatminima.train.classification_scores` (the one
+implementation; ``flatminima.train.evaluate`` calls it too), under the keys stored results have always had
+(``acc``, ``nll``, ``brier``, ``ece``).
 """
 
 from __future__ import annotations
@@ -17,14 +22,17 @@ import torch
 from torch import nn
 
 from ..statistics import ece as _ece
+from ..train.evaluation import classification_scores, predict
 
 
-@torch.no_grad()
-def _probs(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    model.eval()
-    return torch.cat(
-        [torch.softmax(model(x[i : i + batch_size]).double(), dim=1) for i in range(0, len(x), batch_size)]
-    )
+def _scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bins: int) -> dict[str, float]:
+    """The study's names for :func:`flatminima.train.classification_scores` of ``model`` on ``(x, y)``."""
+    model.eval()  # the study leaves its model in eval mode, as it always did
+    return _study_keys(classification_scores(predict(model, x, batch_size=4096, device=x.device), y, bins))
+
+
+def _study_keys(scores: dict[str, float]) -> dict[str, float]:
+    return {"acc": scores["accuracy"], "nll": scores["nll"], "brier": scores["brier"], "ece": scores["ece"]}
 
 
 def ece(probs: torch.Tensor, y: torch.Tensor, bins: int = 15) -> float:
@@ -34,15 +42,10 @@ def ece(probs: torch.Tensor, y: torch.Tensor, bins: int = 15) -> float:
 
 
 def classification_metrics(probs: torch.Tensor, y: torch.Tensor, bins: int = 15) -> dict[str, float]:
-    """Accuracy, NLL (mean cross-entropy), Brier score and ECE of predicted probabilities."""
-    onehot = torch.nn.functional.one_hot(y, probs.shape[1]).double()
-    picked = probs.gather(1, y[:, None]).squeeze(1).clamp_min(1e-300)
-    return {
-        "acc": (probs.argmax(1) == y).double().mean().item(),
-        "nll": (-picked.log()).mean().item(),
-        "brier": ((probs - onehot) ** 2).sum(1).mean().item(),
-        "ece": ece(probs, y, bins),
-    }
+    """Accuracy (``acc``), NLL (mean cross-entropy), Brier score and ECE of predicted probabilities: a thin
+    call of :func:`flatminima.train.classification_scores` on their logarithms (a probability of 0 counts as
+    1e-300, as before)."""
+    return _study_keys(classification_scores(probs.double().clamp_min(1e-300).log(), y, bins))
 
 
 @torch.no_grad()
@@ -99,8 +102,8 @@ def evaluate(model: nn.Module, dataset: Any, shifts: list[str], bins: int = 15, 
 
 def classification_evaluation(model: nn.Module, dataset: Any, shifts: list[str], bins: int = 15) -> dict[str, Any]:
     """Train/test loss (NLL) and accuracy, gaps, calibration on test, accuracy and drop on every shift."""
-    train = classification_metrics(_probs(model, dataset.x_train), dataset.y_train, bins)
-    test = classification_metrics(_probs(model, dataset.x_test), dataset.y_test, bins)
+    train = _scores(model, dataset.x_train, dataset.y_train, bins)
+    test = _scores(model, dataset.x_test, dataset.y_test, bins)
     out: dict[str, Any] = {
         "train_loss": train["nll"],
         "train_acc": train["acc"],
@@ -118,7 +121,7 @@ def classification_evaluation(model: nn.Module, dataset: Any, shifts: list[str],
     drops = []
     for name in shifts:
         for severity, (xs, ys) in sorted(dataset.shifts[name].items()):
-            m = classification_metrics(_probs(model, xs), ys, bins)
+            m = _scores(model, xs, ys, bins)
             drop = test["acc"] - m["acc"]
             out["shifts"][f"{name}@{severity}"] = {
                 "acc": m["acc"],
