@@ -79,6 +79,7 @@ def spectral_density(
                 pass
             values, S = krylov.ritz()
             nodes[p, : len(values)], weights[p, : len(values)] = values, S[0, :] ** 2
+            del krylov, probe  # freed before the next probe's basis is allocated: one basis at a time
     lo, hi = nodes.min(), nodes.max()
     width = max(hi - lo, 1e-12)
     sigma = sigma if sigma is not None else 0.01 * width

@@ -75,7 +75,7 @@ class Krylov:
         self.dim = v0.numel()
         self.capacity = max(2, min(capacity or self.dim + 1, self.dim + 1))
         self._rows = torch.empty(min(self.capacity, 16), self.dim, dtype=v0.dtype, device=v0.device)
-        self._rows[0] = v0 / v0.norm()
+        torch.div(v0, v0.norm(), out=self._rows[0])
         self._n = 1  # basis vectors held: q_0 .. q_{n-1}
         self.keep_products = keep_products
         self.products: list[torch.Tensor] = []  # M q_j of the first ``keep_products`` steps, as computed
@@ -93,13 +93,14 @@ class Krylov:
         """The basis vectors q_0 .. q_m (views)."""
         return list(self._rows[: self._n])
 
-    def _append(self, q: torch.Tensor) -> None:
+    def _append(self, w: torch.Tensor, scale: float) -> None:
+        """Store ``w / scale`` as the next basis vector, written straight into the buffer."""
         if self._n == self._rows.shape[0]:
             grown = torch.empty(min(2 * self._n, max(self.capacity, self._n + 1)), self.dim, dtype=self._rows.dtype,
                                 device=self._rows.device)
             grown[: self._n] = self._rows[: self._n]
             self._rows = grown
-        self._rows[self._n] = q
+        torch.div(w, scale, out=self._rows[self._n])
         self._n += 1
 
     def step(self) -> bool:
@@ -109,12 +110,14 @@ class Krylov:
         if len(self.products) < self.keep_products:
             self.products.append(w.clone())
         alpha = float(torch.dot(q, w))
-        w = w - alpha * q
+        # One new vector (w may be the operator's own buffer, so it is not written to), then in place:
+        # temporaries of dim entries at every step fragment the heap and stay resident at 4M parameters.
+        w = torch.sub(w, q, alpha=alpha)
         if self.betas:
-            w = w - self.betas[-1] * self._rows[self._n - 2]
+            w.sub_(self._rows[self._n - 2], alpha=self.betas[-1])
         rows = self._rows[: self._n]
         for _ in range(2):  # twice is enough (Kahan-Parlett "twice is enough")
-            w = w - rows.T @ (rows @ w)
+            w.addmv_(rows.T, rows @ w, alpha=-1)
         self.alphas.append(alpha)
         beta = float(w.norm())
         self.next_beta = beta
@@ -125,12 +128,12 @@ class Krylov:
             # Invariant subspace found: restart orthogonally (β = 0 decouples T into blocks).
             w = random_vector(self.dim, self.generator, q)
             for _ in range(2):
-                w = w - rows.T @ (rows @ w)
+                w.addmv_(rows.T, rows @ w, alpha=-1)
             beta = 0.0
-            self._append(w / w.norm())
+            self._append(w, float(w.norm()))
             self.block_start = len(self.alphas)
         else:
-            self._append(w / beta)
+            self._append(w, beta)
         self.betas.append(beta)
         return True
 
@@ -273,11 +276,16 @@ def eigenvalues(
             out_of_steps = not more or krylov.size >= limit
             if not ((ok.all() and settled and krylov.size >= next_check) or out_of_steps):
                 continue
-            vectors = krylov.basis() @ torch.as_tensor(S[:, picked], dtype=op.dtype, device=op.device)
+            # The Ritz vectors as contiguous rows (each a product's input as it is); the previous check's are
+            # dropped first, so one set is held at a time.
+            vectors = applied = None
+            rows = torch.as_tensor(S[:, picked].T, dtype=op.dtype, device=op.device) @ krylov.basis().T
+            vectors = rows.T
             applied = krylov.applied(S[:, picked])
-            true = np.asarray([_true_residual(matvec, vectors[:, j], values[i],
+            true = np.asarray([_true_residual(matvec, rows[j], values[i],
                                               None if applied is None else applied[:, j])
                                for j, i in enumerate(picked)])
+            del rows
             residuals = np.maximum(true, floor)
             converged = _passes(values, picked, estimate, residuals, scale, tol, stop)
             # Go on only where more steps can help: some failing pair is still above the rounding floor.
@@ -291,7 +299,7 @@ def eigenvalues(
         residuals=torch.as_tensor(residuals, dtype=torch.float64),
         converged=torch.as_tensor(converged),
         error_bounds=torch.as_tensor(bounds, dtype=torch.float64),
-        vectors=vectors if return_vectors else None, iterations=krylov.size, method="lanczos",
+        vectors=vectors.contiguous() if return_vectors else None, iterations=krylov.size, method="lanczos",
         operator=op.kind, which=which, tol=tol, seed=seed, mode=op.mode, cost=cost, floor=floor, precision=op.precision,
         recurrence_residuals=torch.as_tensor(raw[picked], dtype=torch.float64),
     )
@@ -328,7 +336,7 @@ def _true_residual(matvec: MatVec, v: torch.Tensor, value: float, mv: torch.Tens
     if mv is not None:
         return float((mv - value * v).norm()) / norm
     v = v / norm
-    return float((matvec(v) - value * v).norm())
+    return float(torch.sub(matvec(v), v, alpha=value).norm())
 
 
 def power_iteration(

@@ -122,9 +122,13 @@ def _linear_operator(A: Any) -> Operator:
 
 def random_vector(dim: int, generator: torch.Generator, like: torch.Tensor,
                   kind: str = "gaussian") -> torch.Tensor:
-    """A reproducible probe drawn on the CPU (the same numbers on every device and rank)."""
+    """A reproducible probe drawn on the CPU (the same numbers on every device and rank).
+
+    Rademacher probes are drawn straight in the working dtype (one vector; the same numbers and generator
+    state as drawing int64 and converting, which took five vectors' worth of float64 temporaries).
+    """
     if kind == "rademacher":
-        z = torch.randint(0, 2, (dim,), generator=generator, dtype=torch.int64).to(torch.float64) * 2 - 1
+        z = torch.randint(0, 2, (dim,), generator=generator, dtype=like.dtype).mul_(2).sub_(1)
     else:
         z = torch.randn(dim, generator=generator, dtype=torch.float64)
     return z.to(device=like.device, dtype=like.dtype)

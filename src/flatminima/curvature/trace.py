@@ -90,9 +90,17 @@ def _hutchinson(matvec: MatVec, op: Operator, gen: torch.Generator, m: int, basi
 
 def _hutchpp(matvec: MatVec, op: Operator, gen: torch.Generator, m: int):
     s = min(m // 3, op.dim)
-    S = torch.stack([random_vector(op.dim, gen, op.like(), "rademacher") for _ in range(s)], 1)
-    Y = torch.stack([matvec(S[:, j]) for j in range(s)], 1)
-    Q, _ = torch.linalg.qr(Y)
+    # Sketch and products are written as rows of one buffer each (no list of vectors and stacked copy); the
+    # rows' transpose is the column-major matrix LAPACK's QR works on, and S is freed before the QR.
+    S = op.like().new_empty(s, op.dim)
+    for j in range(s):
+        S[j] = random_vector(op.dim, gen, op.like(), "rademacher")
+    Y = torch.empty_like(S)
+    for j in range(s):
+        Y[j] = matvec(S[j])
+    del S
+    Q, _ = torch.linalg.qr(Y.T)
+    del Y
     exact = sum(float(torch.dot(Q[:, j], matvec(Q[:, j]))) for j in range(Q.shape[1]))
     rest = m - 2 * s
     if rest < 2 or Q.shape[1] >= op.dim:  # the sketch spans the space: the trace is exact
