@@ -8,6 +8,11 @@ requires create_graph=False..."), and a graph compiled for one set of parameter 
 ``functional_call`` every evaluation makes. The compiled and the eager module compute the same function of
 the same parameters, so the Objective evaluates the eager one (its own copy, as always) and says so in
 ``describe()`` and in every curvature result; the user's compiled model is not touched.
+
+A ``DistributedDataParallel`` wrapper is taken off the same way: the Objective evaluates its ``.module`` (same
+parameters, named without the ``module.`` prefix), since DDP's forward broadcasts buffers and prepares its
+gradient all-reduce at every call, collectives a functional evaluation on unequal shards must not make; with
+``distributed=True`` the Objective sums over the ranks itself.
 """
 
 from __future__ import annotations
@@ -33,22 +38,28 @@ def _compiled_inside(model: nn.Module) -> bool:
 
 
 def eager_module(model: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
-    """(the eager module behind ``model``, the note for ``describe()``; empty when nothing was compiled).
+    """(the eager module behind ``model``, the note for ``describe()``; empty when nothing was compiled or
+    wrapped in ``DistributedDataParallel``).
 
     A top-level ``OptimizedModule`` gives its ``_orig_mod`` (the same module, not a copy: the Objective
     copies it). Compiled submodules, or modules compiled in place, are replaced in a copy of the model, so the
     user's model keeps its compiled parts.
     """
-    compiled = False
-    while _is_optimized(model):
-        model, compiled = model._orig_mod, True
+    compiled, notes = False, {}
+    while isinstance(model, nn.parallel.DistributedDataParallel) or _is_optimized(model):
+        if _is_optimized(model):
+            model, compiled = model._orig_mod, True
+        else:
+            model = model.module
+            notes["wrapper"] = ("DistributedDataParallel: curvature computed on its .module, same parameters "
+                                "(named without the module. prefix); distributed=True sums over the ranks")
     if _compiled_inside(model):
         model, compiled = copy.deepcopy(model), True
         _uncompile(model)
     if not compiled:
-        return model, {}
-    return model, {"compiled": "torch.compile'd model: curvature computed on its original eager module "
-                               "(_orig_mod), same parameters (compiled graphs have no second derivatives)"}
+        return model, notes
+    return model, notes | {"compiled": "torch.compile'd model: curvature computed on its original eager module "
+                                       "(_orig_mod), same parameters (compiled graphs have no second derivatives)"}
 
 
 def _uncompile(model: nn.Module) -> None:
