@@ -20,7 +20,8 @@ import math
 import numpy as np
 import torch
 
-from ..errors import require_positive, require_positive_int
+from ..errors import FlatminimaError, require_positive, require_positive_int
+from ..validate import check_seed
 from .lanczos import Krylov
 from .operators import Curvature, as_operator, random_vector
 from .results import DensityResult
@@ -61,6 +62,10 @@ def spectral_density(
     require_positive_int("samples", probes)
     require_positive_int("steps", steps)
     require_positive_int("grid_points", grid_points)
+    if grid_points < 2:
+        raise FlatminimaError(f"grid_points must be at least 2 (a density needs a grid), got {grid_points}; "
+                              "e.g. 1000.")
+    check_seed("seed", seed)
     if sigma is not None:
         require_positive("sigma", sigma)
     op = as_operator(obj, operator, theta)

@@ -31,6 +31,7 @@ import torch
 
 from ..errors import FlatminimaError, require_choice, require_positive, require_positive_int
 from ..objective import Operator
+from ..validate import check_number, check_seed
 from .operators import Curvature, MatVec, as_operator, random_vector
 from .results import EigenResult
 
@@ -247,6 +248,8 @@ def eigenvalues(
     _check_k(op.dim, k, which)
     require_choice("stop", stop, STOPS)
     require_positive("tol", tol)
+    check_number("tol", tol, low=False)  # a relative tolerance: below 1 too (flatminima.validate)
+    check_seed("seed", seed)
     limit = min(op.dim, max_iter if max_iter is not None else 40 * k + 100)
     require_positive_int("max_iter", limit)
     gen = torch.Generator().manual_seed(seed)
@@ -359,6 +362,8 @@ def power_iteration(
     floor.
     """
     require_positive("tol", tol)
+    check_number("tol", tol, low=False)  # a relative tolerance: below 1 too (flatminima.validate)
+    check_seed("seed", seed)
     require_positive_int("max_iter", max_iter)
     op = as_operator(obj, operator, theta)
     matvec = op.matvec

@@ -95,12 +95,15 @@ def _dense(A: torch.Tensor) -> Operator:
     if not A.is_floating_point() or A.is_complex():
         raise FlatminimaError(f"a dense matrix must be real floating point (float32 or float64), got {A.dtype}.")
     A = A.detach()
+    if not bool(torch.isfinite(A).all()):
+        raise FlatminimaError("obj, the matrix, has NaN or infinite entries; the eigenvalue, trace and density "
+                              "algorithms need a finite symmetric matrix.")
     scale = float(A.abs().max()) if A.numel() else 0.0
     tol = 10 * torch.finfo(A.dtype).eps * max(scale, 1e-300) * max(n, 1) ** 0.5
     asym = float((A - A.T).abs().max())
     if asym > tol:
-        raise FlatminimaError(f"the matrix is not symmetric (max |A - Aᵀ| = {asym:.3g}); the eigenvalue, trace and "
-                              "density algorithms here are for symmetric matrices. Pass (A + A.T) / 2.")
+        raise FlatminimaError(f"obj, the matrix, is not symmetric (max |A - Aᵀ| = {asym:.3g}); the eigenvalue, trace "
+                              "and density algorithms here are for symmetric matrices. Pass (A + A.T) / 2.")
     return Operator(lambda v: A @ v, n, A.dtype, A.device, kind="matrix", mode="matrix")
 
 

@@ -34,6 +34,7 @@ from ..jsonable import plain
 from ..objective import Cost, Objective
 from ..progress import progress_bar
 from ..results import Estimate
+from ..validate import check_seed
 from .lanczos import eigenvalues
 from .trace import METHODS, trace
 
@@ -191,6 +192,7 @@ def per_layer(
     probes = samples
     require_choice("method", method, METHODS)
     require_positive_int("samples", probes)
+    check_seed("seed", seed)
     if probes < 2:
         raise FlatminimaError(f"samples must be >= 2 to estimate a standard error, got {probes}.")
     groups = blocks_of(obj, group, blocks)

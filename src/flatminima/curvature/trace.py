@@ -20,6 +20,7 @@ import torch
 
 from ..errors import FlatminimaError, require_choice, require_positive_int
 from ..objective import Operator
+from ..validate import check_seed
 from .operators import Curvature, MatVec, as_operator, random_vector
 from .results import TraceResult
 
@@ -57,6 +58,7 @@ def trace(
     probes = samples
     require_choice("method", method, METHODS)
     require_positive_int("samples", probes)
+    check_seed("seed", seed)
     if method == "hutch++" and probes < 6:
         raise FlatminimaError(
             f"hutch++ needs samples >= 6 (a third each for sketch, exact part and rest), got {probes}.")

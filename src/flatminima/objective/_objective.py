@@ -39,18 +39,20 @@ import torch
 from torch import nn
 
 from ..errors import FlatminimaError, NonFiniteLossError, require_choice
+from ._arguments import check_arguments
 from ._attention import ATTENTION_NOTE, second_order
 from ._batches import DataSource, OneBatch, check_batch_size, resolve_float_dtype, resolve_torch_device
 from ._checks import ProductChecks
 from ._compiled import eager_module, eager_patterns
 from ._finite_difference import FINITE_DIFFERENCE
+from ._grad_mode import with_grad
 from ._memory import MemoryPlan
 from ._meter import Cost, Meter
 from ._operators import Operator
 from ._precision import Precision, evaluation_dtype, own_precision, scan_objective
 from ._products import GraphCache, ggn_terms, no_second_derivative, second_derivative_error, zeros64
 from ._ranks import warn_if_undistributed
-from ._terms import FunctionTerms, NetworkTerms, named_loss, resolve_reduction
+from ._terms import LOSSES, FunctionTerms, NetworkTerms, named_loss, resolve_reduction
 
 __all__ = ["FunctionObjective", "Objective"]
 
@@ -154,7 +156,10 @@ class Objective:
         if (loss is None) == (loss_fn is None):
             raise FlatminimaError("pass exactly one of `loss` (outputs, targets) or `loss_fn` (model, batch).")
         if not isinstance(model, nn.Module):
-            raise FlatminimaError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+            raise FlatminimaError(f"model must be a torch.nn.Module, got {type(model).__name__}; for a function "
+                                  "f(θ) of a parameter vector use Objective.from_function(f, x0).")
+        check_arguments(model, loss=loss, loss_fn=loss_fn, data=data, seed=seed, memory_mb=memory_mb,
+                        device=device, distributed=distributed, losses=LOSSES)
         batch_size = check_batch_size(batch_size)
         dtype, device = resolve_float_dtype(dtype), resolve_torch_device(device)
         config = {"loss": loss, "data": data, "loss_fn": loss_fn, "params": params, "mode": mode,
@@ -464,6 +469,7 @@ class Objective:
 
     @own_precision
     @second_order  # math SDPA (_attention)
+    @with_grad  # under a caller's no_grad too (_grad_mode)
     def grad(self, theta: torch.Tensor | None = None) -> torch.Tensor:
         """∇L(θ), the exact derivative of the same mean (or sum); never touches any ``.grad`` attribute."""
         start, theta = time.perf_counter(), self._theta(theta).detach().requires_grad_(True)
@@ -481,6 +487,7 @@ class Objective:
 
     @own_precision
     @second_order  # math SDPA (_attention)
+    @with_grad  # under a caller's no_grad too (_grad_mode)
     def hvp(self, v: torch.Tensor, theta: torch.Tensor | None = None) -> torch.Tensor:
         """H(θ)·v with H = ∇²L(θ), exact over all data (backends: ``flatminima.objective.HVP_BACKENDS``)."""
         start, v, theta = time.perf_counter(), self._check_vector(v), self._theta(theta)
@@ -520,6 +527,7 @@ class Objective:
 
     @own_precision
     @second_order  # math SDPA (_attention)
+    @with_grad  # under a caller's no_grad too (_grad_mode)
     def ggn_vp(self, v: torch.Tensor, theta: torch.Tensor | None = None) -> torch.Tensor:
         """G(θ)·v with the generalised Gauss-Newton G = Σ_b J_bᵀ ∇²_z s_b J_b / Σ_b w_b (PSD for convex ℓ).
 

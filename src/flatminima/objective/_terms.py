@@ -28,6 +28,7 @@ from torch.func import functional_call
 from torch.nn import functional as F  # noqa: N812
 
 from ..errors import FlatminimaError, require_choice
+from ._arguments import check_unchanged
 from ._attention import check_attention
 from ._batches import iter_row_chunks, leaf_tensors, name_matches
 from ._products import no_second_derivative, second_derivative_error
@@ -154,6 +155,10 @@ def _require_scalar(value: Any, what: str) -> None:
         raise FlatminimaError(
             f"{what} must return one number per batch (a 0-dim tensor), got {shape}; reduce it with "
             "reduction='mean' or 'sum' (reduction='none' is not an objective).")
+    if not (value.is_floating_point() or value.is_complex()):  # a count or an accuracy has no derivative
+        raise FlatminimaError(f"{what} returned an integer-valued loss (dtype {value.dtype}, value {value.item()!r}); "
+                              "an integer (a count of errors, an accuracy) has no derivative. Return a floating-"
+                              "point loss that depends on the outputs, such as a cross-entropy.")
 
 
 def _batch_rows(batch: Any) -> int:
@@ -341,10 +346,12 @@ class NetworkTerms:
     def check_first(self, batch: Any, dtype: torch.dtype) -> None:
         """Once, on the first batch: class labels in range, and two evaluations at θ₀ agree (a random loss
         has no Hessian)."""
+        before = self.theta0.clone()  # a forward that modifies the model's parameters: say so (_arguments)
         self.check_labels(batch)
         with torch.no_grad():
-            a = float(self(self.theta0, batch)[0])
-            b = float(self(self.theta0, batch)[0])
+            first = self(self.theta0, batch)[0]
+            check_unchanged(self.theta0, before, self.names, self.numels)
+            a, b = float(first), float(self(self.theta0, batch)[0])
         tol = (1e-10 if dtype == torch.float64 else 1e-4) * max(1.0, abs(a))
         if abs(a - b) > tol:
             raise FlatminimaError(
