@@ -6,7 +6,7 @@ s_b is the loss summed over batch b and w_b the number of terms a mean over it d
 the exact mean over every sample, whatever the batch size or memory chunks (:class:`LossTerms`).
 
 - :data:`LOSSES`, the named losses (``loss="cross_entropy" | "mse" | "bce"``). The names training and
-  studies share (``flatminima.train.evaluate.loss_function``: "cross_entropy", "mse") mean the same
+  studies share (``flatminima.train.loss_function``: "cross_entropy", "mse") mean the same
   function here, so a model is measured on the loss it was trained with: "mse" on class labels regresses
   their one-hot vectors, and a target with as many entries as the outputs is compared entry by entry.
 - :class:`NetworkTerms`: a network and its loss: θ → ``functional_call`` of a private copy of the model
@@ -41,7 +41,7 @@ __all__ = [
 
 
 class MSELoss(nn.MSELoss):
-    """Mean squared error as training uses it (``flatminima.train.evaluate.loss_function("mse")``): class
+    """Mean squared error as training uses it (``flatminima.train.loss_function("mse")``): class
     labels (integer targets) are regressed as their one-hot vectors, and targets holding as many entries as
     the outputs are reshaped to them (an (N,) target for (N, 1) outputs), never broadcast to (N, N)."""
 
