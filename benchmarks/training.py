@@ -1,4 +1,4 @@
-"""Training benchmarks (issue 6), run on demand, not in the test suite.
+"""Training benchmarks, run on demand, not in the test suite.
 
 1. Seconds per epoch of each built-in model (MNIST-1D signals and 8x8 digits).
 2. Small- vs large-batch SGD on MNIST-1D (Keskar et al. 2017): top Hessian eigenvalue and generalisation
