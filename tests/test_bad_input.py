@@ -24,6 +24,7 @@ from flatminima.data import load, load_file
 from flatminima.errors import FlatminimaError, StoreError
 from flatminima.models import build
 from flatminima.study.store import DB_NAME, Store
+from helpers import refused
 
 SPEC = """
 name = "{name}"
@@ -65,18 +66,12 @@ def _refused_cli(args, *fragments):
         assert f in msg, msg
 
 
-def _refused(fn, *fragments):
-    with pytest.raises(FlatminimaError) as err:
-        fn()
-    for f in fragments:
-        assert f in str(err.value), str(err.value)
-    return str(err.value)
 
 
 # ---- study specs: every value checked on load --------------------------------------------------------------
 @pytest.mark.parametrize("name", ["../../x", "/tmp/abs", "a/b", "", ".hidden", "x" * 101, "a..b"])
 def test_study_name_is_a_name_not_a_path(tmp_path, name):
-    _refused(lambda: study.load(_spec(tmp_path, name=name)), "study name is a folder name")
+    refused(lambda: study.load(_spec(tmp_path, name=name)), "study name is a folder name")
 
 
 @pytest.mark.parametrize("measure,body,fragment", [
@@ -89,7 +84,7 @@ def test_study_name_is_a_name_not_a_path(tmp_path, name):
     ("nosuch_measure", "", "unknown measure"),
 ])
 def test_measure_settings_are_checked_when_the_spec_is_loaded(tmp_path, measure, body, fragment):
-    _refused(lambda: study.load(_spec(tmp_path, measure=measure, measure_body=body)), f"measures.{measure}",
+    refused(lambda: study.load(_spec(tmp_path, measure=measure, measure_body=body)), f"measures.{measure}",
              fragment)
 
 
@@ -104,12 +99,12 @@ def test_measure_settings_are_checked_when_the_spec_is_loaded(tmp_path, measure,
 def test_bad_spec_values_are_refused_with_their_path(edit, fragment):
     spec = {"name": "t", "data": {"name": "two_class"}, "models": {"mlp": {}}, "recipe": {"epochs": 1},
             "measures": {"lambda_max": {}}, **edit}
-    _refused(lambda: study.validate(spec), fragment)
+    refused(lambda: study.validate(spec), fragment)
 
 
 def test_an_empty_spec_file_is_refused(tmp_path):
     (tmp_path / "e.toml").write_text("# nothing\n")
-    _refused(lambda: study.load(tmp_path / "e.toml"), "is empty")
+    refused(lambda: study.load(tmp_path / "e.toml"), "is empty")
 
 
 @pytest.mark.parametrize("factory", ["os:system", "subprocess:run", "builtins:eval", "shutil:rmtree",
@@ -117,18 +112,18 @@ def test_an_empty_spec_file_is_refused(tmp_path):
 def test_a_spec_cannot_call_the_standard_library(tmp_path, factory):
     marker = tmp_path / "pwned"
     path = _spec(tmp_path, model=f'"{factory}"', model_body=f'command = "touch {marker}"')
-    _refused(lambda: study.run(path, out=tmp_path / "s", progress=False), factory, "standard library")
+    refused(lambda: study.run(path, out=tmp_path / "s", progress=False), factory, "standard library")
     assert not marker.exists() and not (tmp_path / "s").exists()
 
 
 def test_study_run_out_naming_a_file_is_refused(tmp_path):
     (tmp_path / "f").write_text("x")
-    _refused(lambda: study.run(_spec(tmp_path), out=tmp_path / "f", progress=False), "is a file")
+    refused(lambda: study.run(_spec(tmp_path), out=tmp_path / "f", progress=False), "is a file")
 
 
 @pytest.mark.parametrize("workers", [0, -3])
 def test_study_run_workers_must_be_positive(tmp_path, workers):
-    _refused(lambda: study.run(_spec(tmp_path), out=tmp_path / "s", workers=workers, progress=False), "workers")
+    refused(lambda: study.run(_spec(tmp_path), out=tmp_path / "s", workers=workers, progress=False), "workers")
 
 
 def test_data_options_beside_a_file_are_used_and_checked(tmp_path):
@@ -137,7 +132,7 @@ def test_data_options_beside_a_file_are_used_and_checked(tmp_path):
     spec = {"name": "t", "data": {"name": str(tmp_path / "d.npz"), "options": {"test_fration": 0.5}},
             "models": {"mlp": {"width": 4}}, "recipe": {"epochs": 1, "lr": [0.1, 0.2, 0.3]}, "seeds": 1,
             "measures": {"lambda_max": {}}}
-    _refused(lambda: study.run(spec, out=tmp_path / "s", progress=False), "test_fration")
+    refused(lambda: study.run(spec, out=tmp_path / "s", progress=False), "test_fration")
     spec["data"]["options"] = {"test_fraction": 0.5}
     info = study.runner.preflight(study.validate(spec))
     assert info["test_size"] == 15  # the option is applied, not silently ignored
@@ -174,7 +169,7 @@ def user_module(tmp_path, monkeypatch):
     ("nothing_here", "cannot load model factory"),
 ])
 def test_user_factories_are_checked(user_module, attr, fragment):
-    _refused(lambda: build(f"{user_module}:{attr}", (2,), 3), fragment)
+    refused(lambda: build(f"{user_module}:{attr}", (2,), 3), fragment)
 
 
 def test_a_good_user_factory_builds(user_module):
@@ -190,7 +185,7 @@ def test_a_good_user_factory_builds(user_module):
     ("a b:c", "must look like"),
 ])
 def test_factory_names_the_library_refuses(name, fragment):
-    _refused(lambda: build(name, (2,), 3), fragment)
+    refused(lambda: build(name, (2,), 3), fragment)
 
 
 # ---- data files --------------------------------------------------------------------------------------------
@@ -212,12 +207,12 @@ def _csv(tmp_path, text, name="d.csv"):
     ("a,b,label\n", "at least one data row"),
 ])
 def test_csv_files_are_read_strictly(tmp_path, text, fragment):
-    _refused(lambda: load_file(_csv(tmp_path, text)), fragment)
+    refused(lambda: load_file(_csv(tmp_path, text)), fragment)
 
 
 def test_test_labels_beyond_the_training_labels_are_refused(tmp_path):
     path = _csv(tmp_path, "a,label,split\n1,0,train\n2,1,train\n3,0,test\n4,2,test\n")
-    _refused(lambda: load_file(path), "class(es) [2]", "num_classes")
+    refused(lambda: load_file(path), "class(es) [2]", "num_classes")
     assert load_file(path, num_classes=3).num_classes == 3  # said explicitly: accepted
 
 
@@ -227,7 +222,7 @@ def test_damaged_npz_files_are_refused(tmp_path, damage):
     np.savez(path, x_train=np.zeros((20, 3)), y_train=np.zeros(20, dtype=int))
     blob = path.read_bytes()
     path.write_bytes({"truncated": blob[: len(blob) // 2], "random": os.urandom(300), "empty": b""}[damage])
-    _refused(lambda: load_file(str(path)), "d.npz")
+    refused(lambda: load_file(str(path)), "d.npz")
 
 
 @pytest.mark.parametrize("arrays,fragment", [
@@ -238,7 +233,7 @@ def test_damaged_npz_files_are_refused(tmp_path, damage):
 ])
 def test_npz_content_is_checked(tmp_path, arrays, fragment):
     np.savez(tmp_path / "d.npz", **arrays)
-    _refused(lambda: load_file(str(tmp_path / "d.npz")), fragment)
+    refused(lambda: load_file(str(tmp_path / "d.npz")), fragment)
 
 
 @pytest.mark.parametrize("name,kw,fragment", [
@@ -248,7 +243,7 @@ def test_npz_content_is_checked(tmp_path, arrays, fragment):
     ("digits", {"test_fraction": 1.5}, "test_fraction"),
 ])
 def test_builtin_data_options_are_checked(name, kw, fragment):
-    _refused(lambda: load(name, **kw), fragment)
+    refused(lambda: load(name, **kw), fragment)
 
 
 # ---- the sharpness command: options checked before any training --------------------------------------------
@@ -379,7 +374,7 @@ def test_a_read_only_folder_is_refused_by_run_in_one_line(tmp_path, monkeypatch)
     _store(folder)
     real = os.access
     monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if mode & os.W_OK else real(p, mode, **kw))
-    _refused(lambda: Store(folder), "is read-only", "study status")
+    refused(lambda: Store(folder), "is read-only", "study status")
     with Store(folder, create=False, readonly=True) as s:  # inspection still works
         assert s.counts().pending == 1
 
@@ -388,8 +383,8 @@ def test_a_read_only_folder_is_refused_by_run_in_one_line(tmp_path, monkeypatch)
 def test_require_int_names_the_parameter():
     from flatminima.errors import require_int
 
-    _refused(lambda: require_int("batch_size", 0, low=1), "batch_size must be an integer ≥ 1, got 0")
-    _refused(lambda: require_int("batch_size", True), "batch_size")
+    refused(lambda: require_int("batch_size", 0, low=1), "batch_size must be an integer ≥ 1, got 0")
+    refused(lambda: require_int("batch_size", True), "batch_size")
 
 
 # ---- the real entry point ---------------------------------------------------------------------------------

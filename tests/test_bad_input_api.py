@@ -9,18 +9,12 @@ from torch import nn
 
 import flatminima.sharpness as sharpness
 from flatminima import Objective
-from flatminima.errors import FlatminimaError
 from flatminima.train import fit
+from helpers import refused
 
 X, Y = torch.randn(16, 4), torch.randint(0, 3, (16,))
 
 
-def _refused(fn, *fragments):
-    with pytest.raises(FlatminimaError) as err:
-        fn()
-    for f in fragments:
-        assert f in str(err.value), str(err.value)
-    return str(err.value)
 
 
 @pytest.fixture
@@ -36,7 +30,7 @@ def obj():
     (torch.zeros(3), "got Tensor"),
 ])
 def test_measure_names_a_non_objective(thing, fragment):
-    _refused(lambda: sharpness.measure(thing, "lambda_max"), "obj must be a flatminima.Objective", fragment)
+    refused(lambda: sharpness.measure(thing, "lambda_max"), "obj must be a flatminima.Objective", fragment)
 
 
 @pytest.mark.parametrize("name,config,fragment", [
@@ -48,7 +42,7 @@ def test_measure_names_a_non_objective(thing, fragment):
     ("lambda_max", {"tol": 1.0}, "lambda_max.tol"),
 ])
 def test_measure_settings_are_checked_at_the_top(obj, name, config, fragment):
-    _refused(lambda: sharpness.measure(obj, name, **config), fragment)
+    refused(lambda: sharpness.measure(obj, name, **config), fragment)
     assert obj.cost.hvps == 0 and obj.cost.losses == 0  # nothing was computed
 
 
@@ -64,7 +58,7 @@ def test_measure_settings_are_checked_at_the_top(obj, name, config, fragment):
     ((nn.Linear(4, 3), (X, Y), {"epochs": 1}), {"loss_fn": lambda o, t: o.sum().detach()}, "through autograd"),
 ])
 def test_fit_names_bad_arguments_before_training(args, kwargs, fragment):
-    _refused(lambda: fit(*args, progress=False, **kwargs), fragment)
+    refused(lambda: fit(*args, progress=False, **kwargs), fragment)
 
 
 class SelfModifying(nn.Module):
@@ -80,7 +74,7 @@ class SelfModifying(nn.Module):
 
 def test_fit_names_a_model_that_modifies_its_parameters_in_forward():
     model = SelfModifying()
-    _refused(lambda: fit(model, (X, Y), {"epochs": 1}, progress=False), "changes its own parameters in forward")
+    refused(lambda: fit(model, (X, Y), {"epochs": 1}, progress=False), "changes its own parameters in forward")
     assert model.training
 
 

@@ -10,17 +10,9 @@ import pytest
 import torch
 
 from flatminima.data import load_file
-from flatminima.errors import FlatminimaError
 from flatminima.train import fit
 from flatminima.workflows.common import get_data, is_factory_name
-
-
-def _refused(fn, *fragments):
-    with pytest.raises(FlatminimaError) as err:
-        fn()
-    for f in fragments:
-        assert f in str(err.value), str(err.value)
-    return str(err.value)
+from helpers import refused
 
 
 @pytest.fixture
@@ -51,7 +43,7 @@ def test_factory_names_are_not_read_as_files(name, expected):
 
 
 def test_a_dotted_factory_is_imported_not_opened():
-    msg = _refused(lambda: get_data("nosuchpkg.mod:fn"), "data factory 'nosuchpkg.mod:fn'")
+    msg = refused(lambda: get_data("nosuchpkg.mod:fn"), "data factory 'nosuchpkg.mod:fn'")
     assert "does not exist" not in msg
 
 
@@ -62,7 +54,7 @@ def test_a_dotted_factory_is_imported_not_opened():
     ("complex_x", ["complex64", "real-valued"]),
 ])
 def test_factory_results_are_checked(factories, attr, fragments):
-    _refused(lambda: get_data(f"my_data:{attr}"), *fragments)
+    refused(lambda: get_data(f"my_data:{attr}"), *fragments)
 
 
 def test_a_bfloat16_factory_is_read_as_float32(factories):
@@ -90,25 +82,25 @@ def test_pt_bfloat16_inputs_are_read_as_float32(tmp_path):
      ["labels go up to 1000000000"]),
 ])
 def test_pt_contents_are_checked(tmp_path, arrays, fragments):
-    _refused(lambda: load_file(_pt(tmp_path, **arrays)), "d.pt" if arrays else "empty", *fragments)
+    refused(lambda: load_file(_pt(tmp_path, **arrays)), "d.pt" if arrays else "empty", *fragments)
 
 
 def test_a_csv_with_a_huge_label_is_refused(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("a,b,label\n" + "".join(f"{i},{i},{i % 2}\n" for i in range(9)) + "1,2,1000000000\n")
-    _refused(lambda: load_file(path), "labels go up to 1000000000", "renumber the classes")
+    refused(lambda: load_file(path), "labels go up to 1000000000", "renumber the classes")
 
 
 def test_a_csv_label_beyond_int64_is_refused_as_class_labels(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("a,label\n" + "".join(f"{i},{i % 2}\n" for i in range(9)) + "1,1e30\n")
-    _refused(lambda: load_file(path, task="classification"), "labels go up to 1e+30")
+    refused(lambda: load_file(path, task="classification"), "labels go up to 1e+30")
 
 
 def test_npz_labels_beyond_any_classifier_are_refused(tmp_path):
     path = tmp_path / "d.npz"
     np.savez(path, x_train=np.random.randn(10, 3), y_train=np.array([0, 1] * 4 + [1, 5 * 10**6]))
-    _refused(lambda: load_file(path), "labels go up to 5000000")
+    refused(lambda: load_file(path), "labels go up to 5000000")
 
 
 def test_float_targets_stay_a_regression():
@@ -121,10 +113,10 @@ def test_float_targets_stay_a_regression():
 
 def test_fit_names_labels_beyond_the_models_outputs():
     model = torch.nn.Linear(3, 2)
-    _refused(lambda: fit(model, (torch.randn(8, 3), torch.tensor([0, 1, 5, 1, 0, 1, 0, 1])), {"epochs": 1},
+    refused(lambda: fit(model, (torch.randn(8, 3), torch.tensor([0, 1, 5, 1, 0, 1, 0, 1])), {"epochs": 1},
                          progress=False), "class labels run from 0 to 5", "2 outputs per sample")
 
 
 def test_fit_names_float_labels_for_cross_entropy():
-    _refused(lambda: fit(torch.nn.Linear(3, 2), (torch.randn(8, 3), torch.ones(8)), {"epochs": 1}, progress=False),
+    refused(lambda: fit(torch.nn.Linear(3, 2), (torch.randn(8, 3), torch.ones(8)), {"epochs": 1}, progress=False),
              "labels have dtype torch.float32", "loss='mse'")

@@ -6,18 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flatminima.errors import FlatminimaError
 from flatminima.study.spec import load
 from flatminima.train import load_checkpoint
 from flatminima.workflows.common import check_checkpoint
-
-
-def _refused(fn, *fragments):
-    with pytest.raises(FlatminimaError) as err:
-        fn()
-    for f in fragments:
-        assert f in str(err.value), str(err.value)
-    return str(err.value)
+from helpers import refused
 
 
 @pytest.mark.parametrize("write,fragments", [
@@ -32,33 +24,33 @@ def _refused(fn, *fragments):
 def test_bad_checkpoint_files_are_named(tmp_path, write, fragments):
     path = tmp_path / "ck.pt"
     write(path)
-    _refused(lambda: load_checkpoint(path), "ck.pt", *fragments)
+    refused(lambda: load_checkpoint(path), "ck.pt", *fragments)
 
 
 def test_a_folder_given_as_a_checkpoint(tmp_path):
-    _refused(lambda: load_checkpoint(tmp_path), "is a folder")
+    refused(lambda: load_checkpoint(tmp_path), "is a folder")
 
 
 def test_a_checkpoint_of_another_model_is_named(tmp_path):
     path = tmp_path / "ck.pt"
     torch.save(torch.nn.Linear(3, 2).state_dict(), path)
-    _refused(lambda: check_checkpoint(str(path), torch.nn.Linear(4, 2)), "does not fit the model", "mis-shaped")
+    refused(lambda: check_checkpoint(str(path), torch.nn.Linear(4, 2)), "does not fit the model", "mis-shaped")
 
 
 def test_a_folder_as_a_spec(tmp_path):
-    _refused(lambda: load(tmp_path), "is a folder")
+    refused(lambda: load(tmp_path), "is a folder")
 
 
 def test_a_binary_file_as_a_spec(tmp_path):
     path = tmp_path / "spec.toml"
     torch.save({"w": torch.zeros(3)}, path)
-    _refused(lambda: load(path), "is a binary file")
+    refused(lambda: load(path), "is a binary file")
 
 
 def test_a_latin1_spec_names_the_encoding(tmp_path):
     path = tmp_path / "spec.toml"
     path.write_bytes('name = "caf\u00e9"\n'.encode("latin-1"))
-    _refused(lambda: load(path), "is not UTF-8 text", "0xe9", "save it again as UTF-8")
+    refused(lambda: load(path), "is not UTF-8 text", "0xe9", "save it again as UTF-8")
 
 
 def test_a_utf8_spec_with_accents_still_loads(tmp_path):
@@ -70,4 +62,4 @@ def test_a_utf8_spec_with_accents_still_loads(tmp_path):
 def test_a_spec_that_is_not_toml(tmp_path):
     path = tmp_path / "spec.toml"
     path.write_text("this is = = not toml")
-    _refused(lambda: load(path), "is not valid TOML")
+    refused(lambda: load(path), "is not valid TOML")
