@@ -80,14 +80,19 @@ def _is_array(x: Any) -> bool:
     return not isinstance(x, torch.Tensor) and hasattr(x, "shape") and hasattr(x, "dtype") and hasattr(x, "__array__")
 
 
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal entry by entry, NaN equal to NaN (a model with NaN weights is reported as not finite, elsewhere)."""
+    return bool(((a == b) | (a.isnan() & b.isnan())).all())
+
+
 def check_unchanged(theta: torch.Tensor, before: torch.Tensor, names: list[str], numels: list[int]) -> None:
     """After one forward on the first batch θ must be as before: a model whose forward modifies its own
     parameters (an in-place update, a weight clamp, a normalisation done on ``.data``) makes L(θ) a moving
     target. ``theta`` is restored before the error, so the objective's θ₀ stays the user's."""
-    if torch.equal(theta, before):
+    if _same(theta, before):
         return
     changed = [n for n, a, b in zip(names, torch.split(theta, numels), torch.split(before, numels), strict=True)
-               if not torch.equal(a, b)]
+               if not _same(a, b)]
     theta.copy_(before)
     raise FlatminimaError(
         f"model modifies its own parameters in forward ({', '.join(changed[:5])}"

@@ -254,6 +254,7 @@ class DataSource:
         self.n_batches: int | None = None
         self.batch_index = 0  # of the batch last yielded: keys its fixed dropout mask
         self.dim, self.itemsize = 0, 0  # of θ, for the plan's parameter-sized vectors (set by bind)
+        self.largest = 0  # entries of θ's largest parameter tensor (set by bind)
         # Named functions, not lambdas: an Objective stays picklable (spawned workers, saved studies).
         self.saved_bytes: Callable[[Any], float] = _no_bytes
         self.check_first: Callable[[Any], None] | None = None
@@ -265,9 +266,11 @@ class DataSource:
         self._reserved_for: list[str] = []
 
     def bind(self, *, dim: int, saved_bytes: Callable[[Any], float], check_first: Callable[[Any], None] | None,
-             check_labels: Callable[[Any], None], on_replan: Callable[[], None]) -> DataSource:
-        """Connect the source to the objective's terms (see the class); returns the source."""
+             check_labels: Callable[[Any], None], on_replan: Callable[[], None], largest: int = 0) -> DataSource:
+        """Connect the source to the objective's terms (see the class); returns the source. ``largest``: the
+        entries of θ's largest parameter tensor (the memory plan counts one more copy of it)."""
         self.dim, self.itemsize = dim, torch.empty((), dtype=self.dtype).element_size()
+        self.largest = largest
         self.saved_bytes, self.check_first, self.check_labels = saved_bytes, check_first, check_labels
         self.on_replan = on_replan
         return self
@@ -327,7 +330,8 @@ class DataSource:
         if batch_rows == 0:  # an empty shard on this rank: nothing to split, any chunk fits
             return MemoryPlan(self.memory_mb, 0.0, 0.0, 1 << 62, self.reuse_graph)
         return plan(self.memory_mb, per_sample, intercept, self.dim * self.itemsize, self._reserved,
-                    self._known_rows(), batch_rows, self.reuse_graph, " and ".join(self._reserved_for))
+                    self._known_rows(), batch_rows, self.reuse_graph, " and ".join(self._reserved_for),
+                    largest_bytes=self.largest * self.itemsize)
 
     def _measure(self) -> tuple[float, float, int]:
         """(bytes saved per sample, intercept, rows of the first batch), measured once on that batch."""

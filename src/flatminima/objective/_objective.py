@@ -189,7 +189,7 @@ class Objective:
         self._checks.fixed = {"attention": ATTENTION_NOTE} | eager_note
         self.precision_state.weights = first.dtype if first is not None else None
         source.bind(dim=self.dim, saved_bytes=terms.saved_bytes, check_first=partial(terms.check_first, dtype=dtype),
-                    check_labels=terms.check_labels, on_replan=self._clear_graphs)
+                    check_labels=terms.check_labels, on_replan=self._clear_graphs, largest=max(self._numels, default=0))
 
     def _compose(self, source: DataSource | OneBatch, terms: NetworkTerms | FunctionTerms, *, dtype: torch.dtype,
                  device: torch.device, mode: str, reduction: str, hvp_method: str, config: dict[str, Any],
