@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up (if needed: core + test extras, in ./.venv) and run the whole test suite: ruff, then pytest
-# (which also runs the example scripts and notebooks in examples/), then the doctests of src/flatminima.
-# Extra arguments go to the first pytest.
+# (which also runs the example scripts and notebooks in examples/), after the doctests of src/flatminima.
+# Extra arguments go to `pytest tests`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SETUP_STEP=1 SETUP_STEPS=4 bash scripts/setup.sh test
@@ -14,9 +14,9 @@ fi
 . .venv/bin/activate
 echo "[3/4] ruff check src tests"
 ruff check src tests
-echo "[4/4] pytest tests, then the docstrings' examples (doctests)"
-python -m pytest tests "$@"
+echo "[4/4] the docstrings' examples (doctests), then pytest tests"
 # The Examples in the public entry points' docstrings. Left out: the two `python -m` entry points (importing
 # them runs the CLI) and the integrations (they need the optional Lightning / Hugging Face packages).
-python -m pytest --doctest-modules src/flatminima -q -p no:cacheprovider \
+python -m pytest --doctest-modules src/flatminima -p no:cacheprovider \
   --ignore=src/flatminima/__main__.py --ignore=src/flatminima/cli/__main__.py --ignore=src/flatminima/integrations
+python -m pytest tests "$@"
