@@ -26,7 +26,18 @@ import torch
 from ..errors import FlatminimaError, require_positive_int
 from ..progress import progress_bar
 from .executors import check_executor, make_executor
-from .spec import IDENTITY_VERSION, RunConfig, StudySpec, axes_of, expand, load, load_preset, recipe_label, validate
+from .spec import (
+    IDENTITY_VERSION,
+    RunConfig,
+    StudySpec,
+    axes_of,
+    common_config,
+    expand,
+    load,
+    load_preset,
+    recipe_label,
+    validate,
+)
 from .store import Counts, Store, WriterLock
 from .worker import build_model, dataset_for, measuring_loss, resolve_shifts
 
@@ -353,7 +364,7 @@ def run(
     if models is not None:
         from .sources import memory_runs
 
-        configs, modules = memory_runs(spec, models)
+        configs, modules = memory_runs(models, RunConfig, common_config(spec))
         kind, n = "local", 1  # the models live in this process
     else:
         configs, modules = expand(spec), {}

@@ -173,10 +173,10 @@ def check_finite(state: dict[str, torch.Tensor], what: str) -> None:
                               "weights are finite.")
 
 
-def checkpoint_runs(spec: Any) -> list[Any]:
-    """One :class:`~flatminima.study.spec.RunConfig` per manifest row; each checkpoint's SHA-256 is in its id."""
-    from .spec import RunConfig, common_config
-
+def checkpoint_runs(spec: Any, make_run: Any, common: dict[str, Any]) -> list[Any]:
+    """One run per manifest row, ``make_run(**fields, **common)`` (the spec's
+    :class:`~flatminima.study.spec.RunConfig`, handed in so this module never imports the spec's); each
+    checkpoint's SHA-256 is in its id."""
     ck = spec.checkpoints
     rows = read_manifest(ck.manifest)
     per_config: dict[str, int] = {}
@@ -187,8 +187,8 @@ def checkpoint_runs(spec: Any) -> list[Any]:
         per_config[key] = per_config.get(key, 0) + 1
         source = {"kind": "checkpoint", "path": str(row["path"]), "sha256": sha256_file(row["path"]),
                   "line": row["line"], "target_train_loss": ck.target_train_loss}
-        runs.append(RunConfig(model=ck.model, model_options=dict(ck.options), recipe=row["hyperparameters"],
-                              seed=seed, source=source, **common_config(spec)))
+        runs.append(make_run(model=ck.model, model_options=dict(ck.options), recipe=row["hyperparameters"],
+                             seed=seed, source=source, **common))
     seeds: dict[tuple, list[int]] = {}
     for r in runs:
         seeds.setdefault(tuple(sorted(r.recipe.items())), []).append(r.seed)
@@ -277,11 +277,11 @@ def load_shift(name: str, spec: dict[str, Any], dataset: Any) -> dict[int, tuple
     return out
 
 
-def memory_runs(spec: Any, models: list[dict[str, Any]]) -> tuple[list[Any], dict[str, torch.nn.Module]]:
-    """Runs for in-memory models (``[{"model": nn.Module, "hyperparameters": {...}, "seed": 0}, ...]``): each
-    run's id hashes its weights, so a model changed after it was measured is a new run."""
-    from .spec import RunConfig, common_config
-
+def memory_runs(models: list[dict[str, Any]], make_run: Any, common: dict[str, Any]
+                ) -> tuple[list[Any], dict[str, torch.nn.Module]]:
+    """Runs for in-memory models (``[{"model": nn.Module, "hyperparameters": {...}, "seed": 0}, ...]``), each
+    ``make_run(**fields, **common)``: each run's id hashes its weights, so a model changed after it was measured
+    is a new run."""
     if not isinstance(models, (list, tuple)) or not models:
         raise FlatminimaError("models= takes a non-empty list of {'model': nn.Module, 'hyperparameters': {...}, "
                               "'seed': int} entries.")
@@ -309,7 +309,7 @@ def memory_runs(spec: Any, models: list[dict[str, Any]]) -> tuple[list[Any], dic
             raise FlatminimaError(f"models[{i}] repeats an earlier entry (same weights, hyperparameters and seed).")
         seen.add((sha, seed, repr(sorted(hp.items()))))
         modules[sha] = entry["model"]
-        configs.append(RunConfig(model="memory", model_options={}, recipe=hp, seed=seed,
-                                 source={"kind": "memory", "sha256": sha, "class": type(entry["model"]).__name__},
-                                 **common_config(spec)))
+        configs.append(make_run(model="memory", model_options={}, recipe=hp, seed=seed,
+                                source={"kind": "memory", "sha256": sha, "class": type(entry["model"]).__name__},
+                                **common))
     return configs, modules

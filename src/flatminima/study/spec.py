@@ -465,7 +465,7 @@ def expand(spec: StudySpec) -> list[RunConfig]:
     if spec.checkpoints is not None:
         from .sources import checkpoint_runs
 
-        return checkpoint_runs(spec)
+        return checkpoint_runs(spec, RunConfig, common_config(spec))
     source = {"kind": "train", "function": spec.train.model_dump()} if spec.train else None
     return [
         RunConfig(model=m, model_options=opts, recipe=point, seed=seed, source=source, **common_config(spec))
