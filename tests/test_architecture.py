@@ -8,8 +8,7 @@ inside functions count). Its contracts:
    parts of lower layers; the core's modules (objective, errors, results...) import each other; the
    contract is exhaustive, so a new part without a layer breaks it. Nothing but ``__main__`` sits above
    the CLI, so nothing else imports it, and no library part imports the workflows layer above it
-   (``workflows``, ``study``, ``lab``, ``claims``) except the one edge it lists (the ``__main__`` hand-over
-   of ``python -m flatminima.distributed``);
+   (``workflows``, ``study``, ``lab``, ``claims``); no edge is ignored;
 2. ``trainer``: no library part but ``train`` imports ``flatminima.train`` (the inspection page's loss
    registry and checkpoint loading are listed);
 3. ``typer`` only in the CLI, ``rich`` only in the CLI and ``progress``;
@@ -22,7 +21,8 @@ What import-linter cannot express is checked here by parsing every module with `
   underscore, dunders aside; every import counts, lazy, ``TYPE_CHECKING`` and ``__main__`` ones too): a
   helper used across modules gets a public name;
 - the package face (``flatminima/__init__.py``, no part of a layer there) imports only the library;
-- docs/architecture.md names every part the layers contract lists.
+- docs/architecture.md names every part the layers contract lists, its picture is the one
+  ``scripts/draw_architecture.py`` draws from the contract, and its table gives each part the contract's layer.
 
 A new part must be given a layer in ``.importlinter`` and a line in docs/architecture.md.
 """
@@ -275,3 +275,31 @@ def test_the_checker_flags_a_private_name_imported_from_another_module():
         "flatminima.toy imports the private module flatminima.sharpness._common (import "
         "flatminima.sharpness._common): only its own package may",
     ], found
+
+
+def _drawing():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("draw_architecture", REPO / "scripts" / "draw_architecture.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_architecture_page_is_drawn_from_the_contract():
+    draw = _drawing()
+    page = (REPO / "docs" / "architecture.md").read_text()
+    assert draw.redrawn(page) == page, "docs/architecture.md differs: python scripts/draw_architecture.py"
+    numbers = draw.layer_numbers()
+    rows = re.findall(r"^\| (\d+) \| `([^`]+)`", page, flags=re.M)
+    assert len(rows) >= 20
+    wrong = [(part, int(n), numbers[part]) for n, part in rows if numbers.get(part, int(n)) != int(n)]
+    assert wrong == [], f"the table's layer numbers differ from the contract's: {wrong}"
+
+
+def test_the_drawing_follows_a_changed_contract(tmp_path):
+    draw = _drawing()
+    config = tmp_path / ".importlinter"
+    config.write_text((REPO / ".importlinter").read_text().replace("    __main__\n", "    __main__\n    newtop\n", 1))
+    assert draw.layer_numbers(config)["newtop"] == draw.layer_numbers()["cli"] + 1
+    assert " newtop" in draw.picture(config) and draw.picture(config) != draw.picture()

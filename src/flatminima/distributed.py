@@ -12,8 +12,7 @@ reduced products and takes the same decisions: they run unchanged.
 
 Launch with ``torchrun`` (``torchrun --nproc_per_node=2 my_script.py``: ``init()`` reads the environment
 it sets), or, for tests and CPU experiments, :func:`launch` spawns processes with gloo.
-``python -m flatminima.distributed`` (or ``torchrun ... -m flatminima.distributed``) runs the demo in
-:mod:`flatminima.workflows.distributed_demo`.
+The demo (``torchrun ... -m flatminima.workflows.distributed_demo``) lives in the workflows layer above.
 """
 
 from __future__ import annotations
@@ -145,9 +144,3 @@ def launch(fn: Callable[..., Any], world_size: int = 2, *args: Any, backend: str
     import torch.multiprocessing as mp
 
     mp.spawn(_worker, args=(world_size, _free_port(), backend, fn, args), nprocs=world_size, join=True)
-
-
-if __name__ == "__main__":  # the demo trains nothing but is a workflow: it lives in the workflows layer
-    from .workflows.distributed_demo import main
-
-    main()

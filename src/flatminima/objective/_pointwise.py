@@ -36,10 +36,10 @@ al.'s code run the full forward at every point, one point at a time.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -48,8 +48,47 @@ from torch.func import vmap
 from ..errors import FlatminimaError, require_choice
 from ._terms import ELEMENTWISE_LOSSES
 
-if TYPE_CHECKING:  # every objective, data or analytic: only its public protocol is used here
-    from ._objective import Objective
+
+class Objective(Protocol):
+    """What the pointwise engine reads from an objective (data-backed or analytic): this protocol, not the
+    class, so that this module and ``_objective`` (which calls :func:`values_at`) do not import each other."""
+
+    dtype: torch.dtype
+    device: torch.device
+    mode: str
+    reduction: str
+    param_names: list[str]
+    total_weight: float
+
+    @property
+    def dim(self) -> int: ...
+    @property
+    def param_numels(self) -> list[int]: ...
+    @property
+    def memory_mb(self) -> float | None: ...
+    @property
+    def fixed_mask(self) -> bool: ...
+    @property
+    def has_outputs(self) -> bool: ...
+    @property
+    def loss_function(self) -> Callable | None: ...
+    @property
+    def stored_batches(self) -> Iterable: ...
+    @property
+    def working_model(self) -> nn.Module: ...
+    @property
+    def fixed_tensors(self) -> dict[str, torch.Tensor]: ...
+    def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]: ...
+    def batches(self) -> Iterator[Any]: ...
+    def terms(self, theta: torch.Tensor | None, batch: Any) -> tuple[torch.Tensor, float]: ...
+    def working_terms(self, batch: Any) -> tuple[torch.Tensor, float]: ...
+    def outputs(self, theta: torch.Tensor | None, batch: Any) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def loss_terms(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, float]: ...
+    def reduce(self, total: torch.Tensor, weight: float, reduction: str | None = None) -> torch.Tensor: ...
+    def fixed_randomness(self) -> AbstractContextManager: ...
+    def theta_chunk(self, chunk_size: int) -> int: ...
+    def record(self, kind: str | None, points: int = 1, passes: float = 1.0, seconds: float = 0.0) -> None: ...
+
 
 __all__ = ["LOOP_CHUNK", "MERGE_ROWS", "Span", "activation_bytes", "default_engine", "values_at"]
 

@@ -9,7 +9,7 @@ training and those functions together in one call, for the CLI and for scripts:
     paper_figures, single_figure, train_pair
                                           ``flatminima landscape``: train, then draw the landscape
     connect_models                        ``flatminima landscape --mode connect``: two solutions and the curve
-    distributed_demo                      ``python -m flatminima.distributed``: curvature over sharded data
+    distributed_demo                      ``python -m flatminima.workflows.distributed_demo``: curvature over sharded data
 
 ``flatminima.lab`` and ``flatminima.claims`` (experiments that train their own models) and ``flatminima.study``
 sit in this layer too (``docs/architecture.md``).

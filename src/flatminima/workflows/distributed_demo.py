@@ -1,6 +1,6 @@
-"""The demo behind ``python -m flatminima.distributed``: curvature of an MLP on MNIST-1D, data split by rank.
+"""The demo behind ``python -m flatminima.workflows.distributed_demo``: curvature of an MLP on MNIST-1D, data split by rank.
 
-    torchrun --standalone --nproc_per_node=2 -m flatminima.distributed --samples 4000 --k 3
+    torchrun --standalone --nproc_per_node=2 -m flatminima.workflows.distributed_demo --samples 4000 --k 3
 
 Every rank loads the same data, keeps its shard (:func:`flatminima.distributed.shard`) and builds an
 ``Objective(..., distributed=True)``; rank 0 prints the loss, the top eigenvalues and the trace, which are
@@ -23,11 +23,11 @@ __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``torchrun --standalone --nproc_per_node=2 -m flatminima.distributed``: curvature of an MLP on
+    """``torchrun --standalone --nproc_per_node=2 -m flatminima.workflows.distributed_demo``: curvature of an MLP on
     MNIST-1D with the data split across the ranks; prints the same numbers for any number of ranks."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m flatminima.distributed", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m flatminima.workflows.distributed_demo", description=main.__doc__)
     parser.add_argument("--samples", type=int, default=4000)
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--k", type=int, default=3)
