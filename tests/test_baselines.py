@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.func import jacrev
 
+from cases import tiny_data, tiny_mlp
 from flatminima import FlatminimaError, Objective
 from flatminima.sharpness import available, measure
 from flatminima.sharpness.baselines import BASELINES
@@ -18,13 +19,11 @@ DT = torch.float64
 
 
 def _mlp(seed=0, bias=True):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(4, 6, bias=bias), nn.ReLU(), nn.Linear(6, 3, bias=bias)).to(DT)
+    return tiny_mlp(4, 6, 3, act=nn.ReLU, bias=bias, seed=seed)
 
 
 def _data(n=40, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 4, generator=g, dtype=DT), torch.randint(0, 3, (n,), generator=g)
+    return tiny_data(n, 4, 3, seed)
 
 
 def test_every_baseline_is_registered():
@@ -131,8 +130,7 @@ def test_path_norm_of_a_conv_net_matches_its_unrolled_dense_layers():
 
 
 def test_path_norm_refuses_normalisation_layers():
-    torch.manual_seed(6)
-    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 3)).to(DT)
+    model = tiny_mlp(4, 6, 3, act=nn.ReLU, norm=nn.BatchNorm1d, seed=6)
     obj = Objective(model, "cross_entropy", _data(seed=6), dtype=DT)
     with pytest.raises(FlatminimaError, match="normalisation"):
         measure(obj, "path_norm")

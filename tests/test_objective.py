@@ -15,20 +15,17 @@ from torch import nn
 from torch.autograd.functional import hessian
 from torch.func import functional_call
 
+from cases import tiny_data, tiny_mlp
 from flatminima import Objective
 from flatminima.errors import FlatminimaError, NonFiniteLossError
 
 
 def _data(n: int = 50, d: int = 5, classes: int = 3, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randn(n, d, generator=gen, dtype=torch.float64), torch.randint(
-        0, classes, (n,), generator=gen
-    )
+    return tiny_data(n, d, classes, seed)
 
 
 def _mlp(d: int = 5, classes: int = 3) -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(d, 4), nn.Tanh(), nn.Linear(4, classes)).double()
+    return tiny_mlp(d, 4, classes)
 
 
 def _full_batch(model: nn.Module, X, y, names=None):
@@ -101,8 +98,7 @@ def test_unused_parameters_have_zero_gradient_and_curvature():
 
 def test_eval_mode_products_leave_batchnorm_statistics_and_grads_alone():
     X, y = _data()
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 3)).double()
+    model = tiny_mlp(5, 4, 3, norm=nn.BatchNorm1d)
     model.train()
     model(X)  # give the running statistics non-trivial values
     before = copy.deepcopy(model.state_dict())

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from cases import tiny_data, tiny_mlp
 from flatminima import Objective
 from flatminima.curvature import eigenvalues, trace
 from flatminima.errors import FlatminimaError
@@ -14,14 +15,11 @@ from flatminima.objective._checks import ProductChecks
 
 
 def _data(n: int = 12, d: int = 4, classes: int = 3):
-    gen = torch.Generator().manual_seed(0)
-    return torch.randn(n, d, generator=gen, dtype=torch.float64), torch.randint(0, classes, (n,), generator=gen)
+    return tiny_data(n, d, classes)
 
 
 def _mlp(norm: bool) -> nn.Module:
-    torch.manual_seed(0)
-    layers = [nn.Linear(4, 6)] + ([nn.LayerNorm(6)] if norm else []) + [nn.Tanh(), nn.Linear(6, 3)]
-    return nn.Sequential(*layers).double()
+    return tiny_mlp(4, 6, 3, norm=nn.LayerNorm if norm else None)
 
 
 def _dense(obj: Objective) -> torch.Tensor:
@@ -131,8 +129,7 @@ class _OnceTanh(nn.Module):
 
 def test_a_model_without_second_derivatives_gets_finite_differences():
     X, y = _data()
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 6), _OnceTanh(), nn.Linear(6, 3)).double()
+    model = tiny_mlp(4, 6, 3, act=_OnceTanh)
     obj = Objective(model, "cross_entropy", (X, y))
     with pytest.raises(FlatminimaError, match="finite_difference"):
         obj.hvp(torch.ones(obj.dim, dtype=torch.float64))
@@ -166,7 +163,7 @@ def test_the_model_copy_holds_its_parameters_as_views_of_theta():
     """At rest the Objective holds the parameters once: its model copy's selected parameters are views of θ₀
     (a 49M-parameter MLP: 3.25 model sizes at rest before, 1.25 after; benchmarks in docs/benchmarks.md)."""
     X, y = _data()
-    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 3)).double()
+    model = tiny_mlp(4, 6, 3, norm=nn.BatchNorm1d, seed=None)  # drawn from the global RNG as it stands
     for mode in ("eval", "train"):
         obj = Objective(model, "cross_entropy", (X, y), mode=mode, params=["0.*", "3.weight"])
         theta = obj.params

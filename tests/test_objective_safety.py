@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from cases import tiny_mlp
 from flatminima import Objective
 
 # ----------------------------------------------------------------------------- failed products
@@ -78,8 +79,7 @@ def test_a_failed_product_leaves_no_cached_graph_behind():
 
 
 def _mlp(dtype=torch.float32):
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 3)).to(dtype)
+    return tiny_mlp(6, 12, 3, dtype=dtype)
 
 
 def _data(n=40, dtype=torch.float32):

@@ -9,18 +9,14 @@ import torch
 from torch import nn
 from torch.func import functional_call, hessian
 
+from cases import tiny_problem
 from flatminima import Objective
 from flatminima.curvature import blocks_of, per_layer
 from flatminima.errors import FlatminimaError
 
 
 def _tiny():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3)).double()
-    gen = torch.Generator().manual_seed(1)
-    x = torch.randn(40, 3, generator=gen, dtype=torch.float64)
-    y = torch.randint(0, 3, (40,), generator=gen)
-    return model, x, y
+    return tiny_problem(3, 4, 3, n=40, seed=0, data_seed=1)
 
 
 def _dense_block(model, x, y, names):

@@ -6,19 +6,18 @@ import pytest
 import torch
 from torch import nn
 
+from cases import tiny_data, tiny_mlp
 from flatminima import FlatminimaError, Objective
 from flatminima.objective import Span, values_at
 from flatminima.objective._pointwise import _InputLayers, _loss_of
 
 
 def _data(n=90, shape=(6,), classes=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, *shape, generator=g, dtype=torch.float64), torch.randint(0, classes, (n,), generator=g)
+    return tiny_data(n, shape, classes, seed)
 
 
 def _mlp(seed=0):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Flatten(), nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+    return nn.Sequential(nn.Flatten(), *tiny_mlp(6, 8, 3, seed=seed))  # Flatten first: names 1.weight, ...
 
 
 def _cnn1d(seed=0):
@@ -179,8 +178,7 @@ def test_bad_points_are_refused():
 def test_streamed_data_and_train_mode_leave_the_model_untouched():
     X, y = _data()
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=32)
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 3)).double()
+    net = tiny_mlp(6, 8, 3, norm=nn.BatchNorm1d)
     for obj in (Objective(net, "cross_entropy", loader), Objective(net, "cross_entropy", (X, y), mode="train")):
         span = _span(obj)
         ref = torch.tensor([obj.loss(t) for t in span.rows(0, len(span))], dtype=torch.float64)
