@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from cases import with_eigenvalues
 from flatminima import Objective, statistics
 from flatminima.curvature import eigenvalues, spectral_density, trace
 from flatminima.lab import rules
@@ -20,9 +21,7 @@ DT = torch.float64
 
 
 def quadratic(eigs=(4.0, 2.0, 1.0, 0.5, 0.25, 0.1), seed=0):
-    g = torch.Generator().manual_seed(seed)
-    q, _ = torch.linalg.qr(torch.randn(len(eigs), len(eigs), generator=g, dtype=DT))
-    A = q @ torch.diag(torch.tensor(eigs, dtype=DT)) @ q.T
+    A = with_eigenvalues(eigs, seed)
     return Objective.from_function(lambda x: 0.5 * x @ A @ x, torch.zeros(len(eigs), dtype=DT), dtype=DT), A
 
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, hessian, jacrev, vmap
 
+from cases import tiny_problem, with_eigenvalues
 from flatminima import Objective
 from flatminima.sharpness import measure
 
@@ -21,8 +22,7 @@ def quadratic(eigs, seed=0, center=None):
     """L(θ) = ½(θ−θ*)ᵀA(θ−θ*) with A = Q diag(eigs) Qᵀ; returns (objective at θ*, A, θ*)."""
     g = torch.Generator().manual_seed(seed)
     n = len(eigs)
-    Q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=DT))
-    A = Q @ torch.diag(torch.tensor(eigs, dtype=DT)) @ Q.T
+    A = with_eigenvalues(eigs, generator=g)  # draws Q from g; θ* comes next from the same generator
     star = torch.randn(n, generator=g, dtype=DT) if center is None else center
 
     def f(x):
@@ -171,12 +171,7 @@ def test_hessian_measures_match_dense_quadratic():
 
 
 def _mlp(seed=0):
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)).to(DT)
-    g = torch.Generator().manual_seed(seed)
-    X = torch.randn(32, 4, generator=g, dtype=DT)
-    y = torch.randint(0, 3, (32,), generator=g)
-    return model, X, y
+    return tiny_problem(4, 6, 3, n=32, seed=seed, act=nn.ReLU)
 
 
 def _dense(model, X, y, obj):

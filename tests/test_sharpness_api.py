@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
+from cases import tiny_mlp
 from flatminima import FlatminimaError, Objective
 from flatminima.sharpness import Measure, available, measure, measure_all, register
 from flatminima.sharpness import registry as reg
@@ -25,9 +26,8 @@ def bowl(scale=1.0):
 
 
 def mlp_objective():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).to(DT)
-    X = torch.randn(16, 3, dtype=DT)
+    model = tiny_mlp(3, 4, 2, act=nn.ReLU)
+    X = torch.randn(16, 3, dtype=DT)  # the global RNG, right after the model's initialisation
     return Objective(model, "cross_entropy", (X, (X[:, 0] > 0).long()), dtype=DT)
 
 

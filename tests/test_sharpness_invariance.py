@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from cases import tiny_mlp, tiny_problem
 from flatminima import Objective
 from flatminima.sharpness import measure
 
@@ -17,12 +18,8 @@ ALPHA = 5.0
 
 
 def _pair():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)).to(DT)
-    g = torch.Generator().manual_seed(0)
-    X = torch.randn(40, 4, generator=g, dtype=DT)
-    y = torch.randint(0, 3, (40,), generator=g)
-    scaled = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)).to(DT)
+    model, X, y = tiny_problem(4, 6, 3, n=40, act=nn.ReLU)
+    scaled = tiny_mlp(4, 6, 3, act=nn.ReLU, seed=None)  # its own initialisation is overwritten just below
     scaled.load_state_dict(model.state_dict())
     with torch.no_grad():
         scaled[0].weight.mul_(ALPHA)

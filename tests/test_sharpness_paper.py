@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, hessian
 
+from cases import tiny_data, tiny_mlp
 from flatminima import FlatminimaError, Objective
 from flatminima.sharpness import measure
 
@@ -18,20 +19,11 @@ DT = torch.float64
 
 
 def _data(n=30, d=4, classes=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    X = torch.randn(n, d, generator=g, dtype=DT)
-    y = torch.randint(0, classes, (n,), generator=g)
-    return X, y
+    return tiny_data(n, d, classes, seed)
 
 
 def _net(*sizes, seed=0):
-    torch.manual_seed(seed)
-    layers = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=False)):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers).to(DT)
+    return tiny_mlp(*sizes, act=nn.ReLU, seed=seed)
 
 
 # ------------------------------------------------------------------ relative flatness (Petzka et al. 2021)
@@ -93,8 +85,7 @@ def test_relative_flatness_hidden_layer_matches_dense_hessian():
 
 
 def test_relative_flatness_auto_falls_back_when_the_layer_is_not_the_output():
-    torch.manual_seed(4)
-    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3), nn.Tanh()).to(DT)
+    model = nn.Sequential(*tiny_mlp(4, 6, 3, act=nn.ReLU, seed=4), nn.Tanh())
     X, y = _data(seed=4)
     obj = Objective(model, "cross_entropy", (X, y), dtype=DT)
     r = measure(obj, "relative_flatness")
@@ -149,9 +140,7 @@ def test_fisher_rao_matches_per_sample_gradient_loops(labels, biases, squared):
 
 def test_fisher_rao_default_is_the_papers_norm_and_bias_free_identity():
     """Bias-free ReLU net of depth L = 2: ⟨θ, ∇ℓ⟩ = (L+1)⟨∂ℓ/∂f, f⟩ (Liang et al. Lemma 2.1)."""
-    torch.manual_seed(7)
-    model = nn.Sequential(nn.Linear(4, 6, bias=False), nn.ReLU(), nn.Linear(6, 5, bias=False), nn.ReLU(),
-                          nn.Linear(5, 3, bias=False)).to(DT)
+    model = tiny_mlp(4, 6, 5, 3, act=nn.ReLU, bias=False, seed=7)
     X, y = _data(n=20, seed=7)
     obj = Objective(model, "cross_entropy", (X, y), dtype=DT)
     r = measure(obj, "fisher_rao")
@@ -191,11 +180,10 @@ def test_magnitude_aware_perturbation_has_the_papers_variance():
 
 
 def _trained_classifier():
-    torch.manual_seed(9)
     g = torch.Generator().manual_seed(9)
     X = torch.randn(200, 2, generator=g, dtype=DT)
     y = (X[:, 0] + 0.5 * X[:, 1] > 0).long()
-    model = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 2)).to(DT)
+    model = tiny_mlp(2, 8, 2, act=nn.ReLU, seed=9)
     opt = torch.optim.Adam(model.parameters(), lr=0.05)
     for _ in range(150):
         opt.zero_grad()
