@@ -112,7 +112,7 @@ def test_c13_counts_walkers_only_where_they_settle():
     # GD at lr 0.06 > 2/44 bounces in the sharp well (x₀ ≈ 1) for ever: unsettled, not "sharp basin"
     import torch
 
-    from flatminima.lab.analytic import settled_basins, two_basin
+    from flatminima.lab.optimiser_basins import settled_basins, two_basin
     from flatminima.toy import optimize
 
     x0 = torch.tensor([[1.05, 0.0], [-0.9, 0.0]], dtype=torch.float64)

@@ -6,7 +6,18 @@ flatminima.lab.run(name, out=..., quick=True, seed=k) -> LabResult (seed set k: 
 flatminima.lab.rules                     -> the decision rules (sign, band, Holm, combine, stable)
 """
 
-from . import analytic, edge, networks, rules  # noqa: F401  (registers the experiments)
+from . import (  # noqa: F401  (registers the experiments)
+    critical_points,
+    data_sculpting,
+    edge,
+    flat_regions,
+    networks,
+    optimiser_basins,
+    physical_landscapes,
+    plateaus,
+    rules,
+    saddles,
+)
 from .bench import Bench
 from .registry import ClaimSpec, Context, LabResult, available, get, run, specs
 
