@@ -102,38 +102,59 @@ class Bench:
 
     def measure(self, model: torch.nn.Module, seed: int) -> dict:
         """λ_max (Lanczos), tr H (Hutch++) on MEASURE_N training samples; clean accuracy, the accuracy under each
-        shift (``shift_accs``) and their mean (``shift_acc``), ECE."""
-        from ..objective import Objective
-        from ..sharpness import measure
-        from ..train import evaluate
+        shift (``shift_accs``) and their mean (``shift_acc``), ECE: the shared pipeline on ``model`` as it is."""
+        return self._run(lambda: (model, None, None), seed)[0]
+
+    def _run(self, obtain, seed: int) -> tuple[dict, Any]:
+        """The shared pipeline (:func:`flatminima.workflows.pipeline.train_measure_evaluate`) on the network
+        ``obtain()`` gives (``(model, None, TrainResult or None)``): no exact training loss (``fit`` reports
+        it), the bench's two measures in float64 on the first MEASURE_N training samples, the evaluation scored
+        1024 rows at a time; the model keeps the train/eval mode it had before the measuring."""
+        from ..workflows.pipeline import train_measure_evaluate
 
         ds = self.data
-        obj = Objective(model, "cross_entropy", (ds.x_train[:MEASURE_N], ds.y_train[:MEASURE_N]),
-                        dtype=torch.float64)
-        clean = evaluate(model, ds.test)
-        shifts = {f"{s}@{SEVERITY}": float(evaluate(model, ds.shifts[s][SEVERITY])["accuracy"]) for s in SHIFTS}
-        return {"lambda_max": measure(obj, "lambda_max", tol=1e-3, seed=seed).value,
-                "trace": measure(obj, "trace", samples=30, seed=seed).value,
-                "test_acc": clean["accuracy"], "shift_acc": float(np.mean(list(shifts.values()))),
-                "ece": clean.get("ece", float("nan")), "shift_accs": shifts}
+        modes = []
+
+        def obtained():
+            net, init, res = obtain()
+            modes.append(net.training)
+            return net, init, res
+
+        out = train_measure_evaluate(
+            obtained, ds, measures={"lambda_max": {"tol": 1e-3, "seed": seed}, "trace": {"samples": 30, "seed": seed}},
+            loss="cross_entropy", dtype=torch.float64, measure_data=(ds.x_train[:MEASURE_N], ds.y_train[:MEASURE_N]),
+            shifts=list(SHIFTS), eval_batch_size=1024, train_loss=False)
+        out.model.train(modes[0])
+        m = out.metrics
+        shifts = {f"{s}@{SEVERITY}": float(m["shifts"][f"{s}@{SEVERITY}"]["acc"]) for s in SHIFTS}
+        return {"lambda_max": out.measures["lambda_max"].value, "trace": out.measures["trace"].value,
+                "test_acc": m["test_acc"], "shift_acc": float(np.mean(list(shifts.values()))), "ece": m["ece"],
+                "shift_accs": shifts}, out
 
     def train(self, cfg: NetConfig, seed: int, data=None) -> Trained:
-        """Train (or fetch) ``cfg`` with ``seed`` on ``data`` (default: MNIST-1D train split)."""
+        """Train (or fetch) ``cfg`` with ``seed`` on ``data`` (default: MNIST-1D train split), through the shared
+        train → measure → evaluate pipeline."""
         key = (cfg, seed)
         if data is None and key in self._models:
             return self._models[key]
         from ..models import build
-        from ..train import fit
+        from ..workflows.pipeline import train_model
 
         ds = self.data
         t0 = time.perf_counter()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = build("mlp", ds.input_shape, ds.num_classes, **cfg.model_dict())
-        res = fit(model, data if data is not None else ds.train, cfg.recipe_dict(seed), progress=False)
+
+        def obtain():
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                model = build("mlp", ds.input_shape, ds.num_classes, **cfg.model_dict())
+            model, res = train_model(model, data if data is not None else ds.train, cfg.recipe_dict(seed))
+            return model, None, res
+
+        measured, out = self._run(obtain, seed)
+        res = out.training
         reached = bool(res.reached_target) if res.reached_target is not None else True
-        t = Trained(cfg.name, seed, model, reached, float(res.final_train_loss), int(res.epochs_run),
-                    seconds=0.0, **self.measure(model, seed))
+        t = Trained(cfg.name, seed, out.model, reached, float(res.final_train_loss), int(res.epochs_run),
+                    seconds=0.0, **measured)
         t.seconds = time.perf_counter() - t0
         if data is None:
             self._models[key] = t

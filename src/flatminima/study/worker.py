@@ -145,7 +145,8 @@ def obtain_model(config: dict[str, Any], dataset: Any) -> tuple[torch.nn.Module,
 
     Sources: flatminima's trainer (``recipe``), the user's function (``train``), a checkpoint file, or a
     state handed in (``config["state"]``: kept weights when a column is added, or an in-memory model)."""
-    from ..train import Recipe, fit, flat_params
+    from ..train import Recipe, flat_params
+    from ..workflows.pipeline import train_model
 
     kind = (config.get("source") or {}).get("kind", "recipe")
     if kind == "memory":  # a model handed in from Python (this process): measured as it is, on a copy
@@ -165,7 +166,7 @@ def obtain_model(config: dict[str, Any], dataset: Any) -> tuple[torch.nn.Module,
     if kind == "train":
         return _train_user(config, model, dataset), init, {}
     recipe = Recipe(**config["recipe"], seed=config["seed"])
-    trained = fit(model, dataset.train, recipe, progress=False)
+    model, trained = train_model(model, dataset.train, recipe)
     return model, init, {
         "epochs_run": trained.epochs_run,
         "final_train_loss": trained.final_train_loss,
@@ -192,11 +193,10 @@ def execute_with_weights(config: dict[str, Any]) -> tuple[dict[str, Any], dict[s
     or an update. With ``config["update"]`` only the measures and targets named in the config are computed,
     from ``config["state"]`` (the kept weights).
     """
-    from ..objective import Objective
     from ..train.losses import loss_function
+    from ..workflows.pipeline import train_measure_evaluate
     from . import targets as tg
-    from .measures import compute
-    from .outcomes import evaluate
+    from .measures import record
 
     t0 = time.perf_counter()
     threads = torch.get_num_threads()
@@ -206,29 +206,27 @@ def execute_with_weights(config: dict[str, Any]) -> tuple[dict[str, Any], dict[s
         dataset = dataset_for(config["data"], config.get("shifts"))
         shifts = resolve_shifts(config["data"], dataset, config.get("shifts"))
         t1 = time.perf_counter()
-        model, init, training = obtain_model(config, dataset)
-        t2 = time.perf_counter()
         # the spec's dtype (float32 by default); configs stored before it existed measured in float64
         dtype = {"float32": torch.float32, "float64": torch.float64}[config.get("dtype", "float64")]
         loss_name = measuring_loss(config, dataset)
         lossf = loss_function(loss_name)
-        obj = Objective(model, lossf, dataset.train, dtype=dtype)
-        exact = None if update else float(obj.loss(obj.params))  # an added column needs no training loss
-        measures = {}
-        for name, cfg in (config.get("measures") or {}).items():
-            cfg = dict(cfg)
-            if wants_init(name, cfg) and init is not None:
-                cfg["init"] = init.to(dtype)
-            measures[name] = compute(obj, name, cfg)
-        t3 = time.perf_counter()
         wanted = tg.resolve(config.get("targets"), getattr(dataset, "task", "classification"), bool(shifts))
-        metrics, target_values, target_errors = {}, {}, {}
-        if not update or wanted:  # adding only measures to a finished run evaluates nothing again
-            metrics = evaluate(model, dataset, shifts, bins=config["evaluate"]["ece_bins"], loss_fn=lossf)
-            target_values, target_errors = tg.compute(wanted, model, dataset, metrics)
+        # the one pipeline: obtain (train, load) -> exact train loss and measures -> evaluation; an added column
+        # needs no training loss, and adding only measures to a finished run evaluates nothing again
+        out = train_measure_evaluate(lambda: obtain_model(config, dataset), dataset,
+                                     measures=config.get("measures") or {}, loss=lossf, dtype=dtype, shifts=shifts,
+                                     bins=config["evaluate"]["ece_bins"], loss_fn=lossf, train_loss=not update,
+                                     evaluate=not update or bool(wanted))
+        model, training, exact, metrics = out.model, out.training, out.train_loss, out.metrics
+        measures = {name: record(m) for name, m in out.measures.items()}
         t4 = time.perf_counter()
+        target_values, target_errors = {}, {}
+        if not update or wanted:
+            target_values, target_errors = tg.compute(wanted, model, dataset, metrics)
+        t5 = time.perf_counter()
     finally:
         torch.set_num_threads(threads)
+    sec = out.seconds
     target = training.get("target_train_loss", (config.get("source") or {}).get("target_train_loss"))
     if (config.get("source") or {}).get("kind") == "train":
         target = config["source"]["function"].get("target_train_loss")
@@ -240,7 +238,8 @@ def execute_with_weights(config: dict[str, Any]) -> tuple[dict[str, Any], dict[s
         "target_meta": {n: t.to_meta() for n, t in wanted.items()},
         "loss": loss_name if isinstance(loss_name, str) else repr(loss_name),
         "task": getattr(dataset, "task", "classification"),
-        "seconds": {"setup": t1 - t0, "train": t2 - t1, "measure": t3 - t2, "evaluate": t4 - t3, "total": t4 - t0},
+        "seconds": {"setup": t1 - t0, "train": sec["train"], "measure": sec["measure"],
+                    "evaluate": sec["evaluate"] + (t5 - t4), "total": t5 - t0},
     }
     if update:
         return results, None

@@ -5,11 +5,15 @@ The layer above the library and below the CLI. The library packages (``landscape
 parameter vectors and train nothing (only ``flatminima.train`` trains); a workflow puts data, model,
 training and those functions together in one call, for the CLI and for scripts:
 
+    train_model, evaluate_model, train_measure_evaluate
+                                          the one train → measure → evaluate pipeline (``pipeline``): the
+                                          study worker, the CLI and the claims' bench all go through it
     get_data, get_model, objective_for    the first steps every command shares
     paper_figures, single_figure, train_pair
                                           ``flatminima landscape``: train, then draw the landscape
     connect_models                        ``flatminima landscape --mode connect``: two solutions and the curve
-    distributed_demo                      ``python -m flatminima.workflows.distributed_demo``: curvature over sharded data
+    distributed_demo                      ``python -m flatminima.workflows.distributed_demo``: curvature over
+                                          sharded data
 
 ``flatminima.lab`` and ``flatminima.claims`` (experiments that train their own models) and ``flatminima.study``
 sit in this layer too (``docs/architecture.md``).
@@ -27,6 +31,9 @@ _WHERE = {
     "get_data": "common",
     "get_model": "common",
     "objective_for": "common",
+    "evaluate_model": "pipeline",
+    "train_measure_evaluate": "pipeline",
+    "train_model": "pipeline",
     "connect_models": "connect",
     "paper_figures": "landscape_figures",
     "single_figure": "landscape_figures",
