@@ -131,6 +131,14 @@ class Objective:
     reduction: str = "mean"
     hvp_method: str = "double_backward"
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Objective:
+        # A model sharded with FSDP2 (DTensor parameters) gets the sharded Objective (flatminima.objective._sharded)
+        from ._sharded import ShardedObjective, is_sharded
+
+        if cls is Objective and is_sharded(args[0] if args else kwargs.get("model")):
+            cls = ShardedObjective
+        return super().__new__(cls)
+
     def __init__(
         self,
         model: nn.Module,
