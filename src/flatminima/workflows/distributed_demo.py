@@ -1,4 +1,5 @@
-"""The demo behind ``python -m flatminima.workflows.distributed_demo``: curvature of an MLP on MNIST-1D, data split by rank.
+"""The distributed demo (``python -m flatminima.workflows.distributed_demo``): curvature of an MLP on MNIST-1D,
+data split by rank.
 
     torchrun --standalone --nproc_per_node=2 -m flatminima.workflows.distributed_demo --samples 4000 --k 3
 
