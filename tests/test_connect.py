@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
+from cases import tiny_mlp
 from flatminima import Objective
 from flatminima.errors import FlatminimaError
 from flatminima.landscape import connect, curve_point, curve_weights, interpolate
@@ -30,8 +31,7 @@ def _blobs(n=400, seed=0):
 def permuted_pair():
     """A trained 2-32-2 tanh net A and B = A with its hidden units permuted (the same function)."""
     x, y = _blobs()
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(2, 32), nn.Tanh(), nn.Linear(32, 2)).double()
+    net = tiny_mlp(2, 32, 2)
     opt = torch.optim.Adam(net.parameters(), lr=0.03)
     for _ in range(400):
         opt.zero_grad()
@@ -101,8 +101,7 @@ def test_batchnorm_is_recomputed_along_the_curve():
     torch.manual_seed(0)
     nets = []
     for s in (0, 1):
-        torch.manual_seed(s)
-        net = nn.Sequential(nn.Linear(2, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2)).double()
+        net = tiny_mlp(2, 8, 2, act=nn.ReLU, norm=nn.BatchNorm1d, seed=s)
         net.train()
         opt = torch.optim.Adam(net.parameters(), lr=0.05)
         for _ in range(50):

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, hessian, jacrev
 
+from cases import random_symmetric, spiked_wishart, tiny_mlp, with_eigenvalues
 from flatminima import FlatminimaError, Objective
 from flatminima.curvature import eigenvalues, power_iteration, spectral_density, trace
 
@@ -96,8 +97,7 @@ def test_hutchpp_is_exact_when_sketch_spans_space():
 
 def _quadratic(eigs, seed=0):
     n = len(eigs)
-    Q, _ = torch.linalg.qr(torch.randn(n, n, generator=torch.Generator().manual_seed(seed)))
-    A = Q @ torch.diag(torch.tensor(eigs)) @ Q.T
+    A = with_eigenvalues(eigs, seed, dtype=None)  # the default dtype: float64 in this module
     return Objective.from_function(lambda x: 0.5 * x @ A @ x, torch.ones(n)), A
 
 
@@ -144,8 +144,7 @@ def test_cnn_with_batchnorm_in_eval_mode():
 
 
 def test_mse_regression_hessian_and_ggn():
-    torch.manual_seed(2)
-    model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2))
+    model = tiny_mlp(3, 5, 2, seed=2, dtype=None)
     X, Y = torch.randn(50, 3), torch.randn(50, 2)
     obj = Objective(model, "mse", (X, Y), batch_size=16)
     H = hessian(_flat_loss(model, nn.functional.mse_loss, X, Y))(_theta(model))
@@ -268,23 +267,6 @@ def test_recurrence_estimate_is_not_trusted_for_a_wrong_operator(tanh_case):
 
 
 # ---- the same algorithms on a matrix: an operator view, a dense tensor, a SciPy LinearOperator ---------------
-def _random_symmetric(n: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    B = torch.randn(n, n, generator=g, dtype=torch.float64)
-    return (B + B.T) / 2
-
-
-def _spiked_wishart(n: int = 200, samples: int = 400, spikes=(25.0, 12.0), seed: int = 1) -> torch.Tensor:
-    """XᵀX/samples + Σ s·uuᵀ: a Marchenko-Pastur bulk with outliers (the shape of a trained net's Hessian)."""
-    g = torch.Generator().manual_seed(seed)
-    X = torch.randn(samples, n, generator=g, dtype=torch.float64)
-    A = X.T @ X / samples
-    U, _ = torch.linalg.qr(torch.randn(n, len(spikes), generator=g, dtype=torch.float64))
-    for s, u in zip(spikes, U.T, strict=True):
-        A += s * torch.outer(u, u)
-    return (A + A.T) / 2
-
-
 def _linear_operator(A: torch.Tensor):
     from scipy.sparse.linalg import LinearOperator
 
@@ -302,12 +284,12 @@ def test_eigenvalues_of_a_diagonal_tensor_are_its_largest_entries():
     torch.testing.assert_close(bottom.values, torch.tensor([-4.0, -1.0], dtype=torch.float64), rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("build", [_random_symmetric, _spiked_wishart], ids=["random symmetric", "spiked Wishart"])
+@pytest.mark.parametrize("build", [random_symmetric, spiked_wishart], ids=["random symmetric", "spiked Wishart"])
 @pytest.mark.parametrize("as_scipy", [False, True], ids=["dense tensor", "scipy LinearOperator"])
 def test_matrices_against_numpy_eigvalsh_and_the_exact_trace(build, as_scipy):
     import numpy as np
 
-    A = build(120) if build is _random_symmetric else build()
+    A = build(120) if build is random_symmetric else build()
     exact = np.linalg.eigvalsh(A.numpy())
     M = _linear_operator(A) if as_scipy else A
     r = eigenvalues(M, k=3, which="both", tol=1e-8)
@@ -351,8 +333,7 @@ def test_a_four_million_diagonal_through_a_scipy_linear_operator():
 
 
 def test_an_objectives_operator_view_gives_the_objectives_results_and_costs():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    model = tiny_mlp(4, 6, 3, dtype=None)
     X, y = torch.randn(40, 4), torch.randint(0, 3, (40,))
     obj = Objective(model, "cross_entropy", (X, y), batch_size=16)
     H = obj.hessian
@@ -372,7 +353,7 @@ def test_an_objectives_operator_view_gives_the_objectives_results_and_costs():
 
 
 def test_matrices_refuse_what_only_an_objective_has_and_non_symmetric_input():
-    A = _random_symmetric(6)
+    A = random_symmetric(6)
     with pytest.raises(FlatminimaError, match="already the matrix"):
         eigenvalues(A, operator="ggn")
     with pytest.raises(FlatminimaError, match="theta"):

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from cases import tiny_mlp
 from flatminima import Objective
 from flatminima.curvature import eigenvalues, lanczos
 from flatminima.dynamics import SharpnessMonitor, plot_dynamics, preconditioner, stability_threshold, summarize
@@ -97,8 +98,7 @@ def _mlp_data(seed=0, n=64):
     g = torch.Generator().manual_seed(seed)
     X = torch.randn(n, 6, generator=g)
     y = torch.sin(X @ torch.randn(6, 2, generator=g))
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(6, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 2))
+    model = tiny_mlp(6, 32, 32, 2, seed=seed, dtype=None)
     return model, X, y
 
 
@@ -176,8 +176,7 @@ def test_schedule_moves_the_threshold_and_batch_sharpness():
 def test_batch_sharpness_is_the_mean_over_batches_of_each_batch_hessian_along_its_gradient():
     # E_B[g_Bᵀ H_B g_B/‖g_B‖²] with H_B the Hessian of the batch's own (mean) loss, checked against dense Hessians:
     # a mean of per-batch ratios, not a ratio of means and not the full-data Hessian along g_B.
-    torch.manual_seed(3)
-    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    model = tiny_mlp(3, 4, 2, seed=3)
     X, y = torch.randn(12, 3, dtype=torch.float64), torch.randn(12, 2, dtype=torch.float64)
     batches = [(X[:5], y[:5]), (X[5:], y[5:])]
     flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])

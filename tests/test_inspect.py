@@ -13,6 +13,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 import flatminima
+from cases import tiny_mlp
 from flatminima.cli import app
 from flatminima.curvature import eigenvalues, trace
 from flatminima.errors import FlatminimaError
@@ -31,8 +32,7 @@ def _data() -> tuple[torch.Tensor, torch.Tensor]:
 
 def _trained(seed: int) -> nn.Module:
     """A tanh net fitted by L-BFGS in float64 until the gradient vanishes: a local minimum."""
-    torch.manual_seed(seed)
-    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1)).double()
+    net = tiny_mlp(3, 4, 1, seed=seed)
     with torch.no_grad():
         for p in net.parameters():
             p.mul_(0.3)  # a small start keeps the tanh units out of saturation
@@ -129,8 +129,7 @@ def test_a_saddle_is_flagged_with_its_number_and_rule(tmp_path):
 
 # ---- bad input: refused before any work ----------------------------------------------------------------------
 def _net() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1)).double()
+    return tiny_mlp(3, 4, 1)
 
 
 def test_bad_inputs_are_refused(tmp_path):

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from cases import tiny_mlp
 from flatminima import Objective
 from flatminima.landscape import directions, slice_1d
 
@@ -60,8 +61,7 @@ def test_the_default_slice_of_a_lora_model_at_initialisation_is_not_flat():
 def test_directions_without_zero_filters_do_not_warn():
     import warnings
 
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(8, 6), nn.Tanh(), nn.Linear(6, 3))
+    model = tiny_mlp(8, 6, 3, dtype=None)
     obj = Objective(model, "cross_entropy", (torch.randn(10, 8), torch.randint(0, 3, (10,))))
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from cases import tiny_mlp
 from flatminima import Objective
 
 DT = torch.float64
@@ -34,8 +35,7 @@ def classifier():
     y = (x[:, 0] + 0.3 * x[:, 1] > 0).long()
     nets = []
     for seed in (0, 1):
-        torch.manual_seed(seed)
-        net = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 2)).double()
+        net = tiny_mlp(2, 8, 2, seed=seed)
         opt = torch.optim.Adam(net.parameters(), lr=0.05)
         for _ in range(60):
             opt.zero_grad()
