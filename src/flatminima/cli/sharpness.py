@@ -78,7 +78,7 @@ def sharpness(
     the failure is printed after it (exit code 1)."""
     from ..errors import FlatminimaError
     from ..progress import progress_bar
-    from ..sharpness import available, measure, settings_per_measure
+    from ..sharpness import available, settings_per_measure
     from ..sharpness.registry import accepted_settings
     from ..validate import check_measure_settings
     from ..workflows.common import (
@@ -91,6 +91,7 @@ def sharpness(
         objective_for,
         resolve_loss,
     )
+    from ..workflows.pipeline import measure
 
     if list_:
         _list(available(), json_out)
@@ -145,19 +146,11 @@ def sharpness(
     with progress_bar(len(chosen) * len(models), "sharpness measures", enabled=show) as advance:
         for net, info in models:
             obj = objective_for(net, dataset, split=split, dtype=dtype, device=dev, loss=loss_name)
-            results, failed = {}, {}
-            for n in chosen:
-                config = dict(per[n])
-                if needs_init(n, config):
-                    config["init"] = init.to(obj.dtype)
-                try:
-                    results[n] = measure(obj, n, **config)
-                except KeyboardInterrupt:  # keep what was measured: print it, then stop
-                    failed[n], stopped = "interrupted", True
-                    break
-                except Exception as err:  # noqa: BLE001 - one measure failing must not lose the others
-                    failed[n] = f"{type(err).__name__}: {err}"
-                advance()
+            # the shared pipeline's measuring step: a measure that fails does not lose the others, an
+            # interrupt keeps what was measured (printed, then the command stops)
+            failed: dict[str, str] = {}
+            results = measure(obj, {n: per[n] for n in chosen}, init=init, failed=failed, advance=advance)
+            stopped = "interrupted" in failed.values()
             runs.append((obj.describe(), info, results, failed))
             if stopped:
                 break

@@ -250,9 +250,10 @@ def run_training(model: str, data: str, recipe, *, model_kwargs: dict, data_kwar
     import torch
 
     from ..models import build
-    from ..train import fit, save_checkpoint, train_ensemble
+    from ..train import save_checkpoint, train_ensemble
     from ..train.report import run_metrics, save_curve, write_json
     from ..workflows.common import get_data
+    from ..workflows.pipeline import train_model
 
     suffix = Path(data).suffix.lower()
     if shifts and not suffix and data != "two_class" and ":" not in data:
@@ -272,9 +273,9 @@ def run_training(model: str, data: str, recipe, *, model_kwargs: dict, data_kwar
         torch.manual_seed(recipe.seed)
         net = make()
         monitor = _monitor(net, dataset.train, recipe, track_sharpness, outp) if track_sharpness else None
-        res = fit(net, dataset.train, recipe, checkpoint_dir=outp, progress=progress, device=device,
-                  eval_data=dataset.test,
-                  step_callback=None if monitor is None else lambda s, m, o: monitor.step(s, optimizer=o))
+        net, res = train_model(net, dataset.train, recipe, checkpoint_dir=outp, progress=progress, device=device,
+                               eval_data=dataset.test,
+                               step_callback=None if monitor is None else lambda s, m, o: monitor.step(s, optimizer=o))
         history, seconds = res.history, res.seconds
         training = _training(res)
     metrics = run_metrics(net, dataset, loss=recipe.loss, device=device)
@@ -331,6 +332,8 @@ def _monitor(net, train, recipe, options: dict, outp: Path):
 
 
 def _training(res) -> dict:
-    """How the run ended: epochs trained, exact final train loss, whether the target was reached."""
-    return {"epochs_run": res.epochs_run, "final_train_loss": res.final_train_loss,
-            "reached_target": res.reached_target, "target_train_loss": res.recipe.target_train_loss}
+    """How the run ended: epochs trained, exact final train loss, whether the target was reached (the shared
+    pipeline's :func:`~flatminima.workflows.pipeline.training_record`)."""
+    from ..workflows.pipeline import training_record
+
+    return training_record(res)

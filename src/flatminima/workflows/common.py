@@ -15,8 +15,9 @@ from ..data import Dataset, load, load_file
 from ..errors import FlatminimaError, require_choice
 from ..models import build
 from ..objective import Objective
-from ..train import Recipe, fit, flat_params, load_checkpoint
+from ..train import Recipe, flat_params, load_checkpoint
 from ..train.losses import LOSS_NAMES, loss_function
+from .pipeline import train_model
 
 SPLITS = ("train", "test")
 
@@ -284,8 +285,8 @@ def get_model(model: str, dataset: Dataset, *, checkpoint: str | None = None, re
     last = Path(out_dir) / "last.pt" if out_dir else None
     if say is not None and last is not None and last.exists():
         say(f"reusing the training run in {last} (delete it, or give another --out, to train afresh)")
-    result = fit(net, dataset.train, recipe, checkpoint_dir=out_dir, progress=progress, device=device,
-                 loss_fn=loss_fn)
+    net, result = train_model(net, dataset.train, recipe, checkpoint_dir=out_dir, progress=progress, device=device,
+                              loss_fn=loss_fn)  # the shared pipeline's training step
     # the loss it trained with: a user's loss is not in the recipe (whose loss field names the built-in ones)
     info = {"trained": True, "history": result.history[-1] if result.history else None,
             "seconds": result.seconds, "checkpoint": result.checkpoint, "reused": result.epochs_this_call == 0,
