@@ -268,8 +268,8 @@ def _swa_and_matched_iterate(bench: B.Bench, seed: int) -> list[tuple[torch.nn.M
     import copy
 
     from ..models import build
-    from ..train import fit
     from ..train.trainer import exact_train_loss
+    from ..workflows.pipeline import train_model
 
     ds = bench.data
     with torch.random.fork_rng(devices=[]):
@@ -283,7 +283,7 @@ def _swa_and_matched_iterate(bench: B.Bench, seed: int) -> list[tuple[torch.nn.M
 
     rec = {**B.BASE_RECIPE, **C5_RECIPE, "seed": seed}
     rec.pop("target_train_loss")  # the average is not an iterate: it cannot stop at a target
-    fit(model, ds.train, rec, progress=False, callback=keep_iterate)
+    train_model(model, ds.train, rec, callback=keep_iterate)
     model.eval()
     level = exact_train_loss(model, *ds.train, "cross_entropy")
     probe = copy.deepcopy(model)
@@ -627,13 +627,13 @@ def finetune_flatness(ctx: Context) -> Outcome:
               "sharp": _cfg("pre_full", {"batch_size": "full", "lr": 0.5, "epochs": 1500})}
     fine = _cfg("fine", {"lr": 0.01})
     pre, post = {k: [] for k in starts}, {k: [] for k in starts}
-    from ..train import fit
+    from ..workflows.pipeline import train_model
 
     for seed in ctx.seeds:
         for k, cfg in starts.items():
             t = bench.train(cfg, seed, data=(X[src], y[src]))
             pre[k].append(t)
-            r = fit(t.model, (X, y), fine.recipe_dict(seed), progress=False)
+            _, r = train_model(t.model, (X, y), fine.recipe_dict(seed))
             post[k].append(B.Trained(k, seed, t.model, bool(r.reached_target) and t.reached_target,
                                      float(r.final_train_loss), int(r.epochs_run), seconds=0.0,
                                      **bench.measure(t.model, seed)))
@@ -747,13 +747,14 @@ def _separation_run(ds, scale: float, seed: int) -> SeparationRun:
     from ..models import build
     from ..objective import Objective
     from ..sharpness import measure
-    from ..train import evaluate, fit
+    from ..train import evaluate
+    from ..workflows.pipeline import train_model
 
     data = separated_pair(*ds.train, scale)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build("mlp", ds.input_shape, 2, **B.BASE_MODEL)
-    r = fit(model, data, {**C14_RECIPE, "seed": seed}, progress=False)
+    _, r = train_model(model, data, {**C14_RECIPE, "seed": seed})
     lam = measure(Objective(model, "cross_entropy", data, dtype=torch.float64), "lambda_max", tol=1e-4, seed=seed).value
     acc = evaluate(model, data)["accuracy"]
     loss = float(r.final_train_loss)
