@@ -22,9 +22,11 @@ from torch import nn
 __all__ = ["share_parameters"]
 
 
-def share_parameters(theta0: torch.Tensor, models: Iterable[nn.Module], names: Sequence[str]) -> None:
-    """Re-point the parameters ``names`` of every model in ``models`` at views of the flat ``theta0``, in the
-    order of ``names`` (θ₀'s order). Values are unchanged: ``theta0`` was concatenated from them."""
+def share_parameters(theta0: torch.Tensor, models: Iterable[nn.Module], names: Sequence[str],
+                     shapes: Sequence[torch.Size]) -> None:
+    """Re-point the parameters ``names`` (of ``shapes``) of every model in ``models`` at views of the flat
+    ``theta0``, in the order of ``names`` (θ₀'s order). The models hold empty stand-ins for them (or the very
+    values ``theta0`` was concatenated from): after this they hold θ₀'s values."""
     seen: set[int] = set()
     for model in models:
         if id(model) in seen:
@@ -33,7 +35,7 @@ def share_parameters(theta0: torch.Tensor, models: Iterable[nn.Module], names: S
         named = dict(model.named_parameters())
         offset = 0
         with torch.no_grad():
-            for n in names:
-                p = named[n]
-                p.data = theta0[offset:offset + p.numel()].view_as(p)
-                offset += p.numel()
+            for n, shape in zip(names, shapes, strict=True):
+                numel = shape.numel()
+                named[n].data = theta0[offset:offset + numel].view(shape)
+                offset += numel

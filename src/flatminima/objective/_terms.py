@@ -227,14 +227,20 @@ class NetworkTerms:
                  params: str | Sequence[str] | None, mode: str, dtype: torch.dtype, device: torch.device,
                  fixed_mask: bool):
         self.mode = mode
-        model = copy.deepcopy(model).to(device=device, dtype=dtype)
+        chosen = self._chosen(model, params)
+        # θ₀ first, straight from the user's parameters; the copy gets empty stand-ins for them (the deepcopy
+        # memo), re-pointed at views of θ₀ below: building the Objective never holds the parameters twice.
+        self.theta0 = torch.cat([p.detach().reshape(-1).to(device=device, dtype=dtype) for _, p in chosen])
+        stand_ins = {id(p): nn.Parameter(torch.empty(0, dtype=p.dtype, device=p.device), p.requires_grad)
+                     for _, p in chosen}
+        model = copy.deepcopy(model, stand_ins).to(device=device, dtype=dtype)
         model.train(mode == "train")
         self.user_model = model
         self.module = LossModule(self._compute_model(model), loss, loss_fn, reduction)
         self.has_outputs = loss_fn is None
         self.randomness: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
         self._check_randomness(model, fixed_mask)
-        self._select(params)
+        self._select([n for n, _ in chosen], [p.shape for _, p in chosen])
 
     # ------------------------------------------------------------------------- construction
     def _compute_model(self, model: nn.Module) -> nn.Module:
@@ -263,29 +269,32 @@ class NetworkTerms:
                 "mode='eval' (dropout off, the default), or mode='train', fixed_mask=True to reuse one "
                 "dropout mask per batch at every evaluation.")
 
-    def _select(self, patterns: str | Sequence[str] | None) -> None:
-        named = list(self.module.model.named_parameters())
-        trainable = [(n, p) for n, p in named if p.requires_grad]
+    @staticmethod
+    def _chosen(model: nn.Module, patterns: str | Sequence[str] | None) -> list[tuple[str, nn.Parameter]]:
+        """The selected parameters of the user's model: the trainable ones, filtered by ``patterns``."""
+        trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         if not trainable:
             raise FlatminimaError(
                 "the model has no trainable parameters (all requires_grad=False); unfreeze the ones whose "
                 "curvature you want.")
-        if patterns is not None:
-            patterns = [patterns] if isinstance(patterns, str) else list(patterns)
-            chosen = [(n, p) for n, p in trainable if name_matches(n, patterns)]
-            if not chosen:
-                raise FlatminimaError(
-                    f"params={patterns} matches no trainable parameter; available: {[n for n, _ in trainable]}.")
-        else:
-            chosen = trainable
-        self.names = [n for n, _ in chosen]
-        self.shapes = [p.shape for _, p in chosen]
-        self.numels = [p.numel() for _, p in chosen]
-        self.theta0 = torch.cat([p.detach().reshape(-1) for _, p in chosen])
+        if patterns is None:
+            return trainable
+        patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+        chosen = [(n, p) for n, p in trainable if name_matches(n, patterns)]
+        if not chosen:
+            raise FlatminimaError(
+                f"params={patterns} matches no trainable parameter; available: {[n for n, _ in trainable]}.")
+        return chosen
+
+    def _select(self, names: list[str], shapes: list[torch.Size]) -> None:
+        self.names = names
+        self.shapes = shapes
+        self.numels = [s.numel() for s in shapes]
         # The copies' parameters become views of θ₀: held once at rest, not again in the copy (_storage).
-        share_parameters(self.theta0, (self.module.model, self.user_model), self.names)
+        share_parameters(self.theta0, (self.module.model, self.user_model), self.names, self.shapes)
         chosen_names = set(self.names)
         # Everything not chosen (other parameters, buffers) is held fixed at the copy's values.
+        named = list(self.module.model.named_parameters())
         self.fixed = {"model." + n: p.detach() for n, p in named if n not in chosen_names}
         self.fixed.update({"model." + n: b for n, b in self.module.model.named_buffers()})
 
