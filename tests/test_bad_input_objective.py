@@ -293,3 +293,29 @@ def test_function_objective_under_no_grad() -> None:
         torch.testing.assert_close(obj.hvp(torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)),
                                    torch.tensor([3.0, 0.0, 0.0], dtype=torch.float64))
         torch.testing.assert_close(obj.grad(), torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64))
+
+
+class _WrappingDataset(torch.utils.data.Dataset):
+    """A map-style Dataset whose ``__getitem__`` wraps its index: iterating it never ends (no IndexError)."""
+
+    def __getitem__(self, i: int):
+        return X[i % len(X)], Y[i % len(Y)]
+
+
+class _SizedWrappingDataset(_WrappingDataset):
+    def __len__(self) -> int:
+        return len(X)
+
+
+def test_a_map_style_dataset_is_batched_over_its_length():
+    # before: the Objective iterated it by index until IndexError, which this one never raises (a hang)
+    by_dataset = Objective(_model(), "cross_entropy", _SizedWrappingDataset(), batch_size=3)
+    by_tensors = _objective(batch_size=3)
+    assert float(by_dataset.loss()) == pytest.approx(float(by_tensors.loss()), rel=1e-6)
+    v = torch.ones(by_tensors.dim)
+    torch.testing.assert_close(by_dataset.hvp(v), by_tensors.hvp(v))
+
+
+def test_a_map_style_dataset_without_a_length_is_refused():
+    with pytest.raises(FlatminimaError, match="without __len__.*DataLoader"):
+        Objective(_model(), "cross_entropy", _WrappingDataset(), batch_size=3)

@@ -187,11 +187,27 @@ def prepare_data(data: Any, batch_size: int, distributed: bool = False) -> tuple
             raise FlatminimaError(f"data tensors have different lengths {[t.shape[0] for t in data]}; "
                                   "inputs and targets must have one row per sample.")
         return [tuple(t[i:i + batch_size] for t in data) for i in range(0, n, batch_size)], True
+    if isinstance(data, torch.utils.data.Dataset) and not isinstance(data, torch.utils.data.IterableDataset):
+        return _loader_over(data, batch_size), False
     if iter(data) is data:
         raise FlatminimaError(
             "data is a one-shot iterator (a generator?); the objective passes over the data many times. "
             "Pass a list of batches, a DataLoader or a tuple of tensors.")
     return data, isinstance(data, (list, tuple))
+
+
+def _loader_over(dataset: torch.utils.data.Dataset, batch_size: int) -> torch.utils.data.DataLoader:
+    """A map-style Dataset yields single samples, and iterating it walks indices until ``__getitem__`` raises
+    IndexError (forever, for one that wraps its index): its batches come from a DataLoader over ``len``."""
+    try:
+        n = len(dataset)  # type: ignore[arg-type]
+    except TypeError as err:
+        raise FlatminimaError(
+            f"data is a map-style Dataset ({type(dataset).__name__}) without __len__, so its end is unknown; give "
+            "it a __len__, or pass DataLoader(dataset, batch_size=..., sampler=...) yourself.") from err
+    if n == 0:
+        raise FlatminimaError("data is empty (a Dataset of length 0); pass at least one sample.")
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
 
 
 # ----------------------------------------------------------------------------- the sources
