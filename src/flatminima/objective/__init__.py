@@ -16,6 +16,7 @@ One package of private modules, composed (flatminima.objective._objective says h
     _operators   Operator: a matrix as v ↦ M v (obj.hessian, obj.ggn), what curvature algorithms take
     _objective   Objective and FunctionObjective (the same Objective with a one-batch source)
     _pointwise   values at many θ at once (landscape grids, perturbation probes)
+    _sharded     the Objective over an FSDP2-sharded model (a variant Objective builds for such a model)
 
 Everything other code needs is named here; the private modules are imported only inside this package.
 """
@@ -27,6 +28,7 @@ from ._objective import FunctionObjective, Objective
 from ._operators import Operator
 from ._pointwise import LOOP_CHUNK, MERGE_ROWS, Span, activation_bytes, default_engine, values_at
 from ._products import HVP_BACKENDS
+from ._sharded import ShardedObjective  # registers the FSDP2 variant of Objective
 from ._terms import ELEMENTWISE_LOSSES, LOSSES, LossTerms, check_class_labels
 
 # The protocol every objective implements is Objective's own: data and analytic objectives are one class
@@ -35,7 +37,7 @@ ObjectiveBase = Objective
 
 __all__ = [
     "ELEMENTWISE_LOSSES", "HVP_BACKENDS", "LOOP_CHUNK", "LOSSES", "MERGE_ROWS", "Cost", "FunctionObjective",
-    "LossTerms", "MemoryPlan", "Meter", "Objective", "ObjectiveBase", "Operator", "Span", "activation_bytes",
-    "check_class_labels", "default_engine", "iter_row_chunks", "leaf_tensors", "move_batch", "name_matches",
-    "row_count", "values_at",
+    "LossTerms", "MemoryPlan", "Meter", "Objective", "ObjectiveBase", "Operator", "ShardedObjective", "Span",
+    "activation_bytes", "check_class_labels", "default_engine", "iter_row_chunks", "leaf_tensors", "move_batch",
+    "name_matches", "row_count", "values_at",
 ]

@@ -57,6 +57,15 @@ from ._terms import LOSSES, FunctionTerms, NetworkTerms, named_loss, resolve_red
 __all__ = ["FunctionObjective", "Objective"]
 
 
+
+_VARIANTS: list[tuple[Callable[[Any], bool], type]] = []
+
+
+def register_variant(applies: Callable[[Any], bool], variant: type) -> None:
+    """``Objective(model, ...)`` builds ``variant`` (a subclass) for a model where ``applies(model)``."""
+    _VARIANTS.append((applies, variant))
+
+
 class Objective:
     """L(θ) over a fixed data set, with exact gradients, Hessian and GGN products and a cost meter.
 
@@ -132,11 +141,11 @@ class Objective:
     hvp_method: str = "double_backward"
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Objective:
-        # A model sharded with FSDP2 (DTensor parameters) gets the sharded Objective (flatminima.objective._sharded)
-        from ._sharded import ShardedObjective, is_sharded
-
-        if cls is Objective and is_sharded(args[0] if args else kwargs.get("model")):
-            cls = ShardedObjective
+        # A model that needs another Objective (FSDP2's sharded parameters: _sharded) gets the variant that
+        # registered for it; the variants import this module, never the other way round.
+        if cls is Objective:
+            model = args[0] if args else kwargs.get("model")
+            cls = next((variant for applies, variant in _VARIANTS if applies(model)), cls)
         return super().__new__(cls)
 
     def __init__(

@@ -44,7 +44,7 @@ from ..errors import FlatminimaError, require_choice
 from ._arguments import check_arguments
 from ._batches import DataSource, check_batch_size, name_matches, resolve_float_dtype, resolve_torch_device
 from ._finite_difference import FINITE_DIFFERENCE, fd_step
-from ._objective import Objective
+from ._objective import Objective, register_variant
 from ._precision import own_precision
 from ._terms import LOSSES, LossModule, named_loss, resolve_reduction
 
@@ -446,3 +446,6 @@ def _reshard(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, FSDPModule):
             module.reshard()
+
+
+register_variant(is_sharded, ShardedObjective)
