@@ -11,7 +11,6 @@ from cases import tiny_data, tiny_mlp
 from flatminima import Objective
 from flatminima.curvature import eigenvalues, trace
 from flatminima.errors import FlatminimaError
-from flatminima.objective._checks import ProductChecks
 
 
 def _data(n: int = 12, d: int = 4, classes: int = 3):
@@ -46,16 +45,6 @@ def test_forward_over_reverse_through_layer_norm_is_refused_with_the_reason():
     torch.testing.assert_close(plain.hvp(v[:plain.dim]), plain.replace(hvp_method="double_backward").hvp(v[:plain.dim]),
                                rtol=1e-10, atol=1e-12)
     assert plain.describe()["hvp_check"].startswith("agrees with double backward")
-
-
-def test_an_automatic_choice_of_forward_over_reverse_falls_back_to_double_backward():
-    X, y = _data()
-    obj = Objective(_mlp(norm=True), "cross_entropy", (X, y))
-    checks = ProductChecks(automatic=True)
-    v = _random(obj.dim)
-    total, weight = checks.product("forward_over_reverse", obj.batches, obj.terms, obj.params, v, None)
-    torch.testing.assert_close(total / weight, obj.hvp(v), rtol=1e-12, atol=1e-14)
-    assert "falls back to double backward" in checks.notes("forward_over_reverse")["hvp_check"]
 
 
 def test_finite_difference_products_are_within_their_stated_error():

@@ -13,8 +13,7 @@ keeps what it learned about them, which ``describe()`` and every curvature resul
   some operations. Measured (torch 2.13, float64): ``torch.func.jvp`` over ``jacrev`` of ``F.layer_norm``
   differs from the dense Hessian by 29% in the block of the LayerNorm weight, and forward-over-reverse
   products of whole models with LayerNorm (transformers, GPT-2, BERT, an MLP with one LayerNorm) by 1.6–6%.
-  Double backward is exact there. A product that may be silently wrong is never returned; a method chosen
-  automatically (not by the user) falls back to double backward instead of refusing.
+  Double backward is exact there. A product that may be silently wrong is never returned.
 - before the first analytic product the autograd graph of the first batch's loss is searched for custom
   autograd Functions whose backward is ``@once_differentiable``: double backward does not fail through them,
   it treats their second derivatives as zero (measured: 76% off on an MLP with such a tanh), so they are
@@ -42,14 +41,9 @@ PROBE_SEED = 20240531  # the probe vector's seed: the check is the same at every
 
 
 class ProductChecks:
-    """Runs an Objective's Hessian products and keeps the checks of their methods (see the module).
+    """Runs an Objective's Hessian products and keeps the checks of their methods (see the module)."""
 
-    ``automatic``: the method was chosen for the user, so a failed check of forward-over-reverse falls back
-    to double backward (and says so in :meth:`notes`) instead of refusing.
-    """
-
-    def __init__(self, automatic: bool = False) -> None:
-        self.automatic = automatic
+    def __init__(self) -> None:
         self.for_check: dict[str, Any] | None = None  # forward-over-reverse vs double backward on the probe
         self.fd_error: dict[str, Any] | None = None  # the finite differences' step and error estimate
         self.passes = 1.0  # passes over the data of the latest product (the meter records them)
@@ -70,17 +64,15 @@ class ProductChecks:
         if not self.graph_checked:
             self.graph_checked = True
             once_differentiable(batches, terms, theta)
-        if backend == "forward_over_reverse" and not self._forward_over_reverse_ok(batches, terms, theta):
-            backend = "double_backward"  # automatic choice only: a refusal was raised otherwise
+        if backend == "forward_over_reverse":
+            self._check_forward_over_reverse(batches, terms, theta)
         return HVP_BACKENDS[backend](batches, terms, theta, v, cache)
 
-    def _forward_over_reverse_ok(self, batches: Batches, terms: Terms, theta: torch.Tensor) -> bool:
+    def _check_forward_over_reverse(self, batches: Batches, terms: Terms, theta: torch.Tensor) -> None:
         if self.for_check is None:
             self.for_check = self._compare(batches, terms, theta)
         if self.for_check["agrees"]:
-            return True
-        if self.automatic:
-            return False
+            return
         diff = self.for_check["relative_difference"]
         raise FlatminimaError(
             f"hvp_method='forward_over_reverse' disagrees with double backward by {diff:.3g} (relative, on a "
@@ -113,8 +105,7 @@ class ProductChecks:
             return {"hvp_error": dict(self.fd_error) if self.fd_error is not None else
                     "estimated at the first product (none yet)"}
         if method == "forward_over_reverse" and self.for_check is not None:
-            verdict = "agrees with" if self.for_check["agrees"] else (
-                "falls back to double backward: differs from" if self.automatic else "refused: differs from")
+            verdict = "agrees with" if self.for_check["agrees"] else "refused: differs from"
             return {"hvp_check": f"{verdict} double backward by {self.for_check['relative_difference']:.2g} "
                                  "on a probe"}
         return {}
