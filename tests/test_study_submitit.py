@@ -240,3 +240,28 @@ def test_a_killed_coordinator_is_restarted_and_reattaches_to_its_jobs(tmp_path, 
     with study.Store(out) as store:
         rows = store.rows()
     assert sorted(r["results"]["executor"]["job_id"] for r in rows) == ids
+
+
+def test_a_job_slurm_has_forgotten_is_lost_not_waited_on_forever(tmp_path, fake_slurm, monkeypatch):
+    # sacct answers UNKNOWN for a job it no longer lists (purged after MinJobAge, or slurmdbd down); UNKNOWN
+    # counts as alive, so before this the coordinator polled such a job forever
+    import signal
+
+    (fake_slurm / "state").write_text("UNKNOWN")
+    monkeypatch.setattr(slurm, "FORGOTTEN_S", 0.3)
+
+    def hung(*_):
+        raise AssertionError("the study still waits on jobs SLURM has forgotten")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(120)
+    try:
+        res = study.run(_slurm_spec(max_retries=0), out=tmp_path / "s", progress=False)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert res.counts.failed == 4 and res.counts.done == 0
+    with study.Store(tmp_path / "s") as store:
+        rows = store.rows()
+    for r in rows:
+        assert "UNKNOWN" in r["error"] and "left no result" in r["error"], r["error"]

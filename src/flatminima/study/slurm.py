@@ -38,6 +38,11 @@ RESULT_GRACE_S = 30.0
 """How long a job that SLURM reports ended may take to show its result file (a shared file system can
 lag behind the scheduler) before the job counts as lost. Tests shorten it."""
 
+FORGOTTEN_S = 900.0
+"""How long ``sacct`` may answer UNKNOWN for a job before the job counts as lost (its records are purged some
+time after it ends, MinJobAge, and an accounting daemon that is down answers nothing): without a result file by
+then, the run is resubmitted like any lost job (``max_retries``), never waited on forever. Tests shorten it."""
+
 MAX_ARRAY = 1000
 """The most runs in one job array (SLURM's default MaxArraySize is 1001); a larger study submits several."""
 
@@ -281,6 +286,9 @@ class SubmititExecutor:
                 return "lost", f"job {job.job_id}: {str(err).splitlines()[0]}"
         if self.cluster == "slurm":
             state = _slurm_state(job)
+            if state == "UNKNOWN":
+                return self._forgotten(job, entry)
+            entry.pop("unknown_since", None)
             if state in _ALIVE:
                 return None
         else:
@@ -292,6 +300,15 @@ class SubmititExecutor:
         if time.time() - entry["ended"] < RESULT_GRACE_S:
             return None
         return "lost", f"job {job.job_id} {state}" + _log_tail(job)
+
+    @staticmethod
+    def _forgotten(job: Any, entry: dict[str, Any]) -> tuple[str, str] | None:
+        """``None`` while SLURM's UNKNOWN may still turn into a state; ``("lost", why)`` after FORGOTTEN_S."""
+        since = entry.setdefault("unknown_since", time.time())
+        if time.time() - since < FORGOTTEN_S:
+            return None
+        return "lost", (f"job {job.job_id}: SLURM has answered UNKNOWN for its state for {time.time() - since:.0f} s "
+                        "(sacct no longer lists it, or the accounting daemon is down) and it left no result")
 
     def _refresh_states(self, inflight: dict[str, dict[str, Any]]) -> bool:
         """Queued / running, as submitit last saw it, into the records (for ``study status``)."""
