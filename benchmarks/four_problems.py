@@ -12,6 +12,11 @@ timed calls (the best and the median seconds) and the peak resident memory of on
 before it (Linux: freed memory returned with malloc_trim, VmHWM reset through /proc/self/clear_refs).
 Ratios are HVP / gradient, as curvlinops reports them (1.06, 2.25, 2.78, 2.9 for these problems on its GPU).
 The machine's load is written beside the numbers.
+
+``--compiled`` adds, per problem, the gradient of the ``torch.compile``d model as a user's training step
+computes it (``loss.backward()`` through the compiled module; compilation in the warm-up, not timed) and
+the HVP of an Objective built over that compiled model, which runs on its eager module (compiled graphs
+have no second derivatives): the ratio a user of a compiled model sees.
 """
 
 from __future__ import annotations
@@ -71,8 +76,8 @@ def _resnet(kind: str):
     return nn.Sequential(*layers)
 
 
-def build(problem: str):
-    """(Objective, a random vector) of one problem."""
+def build(problem: str, compiled: bool = False):
+    """(Objective, a random vector, the model, its data) of one problem; ``compiled``: over ``torch.compile(model)``."""
     import torch
     from torch import nn
 
@@ -82,10 +87,12 @@ def build(problem: str):
     if problem == "mlp":
         model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10))
         data = (torch.randn(64, 784), torch.randint(0, 10, (64,)))
+        model = torch.compile(model) if compiled else model
         obj = Objective(model, "cross_entropy", data, batch_size=64, reuse_graph=False)
     elif problem in ("resnet18", "resnet50"):
         data = (torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,)))
-        obj = Objective(_resnet(problem), "cross_entropy", data, batch_size=8, reuse_graph=False)
+        model = torch.compile(_resnet(problem).eval()) if compiled else _resnet(problem)
+        obj = Objective(model, "cross_entropy", data, batch_size=8, reuse_graph=False)
     else:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import GPT2Config, GPT2LMHeadModel
@@ -94,8 +101,29 @@ def build(problem: str):
 
         ids = torch.randint(0, 50257, (1, 32))
         model = GPT2LMHeadModel(GPT2Config(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
-        obj = Objective(model, loss_fn=lm_loss, data=[{"input_ids": ids}], reuse_graph=False)
-    return obj, torch.randn(obj.dim)
+        model = torch.compile(model) if compiled else model
+        data = {"input_ids": ids}
+        obj = Objective(model, loss_fn=lm_loss, data=[data], reuse_graph=False)
+    return obj, torch.randn(obj.dim), model, data
+
+
+def _compiled_gradient(problem: str, model, data):
+    """``loss.backward()`` through the compiled model, as a training step computes the gradient."""
+    import torch
+
+    if problem == "gpt2":
+        from flatminima.models.transformer import lm_loss
+
+        def loss():
+            return lm_loss(model, data)
+    else:
+        def loss():
+            return torch.nn.functional.cross_entropy(model(data[0]), data[1])
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        loss().backward()
+    return step
 
 
 def _rss_kib(field: str) -> int:
@@ -108,9 +136,13 @@ def _rss_kib(field: str) -> int:
 
 def measure(problem: str, op: str, repeats: int) -> dict:
     """One (problem, operation) in this process: best and median seconds of ``repeats``, one call's peak MiB."""
-    obj, v = build(problem)
-    call = (lambda: obj.grad()) if op == "grad" else (lambda: obj.hvp(v))
-    call()  # warm-up (and the objective's one-off first-use checks)
+    compiled = op.endswith("_compiled")
+    obj, v, model, data = build(problem, compiled)
+    if op == "grad_compiled":
+        call = _compiled_gradient(problem, model, data)
+    else:
+        call = (lambda: obj.grad()) if op == "grad" else (lambda: obj.hvp(v))
+    call()  # warm-up (compilation, and the objective's one-off first-use checks)
     # Give the memory the warm-up freed back to the system, or the allocator's cache hides the next call's peak.
     ctypes.CDLL("libc.so.6").malloc_trim(0)
     before = _rss_kib("VmRSS:")
@@ -133,6 +165,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=None, help="timed calls (default 30 for the MLP, 3 else)")
     parser.add_argument("--problems", default=",".join(PROBLEMS))
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per process (OMP_NUM_THREADS); 1 on a loaded machine, where two "
+                             "threads waiting on each other made one product 0.013 s in one process, 0.6 s in the next")
+    parser.add_argument("--compiled", action="store_true", help="also the torch.compile'd model (see above)")
     parser.add_argument("--one", nargs=2, metavar=("PROBLEM", "OP"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -142,17 +178,23 @@ def main() -> None:
     rows = []
     for problem in args.problems.split(","):
         got = {}
-        for op in ("grad", "hvp"):
+        for op in ("grad", "hvp") + (("grad_compiled", "hvp_compiled") if args.compiled else ()):
             repeats = args.repeats or (30 if problem == "mlp" else 3)
+            env = dict(os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}))
             out = subprocess.run([sys.executable, __file__, "--one", problem, op, "--repeats", str(repeats)],
-                                 capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+                                 capture_output=True, text=True, check=True, env=env).stdout.strip().splitlines()[-1]
             got[op] = json.loads(out)
         rows.append(got)
         g, h = got["grad"], got["hvp"]
         print(f"{problem:9s} {g['params']:>11,d} params  grad {g['seconds']:.3f}s {g['peak_mib']:.0f} MiB  "
               f"hvp {h['seconds']:.3f}s {h['peak_mib']:.0f} MiB  time x{h['seconds'] / g['seconds']:.2f}  "
               f"memory x{h['peak_mib'] / max(g['peak_mib'], 1e-9):.2f}", flush=True)
-    print(json.dumps({"load_before": load, "load_after": os.getloadavg(), "cpus": os.cpu_count(), "rows": rows}))
+        if args.compiled:
+            gc, hc = got["grad_compiled"], got["hvp_compiled"]
+            print(f"{'':9s} compiled: grad {gc['seconds']:.3f}s {gc['peak_mib']:.0f} MiB  hvp {hc['seconds']:.3f}s "
+                  f"{hc['peak_mib']:.0f} MiB  time x{hc['seconds'] / gc['seconds']:.2f}", flush=True)
+    print(json.dumps({"load_before": load, "load_after": os.getloadavg(), "cpus": os.cpu_count(),
+                      "threads": args.threads, "rows": rows}))
 
 
 if __name__ == "__main__":
