@@ -94,6 +94,7 @@ class ProductChecks:
         u = torch.randn(theta.shape, generator=gen, dtype=torch.float64).to(device=theta.device, dtype=theta.dtype)
         exact, _ = double_backward(one, terms, theta, u)
         forward, _ = forward_over_reverse(one, terms, theta, u)
+        exact, forward = exact.to(torch.float64), forward.to(torch.float64)  # one batch: in θ's dtype
         scale = float(exact.norm())
         diff = float((forward - exact).norm()) / scale if scale > 0 else float((forward - exact).norm())
         tol = torch.finfo(theta.dtype).eps ** 0.5

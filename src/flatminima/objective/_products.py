@@ -1,8 +1,9 @@
 """Hessian-vector and Gauss-Newton-vector products over batches, as plain functions.
 
-Each backend maps (batches, terms, θ, v) to (Σ_b H_b·v accumulated in float64, Σ_b w_b), H_b the Hessian
-of batch b's summed terms s_b; the Objective divides by the weight (or not), all-reduces and meters the
-call. They know nothing of the Objective, only of two callables:
+Each backend maps (batches, terms, θ, v) to (Σ_b H_b·v, Σ_b w_b), H_b the Hessian of batch b's summed
+terms s_b, the sum in float64 over several batches and one batch's product as it is (:func:`add`); the
+Objective divides by the weight (or not), all-reduces and meters the call. They know nothing of the
+Objective, only of two callables:
 
     batches()              the prepared batches (moved, cast, split into memory chunks): the batch source's
     terms(θ, batch)        (s_b, w_b), s_b differentiable in θ: the loss terms'
@@ -40,6 +41,35 @@ def zeros64(like: torch.Tensor) -> torch.Tensor:
     return torch.zeros(like.shape, dtype=torch.float64, device=like.device)
 
 
+def add(total: torch.Tensor | None, part: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``total + part`` for the sum over batches of the products ``part``, starting from ``total=None``.
+
+    The first batch's product is kept as it is (in the model's dtype); a second batch turns the sum into a
+    float64 accumulator, so sums over several batches stay exact-ish as before (and bitwise the same: the
+    first addend is exact in float64). Why: with one batch (in-memory data under the batch size, the common
+    case) the float64 accumulator was two float32 vectors, and dividing and casting it back three more, for
+    nothing: the one product is already the exact sum (measured at 4M parameters, with the finiteness check's
+    temporaries also gone: one ``hvp`` 5.0 -> 2.0 vectors of 4N bytes; benchmarks/objective_memory_4m.py).
+    ``Objective.reduce`` divides it without a float64 detour where the weight is exact in its dtype (the same
+    bits). A ``part`` that is ``v`` itself (autograd passes a
+    gradient through unchanged when the graph is an identity) is copied: the result is the caller's own.
+    """
+    if total is None:
+        return part.clone() if _shares_storage(part, v) else part
+    if total.dtype != torch.float64:
+        total = total.to(torch.float64)
+    return total.add_(part)
+
+
+def _shares_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.device == b.device and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+
+
+def summed(total: torch.Tensor | None, theta: torch.Tensor) -> torch.Tensor:
+    """The sum :func:`add` built, or a float64 zero vector when there was no batch."""
+    return zeros64(theta) if total is None else total
+
+
 def second_backward(theta: torch.Tensor, loss: torch.Tensor | None, v: torch.Tensor, retain: bool,
                     grad: torch.Tensor | None = None) -> torch.Tensor:
     """∇(∇loss·v) at the leaf θ; ``grad`` (∇loss built with ``create_graph``) when already there."""
@@ -55,12 +85,12 @@ def double_backward(batches: Batches, terms: Terms, theta: torch.Tensor, v: torc
                     cache: GraphCache | None = None) -> tuple[torch.Tensor, float]:
     """Double backward per batch: ∇(∇s_b · v), the graph rebuilt for every product."""
     theta = theta.detach().requires_grad_(True)
-    total, weight = zeros64(theta), 0.0
+    total, weight = None, 0.0
     for batch in batches():
         s, w = terms(theta, batch)
-        total += second_backward(theta, s, v, retain=False)
+        total = add(total, second_backward(theta, s, v, retain=False), v)
         weight += w
-    return total, weight
+    return summed(total, theta), weight
 
 
 class GraphCache:
@@ -87,13 +117,16 @@ class GraphCache:
         at = self._at
         if at is None or at[0].shape != theta.shape or not torch.equal(at[0], theta):
             self._at = None  # free the old graph before building the new one
+            # The leaf is a copy (not θ's storage, which in-place writes to the working model would change
+            # under the saved graph) and is also the θ the graph was built at: autograd never writes to it,
+            # so no second copy is kept for the comparison above (one parameter-sized vector less held).
             leaf = theta.detach().clone().requires_grad_(True)
             grads = []
             for batch in batches():
                 s, w = terms(leaf, batch)
                 (g,) = torch.autograd.grad(s, leaf, create_graph=True, allow_unused=True)
                 grads.append((g, w))
-            self._at = at = (theta.detach().clone(), leaf, grads)
+            self._at = at = (leaf.detach(), leaf, grads)
         return at[1], at[2]
 
 
@@ -103,11 +136,11 @@ def cached(batches: Batches, terms: Terms, theta: torch.Tensor, v: torch.Tensor,
     if cache is None:
         raise FlatminimaError("the cached backend needs the objective's GraphCache.")
     leaf, grads = cache.graphs(batches, terms, theta)
-    total, weight = zeros64(theta), 0.0
+    total, weight = None, 0.0
     for g, w in grads:
-        total += second_backward(leaf, None, v, retain=True, grad=g)
+        total = add(total, second_backward(leaf, None, v, retain=True, grad=g), v)
         weight += w
-    return total, weight
+    return summed(total, theta), weight
 
 
 def forward_over_reverse(batches: Batches, terms: Terms, theta: torch.Tensor, v: torch.Tensor,
@@ -117,7 +150,7 @@ def forward_over_reverse(batches: Batches, terms: Terms, theta: torch.Tensor, v:
     ``jacrev`` rather than ``grad``: jvp over ``torch.func.grad`` of ``mse_loss`` fails on an immutable
     ZeroTensor inside its backward formula, jvp over ``jacrev`` does not (same numbers elsewhere).
     """
-    total, weight = zeros64(theta), 0.0
+    total, weight = None, 0.0
     for batch in batches():
         w_box: list[float] = []
 
@@ -127,9 +160,9 @@ def forward_over_reverse(batches: Batches, terms: Terms, theta: torch.Tensor, v:
             return s
 
         _, hv = jvp(jacrev(f), (theta.detach(),), (v,))
-        total += hv.detach()
+        total = add(total, hv.detach(), v)
         weight += w_box[0]
-    return total, weight
+    return summed(total, theta), weight
 
 
 HVP_BACKENDS: dict[str, Backend] = {
@@ -142,8 +175,9 @@ HVP_BACKENDS: dict[str, Backend] = {
 def ggn_terms(batches: Batches, outputs: Callable[[torch.Tensor, Any], tuple[torch.Tensor, torch.Tensor]],
               loss_terms: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, float]],
               theta: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """(Σ_b J_bᵀ ∇²_z s_b J_b·v in float64, Σ_b w_b), z the model outputs and J_b = ∂z/∂θ on batch b."""
-    total, weight = zeros64(theta), 0.0
+    """(Σ_b J_bᵀ ∇²_z s_b J_b·v, Σ_b w_b), z the model outputs and J_b = ∂z/∂θ on batch b (the sum as in
+    :func:`add`: one batch's product as it is, several summed in float64)."""
+    total, weight = None, 0.0
     for batch in batches():
         targets = batch[-1]
 
@@ -159,9 +193,9 @@ def ggn_terms(batches: Batches, outputs: Callable[[torch.Tensor, Any], tuple[tor
             if no_second_derivative(err):
                 raise second_derivative_error(err) from err
             raise
-        total += gv.detach()
+        total = add(total, gv.detach(), v)
         weight += w
-    return total, weight
+    return summed(total, theta), weight
 
 
 def output_hvp(loss_terms: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, float]], out: torch.Tensor,
