@@ -123,3 +123,80 @@ def test_measured_peak_near_the_advised_floor(n):
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["rows"] <= 10  # a few rows: the floor is printed to 3 digits, 2% above it fits several
     assert 0.8 * floor <= got["peak"] <= 1.2 * floor * 1.02, (got, floor)
+
+
+class _Attention(torch.nn.Module):
+    """Embedding, one causal attention through ``F.scaled_dot_product_attention``, a head: at 128 tokens its
+    attention matrices are most of what a forward saves."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb, self.qkv, self.head = torch.nn.Embedding(16, 8), torch.nn.Linear(8, 24), torch.nn.Linear(8, 16)
+
+    def forward(self, ids):
+        b, t = ids.shape
+        q, k, v = self.qkv(self.emb(ids)).view(b, t, 3, 2, 4).permute(2, 0, 3, 1, 4)
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.head(y.transpose(1, 2).reshape(b, t, 8))
+
+
+def _attention_objective():
+    torch.manual_seed(0)
+    ids = torch.randint(0, 16, (4, 128), generator=torch.Generator().manual_seed(1))
+
+    def loss_fn(model, batch):
+        (x,) = batch
+        return torch.nn.functional.cross_entropy(model(x).reshape(-1, 16), x.reshape(-1))
+
+    return Objective(_Attention(), loss_fn=loss_fn, data=[(ids,)], memory_mb=64, reuse_graph=False)
+
+
+def test_the_plan_counts_the_attention_the_products_run_whoever_asks_first():
+    # The products run SDPA on its math backend (attention matrices saved). A plan asked for first, as
+    # memory_plan, reserve() (Lanczos, Hutch++, SLQ) and a refusal naming the floor do, outside any product,
+    # was measured on the fused CPU kernel, which saves none of them: here 5.2x fewer bytes per sample.
+    asked = _attention_objective()
+    planned_first = asked.memory_plan
+    product_first = _attention_objective()
+    product_first.hvp(torch.ones(product_first.dim))
+    assert planned_first.per_sample_bytes == product_first.memory_plan.per_sample_bytes
+    assert planned_first.fixed_bytes == product_first.memory_plan.fixed_bytes
+    with asked.reserve(2) as plan:
+        assert plan.per_sample_bytes == product_first.memory_plan.per_sample_bytes
+
+
+_CACHED_PROBE = textwrap.dedent("""
+    import json, sys
+    import torch
+    from flatminima import Objective
+    from flatminima.models import mlp
+    torch.set_num_threads(1)
+    budget, batches = float(sys.argv[1]), int(sys.argv[2])
+    gen = torch.Generator().manual_seed(0)
+    X, y = torch.randn(10 * batches, 40, generator=gen), torch.randint(0, 10, (10 * batches,), generator=gen)
+    torch.manual_seed(0)
+    obj = Objective(mlp([40], 10, width=1000, depth=2), "cross_entropy", (X, y), batch_size=10, memory_mb=budget)
+    v = torch.randn(obj.dim, generator=gen); plan = obj.memory_plan; obj.loss()
+    def status(key):
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) / 1024 for line in f if line.startswith(key))
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = status("VmRSS:")
+    obj.hvp(v)
+    print(json.dumps({"peak": status("VmHWM:") - before, "reuse": plan.reuse_graph}))
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="peak resident set from /proc")
+@pytest.mark.parametrize("budget, reuse", [(60.0, False), (200.0, True)])
+def test_kept_graphs_count_their_gradients(budget, reuse):
+    """Under graph reuse every kept batch's graph ends in its gradient, a parameter-sized vector (4 MB here):
+    40 batches of 10 rows peaked at 199 MB under a 60 MB budget (3.3x) while the plan counted 34 MB. The plan
+    counts them now: reuse where they fit (planned 195 MB, measured 198), rebuilt graphs where they do not."""
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", _CACHED_PROBE, str(budget), "40"], env=env, capture_output=True,
+                         text=True, check=True, timeout=300)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["reuse"] is reuse
+    assert got["peak"] <= 1.1 * budget, got

@@ -1,14 +1,16 @@
 """The Objective's memory model: one budget (``memory_mb``) for everything a curvature computation holds.
 
     peak ≈ fixed + reserved + HVP_FACTOR · r · s                    (graph rebuilt for every product)
-    peak ≈ fixed + reserved + s · (CACHE_FACTOR · N + r)            (reuse_graph: every batch's graph kept)
+    peak ≈ fixed + reserved + s · (CACHE_FACTOR · N + (HVP_FACTOR − CACHE_FACTOR) · r) + K · dim · itemsize
+                                                                    (reuse_graph: every chunk's graph kept)
 
     fixed    = c + FIXED_VECTORS · dim · itemsize   (the products' own parameter-sized vectors)
     reserved = n · dim · itemsize                   (the vectors the running algorithm keeps: ``reserve(n)``)
 
 ``s`` is the slope of the bytes autograd saves in one forward pass against the rows of a batch (measured
 once with ``saved_tensors_hooks`` on 1 and 4 rows of the first batch), ``c`` its intercept, ``r`` the rows
-of one chunk and ``N`` the rows of the whole data. The plan takes the largest ``r`` that fits, keeps graph
+of one chunk, ``N`` the rows of the whole data and ``K`` its chunks (each kept graph ends in its gradient, a
+parameter-sized vector). The plan takes the largest ``r`` that fits, keeps graph
 reuse only where the cached graphs fit too, and refuses a budget too small for one row.
 
 Where the factors come from (``benchmarks/scaling.py``, MLP 40-256-256-10, float32, fresh processes,
@@ -19,7 +21,11 @@ peak resident set above the level before the operation, docs/bench_scaling.md):
   backward saves (about 1× again) and the second backward's transients (about 1×).
 - ``CACHE_FACTOR = 2.0``: with the gradient graph of every batch kept, three products at one θ peaked at
   1.95–2.0 · N · s above that intercept (forward plus ``create_graph`` backward saved tensors, per row), plus
-  the transients of one chunk's backward (``r · s``).
+  the transients of one chunk's backward (counted as ``(HVP_FACTOR − CACHE_FACTOR) · r · s``) and, per kept
+  chunk, its gradient: one parameter-sized vector each, which that model's small dim hid. Uncounted, an MLP
+  40-1000-1000-10 (1.05M parameters, 4 MB a vector) with 40 batches of 10 rows kept peaked at 3.3x its budget
+  (199 MB at 60 MB, planned 34 MB), 4.2 MB more per batch; a 55M GPT-2 at 256 tokens, one chunk of 8
+  sequences, 14% above its planned peak.
 - ``FIXED_VECTORS = 5``: one product just above the floor peaked at 1.66–1.77 MB at dim 78,858 in
   float32 (300, 2,000 and 8,000 rows; 4 vectors planned 1.47 MB, 13–20% low): c (0.26 MB, the parameter
   views the forward saves) plus five parameter-sized vectors (θ's leaf copy, the float64 running total
@@ -43,7 +49,8 @@ import torch
 
 from ..errors import FlatminimaError
 
-__all__ = ["CACHE_FACTOR", "FIXED_VECTORS", "HVP_FACTOR", "MemoryPlan", "plan", "warm_second_backward"]
+__all__ = ["CACHE_FACTOR", "FIXED_VECTORS", "HVP_FACTOR", "MemoryPlan", "cached_bytes", "plan",
+           "warm_second_backward"]
 
 HVP_FACTOR = 3.1
 CACHE_FACTOR = 2.0
@@ -99,15 +106,31 @@ def _round_up(mb: float) -> float:
     return math.ceil(mb * (1 + 1e-9) / step) * step
 
 
+def cached_bytes(per_sample: float, vector_bytes: float, total_rows: int, chunk: int, batches: int,
+                 batch_rows: int) -> float:
+    """What the kept gradient graphs of ``total_rows`` rows hold at the peak of a product built on them.
+
+    Per row, the forward's and the ``create_graph`` backward's saved tensors (``CACHE_FACTOR · s``); per
+    chunk, the gradient the graph ends in, a parameter-sized vector (the 1.05M-parameter MLP with 40 kept
+    batches of 10 rows peaked 4.2 MB higher a batch, 3.3x its budget, before it was counted); and the
+    transients of the second backward through one chunk (``(HVP_FACTOR - CACHE_FACTOR) · r · s``, so that
+    one chunk of the whole data costs what a product without reuse does). ``batches`` of up to
+    ``batch_rows`` rows split into ``ceil(batch_rows / chunk)`` chunks each (0 batches: full chunks).
+    """
+    chunks = batches * math.ceil(batch_rows / chunk) if batches else math.ceil(total_rows / chunk)
+    return (per_sample * (CACHE_FACTOR * total_rows + (HVP_FACTOR - CACHE_FACTOR) * chunk)
+            + min(chunks, max(total_rows, 1)) * vector_bytes)
+
+
 def plan(memory_mb: float, per_sample: float, intercept: float, vector_bytes: float, reserved: int,
-         total_rows: int | None, batch_rows: int, reuse: bool, what: str = "", largest_bytes: float = 0.0
-         ) -> MemoryPlan:
+         total_rows: int | None, batch_rows: int, reuse: bool, what: str = "", largest_bytes: float = 0.0,
+         batches: int | None = None) -> MemoryPlan:
     """The memory plan for a budget, the measured bytes per sample and a reservation of vectors.
 
     ``vector_bytes``: one parameter-sized vector; ``reserved``: vectors the algorithm holds (``what`` names
     it in errors); ``total_rows``: rows of the whole data (None: unknown, streamed, so no graph reuse);
     ``batch_rows``: the rows of the largest batch (a chunk never exceeds it); ``largest_bytes``: the largest
-    parameter tensor.
+    parameter tensor; ``batches``: how many batches the data holds (None: as many as full chunks of its rows).
     """
     budget = memory_mb * MIB
     # + the largest parameter tensor once more: while the second backward accumulates, it holds that tensor's
@@ -130,7 +153,8 @@ def plan(memory_mb: float, per_sample: float, intercept: float, vector_bytes: fl
             f"Hessian-vector product on top of {fixed / MIB:.3g} MiB for the parameter-sized vectors; raise "
             f"memory_mb above {floor:.3g}.")
     chunk = min(rows, max(batch_rows, 1))  # the rows a chunk really holds
-    cached = fixed + held + per_sample * (CACHE_FACTOR * (total_rows or 0) + chunk)
+    cached = fixed + held + cached_bytes(per_sample, vector_bytes, total_rows or 0, chunk,
+                                         batches or 0, max(batch_rows, 1))
     reuse = bool(reuse and total_rows is not None and cached <= budget)
     peak = cached if reuse else fixed + held + one_row * chunk
     return MemoryPlan(memory_mb, per_sample, fixed, rows, reuse, reserved, held, peak)
