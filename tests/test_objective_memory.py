@@ -193,7 +193,7 @@ _CACHED_PROBE = textwrap.dedent("""
 def test_kept_graphs_count_their_gradients(budget, reuse):
     """Under graph reuse every kept batch's graph ends in its gradient, a parameter-sized vector (4 MB here):
     40 batches of 10 rows peaked at 199 MB under a 60 MB budget (3.3x) while the plan counted 34 MB. The plan
-    counts them now: reuse where they fit (planned 195 MB, measured 198), rebuilt graphs where they do not."""
+    counts them now: reuse where they fit (planned 195 MB, measured 198 MB), rebuilt graphs where they do not."""
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", _CACHED_PROBE, str(budget), "40"], env=env, capture_output=True,
                          text=True, check=True, timeout=300)

@@ -1,7 +1,7 @@
 """The Objective's memory model: one budget (``memory_mb``) for everything a curvature computation holds.
 
     peak ≈ fixed + reserved + HVP_FACTOR · r · s                    (graph rebuilt for every product)
-    peak ≈ fixed + reserved + s · (CACHE_FACTOR · N + (HVP_FACTOR − CACHE_FACTOR) · r) + K · dim · itemsize
+    peak ≈ fixed + reserved + s · (CACHE_FACTOR · N + CACHE_TRANSIENTS · r) + K · dim · itemsize
                                                                     (reuse_graph: every chunk's graph kept)
 
     fixed    = c + FIXED_VECTORS · dim · itemsize   (the products' own parameter-sized vectors)
@@ -21,11 +21,14 @@ peak resident set above the level before the operation, docs/bench_scaling.md):
   backward saves (about 1× again) and the second backward's transients (about 1×).
 - ``CACHE_FACTOR = 2.0``: with the gradient graph of every batch kept, three products at one θ peaked at
   1.95–2.0 · N · s above that intercept (forward plus ``create_graph`` backward saved tensors, per row), plus
-  the transients of one chunk's backward (counted as ``(HVP_FACTOR − CACHE_FACTOR) · r · s``) and, per kept
-  chunk, its gradient: one parameter-sized vector each, which that model's small dim hid. Uncounted, an MLP
-  40-1000-1000-10 (1.05M parameters, 4 MB a vector) with 40 batches of 10 rows kept peaked at 3.3x its budget
-  (199 MB at 60 MB, planned 34 MB), 4.2 MB more per batch; a 55M GPT-2 at 256 tokens, one chunk of 8
-  sequences, 14% above its planned peak.
+  the transients of one chunk's backward and, per kept chunk, its gradient: one parameter-sized vector each,
+  which that model's small dim hid. Uncounted, an MLP 40-1000-1000-10 (1.05M parameters, 4 MB a vector)
+  with 40 batches of 10 rows kept peaked at 3.3x its budget (199 MB at 60 MB, planned 34 MB), 4.2 MB more
+  per batch.
+- ``CACHE_TRANSIENTS = 1.5``: the second backward through a kept graph retains it (``retain_graph``), so
+  its transients come on top of all 2·N·s: a 55M-parameter GPT-2 (SDPA, 256 tokens, one kept chunk of 8
+  sequences, s = 161 MB) peaked 6,036 MB, 28.0·s above the fixed part and the chunk's gradient, 2·8 + 1.5·8
+  (it was planned at 2·8 + 1·8 and no gradient: 5,173 MB, 1.17x low).
 - ``FIXED_VECTORS = 5``: one product just above the floor peaked at 1.66–1.77 MB at dim 78,858 in
   float32 (300, 2,000 and 8,000 rows; 4 vectors planned 1.47 MB, 13–20% low): c (0.26 MB, the parameter
   views the forward saves) plus five parameter-sized vectors (θ's leaf copy, the float64 running total
@@ -49,11 +52,12 @@ import torch
 
 from ..errors import FlatminimaError
 
-__all__ = ["CACHE_FACTOR", "FIXED_VECTORS", "HVP_FACTOR", "MemoryPlan", "cached_bytes", "plan",
-           "warm_second_backward"]
+__all__ = ["CACHE_FACTOR", "CACHE_TRANSIENTS", "FIXED_VECTORS", "HVP_FACTOR", "MemoryPlan", "cached_bytes",
+           "plan", "warm_second_backward"]
 
 HVP_FACTOR = 3.1
 CACHE_FACTOR = 2.0
+CACHE_TRANSIENTS = 1.5
 FIXED_VECTORS = 5
 MIB = 2**20
 _WARMED: set[str] = set()  # devices whose one-time cost of a second backward is paid in this process
@@ -113,12 +117,12 @@ def cached_bytes(per_sample: float, vector_bytes: float, total_rows: int, chunk:
     Per row, the forward's and the ``create_graph`` backward's saved tensors (``CACHE_FACTOR · s``); per
     chunk, the gradient the graph ends in, a parameter-sized vector (the 1.05M-parameter MLP with 40 kept
     batches of 10 rows peaked 4.2 MB higher a batch, 3.3x its budget, before it was counted); and the
-    transients of the second backward through one chunk (``(HVP_FACTOR - CACHE_FACTOR) · r · s``, so that
-    one chunk of the whole data costs what a product without reuse does). ``batches`` of up to
+    transients of the second backward through one chunk (``CACHE_TRANSIENTS · r · s``, on top of the kept
+    graphs, which it retains). ``batches`` of up to
     ``batch_rows`` rows split into ``ceil(batch_rows / chunk)`` chunks each (0 batches: full chunks).
     """
     chunks = batches * math.ceil(batch_rows / chunk) if batches else math.ceil(total_rows / chunk)
-    return (per_sample * (CACHE_FACTOR * total_rows + (HVP_FACTOR - CACHE_FACTOR) * chunk)
+    return (per_sample * (CACHE_FACTOR * total_rows + CACHE_TRANSIENTS * chunk)
             + min(chunks, max(total_rows, 1)) * vector_bytes)
 
 
