@@ -10,7 +10,8 @@ from its refusal of a tiny budget; ``--floor`` measures that floor itself too). 
 GPT-2 with eager attention (the default) or its default SDPA attention, BERT (masked-LM head, SDPA),
 ``nn.TransformerEncoder`` (SDPA inside ``nn.MultiheadAttention``) or ``flatminima.models.TransformerLM``
 (attention written out); the last two with an untied head and two layers fewer, for about the same count.
-``--reuse-graph`` keeps the Objective's default (graph reuse, where the plan lets it); off by default here.
+``--reuse-graph`` keeps the Objective's default (graph reuse, where the plan lets it); off by default here;
+``--rows`` and ``--batch-size`` spread more sequences over several batches (each kept graph its own).
 
 Every measurement runs in a fresh subprocess with glibc's mmap threshold fixed (``MALLOC_MMAP_THRESHOLD_``),
 so freed tensors go back to the OS and the resident set tracks live memory. The plan is read first
@@ -99,24 +100,26 @@ def _model(name: str, size: int, seq: int):
 
 
 def _objective(size: int, memory_mb: float | None, name: str = "gpt2-eager", seq: int = 64,
-               reuse_graph: bool = False):
+               reuse_graph: bool = False, rows: int = ROWS, batch_size: int | None = None):
     import torch
 
     from flatminima import Objective
 
     model, loss_fn = _model(name, size, seq)
-    tokens = torch.randint(0, SIZES[size]["vocab"], (ROWS, seq), generator=torch.Generator().manual_seed(1))
-    return Objective(model, loss_fn=loss_fn, data=[(tokens,)], memory_mb=memory_mb, reuse_graph=reuse_graph)
+    tokens = torch.randint(0, SIZES[size]["vocab"], (rows, seq), generator=torch.Generator().manual_seed(1))
+    data = [(part,) for part in tokens.split(batch_size or rows)]
+    return Objective(model, loss_fn=loss_fn, data=data, memory_mb=memory_mb, reuse_graph=reuse_graph)
 
 
-def probe(size: int, memory_mb: float, name: str, seq: int, reuse_graph: bool) -> dict:
+def probe(size: int, memory_mb: float, name: str, seq: int, reuse_graph: bool, rows: int = ROWS,
+          batch_size: int | None = None) -> dict:
     """One product under ``memory_mb`` in this (fresh) process: peak above the idle objective."""
     import torch
 
     from flatminima.errors import FlatminimaError
 
     torch.set_num_threads(2)
-    obj = _objective(size, memory_mb, name, seq, reuse_graph)
+    obj = _objective(size, memory_mb, name, seq, reuse_graph, rows, batch_size)
     try:
         plan = obj.memory_plan
     except FlatminimaError as err:
@@ -131,19 +134,22 @@ def probe(size: int, memory_mb: float, name: str, seq: int, reuse_graph: bool) -
             "per_sample_mb": plan.per_sample_bytes / 2**20, "peak_mb": peak, "ratio": peak / memory_mb}
 
 
-def floor_of(size: int, name: str, seq: int, reuse_graph: bool) -> float:
+def floor_of(size: int, name: str, seq: int, reuse_graph: bool, rows: int = ROWS, batch_size: int | None = None
+             ) -> float:
     from flatminima.errors import FlatminimaError
 
     try:
-        _objective(size, 1e-3, name, seq, reuse_graph).memory_plan  # noqa: B018 - the refusal names the floor
+        _objective(size, 1e-3, name, seq, reuse_graph, rows, batch_size).memory_plan  # noqa: B018 - the refusal names the floor
     except FlatminimaError as err:
         return float(str(err).split("raise memory_mb above ")[1].split()[0].rstrip("."))
     raise RuntimeError("a 1 KiB budget was accepted")
 
 
-def run(size: int, memory_mb: float, name: str, seq: int, reuse_graph: bool) -> dict:
+def run(size: int, memory_mb: float, name: str, seq: int, reuse_graph: bool, rows: int = ROWS,
+        batch_size: int | None = None) -> dict:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS="2")
-    cmd = [sys.executable, __file__, "--probe", str(size), str(memory_mb), "--model", name, "--seq", str(seq)]
+    cmd = [sys.executable, __file__, "--probe", str(size), str(memory_mb), "--model", name, "--seq", str(seq),
+           "--rows", str(rows)] + (["--batch-size", str(batch_size)] if batch_size else [])
     out = subprocess.run(cmd + (["--reuse-graph"] if reuse_graph else []), env=env, capture_output=True,
                          text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -156,20 +162,24 @@ def main() -> None:
     ap.add_argument("--budgets", nargs="*", type=float, default=[1.2, 2.0, 4.0])
     ap.add_argument("--model", choices=MODELS, default="gpt2-eager")
     ap.add_argument("--seq", type=int, default=64, help="tokens per sequence (8 sequences)")
+    ap.add_argument("--rows", type=int, default=ROWS, help="sequences in the data")
+    ap.add_argument("--batch-size", type=int, help="sequences per batch (default: all in one)")
     ap.add_argument("--reuse-graph", action="store_true", help="the Objective's default; off by default here")
     ap.add_argument("--floor", action="store_true", help="measure the named floor itself (1x) too")
     ap.add_argument("--out")
     args = ap.parse_args()
     if args.probe:
-        print(json.dumps(probe(int(args.probe[0]), args.probe[1], args.model, args.seq, args.reuse_graph)))
+        print(json.dumps(probe(int(args.probe[0]), args.probe[1], args.model, args.seq, args.reuse_graph,
+                               args.rows, args.batch_size)))
         return
     rows = []
     for size in args.sizes:
-        floor = floor_of(size, args.model, args.seq, args.reuse_graph)
+        floor = floor_of(size, args.model, args.seq, args.reuse_graph, args.rows, args.batch_size)
         for factor in ([1.0] if args.floor else []) + args.budgets:
             budget = floor if factor == 1.0 else round(floor * factor, 1)
-            r = run(size, budget, args.model, args.seq, args.reuse_graph) | {
-                "model": args.model, "seq": args.seq, "reuse_graph": args.reuse_graph, "size_m": size,
+            r = run(size, budget, args.model, args.seq, args.reuse_graph, args.rows, args.batch_size) | {
+                "model": args.model, "seq": args.seq, "rows_total": args.rows, "batch_size": args.batch_size,
+                "reuse_graph": args.reuse_graph, "size_m": size,
                 "floor_mb": floor, "budget_mb": budget}
             rows.append(r)
             print(json.dumps(r), flush=True)
