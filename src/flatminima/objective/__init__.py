@@ -31,13 +31,9 @@ from ._products import HVP_BACKENDS
 from ._sharded import ShardedObjective  # registers the FSDP2 variant of Objective
 from ._terms import ELEMENTWISE_LOSSES, LOSSES, LossTerms, check_class_labels
 
-# The protocol every objective implements is Objective's own: data and analytic objectives are one class
-# now. The old name of the protocol class stays importable for code that checks isinstance against it.
-ObjectiveBase = Objective
-
 __all__ = [
     "ELEMENTWISE_LOSSES", "HVP_BACKENDS", "LOOP_CHUNK", "LOSSES", "MERGE_ROWS", "Cost", "FunctionObjective",
-    "LossTerms", "MemoryPlan", "Meter", "Objective", "ObjectiveBase", "Operator", "ShardedObjective", "Span",
+    "LossTerms", "MemoryPlan", "Meter", "Objective", "Operator", "ShardedObjective", "Span",
     "activation_bytes", "check_class_labels", "default_engine", "iter_row_chunks", "leaf_tensors", "move_batch",
     "name_matches", "row_count", "values_at",
 ]
