@@ -172,7 +172,6 @@ def _ece_train_old(probs, y, bins=15):  # the formula train's evaluate used befo
 
 
 def test_one_ece_equals_both_former_formulas():
-    from flatminima.study.outcomes import ece as study_ece
     from flatminima.train import evaluate
 
     g = torch.Generator().manual_seed(0)
@@ -180,7 +179,7 @@ def test_one_ece_equals_both_former_formulas():
     y = torch.randint(0, 10, (500,), generator=g)
     probs = torch.softmax(logits, 1)
     assert st.ece(probs, y) == pytest.approx(_ece_study_old(probs, y), abs=1e-12)
-    assert study_ece(probs, y, 7) == pytest.approx(_ece_study_old(probs, y, 7), abs=1e-12)
+    assert st.ece(probs, y, 7) == pytest.approx(_ece_study_old(probs, y, 7), abs=1e-12)
     p32 = probs.float()
     assert st.ece(p32, y) == pytest.approx(_ece_train_old(p32, y), abs=1e-6)
     model = torch.nn.Linear(10, 10).double()

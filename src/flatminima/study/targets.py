@@ -3,7 +3,7 @@
 A target is either
 
 * a **model target**: ``fn(model, dataset, metrics) -> float`` for one trained model (``metrics`` is what
-  :func:`flatminima.study.outcomes.evaluate` computed for it: the built-ins only read from it), or
+  :func:`flatminima.workflows.pipeline.evaluate_model` computed for it: the built-ins only read from it), or
 * a **table target**: ``fn(rows) -> list[float | None]``, computed from the whole table of finished runs
   (effective robustness needs the other models' accuracies: Miller et al. 2021; Taori et al. 2020).
 
@@ -180,7 +180,7 @@ def table_targets(targets: dict[str, Target] | None = None) -> dict[str, Callabl
     return {n: t.fn for n, t in pool.items() if t.table}
 
 
-# ---- the built-ins: read from the evaluation every run makes (flatminima.study.outcomes) -----------------
+# ---- the built-ins: read from the evaluation every run makes (workflows.pipeline.evaluate_model) -----------
 def _metric(key: str) -> Callable[[Any, Any, dict], Any]:
     return lambda model, data, metrics: metrics.get(key)
 

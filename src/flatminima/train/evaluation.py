@@ -2,8 +2,8 @@
 
 The one classifier evaluation is :func:`classification_scores`: accuracy, NLL, Brier score and ECE of a
 classifier's outputs against class labels. :func:`evaluate` (training, ``flatminima train``) reports three of
-them beside the loss, and a study's evaluation (:mod:`flatminima.study.outcomes`) calls it for the train and
-test sets and every shift.
+them beside the loss, and a study's evaluation (:func:`flatminima.workflows.pipeline.evaluate_model`) calls it
+for the train and test sets and every shift.
 
 * ECE (expected calibration error, Guo et al. 2017): Σ_b (|b|/n)·|acc(b) − conf(b)| over equal-width bins of
   the top-class confidence (15 by default; :func:`flatminima.statistics.ece`).

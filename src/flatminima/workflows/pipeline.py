@@ -14,6 +14,16 @@ The study worker (:func:`flatminima.study.worker.execute_with_weights`, one run 
                                           classifier evaluation, :func:`flatminima.train.classification_scores`
     train_measure_evaluate(...)           the three in order, with the seconds each took (:class:`Outcome`)
 
+What the evaluation reports (a study run's outcomes, which its targets read):
+
+* ECE (Guo et al. 2017): with B equal-width bins of the top-class confidence p̂ on [0, 1],
+  ECE = Σ_b (|S_b|/n) · |acc(S_b) − conf(S_b)|.  The bin count is stored with the result.
+* NLL: mean −log p(y|x) (= cross-entropy).  Brier (Brier 1950, multi-class): (1/n) Σ_i Σ_k (p_ik − 1[y_i = k])².
+* Regression: MSE = mean over samples and outputs of (f(x) − y)²; ``mse_gap`` = test − train MSE; under a
+  shift ``drop`` is the rise of the MSE over the clean test MSE.
+* ``train_loss``/``test_loss`` are the run's loss (``loss_fn``) when one is given, else NLL / MSE.
+Classifier scores keep the keys stored study results have always had (``acc``, ``nll``, ``brier``, ``ece``).
+
 Nothing here draws random numbers of its own: a model's initial weights come from the caller (who seeds
 them), training from the recipe's seed, each random measure from its ``seed`` setting. The order of the
 steps is fixed (train; exact train loss; measures in the order given; evaluation), so the same inputs give
