@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from flatminima import FlatminimaError, Objective, curvature, distributed
+from flatminima import FlatminimaError, Objective, curvature, distributed, sharpness
 
 
 def _fsdp2_available() -> bool:
@@ -50,6 +50,11 @@ def _numbers(obj: Objective) -> dict:
             "loss": obj.loss(), "grad": obj.grad(), "hvp": obj.hvp(v), "describe": obj.describe()}
 
 
+def _measures(obj: Objective) -> dict:
+    """Perturbation measures: the loss at other θ (written into the shards) on the sharded model."""
+    return {name: sharpness.measure(obj, name, seed=0).value for name in ("average_case", "worst_case", "keskar")}
+
+
 def _worker(rank: int, world: int, path: str) -> None:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
@@ -69,6 +74,9 @@ def _worker(rank: int, world: int, path: str) -> None:
         obj.values_at(torch.zeros(2, obj.dim, dtype=torch.float64))
     with pytest.raises(FlatminimaError, match="FSDP2"):
         obj.model_at()
+    out["measures"] = _measures(obj)
+    with pytest.raises(FlatminimaError, match="fisher_rao needs the model's outputs.*FSDP2-sharded"):
+        sharpness.measure(obj, "fisher_rao")
     # Every layer sharded on its own and the root too (which then holds no parameters): the same products
     layered = _problem()[0]
     for layer in (layered[0], layered[2], layered):
@@ -82,13 +90,16 @@ def _worker(rank: int, world: int, path: str) -> None:
 def test_fsdp2_sharded_model_matches_the_unsharded_single_process_model(tmp_path):
     distributed.launch(_worker, 2, str(tmp_path))
     model, X, y = _problem()
-    ref = _numbers(Objective(model, "cross_entropy", (X, y), batch_size=32))
+    single = Objective(model, "cross_entropy", (X, y), batch_size=32)
+    ref, ref_measures = _numbers(single), _measures(single)
     for r in range(2):
         got = torch.load(tmp_path / f"rank{r}.pt", weights_only=False)
         torch.testing.assert_close(got["loss"], ref["loss"], rtol=1e-12, atol=0)
         torch.testing.assert_close(got["grad"], ref["grad"], rtol=1e-12, atol=1e-14)
         torch.testing.assert_close(got["eig"], ref["eig"], rtol=RTOL, atol=0)
         torch.testing.assert_close(got["trace"], ref["trace"], rtol=RTOL, atol=0)
+        for name, value in ref_measures.items():  # losses at perturbed θ: exact up to float rounding
+            assert got["measures"][name] == pytest.approx(value, rel=1e-9), name
         hvp_tol = dict(rtol=0, atol=FD_BOUND * float(ref["hvp"].norm()))
         torch.testing.assert_close(got["hvp"], ref["hvp"], **hvp_tol)
         torch.testing.assert_close(got["layered_hvp"], ref["hvp"], **hvp_tol)

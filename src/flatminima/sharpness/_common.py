@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ..errors import FlatminimaError, NonFiniteLossError, require_positive_int
-from ..objective import Cost, Objective
+from ..objective import Cost, Objective, ShardedObjective
 
 
 def generator(seed: int) -> torch.Generator:
@@ -103,6 +103,12 @@ def hutchinson(matvec: Callable[[torch.Tensor], torch.Tensor], obj: Objective, s
 
 # ----------------------------------------------------------------------------- model outputs
 def require_outputs(obj: Objective, what: str) -> None:
+    if isinstance(obj, ShardedObjective):  # it runs the model's own forward and backward, never outputs at θ
+        raise FlatminimaError(
+            f"{what} needs the model's outputs at any θ, which an Objective over an FSDP2-sharded model does not "
+            "give (it runs the model's own forward and backward). Measure it on the model gathered into one "
+            "process; the curvature and perturbation measures (lambda_max, top_eigenvalues, trace, frobenius, "
+            "average_case, worst_case, keskar, pac_bayes, grad_norm, param_norm) run on the sharded model.")
     if not getattr(obj, "has_outputs", False):
         raise FlatminimaError(
             f"{what} needs the model outputs: build the Objective as Objective(model, loss, data) with "
