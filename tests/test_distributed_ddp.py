@@ -53,3 +53,28 @@ def test_ddp_wrapped_model_matches_the_unwrapped_single_process_model(tmp_path):
         torch.testing.assert_close(got["trace"], ref["trace"], rtol=1e-9, atol=1e-12)
         assert got["describe"]["params"] == ref["describe"]["params"]  # the inner module's names
         assert ".module" in got["describe"]["wrapper"] and "wrapper" not in ref["describe"]
+
+
+def _undistributed_worker(rank: int, world: int, path: str) -> None:
+    import warnings
+
+    model, X, y = _problem()
+    data = distributed.shard((X, y), rank=rank, world_size=world, sizes=SIZES)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        obj = Objective(torch.nn.parallel.DistributedDataParallel(model), "cross_entropy", data, batch_size=32)
+        Objective(model, "cross_entropy", data, batch_size=32)  # once per process
+    torch.save({"warnings": [str(w.message) for w in caught if issubclass(w.category, UserWarning)],
+                "loss": obj.loss()}, f"{path}/rank{rank}.pt")
+
+
+def test_ddp_without_distributed_warns_once_naming_the_flag(tmp_path):
+    # In a real process group each rank then measures its own shard only: a different number per rank
+    distributed.launch(_undistributed_worker, 2, str(tmp_path))
+    model, X, y = _problem()
+    whole = Objective(model, "cross_entropy", (X, y), batch_size=32).loss()
+    got = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    for g in got:
+        said = [w for w in g["warnings"] if "distributed=True" in w]
+        assert len(said) == 1 and "DistributedDataParallel" in said[0] and "world size 2" in said[0], g["warnings"]
+    assert got[0]["loss"] != got[1]["loss"] and whole not in (got[0]["loss"], got[1]["loss"])

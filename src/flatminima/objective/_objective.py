@@ -192,12 +192,12 @@ class Objective:
         dtype = evaluation_dtype(dtype, first.dtype if first is not None else None) or torch.get_default_dtype()
         device = torch.device(device) if device is not None else (
             first.device if first is not None else torch.device("cpu"))
+        warn_if_undistributed(distributed, model)  # a process group without distributed=True: say so
         model, eager_note = eager_module(model)  # a torch.compile'd model: its eager module (_compiled)
         params = eager_patterns(params)
         terms = NetworkTerms(model, loss, loss_fn, reduction=reduction, params=params, mode=mode, dtype=dtype,
                              device=device, fixed_mask=fixed_mask)
         _check_budget(memory_mb, model, mode)
-        warn_if_undistributed(distributed, model)  # a process group without distributed=True: say so
         source = DataSource(data, batch_size=batch_size, device=device, dtype=dtype, distributed=distributed,
                             memory_mb=memory_mb, reuse_graph=reuse_graph, fixed_mask=fixed_mask, seed=seed)
         terms.randomness = source.randomness  # each batch's evaluation under that batch's fixed mask
