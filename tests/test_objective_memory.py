@@ -112,17 +112,22 @@ _PROBE = textwrap.dedent("""
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="peak resident set from /proc and ru_maxrss")
 @pytest.mark.parametrize("n", [300, 2000])
 def test_measured_peak_near_the_advised_floor(n):
-    """The floor is right to 20%: one HVP just above it peaks within 0.8-1.2x of it (fresh process, RSS),
-    whatever the data's size. At n=2000 it once measured 0.71x: planning and every pass built the views of
-    all n/rows chunks at once (~1 KB each), leaving freed heap that hid the product's own allocations."""
+    """The floor is right to 20%: one HVP just above it peaks within 0.8-1.2x of it (fresh process, RSS, the
+    median of three processes), whatever the data's size. At n=2000 it once measured 0.71x: planning and every
+    pass built the views of all n/rows chunks at once (~1 KB each), leaving freed heap that hid the product's own
+    allocations. One process alone is too noisy for the lower bound: on a 2 MB floor single peaks spread over
+    0.77-0.89x (six runs; one under 0.8 once in a few runs), the medians of their triples were 0.86 and 0.87x."""
     model, X, y = _problem(n=300, width=256)
     floor = _floor(model, X, y)
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", _PROBE, str(floor * 1.02), str(n)], env=env, capture_output=True,
-                         text=True, check=True, timeout=300)
-    got = json.loads(out.stdout.strip().splitlines()[-1])
-    assert got["rows"] <= 10  # a few rows: the floor is printed to 3 digits, 2% above it fits several
-    assert 0.8 * floor <= got["peak"] <= 1.2 * floor * 1.02, (got, floor)
+    runs = []
+    for _ in range(3):
+        out = subprocess.run([sys.executable, "-c", _PROBE, str(floor * 1.02), str(n)], env=env,
+                             capture_output=True, text=True, check=True, timeout=300)
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert all(r["rows"] <= 10 for r in runs)  # a few rows: the floor is printed to 3 digits, 2% above it fits several
+    peak = sorted(r["peak"] for r in runs)[1]
+    assert 0.8 * floor <= peak <= 1.2 * floor * 1.02, (runs, floor)
 
 
 class _Attention(torch.nn.Module):
