@@ -118,6 +118,8 @@ class Objective:
             into chunks of as many rows as fit (estimated from the tensors autograd saves per sample, see
             :class:`~flatminima.objective.MemoryPlan`), ``loss_batched`` evaluates as many θ at once as
             fit, and ``reuse_graph`` is turned off when the cached graphs would not fit. ``None``: no budget.
+            Not counted: torch's one-time ~33 MB (CPU) of a process's first second backward, paid when the
+            plan is measured.
 
     Examples:
         A one-weight model y = w·x at w = 1, under the mean squared error on two points:
