@@ -87,3 +87,14 @@ def spiked_wishart(n: int = 200, samples: int = 400, spikes=(25.0, 12.0), seed: 
     for s, u in zip(spikes, U.T, strict=True):
         A += s * torch.outer(u, u)
     return (A + A.T) / 2
+
+
+def rank_problem(n: int = 100) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """The multi-process tests' problem: ``n`` samples of 6 float64 features and 3 classes (a generator seeded
+    0), and a float64 ``Linear(6, 8)-Tanh-Linear(8, 3)`` drawn after ``torch.manual_seed(1)``."""
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(n, 6, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 3, (n,), generator=gen)
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+    return model, X, y

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from cases import rank_problem
 from flatminima import Objective, curvature, distributed
 from flatminima.errors import FlatminimaError
 from flatminima.models.transformer import TransformerLM, lm_loss, toy_lm_batches
@@ -21,12 +22,7 @@ MEASURES = {
 
 
 def _problem():
-    gen = torch.Generator().manual_seed(0)
-    X = torch.randn(N, 6, generator=gen, dtype=torch.float64)
-    y = torch.randint(0, 3, (N,), generator=gen)
-    torch.manual_seed(1)
-    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).double()
-    return model, X, y
+    return rank_problem(N)
 
 
 def _lm_problem():

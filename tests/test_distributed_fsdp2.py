@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from cases import rank_problem
 from flatminima import FlatminimaError, Objective, curvature, distributed, sharpness
 
 
@@ -34,12 +35,7 @@ RTOL, FD_BOUND = 1e-8, 1e-9
 
 
 def _problem():
-    gen = torch.Generator().manual_seed(0)
-    X = torch.randn(N, 6, generator=gen, dtype=torch.float64)
-    y = torch.randint(0, 3, (N,), generator=gen)
-    torch.manual_seed(1)
-    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).double()
-    return model, X, y
+    return rank_problem(N)
 
 
 def _numbers(obj: Objective) -> dict:
