@@ -50,7 +50,7 @@ from ._memory import MemoryPlan
 from ._meter import Cost, Meter
 from ._operators import Operator
 from ._precision import Precision, evaluation_dtype, own_precision, scan_objective
-from ._products import GraphCache, ggn_terms, no_second_derivative, second_derivative_error, zeros64
+from ._products import GraphCache, add, ggn_terms, no_second_derivative, second_derivative_error, summed
 from ._ranks import warn_if_undistributed
 from ._terms import LOSSES, FunctionTerms, NetworkTerms, named_loss, resolve_reduction
 
@@ -505,14 +505,14 @@ class Objective:
     def grad(self, theta: torch.Tensor | None = None) -> torch.Tensor:
         """∇L(θ), the exact derivative of the same mean (or sum); never touches any ``.grad`` attribute."""
         start, theta = time.perf_counter(), self._theta(theta).detach().requires_grad_(True)
-        total, weight = zeros64(theta), 0.0
+        total, weight = None, 0.0
         for batch in self._source.batches():
             s, w = self._terms(theta, batch)
             (g,) = torch.autograd.grad(s, theta, allow_unused=True)
             if g is not None:
-                total += g
+                total = add(total, g, theta)  # one batch: no float64 detour (the same bits, see add)
             weight += w
-        value = self.reduce(total, weight)
+        value = self.reduce(summed(total, theta), weight)
         self._check_finite(value, "gradient")
         self._meter.account("grads", start)
         return value
