@@ -115,7 +115,7 @@ def _compiled_gradient(problem: str, model, data):
         from flatminima.models.transformer import lm_loss
 
         def loss():
-            return lm_loss(model, data)
+            return lm_loss(model, data)[0]  # (mean loss, target tokens)
     else:
         def loss():
             return torch.nn.functional.cross_entropy(model(data[0]), data[1])
