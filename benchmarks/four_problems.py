@@ -31,6 +31,10 @@ import sys
 import time
 
 PROBLEMS = ("mlp", "resnet18", "resnet50", "gpt2")
+# Graph reuse off by default: every product rebuilds the forward and the first backward, as curvlinops' do.
+# --reuse-graph keeps the gradient graph at θ (the Objective's default for data in memory), so repeated
+# products at one θ, as Lanczos, Hutch++ and SLQ make them, cost one second backward each.
+REUSE = os.environ.get("FOUR_PROBLEMS_REUSE_GRAPH") == "1"
 
 
 def _resnet(kind: str):
@@ -88,11 +92,11 @@ def build(problem: str, compiled: bool = False):
         model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10))
         data = (torch.randn(64, 784), torch.randint(0, 10, (64,)))
         model = torch.compile(model) if compiled else model
-        obj = Objective(model, "cross_entropy", data, batch_size=64, reuse_graph=False)
+        obj = Objective(model, "cross_entropy", data, batch_size=64, reuse_graph=REUSE)
     elif problem in ("resnet18", "resnet50"):
         data = (torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,)))
         model = torch.compile(_resnet(problem).eval()) if compiled else _resnet(problem)
-        obj = Objective(model, "cross_entropy", data, batch_size=8, reuse_graph=False)
+        obj = Objective(model, "cross_entropy", data, batch_size=8, reuse_graph=REUSE)
     else:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import GPT2Config, GPT2LMHeadModel
@@ -103,7 +107,7 @@ def build(problem: str, compiled: bool = False):
         model = GPT2LMHeadModel(GPT2Config(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
         model = torch.compile(model) if compiled else model
         data = {"input_ids": ids}
-        obj = Objective(model, loss_fn=lm_loss, data=[data], reuse_graph=False)
+        obj = Objective(model, loss_fn=lm_loss, data=[data], reuse_graph=REUSE)
     return obj, torch.randn(obj.dim), model, data
 
 
@@ -168,6 +172,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads per process (OMP_NUM_THREADS); 1 on a loaded machine, where two "
                              "threads waiting on each other made one product 0.013 s in one process, 0.6 s in the next")
+    parser.add_argument("--reuse-graph", action="store_true", help="keep the gradient graph between products")
     parser.add_argument("--compiled", action="store_true", help="also the torch.compile'd model (see above)")
     parser.add_argument("--one", nargs=2, metavar=("PROBLEM", "OP"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -180,7 +185,8 @@ def main() -> None:
         got = {}
         for op in ("grad", "hvp") + (("grad_compiled", "hvp_compiled") if args.compiled else ()):
             repeats = args.repeats or (30 if problem == "mlp" else 3)
-            env = dict(os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}))
+            env = dict(os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}),
+                       FOUR_PROBLEMS_REUSE_GRAPH="1" if args.reuse_graph else "0")
             out = subprocess.run([sys.executable, __file__, "--one", problem, op, "--repeats", str(repeats)],
                                  capture_output=True, text=True, check=True, env=env).stdout.strip().splitlines()[-1]
             got[op] = json.loads(out)
